@@ -1,0 +1,304 @@
+// Package policy describes what a sandboxed renderer may do.
+//
+// A Policy is a value: the broker validates it, checks it against what the
+// running kernel supports, and hands it to every renderer it spawns, which
+// applies it to itself before it reads a byte of untrusted input. The
+// default, Strict, turns every isolation layer on and grants nothing:
+// programs widen it explicitly, one field at a time, so that a reviewer can
+// see every exception in one place.
+//
+// Policies can be kept as protobuf text-format files (see Parse and Format)
+// so operators can review and version them like code.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Namespaces selects the Linux namespaces a renderer is created in. Each one
+// is on in Strict; turning one off is an explicit, reviewable change.
+type Namespaces struct {
+	// User maps the broker's uid and gid to 0 inside a new user namespace
+	// (setgroups denied), which lets the renderer build its empty root
+	// without any privilege on the host.
+	User bool
+	// Mount gives the renderer an empty, read-only tmpfs root via
+	// pivot_root; the host's root is unmounted.
+	Mount bool
+	// PID hides every other process; the renderer is pid 1 of its own
+	// namespace and sees a /proc of its own.
+	PID bool
+	// Net leaves the renderer with no network interface, not even loopback.
+	Net bool
+	// IPC detaches System V IPC and POSIX message queues.
+	IPC bool
+	// UTS gives the renderer a hostname of its own.
+	UTS bool
+	// Cgroup hides the host's cgroup hierarchy.
+	Cgroup bool
+}
+
+// Filesystem is the renderer's view of files.
+type Filesystem struct {
+	// Landlock handles every filesystem right the running kernel's
+	// Landlock ABI knows, with no rule granting any: every path-based
+	// access fails with EACCES, whatever the mount table shows.
+	Landlock bool
+	// ReadOnlyPaths are absolute paths bind-mounted read-only at the same
+	// place inside the empty root, and allowed read-only by Landlock.
+	ReadOnlyPaths []string
+}
+
+// Network restricts sockets beyond what the empty network namespace does.
+type Network struct {
+	// Landlock handles TCP bind and connect (ABI 4 and later) and UDP
+	// where the ABI has it, with no port allowed.
+	Landlock bool
+}
+
+// Scope restricts IPC that bypasses the filesystem.
+type Scope struct {
+	// Landlock scopes abstract unix sockets and signals (ABI 6 and later)
+	// so the renderer cannot reach processes outside its own domain.
+	Landlock bool
+}
+
+// Seccomp is the syscall filter.
+type Seccomp struct {
+	// Enabled installs the allowlist: the Go runtime's needs after
+	// lockdown (see BaseSyscalls) plus Allow.
+	Enabled bool
+	// Monitor sends every disallowed syscall to the broker's violation
+	// monitor (seccomp user notification), which records the syscall and
+	// its arguments and kills the renderer. Without it, a disallowed
+	// syscall kills the renderer at once and only the signal is known.
+	Monitor bool
+	// Allow lists syscalls, by name, allowed on top of BaseSyscalls. The
+	// escape surface (see EscapeSurface) can never be allowed.
+	Allow []string
+}
+
+// Limits bounds the resources of one renderer.
+type Limits struct {
+	// AddressSpace is RLIMIT_AS in bytes: allocations past it fail and the
+	// Go runtime dies with "out of memory", which the broker reports as
+	// the memory limit.
+	AddressSpace uint64
+	// OpenFiles is RLIMIT_NOFILE.
+	OpenFiles uint64
+	// Threads is RLIMIT_NPROC, counted inside the renderer's own user
+	// namespace: the renderer's threads.
+	Threads uint64
+	// CPUTime is RLIMIT_CPU, rounded up to whole seconds; at the limit the
+	// kernel sends SIGKILL.
+	CPUTime time.Duration
+	// FileSize is RLIMIT_FSIZE in bytes. It also bounds memfds the
+	// renderer sizes with ftruncate, so renderers that return bulk
+	// results in shared memory need it at least as large as one result.
+	FileSize uint64
+	// LockedMemory is RLIMIT_MEMLOCK in bytes.
+	LockedMemory uint64
+	// Stack is RLIMIT_STACK in bytes.
+	Stack uint64
+	// CallTimeout bounds one call from the broker; a renderer that does
+	// not answer in time is killed. Zero means no per-call limit.
+	CallTimeout time.Duration
+	// Lifetime bounds a renderer's whole life. Zero means none.
+	Lifetime time.Duration
+	// Cgroup limits apply when the broker is given a writable cgroup v2
+	// directory; each renderer gets a child group of its own.
+	Cgroup CgroupLimits
+}
+
+// CgroupLimits are cgroup v2 controller settings for one renderer.
+type CgroupLimits struct {
+	MemoryMax  uint64 // memory.max in bytes; 0 leaves it unset
+	PidsMax    uint64 // pids.max; 0 leaves it unset
+	CPUPercent uint64 // cpu.max as a percentage of one CPU; 0 leaves it unset
+}
+
+// Policy is everything a renderer may do. The zero value is not a useful
+// policy: start from Strict and change what the renderer needs.
+type Policy struct {
+	Namespaces Namespaces
+	Filesystem Filesystem
+	Network    Network
+	Scope      Scope
+	Seccomp    Seccomp
+	Limits     Limits
+	// AllowDegraded lists the layers the caller accepts running without
+	// when the kernel lacks them. Every other requested layer that is
+	// unavailable makes spawning fail.
+	AllowDegraded []Layer
+}
+
+// Strict returns the default renderer policy: every namespace, every
+// Landlock right, the base seccomp allowlist with the violation monitor,
+// and tight resource limits. Each call returns a fresh value that the
+// caller may change.
+func Strict() *Policy {
+	return &Policy{
+		Namespaces: Namespaces{User: true, Mount: true, PID: true, Net: true, IPC: true, UTS: true, Cgroup: true},
+		Filesystem: Filesystem{Landlock: true},
+		Network:    Network{Landlock: true},
+		Scope:      Scope{Landlock: true},
+		Seccomp:    Seccomp{Enabled: true, Monitor: true},
+		Limits: Limits{
+			AddressSpace: 1 << 30,
+			OpenFiles:    64,
+			Threads:      64,
+			CPUTime:      60 * time.Second,
+			FileSize:     0,
+			LockedMemory: 0,
+			Stack:        8 << 20,
+			CallTimeout:  30 * time.Second,
+			Lifetime:     0,
+		},
+	}
+}
+
+// Clone returns a deep copy of p.
+func (p *Policy) Clone() *Policy {
+	c := *p
+	c.Filesystem.ReadOnlyPaths = slices.Clone(p.Filesystem.ReadOnlyPaths)
+	c.Seccomp.Allow = slices.Clone(p.Seccomp.Allow)
+	c.AllowDegraded = slices.Clone(p.AllowDegraded)
+	return &c
+}
+
+// ErrInvalid is wrapped by every error Validate returns.
+var ErrInvalid = errors.New("invalid policy")
+
+// Validate reports every problem with p at once, each wrapped in ErrInvalid.
+func (p *Policy) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...))
+	}
+	ns := p.Namespaces
+	if !ns.User && (ns.Mount || ns.PID || ns.Net || ns.IPC || ns.UTS || ns.Cgroup) {
+		// Without a user namespace, creating the others needs
+		// CAP_SYS_ADMIN on the host: a renderer must never hold that.
+		bad("namespaces: mount/pid/net/ipc/uts/cgroup namespaces need the user namespace")
+	}
+	if ns.PID && !ns.Mount {
+		// A new PID namespace with the host's /proc still mounted breaks
+		// the thread walk that applies Landlock to every thread, and shows
+		// the host's processes.
+		bad("namespaces: a pid namespace needs a mount namespace for its own /proc")
+	}
+	if len(p.Filesystem.ReadOnlyPaths) > 0 {
+		if !ns.Mount {
+			bad("filesystem: read_only_paths need the mount namespace (they are bind-mounted into the empty root)")
+		}
+		seen := map[string]bool{}
+		for _, path := range p.Filesystem.ReadOnlyPaths {
+			switch {
+			case !filepath.IsAbs(path):
+				bad("filesystem: read-only path %q is not absolute", path)
+			case filepath.Clean(path) != path:
+				bad("filesystem: read-only path %q is not clean (want %q)", path, filepath.Clean(path))
+			case path == "/":
+				bad("filesystem: read-only path %q would expose the whole host", path)
+			case path == "/proc" || strings.HasPrefix(path, "/proc/"):
+				bad("filesystem: read-only path %q: /proc is the renderer's own", path)
+			case seen[path]:
+				bad("filesystem: read-only path %q listed twice", path)
+			}
+			seen[path] = true
+		}
+	}
+	if p.Seccomp.Monitor && !p.Seccomp.Enabled {
+		bad("seccomp: monitor needs seccomp enabled")
+	}
+	if len(p.Seccomp.Allow) > 0 && !p.Seccomp.Enabled {
+		bad("seccomp: allow lists syscalls but seccomp is disabled")
+	}
+	seen := map[string]bool{}
+	for _, name := range p.Seccomp.Allow {
+		switch {
+		case !knownSyscall(name):
+			bad("seccomp: unknown syscall %q", name)
+		case isEscapeSurface(name):
+			bad("seccomp: %q is escape surface and cannot be allowed", name)
+		case inBase(name):
+			bad("seccomp: %q is already in the base allowlist, with argument conditions that a policy cannot widen", name)
+		case seen[name]:
+			bad("seccomp: %q listed twice", name)
+		}
+		seen[name] = true
+	}
+	l := p.Limits
+	if l.AddressSpace != 0 && l.AddressSpace < minAddressSpace {
+		bad("limits: address space %d is below the %d bytes the Go runtime needs to start", l.AddressSpace, uint64(minAddressSpace))
+	}
+	if l.OpenFiles != 0 && l.OpenFiles < minOpenFiles {
+		bad("limits: open files %d is below the %d the renderer needs", l.OpenFiles, minOpenFiles)
+	}
+	if l.Threads != 0 && l.Threads < minThreads {
+		bad("limits: threads %d is below the %d the Go runtime needs", l.Threads, minThreads)
+	}
+	if l.CPUTime < 0 || l.CallTimeout < 0 || l.Lifetime < 0 {
+		bad("limits: durations must not be negative")
+	}
+	if l.Cgroup.CPUPercent > 100*maxCPUs {
+		bad("limits: cgroup cpu percent %d is over %d", l.Cgroup.CPUPercent, 100*maxCPUs)
+	}
+	seenLayer := map[Layer]bool{}
+	for _, layer := range p.AllowDegraded {
+		switch {
+		case !slices.Contains(AllLayers(), layer):
+			bad("allow_degraded: unknown layer %q", layer)
+		case seenLayer[layer]:
+			bad("allow_degraded: layer %q listed twice", layer)
+		}
+		seenLayer[layer] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Floors below which the renderer cannot even start; Validate refuses
+// limits under them so the failure is a clear error, not a crash.
+const (
+	minAddressSpace = 256 << 20
+	minOpenFiles    = 8
+	minThreads      = 16
+	maxCPUs         = 1024
+)
+
+// Requested returns the layers p asks for, in lockdown order.
+func (p *Policy) Requested() []Layer {
+	var out []Layer
+	add := func(on bool, l Layer) {
+		if on {
+			out = append(out, l)
+		}
+	}
+	ns := p.Namespaces
+	add(ns.User, LayerUserNS)
+	add(ns.Mount, LayerMountNS)
+	add(ns.PID, LayerPIDNS)
+	add(ns.Net, LayerNetNS)
+	add(ns.IPC, LayerIPCNS)
+	add(ns.UTS, LayerUTSNS)
+	add(ns.Cgroup, LayerCgroupNS)
+	add(true, LayerRlimits)
+	add(true, LayerNoNewPrivs)
+	add(true, LayerCapabilities)
+	add(p.Filesystem.Landlock, LayerLandlockFS)
+	add(p.Network.Landlock, LayerLandlockNet)
+	add(p.Scope.Landlock, LayerLandlockScope)
+	add(p.Seccomp.Enabled, LayerSeccomp)
+	add(p.Seccomp.Monitor, LayerSeccompMonitor)
+	return out
+}
+
+// Degradable reports whether the caller accepts running without layer l.
+func (p *Policy) Degradable(l Layer) bool {
+	return slices.Contains(p.AllowDegraded, l)
+}

@@ -1,0 +1,225 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// CmpOp is how a syscall argument is compared.
+type CmpOp int
+
+const (
+	// Equal allows the call when the argument equals Value.
+	Equal CmpOp = iota + 1
+	// MaskedEqual allows the call when argument&Mask equals Value.
+	MaskedEqual
+)
+
+// ArgCond is one condition on a syscall argument.
+type ArgCond struct {
+	Arg   uint // 0-based argument index
+	Op    CmpOp
+	Value uint64
+	Mask  uint64 // MaskedEqual only
+	// Self replaces Value with the renderer's own pid at lockdown time:
+	// signals may go to the renderer itself and nowhere else.
+	Self bool
+}
+
+func (c ArgCond) String() string {
+	v := fmt.Sprintf("%#x", c.Value)
+	if c.Self {
+		v = "self"
+	}
+	if c.Op == MaskedEqual {
+		return fmt.Sprintf("arg%d&%#x==%s", c.Arg, c.Mask, v)
+	}
+	return fmt.Sprintf("arg%d==%s", c.Arg, v)
+}
+
+// SyscallRule allows one syscall, or makes it fail with an errno.
+type SyscallRule struct {
+	Name string
+	// AnyOf lists alternatives; the call is allowed when every condition
+	// of one alternative holds. Empty means unconditionally.
+	AnyOf [][]ArgCond
+	// Errno, when nonzero, makes the call fail with that errno instead of
+	// being allowed: for syscalls the runtime probes and falls back from.
+	Errno unix.Errno
+	// Why says why the renderer needs it; it is printed in SECURITY.md.
+	Why string
+}
+
+// Conditions renders the rule's argument conditions for documentation.
+func (r SyscallRule) Conditions() string {
+	var alts []string
+	for _, alt := range r.AnyOf {
+		var cs []string
+		for _, c := range alt {
+			cs = append(cs, c.String())
+		}
+		alts = append(alts, strings.Join(cs, " && "))
+	}
+	return strings.Join(alts, " || ")
+}
+
+// ioctl request numbers golang.org/x/sys/unix does not name on every
+// architecture (asm-generic values, as on amd64 and arm64).
+const (
+	ioctlFIONREAD = 0x541b
+	ioctlFIONBIO  = 0x5421
+	ioctlFIONCLEX = 0x5450
+	ioctlFIOCLEX  = 0x5451
+)
+
+func allow(name, why string) SyscallRule { return SyscallRule{Name: name, Why: why} }
+
+func allowIf(name, why string, alts ...[]ArgCond) SyscallRule {
+	return SyscallRule{Name: name, AnyOf: alts, Why: why}
+}
+
+func argEq(arg uint, values ...uint64) [][]ArgCond {
+	var alts [][]ArgCond
+	for _, v := range values {
+		alts = append(alts, []ArgCond{{Arg: arg, Op: Equal, Value: v}})
+	}
+	return alts
+}
+
+// BaseSyscalls returns the allowlist every renderer gets: what the Go
+// runtime (with cgo and glibc), the ipc package and the shared-memory path
+// need once the renderer is locked down, and nothing that reaches a file
+// by name, creates a process or a socket, or changes privileges.
+func BaseSyscalls() []SyscallRule {
+	rules := []SyscallRule{
+		// I/O on descriptors the renderer already holds.
+		allow("read", "read the broker's socket and handed-in files"),
+		allow("readv", "vectored reads"),
+		allow("pread64", "positional reads of handed-in files"),
+		allow("write", "log pipe, eventfd wakeups, memfd contents"),
+		allow("writev", "vectored writes"),
+		allow("pwrite64", "positional writes into memfds"),
+		allow("lseek", "seek in handed-in files"),
+		allow("close", "close descriptors"),
+		allow("dup", "duplicate descriptors"),
+		allow("dup3", "duplicate descriptors"),
+		allow("fstat", "check handed-in descriptors"),
+		allowIf("newfstatat", "fstat through fstatat(fd, \"\", AT_EMPTY_PATH); path lookups stay useless in the empty root",
+			[]ArgCond{{Arg: 3, Op: MaskedEqual, Mask: unix.AT_EMPTY_PATH, Value: unix.AT_EMPTY_PATH}}),
+		allowIf("fcntl", "descriptor flags and memfd seals",
+			argEq(1, unix.F_GETFD, unix.F_SETFD, unix.F_GETFL, unix.F_SETFL, unix.F_DUPFD_CLOEXEC, unix.F_ADD_SEALS, unix.F_GET_SEALS)...),
+		allowIf("ioctl", "harmless descriptor queries; never TIOCSTI or device ioctls",
+			argEq(1, ioctlFIONREAD, ioctlFIOCLEX, ioctlFIONCLEX, ioctlFIONBIO, unix.TCGETS)...),
+		// The IPC socket.
+		allow("recvmsg", "receive IPC datagrams and descriptors"),
+		allow("sendmsg", "send IPC datagrams and descriptors"),
+		allowIf("getsockopt", "SO_TYPE/SO_DOMAIN checks of the IPC socket",
+			[]ArgCond{{Arg: 1, Op: Equal, Value: unix.SOL_SOCKET}}),
+		allow("shutdown", "close the IPC socket"),
+		// Shared memory for bulk results.
+		allow("memfd_create", "shared memory for bulk results"),
+		allow("ftruncate", "size a memfd (bounded by RLIMIT_FSIZE)"),
+		// Memory.
+		allow("mmap", "memory allocation and shared-memory mappings"),
+		allow("munmap", "memory release"),
+		allow("mprotect", "thread stack guard pages (glibc)"),
+		allow("mremap", "realloc of large blocks (glibc)"),
+		allow("madvise", "return memory to the kernel"),
+		allow("brk", "malloc (glibc)"),
+		// Threads, never processes.
+		allowIf("clone", "threads only: CLONE_THREAD must be set",
+			[]ArgCond{{Arg: 0, Op: MaskedEqual, Mask: unix.CLONE_THREAD, Value: unix.CLONE_THREAD}}),
+		{Name: "clone3", Errno: unix.ENOSYS, Why: "its flags are behind a pointer seccomp cannot check; ENOSYS makes glibc fall back to clone"},
+		allow("set_robust_list", "thread start (glibc)"),
+		allow("rseq", "thread start (glibc)"),
+		allow("set_tid_address", "thread start"),
+		allow("futex", "locks and thread parking"),
+		allow("sched_yield", "scheduler"),
+		allow("sched_getaffinity", "runtime CPU count"),
+		allow("gettid", "runtime thread ids"),
+		allow("getpid", "runtime signal delivery to itself"),
+		allow("exit", "thread exit"),
+		allow("exit_group", "process exit"),
+		// Signals, to the renderer itself only.
+		allow("rt_sigaction", "runtime signal handlers"),
+		allow("rt_sigprocmask", "runtime signal masks"),
+		allow("rt_sigreturn", "return from signal handlers"),
+		allow("sigaltstack", "runtime signal stacks"),
+		allowIf("tgkill", "goroutine preemption: signals to its own threads only",
+			[]ArgCond{{Arg: 0, Op: Equal, Self: true}}),
+		allowIf("kill", "runtime raise: signals to itself only",
+			[]ArgCond{{Arg: 0, Op: Equal, Self: true}}),
+		// Time and polling.
+		allow("clock_gettime", "time"),
+		allow("clock_nanosleep", "sleep"),
+		allow("nanosleep", "sleep"),
+		allow("gettimeofday", "time"),
+		allow("epoll_create1", "runtime network poller"),
+		allow("epoll_ctl", "runtime network poller"),
+		allow("epoll_pwait", "runtime network poller"),
+		allow("epoll_pwait2", "runtime network poller"),
+		allow("epoll_wait", "runtime network poller"),
+		allow("eventfd2", "runtime network poller wakeups"),
+		allow("pipe2", "runtime network poller wakeups (older runtimes)"),
+		allow("ppoll", "poll a descriptor"),
+		allow("poll", "poll a descriptor"),
+		allow("restart_syscall", "restart after a signal"),
+		// Process information about itself.
+		allow("getrandom", "randomness for maps and crypto"),
+		allowIf("prlimit64", "read its own limits; never set them",
+			[]ArgCond{{Arg: 0, Op: Equal, Value: 0}, {Arg: 2, Op: Equal, Value: 0}}),
+		allow("getrlimit", "read its own limits"),
+		allow("uname", "runtime kernel version checks"),
+		allow("getuid", "identity queries"),
+		allow("geteuid", "identity queries"),
+		allow("getgid", "identity queries"),
+		allow("getegid", "identity queries"),
+		allowIf("prctl", "thread names and anonymous mapping names only",
+			argEq(0, unix.PR_SET_NAME, unix.PR_GET_NAME, unix.PR_SET_VMA, unix.PR_GET_DUMPABLE)...),
+	}
+	return rules
+}
+
+// EscapeSurface returns syscalls that have been the first step of sandbox
+// escapes or that undo the sandbox. A policy can never allow them; they
+// are also absent from BaseSyscalls, so calling one is a violation.
+func EscapeSurface() []string {
+	return []string{
+		"acct", "add_key", "bpf", "chroot", "clone3", "delete_module", "execve", "execveat",
+		"finit_module", "fsconfig", "fsmount", "fsopen", "fspick", "init_module", "io_uring_enter",
+		"io_uring_register", "io_uring_setup", "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load",
+		"keyctl", "mount", "mount_setattr", "move_mount", "name_to_handle_at", "open_by_handle_at",
+		"open_tree", "perf_event_open", "personality", "pidfd_getfd", "pidfd_open", "pidfd_send_signal",
+		"pivot_root", "process_madvise", "process_vm_readv", "process_vm_writev", "ptrace", "quotactl",
+		"reboot", "request_key", "setns", "socket", "socketpair", "swapoff", "swapon", "umount2",
+		"unshare", "userfaultfd", "vmsplice", "capset", "setuid", "setgid", "setreuid", "setregid",
+		"setresuid", "setresgid", "setgroups", "seccomp", "fork", "vfork", "syslog",
+	}
+}
+
+func isEscapeSurface(name string) bool { return slices.Contains(EscapeSurface(), name) }
+
+func inBase(name string) bool {
+	return slices.ContainsFunc(BaseSyscalls(), func(r SyscallRule) bool { return r.Name == name })
+}
+
+func knownSyscall(name string) bool {
+	_, err := seccomp.GetSyscallFromName(name)
+	return err == nil
+}
+
+// SyscallRules returns the complete allowlist of p: BaseSyscalls plus
+// p.Seccomp.Allow, unconditionally allowed. Call it on a validated policy:
+// Validate refuses names that are unknown, duplicated, already in the base
+// list or escape surface.
+func (p *Policy) SyscallRules() []SyscallRule {
+	rules := BaseSyscalls()
+	for _, name := range p.Seccomp.Allow {
+		rules = append(rules, SyscallRule{Name: name, Why: "allowed by the policy"})
+	}
+	return rules
+}
