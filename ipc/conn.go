@@ -1,0 +1,939 @@
+package ipc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/sandkit/sandkit/ipc/wirepb"
+)
+
+// Limits bound what one Conn accepts from its peer. Both ends of a
+// connection must use the same Limits: each side's sending is held to the
+// limits the peer enforces on receipt.
+type Limits struct {
+	MaxDatagram int // bytes of one envelope (one datagram); default 64 KiB, at most 1 MiB
+	MaxFDs      int // fds per message; default 8, at most 252
+	// MaxInFlight bounds, separately, this side's outgoing calls awaiting a
+	// reply (Call blocks for a free slot) and the peer's requests being
+	// handled (one more is ReasonTooManyInFlight). Default 64.
+	MaxInFlight int
+}
+
+// DefaultLimits returns the defaults: 64 KiB datagrams, 8 fds per message,
+// 64 calls in flight each way.
+func DefaultLimits() Limits {
+	return Limits{MaxDatagram: 64 << 10, MaxFDs: 8, MaxInFlight: 64}
+}
+
+const (
+	maxDatagramLimit = 1 << 20
+	maxInFlightLimit = 1 << 16
+)
+
+func (l Limits) withDefaults() (Limits, error) {
+	d := DefaultLimits()
+	if l.MaxDatagram == 0 {
+		l.MaxDatagram = d.MaxDatagram
+	}
+	if l.MaxFDs == 0 {
+		l.MaxFDs = d.MaxFDs
+	}
+	if l.MaxInFlight == 0 {
+		l.MaxInFlight = d.MaxInFlight
+	}
+	if l.MaxDatagram < 64 || l.MaxDatagram > maxDatagramLimit ||
+		l.MaxFDs < 0 || l.MaxFDs > maxSpecFDs ||
+		l.MaxInFlight < 0 || l.MaxInFlight > maxInFlightLimit {
+		return l, fmt.Errorf("ipc: invalid limits %+v", l)
+	}
+	return l, nil
+}
+
+type options struct {
+	limits Limits
+	mux    *Mux
+	logger *slog.Logger
+}
+
+// Option configures a Conn.
+type Option func(*options)
+
+// WithLimits sets the Conn's limits; zero fields take the defaults.
+func WithLimits(l Limits) Option { return func(o *options) { o.limits = l } }
+
+// WithMux routes the peer's requests to mux. Without a mux, any request
+// from the peer is a protocol violation (ReasonUnknownMethod).
+func WithMux(m *Mux) Option { return func(o *options) { o.mux = m } }
+
+// WithLogger sets the logger (default: discard). Violations are logged at
+// Warn, connection death at Debug.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// Conn is one end of an AF_UNIX SOCK_SEQPACKET connection. Both ends can
+// call and serve at the same time; calls are multiplexed by request id.
+type Conn struct {
+	f   *os.File
+	rc  syscall.RawConn
+	lim Limits
+	mux *Mux
+	log *slog.Logger
+
+	ctx        context.Context // cancelled when the Conn dies; parent of handler contexts
+	cancel     context.CancelFunc
+	done       chan struct{}
+	readerDone chan struct{}
+	bg         sync.WaitGroup // background cancel senders
+
+	sem chan struct{} // outgoing call slots
+
+	mu      sync.Mutex
+	err     error // why the Conn died; nil while alive
+	nextID  uint64
+	pending map[uint64]*pendingCall       // our requests awaiting a reply
+	serving map[uint64]context.CancelFunc // peer's requests being handled
+
+	// Send state, guarded by wlock (a channel so that waiting for it can
+	// be abandoned).
+	wlock   chan struct{}
+	wenv    wirepb.Envelope
+	pbuf    []byte
+	wbuf    []byte
+	woob    []byte
+	wmsg    unix.Msghdr
+	wiov    unix.Iovec
+	wErr    error
+	wNoWait bool
+	writeFn func(fd uintptr) bool
+
+	// Receive state, owned by the read loop.
+	rbuf   []byte
+	roob   []byte
+	rmsg   unix.Msghdr
+	riov   unix.Iovec
+	rN     int
+	rOOBN  int
+	rFlags int
+	rErr   error
+	renv   wirepb.Envelope
+	rfds   []int
+	readFn func(fd uintptr) bool
+}
+
+type pendingCall struct {
+	spec      *MethodSpec
+	respType  protoreflect.MessageType
+	ch        chan callResult // capacity 1, receives exactly one result unless cancelled
+	cancelled bool            // guarded by Conn.mu
+}
+
+type callResult struct {
+	resp proto.Message
+	fds  []*os.File
+	err  error
+}
+
+// SocketPair returns a connected AF_UNIX SOCK_SEQPACKET pair with
+// close-on-exec set, in blocking mode. Hand one end to a child process (via
+// exec.Cmd.ExtraFiles, which clears close-on-exec on the child's copy) and
+// wrap the other with NewConn.
+func SocketPair() (*os.File, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ipc: socketpair: %w", err)
+	}
+	return os.NewFile(uintptr(fds[0]), "ipc-socket"), os.NewFile(uintptr(fds[1]), "ipc-socket"), nil
+}
+
+// Pair returns two connected Conns with the same options.
+func Pair(opts ...Option) (*Conn, *Conn, error) {
+	a, b, err := SocketPair()
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, err := NewConn(a, opts...)
+	if err != nil {
+		b.Close()
+		return nil, nil, err
+	}
+	cb, err := NewConn(b, opts...)
+	if err != nil {
+		ca.Close()
+		return nil, nil, err
+	}
+	return ca, cb, nil
+}
+
+// NewConn wraps f, which must be an AF_UNIX SOCK_SEQPACKET socket, and
+// starts the read loop. It takes ownership of f (closing it even on error):
+// the Conn works on a non-blocking duplicate registered with Go's netpoller,
+// so an idle Conn pins no OS thread.
+func NewConn(f *os.File, opts ...Option) (*Conn, error) {
+	if f == nil {
+		return nil, errors.New("ipc: NewConn: nil file")
+	}
+	defer f.Close()
+	o := options{limits: DefaultLimits()}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	lim, err := o.limits.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if o.logger == nil {
+		o.logger = slog.New(slog.DiscardHandler)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
+	nfd := -1
+	var cerr error
+	err = rc.Control(func(fd uintptr) {
+		typ, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE)
+		if err != nil {
+			cerr = fmt.Errorf("ipc: NewConn: SO_TYPE: %w", err)
+			return
+		}
+		dom, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN)
+		if err != nil {
+			cerr = fmt.Errorf("ipc: NewConn: SO_DOMAIN: %w", err)
+			return
+		}
+		if typ != unix.SOCK_SEQPACKET || dom != unix.AF_UNIX {
+			cerr = fmt.Errorf("ipc: NewConn: not an AF_UNIX SOCK_SEQPACKET socket (domain %d, type %d)", dom, typ)
+			return
+		}
+		nfd, cerr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
+	nf := os.NewFile(uintptr(nfd), "ipc-conn")
+	nrc, err := nf.SyscallConn()
+	if err != nil {
+		nf.Close()
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
+	c := &Conn{
+		f:          nf,
+		rc:         nrc,
+		lim:        lim,
+		mux:        o.mux,
+		log:        o.logger,
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		sem:        make(chan struct{}, lim.MaxInFlight),
+		pending:    make(map[uint64]*pendingCall),
+		serving:    make(map[uint64]context.CancelFunc),
+		wlock:      make(chan struct{}, 1),
+		rbuf:       make([]byte, lim.MaxDatagram+1),
+		roob:       make([]byte, unix.CmsgSpace(4*(lim.MaxFDs+1))),
+		rfds:       make([]int, 0, lim.MaxFDs+1),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.writeFn = c.doSend
+	c.readFn = c.doRecv
+	go c.readLoop()
+	return c, nil
+}
+
+// Done is closed when the Conn is dead for any reason.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err reports why the Conn died: nil while it is alive; a *ProtocolError
+// (errors.Is(err, ErrProtocol)) if the peer violated the protocol;
+// ErrPeerClosed on EOF; ErrClosed after Close; otherwise a wrapped socket
+// error.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Close kills the Conn: pending calls fail with ErrClosed, running
+// handlers' contexts are cancelled, the socket is closed. It waits for the
+// read loop to exit (not for handlers to return). It is idempotent and
+// returns nil.
+func (c *Conn) Close() error {
+	c.fail(ErrClosed)
+	<-c.readerDone
+	c.bg.Wait()
+	return nil
+}
+
+// PeerCred returns the peer's credentials as recorded by the kernel when the
+// connection was made (SO_PEERCRED).
+func (c *Conn) PeerCred() (*unix.Ucred, error) {
+	var cred *unix.Ucred
+	var gerr error
+	err := c.rc.Control(func(fd uintptr) {
+		cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return nil, ErrClosed
+		}
+		return nil, fmt.Errorf("ipc: SO_PEERCRED: %w", err)
+	}
+	if gerr != nil {
+		return nil, fmt.Errorf("ipc: SO_PEERCRED: %w", gerr)
+	}
+	return cred, nil
+}
+
+// fail marks the Conn dead with err (first caller wins), closes the socket,
+// cancels handlers and fails pending calls.
+func (c *Conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pend := c.pending
+	c.pending = nil
+	c.serving = nil
+	c.mu.Unlock()
+
+	close(c.done)
+	c.cancel()
+	c.f.Close() // unblocks the read loop and any blocked writer
+	for _, p := range pend {
+		if !p.cancelled {
+			p.ch <- callResult{err: err}
+		}
+	}
+	var perr *ProtocolError
+	if errors.As(err, &perr) {
+		c.log.Warn("ipc: peer violated the protocol", "reason", string(perr.Reason), "detail", perr.Detail)
+	} else {
+		c.log.Debug("ipc: connection closed", "err", err)
+	}
+}
+
+func (c *Conn) deadErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		return ErrClosed
+	}
+	return c.err
+}
+
+// ---- receiving ----
+
+func (c *Conn) doRecv(fd uintptr) bool {
+	c.riov.Base = &c.rbuf[0]
+	c.riov.SetLen(len(c.rbuf))
+	c.rmsg = unix.Msghdr{Iov: &c.riov, Iovlen: 1, Control: &c.roob[0]}
+	c.rmsg.SetControllen(len(c.roob))
+	n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	if e == unix.EAGAIN {
+		c.rErr = e
+		return false
+	}
+	c.rErr = nil
+	if e != 0 {
+		c.rErr = e
+		return true
+	}
+	c.rN, c.rOOBN, c.rFlags = int(n), int(c.rmsg.Controllen), int(c.rmsg.Flags)
+	return true
+}
+
+// recv receives one datagram into rbuf/roob. With wait false it does not
+// block: it reports unix.EAGAIN if nothing is queued.
+func (c *Conn) recv(wait bool) (n, oobn, flags int, err error) {
+	fn := c.readFn
+	if !wait {
+		fn = func(fd uintptr) bool { c.doRecv(fd); return true }
+	}
+	if err := c.rc.Read(fn); err != nil {
+		return 0, 0, 0, err
+	}
+	if c.rErr != nil {
+		return 0, 0, 0, c.rErr
+	}
+	return c.rN, c.rOOBN, c.rFlags, nil
+}
+
+func (c *Conn) readLoop() {
+	defer close(c.readerDone)
+	for {
+		n, oobn, flags, err := c.recv(true)
+		if err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				c.fail(ErrClosed)
+			} else {
+				c.fail(fmt.Errorf("ipc: recvmsg: %w", err))
+			}
+			return
+		}
+		if n == 0 && oobn == 0 && flags == 0 {
+			// EOF and an empty datagram look the same; tell them apart by
+			// receiving again: EOF repeats, a live peer leaves nothing.
+			c.fail(c.zeroRead())
+			return
+		}
+		if perr := c.handleDatagram(c.rbuf[:n], c.roob[:oobn], flags); perr != nil {
+			c.fail(perr)
+			return
+		}
+	}
+}
+
+func (c *Conn) zeroRead() error {
+	n, oobn, _, err := c.recv(false)
+	switch {
+	case err == unix.EAGAIN:
+		return violation(ReasonMalformed, "empty datagram")
+	case err != nil:
+		return ErrPeerClosed
+	case n == 0 && oobn == 0:
+		return ErrPeerClosed
+	}
+	fds, _ := parseControl(c.roob[:oobn], c.rfds[:0])
+	closeFDs(fds)
+	return violation(ReasonMalformed, "empty datagram")
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+func closeFiles(fs []*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// checkKinds checks received fds against the spec; the count must already
+// match.
+func checkKinds(fds []int, kinds []FDKind) *ProtocolError {
+	for i, fd := range fds {
+		if perr := checkFD(fd, kinds[i]); perr != nil {
+			perr.Detail = fmt.Sprintf("fd %d of %d: %s", i, len(fds), perr.Detail)
+			return perr
+		}
+	}
+	return nil
+}
+
+func wrapFDs(fds []int) []*os.File {
+	if len(fds) == 0 {
+		return nil
+	}
+	fs := make([]*os.File, len(fds))
+	for i, fd := range fds {
+		fs[i] = os.NewFile(uintptr(fd), "ipc-fd")
+	}
+	return fs
+}
+
+// handleDatagram validates and dispatches one datagram. On a violation it
+// closes every fd that came with the datagram and returns the violation.
+func (c *Conn) handleDatagram(data, oob []byte, flags int) *ProtocolError {
+	fds, perr := parseDatagram(data, oob, flags, &c.lim, &c.renv, c.rfds[:0])
+	if perr == nil {
+		switch c.renv.Kind {
+		case wirepb.Kind_KIND_REQUEST:
+			perr = c.handleRequest(&c.renv, fds)
+		case wirepb.Kind_KIND_REPLY:
+			perr = c.handleReply(&c.renv, fds)
+		case wirepb.Kind_KIND_CANCEL:
+			c.handleCancel(c.renv.Id)
+		}
+	}
+	if perr != nil {
+		closeFDs(fds)
+	}
+	return perr
+}
+
+func payloadLimit(specLimit int, lim *Limits) int {
+	if specLimit == 0 || specLimit > lim.MaxDatagram {
+		return lim.MaxDatagram
+	}
+	return specLimit
+}
+
+// handleRequest validates a request against its method and starts its
+// handler. On success the fds belong to the handler.
+func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int) *ProtocolError {
+	var e *muxEntry
+	if c.mux != nil {
+		e = c.mux.lookup(env.Method)
+	}
+	if e == nil {
+		return violation(ReasonUnknownMethod, "request %d: %q", env.Id, env.Method)
+	}
+	c.mu.Lock()
+	_, dup := c.serving[env.Id]
+	busy := len(c.serving)
+	c.mu.Unlock()
+	if dup {
+		return violation(ReasonDuplicateID, "request %d (%s) already in flight", env.Id, env.Method)
+	}
+	if busy >= c.lim.MaxInFlight {
+		return violation(ReasonTooManyInFlight, "request %d (%s): %d already in flight", env.Id, env.Method, busy)
+	}
+	if max := payloadLimit(e.spec.MaxRequestBytes, &c.lim); len(env.Payload) > max {
+		return violation(ReasonPayloadTooLarge, "request %d (%s): %d bytes, limit %d", env.Id, env.Method, len(env.Payload), max)
+	}
+	if len(fds) != len(e.spec.RequestFDs) {
+		return violation(ReasonFDCount, "request %d (%s): %d fds, spec wants %d", env.Id, env.Method, len(fds), len(e.spec.RequestFDs))
+	}
+	if perr := checkKinds(fds, e.spec.RequestFDs); perr != nil {
+		perr.Detail = fmt.Sprintf("request %d (%s): %s", env.Id, env.Method, perr.Detail)
+		return perr
+	}
+	req := e.reqType.New().Interface()
+	if err := proto.Unmarshal(env.Payload, req); err != nil {
+		return violation(ReasonMalformed, "request %d (%s) payload: %v", env.Id, env.Method, err)
+	}
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if env.TimeoutNanos > 0 {
+		ctx, cancel = context.WithTimeout(c.ctx, time.Duration(env.TimeoutNanos))
+	} else {
+		ctx, cancel = context.WithCancel(c.ctx)
+	}
+	c.mu.Lock()
+	if c.err != nil {
+		// Dying (Close from another goroutine): drop the request.
+		c.mu.Unlock()
+		cancel()
+		closeFDs(fds)
+		return nil
+	}
+	c.serving[env.Id] = cancel
+	c.mu.Unlock()
+	go c.serve(ctx, cancel, env.Id, e, req, wrapFDs(fds))
+	return nil
+}
+
+func (c *Conn) serve(ctx context.Context, cancel context.CancelFunc, id uint64, e *muxEntry, req proto.Message, fds []*os.File) {
+	resp, out, herr := e.call(ctx, req, fds)
+	// Leave the in-flight set before replying: once the peer has the reply
+	// it may reuse the slot, and we must not count this request then.
+	c.mu.Lock()
+	if c.serving != nil {
+		delete(c.serving, id)
+	}
+	c.mu.Unlock()
+	cancel()
+	defer closeFiles(out)
+	if herr == nil {
+		m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: id, payload: resp,
+			maxPayload: payloadLimit(e.spec.MaxResponseBytes, &c.lim), fds: out, kinds: e.spec.ResponseFDs}
+		err := c.send(nil, &m)
+		if err == nil || !errors.Is(err, ErrSpec) {
+			return
+		}
+		c.log.Error("ipc: handler response violates its method spec", "method", e.spec.Name, "err", err)
+		herr = Errorf(CodeInternal, "response violates the method spec")
+	}
+	code, msg := statusOf(herr)
+	m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: id, code: code, msg: msg}
+	_ = c.send(nil, &m)
+}
+
+// handleReply matches a reply with our pending call and validates it.
+func (c *Conn) handleReply(env *wirepb.Envelope, fds []int) *ProtocolError {
+	c.mu.Lock()
+	p := c.pending[env.Id]
+	if p != nil {
+		delete(c.pending, env.Id)
+	}
+	c.mu.Unlock()
+	if p == nil {
+		return violation(ReasonUnknownReply, "reply %d", env.Id)
+	}
+	<-c.sem // the call's slot is free: the peer is done with it
+	res, perr := c.decodeReply(env, fds, p)
+	if perr != nil {
+		if !p.cancelled {
+			p.ch <- callResult{err: perr}
+		}
+		return perr
+	}
+	if p.cancelled {
+		// The caller gave up; the late reply is dropped.
+		closeFiles(res.fds)
+		return nil
+	}
+	p.ch <- res
+	return nil
+}
+
+func (c *Conn) decodeReply(env *wirepb.Envelope, fds []int, p *pendingCall) (callResult, *ProtocolError) {
+	if env.StatusCode != 0 {
+		return callResult{err: &StatusError{Code: Code(env.StatusCode), Message: env.StatusMessage}}, nil
+	}
+	name := p.spec.Name
+	if max := payloadLimit(p.spec.MaxResponseBytes, &c.lim); len(env.Payload) > max {
+		return callResult{}, violation(ReasonPayloadTooLarge, "reply %d (%s): %d bytes, limit %d", env.Id, name, len(env.Payload), max)
+	}
+	if len(fds) != len(p.spec.ResponseFDs) {
+		return callResult{}, violation(ReasonFDCount, "reply %d (%s): %d fds, spec wants %d", env.Id, name, len(fds), len(p.spec.ResponseFDs))
+	}
+	if perr := checkKinds(fds, p.spec.ResponseFDs); perr != nil {
+		perr.Detail = fmt.Sprintf("reply %d (%s): %s", env.Id, name, perr.Detail)
+		return callResult{}, perr
+	}
+	resp := p.respType.New().Interface()
+	if err := proto.Unmarshal(env.Payload, resp); err != nil {
+		return callResult{}, violation(ReasonMalformed, "reply %d (%s) payload: %v", env.Id, name, err)
+	}
+	return callResult{resp: resp, fds: wrapFDs(fds)}, nil
+}
+
+// handleCancel cancels the handler of the peer's request id. A cancel for
+// an id not being handled is ignored: the reply may have crossed it.
+func (c *Conn) handleCancel(id uint64) {
+	c.mu.Lock()
+	cancel := c.serving[id]
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// ---- sending ----
+
+type outMsg struct {
+	kind       wirepb.Kind
+	id         uint64
+	method     string
+	timeout    time.Duration
+	code       Code
+	msg        string
+	payload    proto.Message
+	maxPayload int
+	fds        []*os.File
+	kinds      []FDKind
+}
+
+func (c *Conn) lockWrite(ctx context.Context) error {
+	select {
+	case c.wlock <- struct{}{}:
+		return nil
+	default:
+	}
+	var ctxDone <-chan struct{}
+	if ctx != nil {
+		ctxDone = ctx.Done()
+	}
+	select {
+	case c.wlock <- struct{}{}:
+		return nil
+	case <-c.done:
+		return c.deadErr()
+	case <-ctxDone:
+		return ctx.Err()
+	}
+}
+
+func (c *Conn) unlockWrite() { <-c.wlock }
+
+// send encodes and sends one message. ctx (may be nil: wait until the Conn
+// dies) bounds waiting for the write lock and for socket buffer space.
+// Errors wrapping ErrSpec mean m does not fit its spec or the limits; nothing
+// was sent. The caller keeps ownership of m.fds.
+func (c *Conn) send(ctx context.Context, m *outMsg) error {
+	if err := c.lockWrite(ctx); err != nil {
+		return err
+	}
+	defer c.unlockWrite()
+	select {
+	case <-c.done:
+		return c.deadErr()
+	default:
+	}
+	env := &c.wenv
+	env.Reset()
+	env.Kind, env.Id, env.Method = m.kind, m.id, m.method
+	env.TimeoutNanos, env.StatusCode, env.StatusMessage = int64(m.timeout), int32(m.code), m.msg
+	env.FdCount = uint32(len(m.fds))
+	if m.payload != nil && m.payload.ProtoReflect().IsValid() {
+		var err error
+		c.pbuf, err = proto.MarshalOptions{}.MarshalAppend(c.pbuf[:0], m.payload)
+		if err != nil {
+			return fmt.Errorf("ipc: marshal %v: %w", m.payload.ProtoReflect().Descriptor().FullName(), err)
+		}
+		if len(c.pbuf) > m.maxPayload {
+			return fmt.Errorf("%w: payload of %d bytes, limit %d", ErrSpec, len(c.pbuf), m.maxPayload)
+		}
+		env.Payload = c.pbuf
+	}
+	var err error
+	c.wbuf, err = proto.MarshalOptions{}.MarshalAppend(c.wbuf[:0], env)
+	env.Payload = nil
+	if err != nil {
+		return fmt.Errorf("ipc: marshal envelope: %w", err)
+	}
+	if len(c.wbuf) > c.lim.MaxDatagram {
+		return fmt.Errorf("%w: message of %d bytes, limit %d", ErrSpec, len(c.wbuf), c.lim.MaxDatagram)
+	}
+	if len(m.fds) > c.lim.MaxFDs {
+		return fmt.Errorf("%w: %d fds, limit %d", ErrSpec, len(m.fds), c.lim.MaxFDs)
+	}
+	if len(m.fds) != len(m.kinds) {
+		return fmt.Errorf("%w: %d fds, spec wants %d", ErrSpec, len(m.fds), len(m.kinds))
+	}
+	if len(m.fds) == 0 {
+		return c.write(ctx, nil)
+	}
+	return withRawFDs(m.fds, make([]int, 0, len(m.fds)), func(raw []int) error {
+		for i, fd := range raw {
+			if perr := checkFD(fd, m.kinds[i]); perr != nil {
+				return fmt.Errorf("%w: fd %d: %v", ErrSpec, i, perr)
+			}
+		}
+		c.woob = putRights(c.woob[:0], raw)
+		return c.write(ctx, c.woob)
+	})
+}
+
+// withRawFDs calls fn with the descriptors of files, holding a reference on
+// each (RawConn.Control) so that none can be closed and reused underneath.
+// It never calls Fd(), which would switch a pollable file to blocking mode
+// for everyone sharing its open file description.
+func withRawFDs(files []*os.File, raw []int, fn func([]int) error) error {
+	if len(files) == 0 {
+		return fn(raw)
+	}
+	if files[0] == nil {
+		return fmt.Errorf("%w: nil *os.File", ErrSpec)
+	}
+	rc, err := files[0].SyscallConn()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrSpec, err)
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = withRawFDs(files[1:], append(raw, int(fd)), fn) }); err != nil {
+		return fmt.Errorf("%w: %v", ErrSpec, err)
+	}
+	return ferr
+}
+
+// putRights appends one SCM_RIGHTS control message carrying fds.
+func putRights(b []byte, fds []int) []byte {
+	n := unix.CmsgSpace(4 * len(fds))
+	if cap(b) < n {
+		b = make([]byte, n)
+	}
+	b = b[:n]
+	clear(b)
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = unix.SOL_SOCKET
+	h.Type = unix.SCM_RIGHTS
+	h.SetLen(unix.CmsgLen(4 * len(fds)))
+	data := b[unix.CmsgLen(0):]
+	for i, fd := range fds {
+		*(*int32)(unsafe.Pointer(&data[4*i])) = int32(fd)
+	}
+	return b
+}
+
+func (c *Conn) doSend(fd uintptr) bool {
+	c.wiov.Base = &c.wbuf[0]
+	c.wiov.SetLen(len(c.wbuf))
+	c.wmsg = unix.Msghdr{Iov: &c.wiov, Iovlen: 1}
+	if len(c.woob) > 0 {
+		c.wmsg.Control = &c.woob[0]
+		c.wmsg.SetControllen(len(c.woob))
+	}
+	_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&c.wmsg)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+	c.wErr = nil
+	if e != 0 {
+		c.wErr = e
+	}
+	return e != unix.EAGAIN || c.wNoWait
+}
+
+var aLongTimeAgo = time.Unix(1, 0)
+
+// write sends wbuf with oob in one sendmsg; the write lock is held. A
+// SEQPACKET datagram is sent whole or not at all, so abandoning a blocked
+// write never leaves half a message on the wire.
+func (c *Conn) write(ctx context.Context, oob []byte) error {
+	c.woob = oob
+	c.wNoWait = true
+	err := c.rc.Write(c.writeFn)
+	if err == nil && c.wErr == unix.EAGAIN {
+		// The peer's receive queue is full: wait for room, but no longer
+		// than ctx allows.
+		var stop func() bool
+		fired := make(chan struct{})
+		if ctx != nil && ctx.Done() != nil {
+			stop = context.AfterFunc(ctx, func() {
+				c.f.SetWriteDeadline(aLongTimeAgo)
+				close(fired)
+			})
+		}
+		c.wNoWait = false
+		err = c.rc.Write(c.writeFn)
+		if stop != nil && !stop() {
+			<-fired
+			c.f.SetWriteDeadline(time.Time{})
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return ctx.Err()
+			}
+		}
+	}
+	c.woob = nil
+	if err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return c.deadErr()
+		}
+		return fmt.Errorf("ipc: sendmsg: %w", err)
+	}
+	if c.wErr != nil {
+		if c.wErr == unix.EPIPE || c.wErr == unix.ECONNRESET {
+			return ErrPeerClosed
+		}
+		return fmt.Errorf("ipc: sendmsg: %w", c.wErr)
+	}
+	return nil
+}
+
+// ---- calling ----
+
+// Call invokes m on the peer and waits for the reply.
+//
+// The caller keeps ownership of fds (the kernel duplicates them on send; do
+// not close them before Call returns) and owns the returned fds. Errors:
+// ctx's error, wrapped (a Cancel is sent to the peer); ErrSpec, wrapped, if
+// req or fds do not fit m's spec (nothing sent); ErrClosed, ErrPeerClosed or
+// a *ProtocolError if the Conn dies first; a *StatusError if the handler
+// failed. A reply that does not fit the spec is a protocol violation by the
+// peer and kills the Conn.
+func Call[Req, Resp proto.Message](ctx context.Context, c *Conn, m *Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
+	var zero Resp
+	resp, out, err := c.call(ctx, &m.spec, m.respType, req, fds)
+	if err != nil {
+		return zero, nil, err
+	}
+	return resp.(Resp), out, nil
+}
+
+func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect.MessageType, req proto.Message, fds []*os.File) (proto.Message, []*os.File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
+	}
+	if len(fds) != len(spec.RequestFDs) {
+		return nil, nil, fmt.Errorf("ipc: %s: %w: %d fds, spec wants %d", spec.Name, ErrSpec, len(fds), len(spec.RequestFDs))
+	}
+	// Take an outgoing slot; it is released when the reply arrives (even
+	// after we stop waiting for it), so the peer never sees more than
+	// MaxInFlight of our requests at once.
+	select {
+	case c.sem <- struct{}{}:
+	default:
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, ctx.Err())
+		case <-c.done:
+			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, c.deadErr())
+		}
+	}
+	p := &pendingCall{spec: spec, respType: respType, ch: make(chan callResult, 1)}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		<-c.sem
+		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
+	}
+	c.nextID++
+	id := c.nextID
+	c.pending[id] = p
+	c.mu.Unlock()
+
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			timeout = 1 // already expired: the handler's ctx expires at once
+		}
+	}
+	m := outMsg{kind: wirepb.Kind_KIND_REQUEST, id: id, method: spec.Name, timeout: timeout, payload: req,
+		maxPayload: payloadLimit(spec.MaxRequestBytes, &c.lim), fds: fds, kinds: spec.RequestFDs}
+	if err := c.send(ctx, &m); err != nil {
+		// Nothing was sent: forget the call.
+		c.mu.Lock()
+		if c.pending != nil && c.pending[id] == p {
+			delete(c.pending, id)
+			<-c.sem
+		}
+		c.mu.Unlock()
+		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
+	}
+
+	select {
+	case r := <-p.ch:
+		if r.err != nil {
+			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
+		}
+		return r.resp, r.fds, nil
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	waiting := c.pending != nil && c.pending[id] == p
+	if waiting {
+		p.cancelled = true
+	}
+	c.mu.Unlock()
+	if !waiting {
+		// The reply (or the Conn's death) won the race and is on its way.
+		r := <-p.ch
+		if r.err != nil {
+			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
+		}
+		return r.resp, r.fds, nil
+	}
+	c.sendCancel(id)
+	return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, ctx.Err())
+}
+
+// sendCancel tells the peer we no longer wait for request id. The call's
+// slot stays taken until the peer's (now ignored) reply arrives. The send
+// happens in the background (tracked, so Close waits for it) so that the
+// caller returns promptly even if the peer is not reading.
+func (c *Conn) sendCancel(id uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return
+	}
+	c.bg.Add(1) // under mu with the Conn alive: never concurrent with Close's Wait
+	go func() {
+		defer c.bg.Done()
+		m := outMsg{kind: wirepb.Kind_KIND_CANCEL, id: id}
+		_ = c.send(nil, &m)
+	}()
+}
