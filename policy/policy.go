@@ -256,6 +256,10 @@ func (p *Policy) Validate() error {
 			bad("allow_degraded: unknown layer %q", layer)
 		case seenLayer[layer]:
 			bad("allow_degraded: layer %q listed twice", layer)
+		case isNamespace(layer):
+			// The broker creates namespaces before the renderer runs, in
+			// one clone; there is no partial fallback to degrade to.
+			bad("allow_degraded: namespace %q cannot be degraded at run time; disable it in the policy instead", layer)
 		}
 		seenLayer[layer] = true
 	}
@@ -270,6 +274,14 @@ const (
 	minThreads      = 16
 	maxCPUs         = 1024
 )
+
+func isNamespace(l Layer) bool {
+	switch l {
+	case LayerUserNS, LayerMountNS, LayerPIDNS, LayerNetNS, LayerIPCNS, LayerUTSNS, LayerCgroupNS:
+		return true
+	}
+	return false
+}
 
 // Requested returns the layers p asks for, in lockdown order.
 func (p *Policy) Requested() []Layer {

@@ -1,0 +1,513 @@
+// Package broker is the privileged side of a sandkit program.
+//
+// A Broker spawns renderers (package renderer), waits until each has locked
+// itself down and reported the layers in force, binds each to exactly one
+// origin (or document) for its whole life, routes calls to it, answers the
+// few requests a renderer may make (open a resource of its own origin),
+// and supervises it: every exit is classified — clean, crash, sandbox
+// violation with the syscall, CPU or memory limit, timeout, bad message —
+// and surfaced both on in-flight calls and as an Event. Whatever one
+// renderer does, the broker keeps serving the others.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/policy"
+)
+
+// ProcessModel decides how many renderers serve an origin.
+type ProcessModel int
+
+const (
+	// PerOrigin runs one renderer per origin; all documents of that
+	// origin share it.
+	PerOrigin ProcessModel = iota
+	// PerDocument runs one renderer per document: a renderer never sees
+	// two documents, even of the same origin.
+	PerDocument
+)
+
+// Config configures a Broker. Only Policy is required.
+type Config struct {
+	// Path is the renderer executable. Empty means this program itself
+	// (/proc/self/exe), which must then call renderer.Main when
+	// renderer.Requested reports true.
+	Path string
+	// Args are extra arguments after the policy argument.
+	Args []string
+	// Policy is applied by every renderer. Use policy.Strict() and widen.
+	Policy *policy.Policy
+	// Model is PerOrigin or PerDocument.
+	Model ProcessModel
+	// MaxRenderers bounds live renderers (bound and warm). When reached,
+	// Acquire evicts the longest-idle bound renderer, or waits. Zero
+	// means 64.
+	MaxRenderers int
+	// IdleTimeout ends a bound renderer that has had no call for that
+	// long. Zero means never.
+	IdleTimeout time.Duration
+	// CallTimeout bounds every Call; a renderer that does not answer in
+	// time is killed (ExitTimeout). Zero means Policy.Limits.CallTimeout.
+	CallTimeout time.Duration
+	// ReadyTimeout bounds spawn to ready. Zero means 10 s.
+	ReadyTimeout time.Duration
+	// WarmPool keeps that many renderers spawned and locked down but not
+	// yet bound, so that Acquire only has to bind one.
+	WarmPool int
+	// CgroupDir, when set, is a writable cgroup v2 directory; each
+	// renderer is spawned straight into a child group of its own with
+	// the policy's cgroup limits.
+	CgroupDir string
+	// Logger receives the broker's logs and the renderers' stderr lines.
+	// Nil discards them.
+	Logger *slog.Logger
+	// OnEvent, when set, is called for every event, from the broker's
+	// goroutines; it must not block.
+	OnEvent func(Event)
+}
+
+// Broker spawns and supervises renderers. It is safe for concurrent use.
+type Broker struct {
+	cfg     Config
+	exe     string
+	policy  *policy.Policy
+	args    []string
+	log     *slog.Logger
+	spawner *spawner
+
+	mu        sync.Mutex
+	closed    bool
+	bound     map[key]*Renderer
+	live      map[*Renderer]struct{}
+	pool      []*Renderer
+	spawning  int
+	slotFreed chan struct{} // closed and replaced whenever a renderer ends
+	dirs      map[string]*os.File
+	events    []Event
+
+	cgroupSeq atomic.Uint64 // names renderers' cgroups uniquely
+	wg        sync.WaitGroup
+}
+
+type key struct{ origin, document string }
+
+// maxEvents is how many recent events Events returns.
+const maxEvents = 256
+
+// New validates cfg, checks what the kernel supports, and starts the warm
+// pool. It fails closed with a *policy.UnavailableError when a layer the
+// policy needs is missing and not allowed degraded.
+func New(ctx context.Context, cfg Config) (*Broker, error) {
+	if cfg.Policy == nil {
+		return nil, errors.New("broker: Config.Policy is required (start from policy.Strict())")
+	}
+	p := cfg.Policy.Clone()
+	if err := p.Validate(); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if err := checkSupport(p); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if cfg.MaxRenderers == 0 {
+		cfg.MaxRenderers = 64
+	}
+	if cfg.MaxRenderers < 0 || cfg.WarmPool < 0 || cfg.WarmPool > cfg.MaxRenderers {
+		return nil, fmt.Errorf("broker: MaxRenderers %d and WarmPool %d must be positive, and WarmPool at most MaxRenderers", cfg.MaxRenderers, cfg.WarmPool)
+	}
+	if cfg.CallTimeout == 0 {
+		cfg.CallTimeout = p.Limits.CallTimeout
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	exe := cfg.Path
+	if exe == "" {
+		exe = "/proc/self/exe"
+	}
+	if _, err := os.Stat(exe); err != nil {
+		return nil, fmt.Errorf("broker: renderer executable: %w", err)
+	}
+	arg, err := policyArg(p)
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Broker{
+		cfg:       cfg,
+		exe:       exe,
+		policy:    p,
+		args:      append([]string{exe, arg}, cfg.Args...),
+		log:       log,
+		spawner:   newSpawner(),
+		bound:     map[key]*Renderer{},
+		live:      map[*Renderer]struct{}{},
+		slotFreed: make(chan struct{}),
+		dirs:      map[string]*os.File{},
+	}
+	if cfg.WarmPool > 0 {
+		if err := b.fillPool(ctx); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// Policy returns a copy of the policy renderers apply.
+func (b *Broker) Policy() *policy.Policy { return b.policy.Clone() }
+
+// GrantDir lets renderers of origin open files beneath dir (see
+// renderer.Session.Open). The broker opens dir now and resolves every
+// later request against that descriptor, never against the path again.
+func (b *Broker) GrantDir(origin, dir string) error {
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscallODirectory, 0)
+	if err != nil {
+		return fmt.Errorf("broker: grant %q to %q: %w", dir, origin, err)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		f.Close()
+		return ErrClosed
+	}
+	if old := b.dirs[origin]; old != nil {
+		old.Close()
+	}
+	b.dirs[origin] = f
+	return nil
+}
+
+// ErrClosed is returned by a Broker after Close.
+var ErrClosed = errors.New("broker: closed")
+
+func (b *Broker) keyFor(origin, document string) key {
+	if b.cfg.Model == PerOrigin {
+		document = ""
+	}
+	return key{origin, document}
+}
+
+// Acquire returns the renderer bound to origin (and document, in the
+// PerDocument model), binding a fresh one when there is none: from the warm
+// pool if it has one, spawned otherwise. A renderer is bound exactly once
+// and never serves another origin or document.
+func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Renderer, error) {
+	if origin == "" {
+		return nil, errors.New("broker: empty origin")
+	}
+	k := b.keyFor(origin, document)
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if r := b.bound[k]; r != nil {
+			b.mu.Unlock()
+			if err := r.waitBound(ctx); err != nil {
+				if errors.Is(err, ErrRendererGone) {
+					continue // it died while binding; make another
+				}
+				return nil, err
+			}
+			return r, nil
+		}
+		var r *Renderer
+		if n := len(b.pool); n > 0 {
+			r, b.pool = b.pool[n-1], b.pool[:n-1]
+		} else if len(b.live)+b.spawning >= b.cfg.MaxRenderers {
+			victim := b.idlestLocked()
+			wait := b.slotFreed
+			b.mu.Unlock()
+			if victim != nil {
+				victim.kill(ExitIdle, "evicted to make room (MaxRenderers)")
+			}
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("broker: waiting for a renderer slot: %w", ctx.Err())
+			}
+		}
+		placeholder := r == nil
+		if placeholder {
+			b.spawning++
+		}
+		b.mu.Unlock()
+		if placeholder {
+			var err error
+			r, err = b.spawn(ctx)
+			b.mu.Lock()
+			b.spawning--
+			b.mu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+		} else {
+			b.refillPool()
+		}
+		// Publish the renderer under its key before binding, so that
+		// concurrent Acquires for the same key wait for this one.
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			r.kill(ExitShutdown, "")
+			return nil, ErrClosed
+		}
+		if other := b.bound[k]; other != nil {
+			// Lost a race: return the fresh renderer to the pool if it
+			// has room, else end it.
+			if len(b.pool) < b.cfg.WarmPool {
+				b.pool = append(b.pool, r)
+				b.mu.Unlock()
+			} else {
+				b.mu.Unlock()
+				r.kill(ExitReleased, "not needed")
+			}
+			continue
+		}
+		b.bound[k] = r
+		b.mu.Unlock()
+		if err := r.bind(ctx, k); err != nil {
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+// idlestLocked returns the bound renderer idle the longest with no call
+// in flight, or nil.
+func (b *Broker) idlestLocked() *Renderer {
+	var victim *Renderer
+	var since time.Time
+	for _, r := range b.bound {
+		idle, ok := r.idleSince()
+		if ok && (victim == nil || idle.Before(since)) {
+			victim, since = r, idle
+		}
+	}
+	return victim
+}
+
+// Release ends the renderer bound to origin/document, if any.
+func (b *Broker) Release(origin, document string) {
+	b.mu.Lock()
+	r := b.bound[b.keyFor(origin, document)]
+	b.mu.Unlock()
+	if r != nil {
+		r.kill(ExitReleased, "")
+		<-r.exited
+	}
+}
+
+// Renderers returns the status of every live renderer.
+func (b *Broker) Renderers() []RendererStatus {
+	b.mu.Lock()
+	rs := make([]*Renderer, 0, len(b.live))
+	for r := range b.live {
+		rs = append(rs, r)
+	}
+	b.mu.Unlock()
+	out := make([]RendererStatus, 0, len(rs))
+	for _, r := range rs {
+		out = append(out, r.Status())
+	}
+	return out
+}
+
+// Events returns the most recent events, oldest first.
+func (b *Broker) Events() []Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]Event(nil), b.events...)
+}
+
+func (b *Broker) emit(e Event) {
+	e.Time = time.Now()
+	b.mu.Lock()
+	if len(b.events) == maxEvents {
+		copy(b.events, b.events[1:])
+		b.events = b.events[:maxEvents-1]
+	}
+	b.events = append(b.events, e)
+	b.mu.Unlock()
+	attrs := []any{"event", e.Kind, "origin", e.Origin, "pid", e.PID}
+	if e.Document != "" {
+		attrs = append(attrs, "document", e.Document)
+	}
+	if e.Err != nil {
+		attrs = append(attrs, "reason", e.Err.Reason, "detail", e.Err.Error())
+		b.log.Warn("renderer ended", attrs...)
+	} else {
+		if e.Layers != nil {
+			attrs = append(attrs, "layers", e.Layers.String())
+		}
+		b.log.Debug("renderer", attrs...)
+	}
+	if b.cfg.OnEvent != nil {
+		b.cfg.OnEvent(e)
+	}
+}
+
+// forget removes r from every table once it has exited.
+func (b *Broker) forget(r *Renderer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.live, r)
+	if r.key != nil && b.bound[*r.key] == r {
+		delete(b.bound, *r.key)
+	}
+	for i, pr := range b.pool {
+		if pr == r {
+			b.pool = append(b.pool[:i], b.pool[i+1:]...)
+			break
+		}
+	}
+	close(b.slotFreed)
+	b.slotFreed = make(chan struct{})
+}
+
+// fillPool spawns renderers until the pool holds WarmPool of them.
+func (b *Broker) fillPool(ctx context.Context) error {
+	for {
+		b.mu.Lock()
+		need := !b.closed && len(b.pool)+b.spawning < b.cfg.WarmPool && len(b.live)+b.spawning < b.cfg.MaxRenderers
+		if need {
+			b.spawning++
+		}
+		b.mu.Unlock()
+		if !need {
+			return nil
+		}
+		r, err := b.spawn(ctx)
+		b.mu.Lock()
+		b.spawning--
+		if err == nil {
+			if b.closed {
+				b.mu.Unlock()
+				r.kill(ExitShutdown, "")
+				return ErrClosed
+			}
+			b.pool = append(b.pool, r)
+		}
+		b.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// refillPool tops the warm pool up in the background.
+func (b *Broker) refillPool() {
+	if b.cfg.WarmPool == 0 {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ReadyTimeout)
+		defer cancel()
+		if err := b.fillPool(ctx); err != nil && !errors.Is(err, ErrClosed) {
+			b.log.Error("warm pool refill failed", "err", err)
+		}
+	}()
+}
+
+// Close ends every renderer, waits until each has been reaped, and
+// releases every descriptor and goroutine the broker holds.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	rs := make([]*Renderer, 0, len(b.live))
+	for r := range b.live {
+		rs = append(rs, r)
+	}
+	dirs := b.dirs
+	b.dirs = nil
+	b.mu.Unlock()
+	for _, r := range rs {
+		r.kill(ExitShutdown, "")
+	}
+	for _, r := range rs {
+		<-r.exited
+	}
+	b.wg.Wait()
+	// Renderers still spawning when Close began end themselves once
+	// they see b.closed; wait for them too.
+	for {
+		b.mu.Lock()
+		n := len(b.live) + b.spawning
+		wait := b.slotFreed
+		b.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		<-wait
+	}
+	b.spawner.stop()
+	for _, f := range dirs {
+		f.Close()
+	}
+	return nil
+}
+
+// Call sends one request to r and waits for the reply, within the
+// broker's CallTimeout. When the renderer dies before it answers — killed
+// by the monitor, a limit, a timeout — the error is the *ExitError that
+// says why. A renderer that breaks the protocol is killed.
+func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
+	var zero Resp
+	if err := r.begin(); err != nil {
+		return zero, nil, err
+	}
+	defer r.end()
+	callCtx := ctx
+	if t := r.b.cfg.CallTimeout; t > 0 {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, t)
+		defer cancel()
+	}
+	resp, rfds, err := ipc.Call(callCtx, r.conn, m, req, fds...)
+	if err == nil {
+		return resp, rfds, nil
+	}
+	var status *ipc.StatusError
+	switch {
+	case errors.As(err, &status):
+		return zero, nil, err
+	case ctx.Err() != nil:
+		return zero, nil, err // the caller gave up; the renderer lives on
+	case callCtx.Err() != nil:
+		r.kill(ExitTimeout, fmt.Sprintf("%s did not answer within %v", m.Spec().Name, r.b.cfg.CallTimeout))
+	case errors.Is(err, ipc.ErrProtocol):
+		r.kill(ExitBadMessage, err.Error())
+	}
+	// The connection is dead or the renderer is being killed: report
+	// why it ended, once the supervisor knows.
+	select {
+	case <-r.exited:
+		return zero, nil, r.exitErr
+	case <-time.After(5 * time.Second):
+		r.kill(ExitBadMessage, fmt.Sprintf("connection failed: %v", err))
+		<-r.exited
+		return zero, nil, r.exitErr
+	}
+}

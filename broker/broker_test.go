@@ -1,0 +1,469 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/testrenderer"
+	"github.com/sandkit/sandkit/policy"
+	"github.com/sandkit/sandkit/renderer"
+)
+
+// TestMain doubles as the renderer: the broker under test re-executes
+// this test binary, which then locks itself down and serves the test
+// methods.
+func TestMain(m *testing.M) {
+	if renderer.Requested() {
+		renderer.Main(testrenderer.Register)
+	}
+	os.Exit(m.Run())
+}
+
+func newBroker(t testing.TB, p *policy.Policy, mod ...func(*broker.Config)) *broker.Broker {
+	t.Helper()
+	cfg := broker.Config{Policy: p}
+	for _, f := range mod {
+		f(&cfg)
+	}
+	b, err := broker.New(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func attempt(t *testing.T, r *broker.Renderer, action string) (string, error) {
+	t.Helper()
+	resp, _, err := broker.Call(context.Background(), r, testrenderer.Attempt, wrapperspb.String(action))
+	if err != nil {
+		return "", err
+	}
+	return resp.GetValue(), nil
+}
+
+func TestSpawnReportsEveryLayerInForce(t *testing.T) {
+	b := newBroker(t, policy.Strict())
+	r, err := b.Acquire(context.Background(), "https://a.example", "")
+	require.NoError(t, err)
+	resp, _, err := broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes([]byte("hi")))
+	require.NoError(t, err)
+	assert.Equal(t, []byte("hi"), resp.GetValue())
+	layers := r.Layers()
+	for _, l := range policy.Strict().Requested() {
+		assert.True(t, layers.Active(l), "layer %s not in force: %v", l, layers)
+	}
+	st := r.Status()
+	assert.Equal(t, "https://a.example", st.Origin)
+	assert.True(t, st.Bound)
+}
+
+// TestLockedRendererCannotEscape runs each escape attempt in a fresh
+// renderer and checks the exact outcome: the errno the renderer saw, or
+// the violation the monitor reported when it was killed.
+func TestLockedRendererCannotEscape(t *testing.T) {
+	b := newBroker(t, policy.Strict())
+	tests := []struct {
+		action    string
+		wantErrno string // the renderer survives and reports this
+		wantKill  string // or the monitor kills it for this syscall
+	}{
+		{action: "open:/etc/passwd", wantErrno: "ENOENT"},
+		{action: "open:/proc/self/environ", wantErrno: "EACCES"},
+		{action: "open:/", wantErrno: "EACCES"},
+		{action: "open:/proc/1/mem", wantErrno: "EACCES"},
+		{action: "create:/x", wantErrno: "EROFS"},
+		{action: "environ", wantErrno: "0"},
+		{action: "pid", wantErrno: "1"},
+		{action: "hostname", wantErrno: "sandkit"},
+		{action: "socket-tcp", wantKill: "socket"},
+		{action: "socket-unix", wantKill: "socket"},
+		{action: "socketpair", wantKill: "socketpair"},
+		{action: "execve", wantKill: "execve"},
+		{action: "fork", wantKill: "clone"},
+		{action: "vfork", wantKill: "vfork"},
+		{action: "clone-newuser", wantKill: "clone"},
+		{action: "ptrace", wantKill: "ptrace"},
+		{action: "mount", wantKill: "mount"},
+		{action: "unshare", wantKill: "unshare"},
+		{action: "setns", wantKill: "setns"},
+		{action: "chroot", wantKill: "chroot"},
+		{action: "kill:" + strconv.Itoa(os.Getpid()), wantKill: "kill"},
+		{action: "keyctl", wantKill: "keyctl"},
+		{action: "bpf", wantKill: "bpf"},
+		{action: "userfaultfd", wantKill: "userfaultfd"},
+		{action: "perf_event_open", wantKill: "perf_event_open"},
+		{action: "io_uring_setup", wantKill: "io_uring_setup"},
+		{action: "tiocsti", wantKill: "ioctl"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.action, func(t *testing.T) {
+			r, err := b.Acquire(context.Background(), "origin-"+tt.action, "")
+			require.NoError(t, err)
+			got, err := attempt(t, r, tt.action)
+			if tt.wantKill == "" {
+				require.NoError(t, err)
+				assert.Equal(t, tt.wantErrno, got)
+				return
+			}
+			var ee *broker.ExitError
+			require.ErrorAs(t, err, &ee, "renderer answered %q", got)
+			assert.Equal(t, broker.ExitViolation, ee.Reason)
+			assert.Equal(t, tt.wantKill, ee.Syscall)
+			assert.Equal(t, r.PID(), ee.PID)
+		})
+	}
+	// The broker keeps serving after every one of those.
+	r, err := b.Acquire(context.Background(), "after", "")
+	require.NoError(t, err)
+	_, _, err = broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil))
+	require.NoError(t, err)
+}
+
+func TestSignalToOwnPID1HasNoEffect(t *testing.T) {
+	b := newBroker(t, policy.Strict())
+	r, err := b.Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	got, err := attempt(t, r, "kill:1")
+	require.NoError(t, err)
+	// pid 1 is the renderer itself, init of its namespace: SIGKILL from
+	// inside is ignored, and it keeps serving.
+	assert.Equal(t, "ok", got)
+	_, _, err = broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil))
+	require.NoError(t, err)
+}
+
+func TestRendererHoldsOnlyItsSocket(t *testing.T) {
+	b := newBroker(t, policy.Strict())
+	r, err := b.Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	got, err := attempt(t, r, "fds")
+	require.NoError(t, err)
+	for _, entry := range strings.Fields(got) {
+		fd, kind, _ := strings.Cut(entry, "=")
+		switch fd {
+		case "0":
+			assert.Equal(t, "chardev", kind, "stdin must be /dev/null")
+		case "1", "2":
+			assert.Equal(t, "pipe", kind, "stdout/stderr must be the log pipe")
+		case "3":
+			assert.Equal(t, "socket", kind)
+		default:
+			// Only the runtime's own poller descriptors (anonymous
+			// inodes) may exist besides those.
+			assert.Equal(t, "anon", kind, "fd %s is a %s", fd, kind)
+		}
+	}
+}
+
+func TestLimits(t *testing.T) {
+	tests := []struct {
+		name   string
+		policy func(*policy.Policy)
+		cfg    func(*broker.Config)
+		action string
+		want   broker.ExitReason
+	}{
+		{
+			name:   "cpu",
+			policy: func(p *policy.Policy) { p.Limits.CPUTime = time.Second },
+			action: "spin",
+			want:   broker.ExitCPULimit,
+		},
+		{
+			name:   "memory",
+			policy: func(p *policy.Policy) { p.Limits.AddressSpace = 512 << 20 },
+			action: "hog",
+			want:   broker.ExitMemoryLimit,
+		},
+		{
+			name:   "call timeout",
+			cfg:    func(c *broker.Config) { c.CallTimeout = 300 * time.Millisecond },
+			action: "hang",
+			want:   broker.ExitTimeout,
+		},
+		{
+			name:   "lifetime",
+			policy: func(p *policy.Policy) { p.Limits.Lifetime = 300 * time.Millisecond },
+			action: "hang",
+			want:   broker.ExitTimeout,
+		},
+		{
+			name:   "crash",
+			action: "crash",
+			want:   broker.ExitCrash,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := policy.Strict()
+			if tt.policy != nil {
+				tt.policy(p)
+			}
+			mods := []func(*broker.Config){}
+			if tt.cfg != nil {
+				mods = append(mods, tt.cfg)
+			}
+			b := newBroker(t, p, mods...)
+			r, err := b.Acquire(context.Background(), "o", "")
+			require.NoError(t, err)
+			_, err = attempt(t, r, tt.action)
+			var ee *broker.ExitError
+			require.ErrorAs(t, err, &ee)
+			assert.Equal(t, tt.want, ee.Reason, "%v", ee)
+			assert.ErrorIs(t, err, broker.ErrRendererGone)
+		})
+	}
+}
+
+func TestKilledMidCallGivesTypedError(t *testing.T) {
+	b := newBroker(t, policy.Strict())
+	r, err := b.Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		syscall.Kill(r.PID(), syscall.SIGKILL)
+	}()
+	_, err = attempt(t, r, "hang")
+	var ee *broker.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, broker.ExitCrash, ee.Reason)
+	assert.Contains(t, ee.Detail, "killed")
+	// Events record it too.
+	var found bool
+	for _, e := range b.Events() {
+		if e.Kind == broker.EventExited && e.PID == r.PID() {
+			found = true
+			assert.Equal(t, broker.ExitCrash, e.Err.Reason)
+		}
+	}
+	assert.True(t, found)
+}
+
+func TestProcessLock(t *testing.T) {
+	ctx := context.Background()
+	t.Run("per origin", func(t *testing.T) {
+		b := newBroker(t, policy.Strict())
+		a1, err := b.Acquire(ctx, "a", "doc1")
+		require.NoError(t, err)
+		a2, err := b.Acquire(ctx, "a", "doc2")
+		require.NoError(t, err)
+		c, err := b.Acquire(ctx, "c", "doc1")
+		require.NoError(t, err)
+		assert.Same(t, a1, a2)
+		assert.NotEqual(t, a1.PID(), c.PID())
+	})
+	t.Run("per document", func(t *testing.T) {
+		b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.Model = broker.PerDocument })
+		d1, err := b.Acquire(ctx, "a", "doc1")
+		require.NoError(t, err)
+		d2, err := b.Acquire(ctx, "a", "doc2")
+		require.NoError(t, err)
+		assert.NotEqual(t, d1.PID(), d2.PID())
+		again, err := b.Acquire(ctx, "a", "doc1")
+		require.NoError(t, err)
+		assert.Same(t, d1, again)
+	})
+	t.Run("never reused after release", func(t *testing.T) {
+		b := newBroker(t, policy.Strict())
+		r1, err := b.Acquire(ctx, "a", "")
+		require.NoError(t, err)
+		b.Release("a", "")
+		assert.Equal(t, broker.ExitReleased, r1.Err().Reason)
+		r2, err := b.Acquire(ctx, "a", "")
+		require.NoError(t, err)
+		assert.NotEqual(t, r1.PID(), r2.PID())
+	})
+	t.Run("naming another origin kills", func(t *testing.T) {
+		b := newBroker(t, policy.Strict())
+		r, err := b.Acquire(ctx, "a", "")
+		require.NoError(t, err)
+		_, err = attempt(t, r, "open-forged:b")
+		var ee *broker.ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, broker.ExitBadMessage, ee.Reason)
+		assert.Contains(t, ee.Detail, `named origin "b"`)
+	})
+	t.Run("concurrent acquires share one renderer", func(t *testing.T) {
+		b := newBroker(t, policy.Strict())
+		var wg sync.WaitGroup
+		pids := make([]int, 8)
+		for i := range pids {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := b.Acquire(ctx, "same", "")
+				if assert.NoError(t, err) {
+					pids[i] = r.PID()
+				}
+			}()
+		}
+		wg.Wait()
+		for _, pid := range pids {
+			assert.Equal(t, pids[0], pid)
+		}
+	})
+}
+
+func TestResourceBroker(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	dirA := filepath.Join(root, "a")
+	dirB := filepath.Join(root, "b")
+	require.NoError(t, os.MkdirAll(filepath.Join(dirA, "sub"), 0o755))
+	require.NoError(t, os.MkdirAll(dirB, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(dirA, "a.txt"), []byte("from a"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dirA, "sub", "s.txt"), []byte("nested"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dirB, "secret.txt"), []byte("from b"), 0o644))
+	require.NoError(t, os.Symlink("../b/secret.txt", filepath.Join(dirA, "link")))
+	require.NoError(t, os.Symlink("a.txt", filepath.Join(dirA, "innerlink")))
+
+	b := newBroker(t, policy.Strict())
+	require.NoError(t, b.GrantDir("a", dirA))
+	require.NoError(t, b.GrantDir("b", dirB))
+	r, err := b.Acquire(ctx, "a", "")
+	require.NoError(t, err)
+	tests := []struct {
+		name, want string
+	}{
+		{"a.txt", "from a"},
+		{"sub/s.txt", "nested"},
+		{"../b/secret.txt", "leaves its directory"},
+		{"sub/../../b/secret.txt", "leaves its directory"},
+		{"/etc/passwd", "is absolute"},
+		{"link", "too many levels of symbolic links"},
+		{"innerlink", "too many levels of symbolic links"},
+		{"secret.txt", "no such file"},
+		{"sub", "not a regular file"},
+		{"", "empty resource name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, _, err := broker.Call(ctx, r, testrenderer.OpenResource, wrapperspb.String(tt.name))
+			require.NoError(t, err)
+			assert.Contains(t, resp.GetValue(), tt.want)
+		})
+	}
+}
+
+func TestHandsFileDescriptorNotPath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "doc.txt")
+	require.NoError(t, os.WriteFile(path, []byte("contents"), 0o644))
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	b := newBroker(t, policy.Strict())
+	r, err := b.Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	resp, _, err := broker.Call(context.Background(), r, testrenderer.ReadFile, wrapperspb.String(""), f)
+	require.NoError(t, err)
+	assert.Equal(t, "contents", string(resp.GetValue()))
+}
+
+func TestWarmPool(t *testing.T) {
+	b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.WarmPool = 2 })
+	require.Len(t, b.Renderers(), 2)
+	for _, st := range b.Renderers() {
+		assert.False(t, st.Bound)
+	}
+	r, err := b.Acquire(context.Background(), "a", "")
+	require.NoError(t, err)
+	assert.Equal(t, "a", r.Status().Origin)
+	require.Eventually(t, func() bool { return len(b.Renderers()) == 3 }, 10*time.Second, 10*time.Millisecond, "pool refills")
+}
+
+func TestIdleTimeoutAndCapacity(t *testing.T) {
+	ctx := context.Background()
+	b := newBroker(t, policy.Strict(), func(c *broker.Config) {
+		c.MaxRenderers = 2
+		c.IdleTimeout = 200 * time.Millisecond
+	})
+	r1, err := b.Acquire(ctx, "a", "")
+	require.NoError(t, err)
+	_, err = b.Acquire(ctx, "b", "")
+	require.NoError(t, err)
+	// At capacity: a third origin evicts the idlest renderer.
+	_, err = b.Acquire(ctx, "c", "")
+	require.NoError(t, err)
+	assert.LessOrEqual(t, len(b.Renderers()), 2)
+	<-r1.Done()
+	assert.Equal(t, broker.ExitIdle, r1.Err().Reason)
+	require.Eventually(t, func() bool { return len(b.Renderers()) == 0 }, 5*time.Second, 20*time.Millisecond, "idle renderers end")
+}
+
+func TestFailsClosedOnInvalidPolicy(t *testing.T) {
+	p := policy.Strict()
+	p.Seccomp.Allow = []string{"ptrace"}
+	_, err := broker.New(context.Background(), broker.Config{Policy: p})
+	require.ErrorIs(t, err, policy.ErrInvalid)
+	_, err = broker.New(context.Background(), broker.Config{})
+	require.Error(t, err)
+}
+
+// TestSpawnCloseCyclesLeakNothing spawns and closes renderers many times
+// and checks that no descriptor, goroutine or child process is left.
+func TestSpawnCloseCyclesLeakNothing(t *testing.T) {
+	cycles := 200
+	if testing.Short() {
+		cycles = 20
+	}
+	fdsBefore := countFDs(t)
+	goroutinesBefore := runtime.NumGoroutine()
+	for i := 0; i < cycles; i++ {
+		b, err := broker.New(context.Background(), broker.Config{Policy: policy.Strict()})
+		require.NoError(t, err)
+		r, err := b.Acquire(context.Background(), fmt.Sprint("o", i), "")
+		require.NoError(t, err)
+		_, _, err = broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil))
+		require.NoError(t, err)
+		require.NoError(t, b.Close())
+		assert.Equal(t, broker.ExitShutdown, r.Err().Reason)
+	}
+	require.Eventually(t, func() bool { return runtime.NumGoroutine() <= goroutinesBefore }, 5*time.Second, 10*time.Millisecond,
+		"goroutines: before %d, after %d", goroutinesBefore, runtime.NumGoroutine())
+	assert.Equal(t, fdsBefore, countFDs(t), "descriptors leaked")
+	assert.Empty(t, children(t), "child processes (zombies) left")
+}
+
+func countFDs(t testing.TB) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(entries)
+}
+
+// children lists processes whose parent is this one.
+func children(t testing.TB) []int {
+	entries, err := os.ReadDir("/proc")
+	require.NoError(t, err)
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+

@@ -1,0 +1,77 @@
+package broker
+
+import (
+	"errors"
+	"os"
+	"strconv"
+
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"golang.org/x/sys/unix"
+)
+
+// monitor is the violation monitor of one renderer. The renderer's
+// seccomp filter sends every disallowed syscall here (user notification)
+// and the calling thread waits; the monitor records the syscall and its
+// arguments and kills the renderer, so the attempt never completes and
+// the exit says exactly what was tried.
+//
+// The listener is waited on with the runtime's poller: no OS thread is
+// parked per renderer.
+func (r *Renderer) monitor(listener *os.File) {
+	defer listener.Close()
+	rc, err := listener.SyscallConn()
+	if err == nil {
+		err = rc.Control(func(fd uintptr) { err = unix.SetNonblock(int(fd), true) })
+	}
+	if err != nil {
+		r.kill(ExitBadMessage, "seccomp listener unusable: "+err.Error())
+		return
+	}
+	// Re-wrap so os registers the now non-blocking fd with the poller.
+	var dup int
+	if cerr := rc.Control(func(fd uintptr) { dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil || err != nil {
+		r.kill(ExitBadMessage, "seccomp listener unusable")
+		return
+	}
+	l := os.NewFile(uintptr(dup), "seccomp-listener")
+	defer l.Close()
+	lrc, err := l.SyscallConn()
+	if err != nil {
+		r.kill(ExitBadMessage, "seccomp listener unusable: "+err.Error())
+		return
+	}
+	var notif *seccomp.ScmpNotifReq
+	var hup bool
+	err = lrc.Read(func(fd uintptr) bool {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, perr := unix.Poll(pfd, 0)
+		switch {
+		case errors.Is(perr, unix.EINTR) || n == 0:
+			return false // nothing pending: wait on the poller
+		case perr != nil:
+			hup = true
+		case pfd[0].Revents&unix.POLLIN != 0:
+			notif, perr = seccomp.NotifReceive(seccomp.ScmpFd(fd))
+			if perr != nil {
+				// ENOENT: the task died before we read it.
+				hup = true
+			}
+		default:
+			hup = true // POLLHUP: every task of the filter is gone
+		}
+		return true
+	})
+	if err != nil || hup || notif == nil {
+		return
+	}
+	name, nerr := seccomp.ScmpSyscall(notif.Data.Syscall).GetNameByArch(notif.Data.Arch)
+	if nerr != nil {
+		name = "syscall " + strconv.Itoa(int(notif.Data.Syscall))
+	}
+	r.killWith(&ExitError{
+		Reason:  ExitViolation,
+		Syscall: name,
+		Args:    append([]uint64(nil), notif.Data.Args[:]...),
+		Detail:  "disallowed by the seccomp policy",
+	})
+}

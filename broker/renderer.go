@@ -1,0 +1,293 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/policy"
+)
+
+// Renderer is the broker's handle on one renderer process.
+type Renderer struct {
+	b       *Broker
+	cmd     *exec.Cmd
+	pid     int
+	pidfd   *os.File
+	conn    *ipc.Conn
+	started time.Time
+	logs    *logTail
+	cgroup  *cgroup
+
+	ready  chan struct{} // closed when the renderer reported ready
+	bound  chan struct{} // closed when Bind succeeded
+	exited chan struct{} // closed once reaped and classified
+
+	mu         sync.Mutex
+	key        *key
+	layers     policy.Status
+	readyErr   error
+	gotReady   bool
+	bindErr    error
+	inflight   int
+	lastUsed   time.Time
+	idleTimer  *time.Timer
+	killReason *ExitError
+	exitErr    *ExitError
+}
+
+// RendererStatus describes one live renderer.
+type RendererStatus struct {
+	PID      int
+	Origin   string
+	Document string
+	Bound    bool
+	Uptime   time.Duration
+	InFlight int
+	Layers   policy.Status
+}
+
+// Status reports what r serves and which layers are in force in it.
+func (r *Renderer) Status() RendererStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := RendererStatus{PID: r.pid, Uptime: time.Since(r.started), InFlight: r.inflight, Layers: r.layers}
+	if r.key != nil {
+		s.Origin, s.Document, s.Bound = r.key.origin, r.key.document, true
+	}
+	return s
+}
+
+// PID returns the renderer's pid as the broker sees it.
+func (r *Renderer) PID() int { return r.pid }
+
+// Layers returns the isolation layers in force in r.
+func (r *Renderer) Layers() policy.Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.layers
+}
+
+// Done is closed once the renderer has exited and its end is classified.
+func (r *Renderer) Done() <-chan struct{} { return r.exited }
+
+// Err returns why the renderer ended, or nil while it runs.
+func (r *Renderer) Err() *ExitError {
+	select {
+	case <-r.exited:
+		return r.exitErr
+	default:
+		return nil
+	}
+}
+
+// Close ends the renderer and waits until it is reaped.
+func (r *Renderer) Close() {
+	r.kill(ExitReleased, "")
+	<-r.exited
+}
+
+// kill records why r must end (the first reason wins) and sends SIGKILL.
+func (r *Renderer) kill(reason ExitReason, detail string) {
+	r.killWith(&ExitError{Reason: reason, Detail: detail})
+}
+
+func (r *Renderer) killWith(e *ExitError) {
+	r.mu.Lock()
+	if r.killReason == nil {
+		r.killReason = e
+	}
+	r.mu.Unlock()
+	// Through the pidfd, which cannot hit a recycled pid. ESRCH or a
+	// closed pidfd after the process was reaped are expected.
+	if rc, err := r.pidfd.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) { _ = unix.PidfdSendSignal(int(fd), unix.SIGKILL, nil, 0) })
+	}
+}
+
+// begin accounts for a call starting; it fails when r is gone or unbound.
+func (r *Renderer) begin() error {
+	select {
+	case <-r.exited:
+		return r.exitErr
+	default:
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.key == nil {
+		return errors.New("broker: renderer is not bound to an origin")
+	}
+	r.inflight++
+	if r.idleTimer != nil {
+		r.idleTimer.Stop()
+	}
+	return nil
+}
+
+func (r *Renderer) end() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight--
+	r.lastUsed = time.Now()
+	if r.inflight == 0 {
+		r.armIdleLocked()
+	}
+}
+
+// armIdleLocked (re)starts the idle clock; r.mu is held.
+func (r *Renderer) armIdleLocked() {
+	if r.b.cfg.IdleTimeout > 0 {
+		if r.idleTimer == nil {
+			r.idleTimer = time.AfterFunc(r.b.cfg.IdleTimeout, func() {
+				if since, ok := r.idleSince(); ok && time.Since(since) >= r.b.cfg.IdleTimeout {
+					r.kill(ExitIdle, fmt.Sprintf("no call for %v", r.b.cfg.IdleTimeout))
+				}
+			})
+		} else {
+			r.idleTimer.Reset(r.b.cfg.IdleTimeout)
+		}
+	}
+}
+
+// idleSince reports when r was last used, and whether it is idle now.
+func (r *Renderer) idleSince() (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.bound:
+	default:
+		return time.Time{}, false
+	}
+	return r.lastUsed, r.inflight == 0
+}
+
+// bind tells r which origin it serves. It happens once per renderer.
+func (r *Renderer) bind(ctx context.Context, k key) error {
+	r.mu.Lock()
+	r.key = &k
+	r.lastUsed = time.Now()
+	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, r.b.cfg.ReadyTimeout)
+	defer cancel()
+	_, _, err := ipc.Call(ctx, r.conn, control.Bind, &control.BindRequest{Origin: k.origin, Document: k.document})
+	if err != nil {
+		r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
+		<-r.exited
+		r.mu.Lock()
+		r.bindErr = r.exitErr
+		r.mu.Unlock()
+		close(r.bound)
+		return r.exitErr
+	}
+	close(r.bound)
+	r.b.emit(Event{Kind: EventBound, Origin: k.origin, Document: k.document, PID: r.pid})
+	r.mu.Lock()
+	r.armIdleLocked()
+	r.mu.Unlock()
+	return nil
+}
+
+// waitBound waits until r is bound (by whichever Acquire bound it).
+func (r *Renderer) waitBound(ctx context.Context) error {
+	select {
+	case <-r.bound:
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.bindErr
+	case <-r.exited:
+		return r.exitErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// handlers are the requests a renderer may make of the broker.
+func (r *Renderer) handlers() *ipc.Mux {
+	mux := ipc.NewMux()
+	ready := func(_ context.Context, req *control.ReadyRequest, fds []*os.File) (*control.ReadyResponse, []*os.File, error) {
+		return r.onReady(req, fds)
+	}
+	ipc.Handle(mux, control.Ready, ready)
+	ipc.Handle(mux, control.ReadyUnmonitored, ready)
+	ipc.Handle(mux, control.Open, r.onOpen)
+	return mux
+}
+
+func (r *Renderer) onReady(req *control.ReadyRequest, fds []*os.File) (*control.ReadyResponse, []*os.File, error) {
+	r.mu.Lock()
+	already := r.gotReady
+	r.gotReady = true
+	r.mu.Unlock()
+	if already {
+		closeAll(fds)
+		r.kill(ExitBadMessage, "second ready report")
+		return nil, nil, ipc.Errorf(ipc.CodePermissionDenied, "already ready")
+	}
+	status, err := r.checkReady(req, len(fds) == 1)
+	if err != nil {
+		closeAll(fds)
+		r.mu.Lock()
+		r.readyErr = err
+		r.mu.Unlock()
+		close(r.ready)
+		return &control.ReadyResponse{}, nil, nil
+	}
+	r.mu.Lock()
+	r.layers = status
+	r.mu.Unlock()
+	if len(fds) == 1 {
+		r.b.wg.Add(1)
+		go func() {
+			defer r.b.wg.Done()
+			r.monitor(fds[0])
+		}()
+	}
+	close(r.ready)
+	return &control.ReadyResponse{}, nil, nil
+}
+
+// checkReady turns the renderer's report into a Status and fails closed:
+// every layer the policy requested must be active or allowed degraded,
+// and the monitor must be attached when reported active.
+func (r *Renderer) checkReady(req *control.ReadyRequest, hasListener bool) (policy.Status, error) {
+	if req.GetError() != "" {
+		return nil, &ExitError{Reason: ExitLockdownFailed, Layer: policy.Layer(req.GetFailedLayer()), Detail: req.GetError()}
+	}
+	p := r.b.policy
+	reported := map[policy.Layer]*control.Layer{}
+	for _, l := range req.GetLayers() {
+		reported[policy.Layer(l.GetName())] = l
+	}
+	var status policy.Status
+	for _, layer := range p.Requested() {
+		l := reported[layer]
+		switch {
+		case l == nil:
+			return nil, &ExitError{Reason: ExitLockdownFailed, Layer: layer, Detail: "renderer did not report layer " + string(layer)}
+		case !l.GetActive() && !p.Degradable(layer):
+			return nil, &ExitError{Reason: ExitLockdownFailed, Layer: layer, Detail: fmt.Sprintf("layer %s not in force: %s", layer, l.GetDetail())}
+		}
+		status = append(status, policy.LayerStatus{Layer: layer, Active: l.GetActive(), Detail: l.GetDetail()})
+	}
+	if status.Active(policy.LayerSeccompMonitor) != hasListener {
+		return nil, &ExitError{Reason: ExitLockdownFailed, Layer: policy.LayerSeccompMonitor, Detail: "monitor reported without its listener, or the reverse"}
+	}
+	if r.cgroup != nil {
+		status = append(status, policy.LayerStatus{Layer: policy.LayerCgroup, Active: true, Detail: r.cgroup.path})
+	}
+	return status, nil
+}
+
+func closeAll(fds []*os.File) {
+	for _, f := range fds {
+		f.Close()
+	}
+}

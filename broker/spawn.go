@@ -1,0 +1,376 @@
+package broker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/policy"
+	"github.com/sandkit/sandkit/renderer"
+)
+
+const syscallODirectory = unix.O_DIRECTORY
+
+func policyArg(p *policy.Policy) (string, error) { return renderer.PolicyArg(p) }
+
+// spawner starts every renderer from one locked OS thread. Pdeathsig
+// fires when the thread that forked the child exits, not the process: if
+// renderers were started from arbitrary runtime threads, the runtime
+// retiring one of them would kill renderers at random.
+type spawner struct {
+	reqs chan spawnReq
+	done chan struct{}
+}
+
+type spawnReq struct {
+	cmd  *exec.Cmd
+	errc chan error
+}
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	go func() {
+		// Never unlocked: when this goroutine returns, the runtime ends
+		// the thread, and Pdeathsig kills anything still running.
+		runtime.LockOSThread()
+		defer close(s.done)
+		for req := range s.reqs {
+			req.errc <- req.cmd.Start()
+		}
+	}()
+	return s
+}
+
+func (s *spawner) start(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	s.reqs <- spawnReq{cmd, errc}
+	return <-errc
+}
+
+func (s *spawner) stop() {
+	close(s.reqs)
+	<-s.done
+}
+
+func cloneFlags(ns policy.Namespaces) uintptr {
+	var f uintptr
+	for _, n := range []struct {
+		on   bool
+		flag uintptr
+	}{
+		{ns.User, unix.CLONE_NEWUSER}, {ns.Mount, unix.CLONE_NEWNS}, {ns.PID, unix.CLONE_NEWPID},
+		{ns.Net, unix.CLONE_NEWNET}, {ns.IPC, unix.CLONE_NEWIPC}, {ns.UTS, unix.CLONE_NEWUTS},
+		{ns.Cgroup, unix.CLONE_NEWCGROUP},
+	} {
+		if n.on {
+			f |= n.flag
+		}
+	}
+	return f
+}
+
+// spawn starts one renderer and waits until it reports ready with every
+// layer the policy requires in force.
+func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
+	p := b.policy
+	local, remote, err := ipc.SocketPair()
+	if err != nil {
+		return nil, fmt.Errorf("broker: socket pair: %w", err)
+	}
+	logR, logW, err := os.Pipe()
+	if err != nil {
+		local.Close()
+		remote.Close()
+		return nil, fmt.Errorf("broker: log pipe: %w", err)
+	}
+	var pidfd int = -1
+	attr := &syscall.SysProcAttr{
+		Cloneflags: cloneFlags(p.Namespaces),
+		Pdeathsig:  syscall.SIGKILL,
+		PidFD:      &pidfd,
+		Setsid:     true,
+	}
+	if p.Namespaces.User {
+		// The broker's own uid and gid become 0 inside, which lets the
+		// renderer mount its empty root; it drops every capability
+		// before it reads input. setgroups stays denied.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	var cg *cgroup
+	if b.cfg.CgroupDir != "" {
+		cg, err = newCgroup(b.cfg.CgroupDir, fmt.Sprintf("sandkit-%d-%d", os.Getpid(), b.cgroupSeq.Add(1)), p.Limits.Cgroup)
+		if err != nil {
+			local.Close()
+			remote.Close()
+			logR.Close()
+			logW.Close()
+			return nil, &policy.UnavailableError{Layer: policy.LayerCgroup, Err: err}
+		}
+		attr.UseCgroupFD = true
+		attr.CgroupFD = int(cg.dir.Fd())
+	}
+	cmd := &exec.Cmd{
+		Path:        b.exe,
+		Args:        b.args,
+		Env:         []string{}, // empty, not inherited
+		Stdout:      logW,
+		Stderr:      logW,
+		ExtraFiles:  []*os.File{remote}, // fd 3
+		SysProcAttr: attr,
+	}
+	err = b.spawner.start(cmd)
+	remote.Close()
+	logW.Close()
+	if cg != nil {
+		cg.dir.Close()
+	}
+	if err != nil {
+		local.Close()
+		logR.Close()
+		if cg != nil {
+			cg.remove()
+		}
+		if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
+			return nil, fmt.Errorf("broker: %w", &policy.UnavailableError{Layer: policy.LayerUserNS, Err: fmt.Errorf("cannot create the renderer's namespaces: %w", err)})
+		}
+		return nil, fmt.Errorf("broker: start renderer: %w", err)
+	}
+	// Non-blocking, so that supervise waits for the exit on the poller.
+	_ = unix.SetNonblock(pidfd, true)
+	r := &Renderer{
+		b:       b,
+		cmd:     cmd,
+		pid:     cmd.Process.Pid,
+		pidfd:   os.NewFile(uintptr(pidfd), "pidfd"),
+		started: time.Now(),
+		logs:    &logTail{},
+		cgroup:  cg,
+		ready:   make(chan struct{}),
+		bound:   make(chan struct{}),
+		exited:  make(chan struct{}),
+	}
+	b.mu.Lock()
+	b.live[r] = struct{}{}
+	b.mu.Unlock()
+	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLogger(b.log.With("pid", r.pid)))
+	r.conn = conn
+	b.wg.Add(2)
+	go func() {
+		defer b.wg.Done()
+		r.readLogs(logR)
+	}()
+	go func() {
+		defer b.wg.Done()
+		r.supervise()
+	}()
+	if connErr != nil {
+		r.kill(ExitBadMessage, connErr.Error())
+		<-r.exited
+		return nil, fmt.Errorf("broker: %w", connErr)
+	}
+	if p.Limits.Lifetime > 0 {
+		t := time.AfterFunc(p.Limits.Lifetime, func() { r.kill(ExitTimeout, fmt.Sprintf("lifetime limit %v", p.Limits.Lifetime)) })
+		go func() { <-r.exited; t.Stop() }()
+	}
+	timeout := time.NewTimer(b.cfg.ReadyTimeout)
+	defer timeout.Stop()
+	select {
+	case <-r.ready:
+	case <-r.exited:
+		return nil, r.startErr()
+	case <-timeout.C:
+		r.kill(ExitTimeout, fmt.Sprintf("not ready within %v", b.cfg.ReadyTimeout))
+		<-r.exited
+		return nil, r.startErr()
+	case <-ctx.Done():
+		r.kill(ExitReleased, "spawn cancelled")
+		<-r.exited
+		return nil, ctx.Err()
+	}
+	r.mu.Lock()
+	readyErr := r.readyErr
+	layers := r.layers
+	r.mu.Unlock()
+	if readyErr != nil {
+		var ee *ExitError
+		if errors.As(readyErr, &ee) {
+			r.killWith(ee)
+		} else {
+			r.kill(ExitLockdownFailed, readyErr.Error())
+		}
+		<-r.exited
+		return nil, r.startErr()
+	}
+	b.emit(Event{Kind: EventReady, PID: r.pid, Layers: layers})
+	return r, nil
+}
+
+// startErr turns a renderer that ended before it was ready into the error
+// spawn returns: a *policy.UnavailableError when a layer could not be
+// applied, so callers learn which one, wrapping the *ExitError.
+func (r *Renderer) startErr() error {
+	e := r.exitErr
+	if e.Reason == ExitLockdownFailed && e.Layer != "" {
+		return fmt.Errorf("broker: renderer lockdown failed: %w", &policy.UnavailableError{Layer: e.Layer, Err: e})
+	}
+	return fmt.Errorf("broker: renderer did not start: %w", e)
+}
+
+// supervise waits for the renderer to exit (through its pidfd, on the
+// runtime's poller: no thread is parked per renderer), reaps it, and
+// classifies the exit.
+func (r *Renderer) supervise() {
+	if rc, err := r.pidfd.SyscallConn(); err == nil {
+		_ = rc.Read(func(fd uintptr) bool {
+			var info unix.Siginfo
+			// WNOWAIT: only learn that it exited; cmd.Wait reaps.
+			err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+			if errors.Is(err, unix.EAGAIN) {
+				return false
+			}
+			return err != nil || info.Signo != 0
+		})
+	}
+	_ = r.cmd.Wait()
+	r.conn.Close()
+	r.exitErr = r.classify()
+	r.pidfd.Close()
+	if r.cgroup != nil {
+		r.cgroup.remove()
+	}
+	r.mu.Lock()
+	if r.idleTimer != nil {
+		r.idleTimer.Stop()
+	}
+	k := r.key
+	r.mu.Unlock()
+	if k != nil {
+		r.exitErr.Origin, r.exitErr.Document = k.origin, k.document
+	}
+	r.b.forget(r)
+	close(r.exited)
+	r.b.emit(Event{Kind: EventExited, Origin: r.exitErr.Origin, Document: r.exitErr.Document, PID: r.pid, Err: r.exitErr})
+}
+
+// classify explains the exit. A reason the broker recorded before killing
+// wins; otherwise the wait status, the CPU time used, the cgroup's OOM
+// counter and the renderer's last log lines decide.
+func (r *Renderer) classify() *ExitError {
+	r.mu.Lock()
+	recorded := r.killReason
+	r.mu.Unlock()
+	e := &ExitError{PID: r.pid, Lifetime: time.Since(r.started)}
+	if recorded != nil {
+		*e = *recorded
+		e.PID, e.Lifetime = r.pid, time.Since(r.started)
+		return e
+	}
+	ps := r.cmd.ProcessState
+	ws, _ := ps.Sys().(syscall.WaitStatus)
+	cpu := ps.UserTime() + ps.SystemTime()
+	limits := r.b.policy.Limits
+	last := r.logs.lastLine()
+	switch {
+	case ws.Signaled() && ws.Signal() == syscall.SIGXCPU,
+		ws.Signaled() && ws.Signal() == syscall.SIGKILL && limits.CPUTime > 0 && cpu >= limits.CPUTime-time.Second:
+		e.Reason, e.Detail = ExitCPULimit, fmt.Sprintf("used %v of CPU, limit %v", cpu.Round(time.Millisecond), limits.CPUTime)
+	case ws.Signaled() && ws.Signal() == syscall.SIGKILL && r.cgroup != nil && r.cgroup.oomKilled():
+		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
+	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
+		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
+	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.contains("out of memory"):
+		e.Reason, e.Detail = ExitMemoryLimit, "address space limit reached: "+last
+	case ws.Signaled():
+		e.Reason, e.Detail = ExitCrash, "signal "+ws.Signal().String()
+	case ws.Exited() && ws.ExitStatus() == 0:
+		e.Reason = ExitClean
+	case ws.Exited() && ws.ExitStatus() == renderer.ExitLockdown:
+		e.Reason, e.Detail = ExitLockdownFailed, last
+	default:
+		e.Reason, e.Detail = ExitCrash, fmt.Sprintf("exit status %d: %s", ws.ExitStatus(), last)
+	}
+	return e
+}
+
+// logTail keeps the last lines a renderer wrote to stderr, to explain its
+// exit. The renderer is hostile: lines and the tail are bounded.
+type logTail struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+const (
+	maxLogLine  = 1024
+	maxLogLines = 16
+)
+
+func (t *logTail) add(line string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.lines) == maxLogLines {
+		copy(t.lines, t.lines[1:])
+		t.lines = t.lines[:maxLogLines-1]
+	}
+	t.lines = append(t.lines, line)
+}
+
+func (t *logTail) lastLine() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := len(t.lines) - 1; i >= 0; i-- {
+		if strings.TrimSpace(t.lines[i]) != "" {
+			return t.lines[i]
+		}
+	}
+	return ""
+}
+
+func (t *logTail) contains(s string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range t.lines {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// readLogs forwards the renderer's stderr to the broker's logger, line by
+// line, truncating long lines, and keeps the tail for classify.
+func (r *Renderer) readLogs(f *os.File) {
+	defer f.Close()
+	br := bufio.NewReaderSize(f, maxLogLine)
+	log := r.b.log.With("pid", r.pid)
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 0 {
+			s := strings.ToValidUTF8(strings.TrimRight(string(line), "\n"), "?")
+			r.logs.add(s)
+			log.Debug("renderer log", "line", s)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				log.Debug("renderer log pipe", "err", err)
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,46 @@
+package control
+
+import "github.com/sandkit/sandkit/ipc"
+
+// RendererFlag is the argv[1] prefix that marks a process started by a
+// broker as a renderer; the rest of the argument is the base64url-encoded
+// policy (policy.Marshal). Arguments, not the environment, carry it: a
+// renderer's environment is empty.
+const RendererFlag = "--sandkit-renderer="
+
+// SocketFD is the descriptor number of the broker connection in a renderer.
+const SocketFD = 3
+
+// The framework's methods. They are declared once here so that broker and
+// renderer agree on names, limits and fd kinds; nothing modifies them.
+var (
+	// Ready is the renderer's report after lockdown, with the seccomp
+	// listener attached so the broker can run the violation monitor.
+	Ready = ipc.NewMethod[*ReadyRequest, *ReadyResponse](ipc.MethodSpec{
+		Name:             "sandkit.Ready",
+		MaxRequestBytes:  4096,
+		MaxResponseBytes: 64,
+		RequestFDs:       []ipc.FDKind{ipc.SeccompListener},
+	})
+	// ReadyUnmonitored is Ready without a listener: the policy does not
+	// ask for the monitor (or allows it degraded), or lockdown failed.
+	ReadyUnmonitored = ipc.NewMethod[*ReadyRequest, *ReadyResponse](ipc.MethodSpec{
+		Name:             "sandkit.ReadyUnmonitored",
+		MaxRequestBytes:  4096,
+		MaxResponseBytes: 64,
+	})
+	// Bind tells a locked renderer which origin it serves, once.
+	Bind = ipc.NewMethod[*BindRequest, *BindResponse](ipc.MethodSpec{
+		Name:             "sandkit.Bind",
+		MaxRequestBytes:  4096,
+		MaxResponseBytes: 64,
+	})
+	// Open asks the broker for a read-only fd of a resource of the
+	// renderer's own origin.
+	Open = ipc.NewMethod[*OpenRequest, *OpenResponse](ipc.MethodSpec{
+		Name:             "sandkit.Open",
+		MaxRequestBytes:  4096,
+		MaxResponseBytes: 64,
+		ResponseFDs:      []ipc.FDKind{ipc.ReadOnlyFile},
+	})
+)

@@ -1,0 +1,393 @@
+package renderer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"unsafe"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
+	"kernel.org/pub/linux/libs/security/libcap/psx"
+
+	"github.com/sandkit/sandkit/policy"
+)
+
+// lockdown applies p to the running process, in an order where each step
+// still has the privilege it needs and removes some for the next:
+//
+//  1. (before apply, in run) descriptors: everything but stdio and the
+//     broker socket is closed, stdio is never a terminal;
+//  2. mount namespace: rprivate, an empty tmpfs root with a fresh /proc
+//     (Landlock's thread walk needs a /proc of this pid namespace), the
+//     read-only paths, pivot_root, the old root detached, the root
+//     remounted read-only;
+//  3. hostname; rlimits; not dumpable;
+//  4. no_new_privs and every capability dropped, on every thread (psx);
+//  5. Landlock, on every thread;
+//  6. seccomp, synchronized to every thread, its listener returned for
+//     the broker.
+//
+// Capabilities go before Landlock rather than after because psx finds
+// threads through /proc, which Landlock then forbids.
+//
+// A step that fails for a layer the policy allows degraded is reported
+// inactive and skipped; any other failure is returned as a
+// *policy.UnavailableError naming the layer, and the renderer exits.
+type lockdown struct {
+	p      *policy.Policy
+	status policy.Status
+}
+
+func (l *lockdown) record(layer policy.Layer, err error, detail string) error {
+	if err == nil {
+		l.status = append(l.status, policy.LayerStatus{Layer: layer, Active: true, Detail: detail})
+		return nil
+	}
+	if l.p.Degradable(layer) {
+		l.status = append(l.status, policy.LayerStatus{Layer: layer, Active: false, Detail: err.Error()})
+		return nil
+	}
+	return &policy.UnavailableError{Layer: layer, Err: err}
+}
+
+func (l *lockdown) skip(layer policy.Layer, why string) {
+	l.status = append(l.status, policy.LayerStatus{Layer: layer, Active: false, Detail: why})
+}
+
+// apply runs every step. listener is the seccomp notification fd when the
+// monitor is in force, nil otherwise.
+func (l *lockdown) apply() (listener *os.File, err error) {
+	p := l.p
+	ns := p.Namespaces
+	// The broker created the namespaces (clone flags); it only spawns a
+	// renderer once they exist, so here they are recorded, and checked
+	// where a check is cheap.
+	for _, n := range []struct {
+		on    bool
+		layer policy.Layer
+	}{{ns.User, policy.LayerUserNS}, {ns.PID, policy.LayerPIDNS}, {ns.Net, policy.LayerNetNS},
+		{ns.IPC, policy.LayerIPCNS}, {ns.UTS, policy.LayerUTSNS}, {ns.Cgroup, policy.LayerCgroupNS}} {
+		if !n.on {
+			l.skip(n.layer, "disabled by the policy")
+			continue
+		}
+		var err error
+		if n.layer == policy.LayerPIDNS && os.Getpid() != 1 {
+			err = fmt.Errorf("renderer is pid %d, not 1 of its own namespace", os.Getpid())
+		}
+		if err := l.record(n.layer, err, ""); err != nil {
+			return nil, err
+		}
+	}
+	if ns.Mount {
+		if err := l.record(policy.LayerMountNS, emptyRoot(p.Filesystem.ReadOnlyPaths), "empty read-only root"); err != nil {
+			return nil, err
+		}
+	} else {
+		l.skip(policy.LayerMountNS, "disabled by the policy")
+	}
+	if ns.UTS {
+		if err := unix.Sethostname([]byte("sandkit")); err != nil {
+			return nil, &policy.UnavailableError{Layer: policy.LayerUTSNS, Err: fmt.Errorf("sethostname: %w", err)}
+		}
+	}
+	if err := l.record(policy.LayerRlimits, setRlimits(p.Limits), ""); err != nil {
+		return nil, err
+	}
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
+	}
+	if err := l.record(policy.LayerNoNewPrivs, allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0), ""); err != nil {
+		return nil, err
+	}
+	if err := l.record(policy.LayerCapabilities, dropCapabilities(), "bounding, ambient, permitted, effective, inheritable"); err != nil {
+		return nil, err
+	}
+	if err := l.landlock(); err != nil {
+		return nil, err
+	}
+	if !p.Seccomp.Enabled {
+		l.skip(policy.LayerSeccomp, "disabled by the policy")
+		l.skip(policy.LayerSeccompMonitor, "disabled by the policy")
+		return nil, nil
+	}
+	listener, monitored, err := loadSeccomp(p)
+	if err := l.record(policy.LayerSeccomp, err, fmt.Sprintf("%d rules", len(p.SyscallRules()))); err != nil {
+		return nil, err
+	}
+	switch {
+	case !p.Seccomp.Monitor:
+		l.skip(policy.LayerSeccompMonitor, "disabled by the policy: violations kill without a report")
+	case err != nil:
+		l.skip(policy.LayerSeccompMonitor, "seccomp degraded")
+	case !monitored:
+		if err := l.record(policy.LayerSeccompMonitor, errors.New("seccomp user notification unsupported; violations kill without a report"), ""); err != nil {
+			return nil, err
+		}
+	default:
+		l.status = append(l.status, policy.LayerStatus{Layer: policy.LayerSeccompMonitor, Active: true})
+	}
+	return listener, nil
+}
+
+// sanitizeStdio closes every descriptor above the broker socket and makes
+// sure none of 0-2 is a terminal: a terminal would let the renderer inject
+// input into the user's shell (TIOCSTI) or read what is typed there.
+func sanitizeStdio() error {
+	if err := unix.CloseRange(uint(SocketFD+1), ^uint(0), 0); err != nil {
+		return fmt.Errorf("close_range: %w", err)
+	}
+	for fd := 0; fd <= 2; fd++ {
+		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+			continue // not a terminal (or not open: then dup2 below is skipped too)
+		}
+		null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		err = unix.Dup3(null, fd, 0)
+		unix.Close(null)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emptyRoot replaces the root with a small tmpfs that holds only /proc
+// and the read-only paths, then detaches the host's root.
+func emptyRoot(readOnly []string) error {
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / rprivate: %w", err)
+	}
+	// Any existing directory can hold the new root's mount point; the
+	// mount is private to this namespace and hides nothing of the host.
+	var base string
+	for _, dir := range []string{"/tmp", "/mnt", "/run", "/dev"} {
+		if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+			base = dir
+			break
+		}
+	}
+	if base == "" {
+		return errors.New("no directory to mount the new root on")
+	}
+	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := unix.Mount("sandkit", base, "tmpfs", flags, "size=64k,nr_inodes=256,mode=0755"); err != nil {
+		return fmt.Errorf("mount tmpfs root: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(base, "proc"), 0o555); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", filepath.Join(base, "proc"), "proc", flags, ""); err != nil {
+		return fmt.Errorf("mount /proc: %w", err)
+	}
+	for _, path := range readOnly {
+		if err := bindReadOnly(path, filepath.Join(base, path)); err != nil {
+			return fmt.Errorf("read-only path %s: %w", path, err)
+		}
+	}
+	if err := unix.Chdir(base); err != nil {
+		return err
+	}
+	// pivot_root(".", ".") stacks the old root under the new one at "/";
+	// detaching "." then removes the host's root from this namespace.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach old root: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|flags, ""); err != nil {
+		return fmt.Errorf("remount root read-only: %w", err)
+	}
+	return nil
+}
+
+// bindReadOnly bind-mounts src at dst read-only, keeping the flags the
+// kernel locks on mounts inherited from the host.
+func bindReadOnly(src, dst string) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() {
+		err = os.MkdirAll(dst, 0o755)
+	} else {
+		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			var f *os.File
+			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o444); err == nil {
+				f.Close()
+			}
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dst, &st); err != nil {
+		return err
+	}
+	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	for _, f := range []struct{ st, ms int64 }{
+		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
+	} {
+		if st.Flags&f.st != 0 {
+			flags |= uintptr(f.ms)
+		}
+	}
+	if err := unix.Mount("", dst, "", flags, ""); err != nil {
+		return fmt.Errorf("remount read-only: %w", err)
+	}
+	return nil
+}
+
+func setRlimits(l policy.Limits) error {
+	set := func(resource int, v uint64) error {
+		if err := unix.Setrlimit(resource, &unix.Rlimit{Cur: v, Max: v}); err != nil {
+			return fmt.Errorf("setrlimit(%d, %d): %w", resource, v, err)
+		}
+		return nil
+	}
+	type limit struct {
+		resource int
+		value    uint64
+		set      bool
+	}
+	cpu := uint64((l.CPUTime + 999_999_999) / 1_000_000_000)
+	for _, lim := range []limit{
+		{unix.RLIMIT_CORE, 0, true},
+		{unix.RLIMIT_FSIZE, l.FileSize, true},
+		{unix.RLIMIT_MEMLOCK, l.LockedMemory, true},
+		{unix.RLIMIT_AS, l.AddressSpace, l.AddressSpace != 0},
+		{unix.RLIMIT_NOFILE, l.OpenFiles, l.OpenFiles != 0},
+		{unix.RLIMIT_NPROC, l.Threads, l.Threads != 0},
+		{unix.RLIMIT_CPU, cpu, cpu != 0},
+		{unix.RLIMIT_STACK, l.Stack, l.Stack != 0},
+	} {
+		if !lim.set {
+			continue
+		}
+		if err := set(lim.resource, lim.value); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allThreads runs a three-argument syscall on every thread of the process:
+// no_new_privs, the capability sets and securebits are per-thread
+// attributes, and a single forgotten thread would keep them.
+func allThreads(nr, a1, a2, a3 uintptr) error {
+	if _, _, errno := psx.Syscall3(nr, a1, a2, a3); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// dropCapabilities empties the bounding and ambient sets, locks securebits
+// so that uid 0 inside the namespace never regains capabilities, and then
+// clears permitted, effective and inheritable.
+func dropCapabilities() error {
+	for c := 0; ; c++ {
+		err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0)
+		if errors.Is(err, syscall.EINVAL) {
+			if c == 0 {
+				return err
+			}
+			break // past the kernel's last capability
+		}
+		if err != nil {
+			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+		}
+	}
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
+		return fmt.Errorf("clear ambient capabilities: %w", err)
+	}
+	const securebits = 1<<0 | 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<5 // noroot, no_setuid_fixup, keep_caps_locked, each locked
+	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, securebits, 0); err != nil {
+		return fmt.Errorf("lock securebits: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); err != nil {
+		return fmt.Errorf("capset: %w", err)
+	}
+	return nil
+}
+
+// landlockConfig returns go-landlock's configuration for ABI version abi.
+func landlockConfig(abi int) landlock.Config {
+	configs := []landlock.Config{landlock.V1, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5, landlock.V6, landlock.V7}
+	if abi >= len(configs) {
+		abi = len(configs) - 1
+	}
+	return configs[abi]
+}
+
+// landlock handles every right the kernel's ABI knows for each requested
+// kind (filesystem, network, scope) with no rule granting any, except
+// read access to the policy's read-only paths.
+func (l *lockdown) landlock() error {
+	p := l.p
+	abi, abiErr := llsys.LandlockGetABIVersion()
+	if abiErr == nil && abi < 1 {
+		abiErr = errors.New("landlock ABI 0")
+	}
+	var cfg landlock.Config
+	var pending []policy.Layer
+	want := func(on bool, layer policy.Layer, minABI int, apply func(full landlock.Config)) error {
+		switch {
+		case !on:
+			l.skip(layer, "disabled by the policy")
+		case abiErr != nil:
+			return l.record(layer, fmt.Errorf("landlock unavailable: %w", abiErr), "")
+		case abi < minABI:
+			return l.record(layer, fmt.Errorf("landlock ABI %d is older than %d", abi, minABI), "")
+		default:
+			apply(landlockConfig(abi))
+			pending = append(pending, layer)
+		}
+		return nil
+	}
+	if err := want(p.Filesystem.Landlock, policy.LayerLandlockFS, 1, func(full landlock.Config) { cfg.HandledAccessFS = full.HandledAccessFS }); err != nil {
+		return err
+	}
+	if err := want(p.Network.Landlock, policy.LayerLandlockNet, 4, func(full landlock.Config) { cfg.HandledAccessNet = full.HandledAccessNet }); err != nil {
+		return err
+	}
+	if err := want(p.Scope.Landlock, policy.LayerLandlockScope, 6, func(full landlock.Config) { cfg.Scoped = full.Scoped }); err != nil {
+		return err
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	var rules []landlock.Rule
+	for _, path := range p.Filesystem.ReadOnlyPaths {
+		if cfg.HandledAccessFS == 0 {
+			break // nothing handled, nothing to grant
+		}
+		if fi, err := os.Stat(path); err == nil && !fi.IsDir() {
+			rules = append(rules, landlock.ROFiles(path))
+		} else {
+			rules = append(rules, landlock.RODirs(path))
+		}
+	}
+	err := cfg.Restrict(rules...)
+	for _, layer := range pending {
+		if rerr := l.record(layer, err, fmt.Sprintf("ABI %d", abi)); rerr != nil {
+			return rerr
+		}
+	}
+	return nil
+}

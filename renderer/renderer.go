@@ -1,0 +1,181 @@
+// Package renderer is the sandboxed side of a sandkit program.
+//
+// A renderer is started by a broker (package broker), locks itself down
+// completely — namespaces, an empty root, rlimits, no capabilities,
+// no_new_privs, Landlock, seccomp — reports which layers are in force, and
+// only then serves the methods the program registered. It never sees a
+// path: everything it reads arrives as a descriptor the broker opened.
+//
+// A program either ships a dedicated renderer binary whose main calls Main,
+// or re-executes itself: the broker starts its own executable with a marker
+// argument, and main begins with
+//
+//	if renderer.Requested() {
+//		renderer.Main(register)
+//	}
+//
+// Main does not return.
+package renderer
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/policy"
+)
+
+// SocketFD is the descriptor on which a renderer finds its broker.
+const SocketFD = control.SocketFD
+
+// Exit codes of a renderer process, for the broker's classification.
+const (
+	ExitOK       = 0
+	ExitUsage    = 64  // not started by a broker, or a bad policy argument
+	ExitLockdown = 125 // lockdown failed; the broker has been told why
+)
+
+// Requested reports whether this process was started by a broker as a
+// renderer (os.Args[1] carries the policy).
+func Requested() bool {
+	return len(os.Args) > 1 && strings.HasPrefix(os.Args[1], control.RendererFlag)
+}
+
+// Session is what a renderer's handlers know of their renderer.
+type Session struct {
+	conn   *ipc.Conn
+	mu     sync.Mutex
+	origin string
+	doc    string
+	bound  bool
+}
+
+// Origin returns the origin and document the broker bound this renderer
+// to, or "" before binding. Handlers run only after binding.
+func (s *Session) Origin() (origin, document string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.origin, s.doc
+}
+
+// Open asks the broker for a read-only descriptor of a resource of this
+// renderer's own origin, by a name relative to the origin's directory.
+// The broker opens it; the renderer never resolves a path.
+func (s *Session) Open(ctx context.Context, name string) (*os.File, error) {
+	origin, doc := s.Origin()
+	_, fds, err := ipc.Call(ctx, s.conn, control.Open, &control.OpenRequest{Origin: origin, Document: doc, Name: name})
+	if err != nil {
+		return nil, fmt.Errorf("open %q: %w", name, err)
+	}
+	return fds[0], nil
+}
+
+// Conn is the connection to the broker, for programs that declare methods
+// of their own in the renderer-to-broker direction. The broker treats
+// everything on it as hostile.
+func (s *Session) Conn() *ipc.Conn { return s.conn }
+
+func (s *Session) bind(_ context.Context, req *control.BindRequest, _ []*os.File) (*control.BindResponse, []*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bound {
+		return nil, nil, ipc.Errorf(ipc.CodePermissionDenied, "renderer already bound to %q", s.origin)
+	}
+	s.origin, s.doc, s.bound = req.GetOrigin(), req.GetDocument(), true
+	return &control.BindResponse{}, nil, nil
+}
+
+// Main turns the process into a renderer: it connects to the broker, locks
+// the process down, reports ready, and serves until the broker hangs up.
+// register adds the program's methods to mux; it runs before lockdown, so
+// it may prepare anything that needs the filesystem (fonts, tables), but it
+// must not touch untrusted input. Main exits the process.
+func Main(register func(s *Session, mux *ipc.Mux)) {
+	os.Exit(run(register))
+}
+
+func run(register func(*Session, *ipc.Mux)) int {
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if !Requested() {
+		fmt.Fprintln(os.Stderr, "renderer: not started by a sandkit broker")
+		return ExitUsage
+	}
+	// Only the broker's fds may survive into the renderer. This runs
+	// before the runtime opens descriptors of its own (the poller).
+	p, err := policyFromArg(os.Args[1])
+	if err != nil {
+		log.Error("renderer: bad policy argument", "err", err)
+		return ExitUsage
+	}
+	l := &lockdown{p: p}
+	if err := sanitizeStdio(); err != nil {
+		log.Error("renderer: stdio", "err", err)
+		return ExitLockdown
+	}
+	s := &Session{}
+	mux := ipc.NewMux()
+	ipc.Handle(mux, control.Bind, s.bind)
+	register(s, mux)
+	conn, err := ipc.NewConn(os.NewFile(SocketFD, "broker"), ipc.WithMux(mux), ipc.WithLogger(log))
+	if err != nil {
+		log.Error("renderer: broker connection", "err", err)
+		return ExitUsage
+	}
+	s.conn = conn
+	defer conn.Close()
+
+	listener, lockErr := l.apply()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := &control.ReadyRequest{}
+	for _, ls := range l.status {
+		req.Layers = append(req.Layers, &control.Layer{Name: string(ls.Layer), Active: ls.Active, Detail: ls.Detail})
+	}
+	if lockErr != nil {
+		var ue *policy.UnavailableError
+		if errors.As(lockErr, &ue) {
+			req.FailedLayer = string(ue.Layer)
+		}
+		req.Error = lockErr.Error()
+		_, _, _ = ipc.Call(ctx, conn, control.ReadyUnmonitored, req)
+		return ExitLockdown
+	}
+	if listener != nil {
+		_, _, err = ipc.Call(ctx, conn, control.Ready, req, listener)
+		listener.Close() // the broker holds it now; the renderer must not
+	} else {
+		_, _, err = ipc.Call(ctx, conn, control.ReadyUnmonitored, req)
+	}
+	cancel()
+	if err != nil {
+		return ExitLockdown
+	}
+	<-conn.Done()
+	return ExitOK
+}
+
+func policyFromArg(arg string) (*policy.Policy, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimPrefix(arg, control.RendererFlag))
+	if err != nil {
+		return nil, err
+	}
+	return policy.Unmarshal(raw)
+}
+
+// PolicyArg encodes p as the argument that marks a renderer process; the
+// broker puts it in argv[1].
+func PolicyArg(p *policy.Policy) (string, error) {
+	raw, err := policy.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	return control.RendererFlag + base64.RawURLEncoding.EncodeToString(raw), nil
+}
