@@ -246,8 +246,11 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		serving:    make(map[uint64]context.CancelFunc),
 		wlock:      make(chan struct{}, 1),
 		rbuf:       make([]byte, lim.MaxDatagram+1),
-		roob:       make([]byte, unix.CmsgSpace(4*(lim.MaxFDs+1))),
-		rfds:       make([]int, 0, lim.MaxFDs+1),
+		// Room for exactly MaxFDs+1 descriptors (CmsgLen, not CmsgSpace,
+		// whose padding could hold one more): one more than allowed is
+		// detectable as ReasonFDCount, anything beyond as MSG_CTRUNC.
+		roob: make([]byte, unix.CmsgLen(4*(lim.MaxFDs+1))),
+		rfds: make([]int, 0, lim.MaxFDs+1),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.writeFn = c.doSend
@@ -388,7 +391,7 @@ func (c *Conn) readLoop() {
 			}
 			return
 		}
-		if n == 0 && oobn == 0 && flags == 0 {
+		if n == 0 && oobn == 0 && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) == 0 {
 			// EOF and an empty datagram look the same; tell them apart by
 			// receiving again: EOF repeats, a live peer leaves nothing.
 			c.fail(c.zeroRead())
