@@ -71,13 +71,12 @@ func sniff(data []byte) (codec, bool) {
 // Probe identifies data and checks it against the budget without decoding
 // any pixels. A nil error means Thumbnail will at least attempt to decode;
 // the pixel data may still turn out corrupt.
-func Probe(data []byte, b Budget) (info Info, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			info, err = Info{}, panicError(r)
-		}
-	}()
-	_, info, err = probe(data, b)
+func Probe(data []byte, b Budget) (Info, error) {
+	var info Info
+	err := safely(func() (err error) {
+		_, info, err = probe(data, b)
+		return err
+	})
 	if err != nil {
 		return Info{}, err
 	}
@@ -158,8 +157,10 @@ func ThumbnailSize(info Info, maxSide int) (w, h int) {
 // mulDivRound returns round(a*b/c) for a < c, using a 128-bit product.
 func mulDivRound(a, b, c uint64) uint64 {
 	hi, lo := bits.Mul64(a, b)
-	q, r := bits.Div64(hi, lo, c) // hi < c because a < c: no panic
-	if r >= c-r {                 // r >= c/2, rounding half up without overflow
+	// hi < c because a < c, so Div64 cannot panic.
+	q, r := bits.Div64(hi, lo, c)
+	// Round half up; r >= c-r is r >= c/2 without overflow.
+	if r >= c-r {
 		q++
 	}
 	return q
@@ -168,19 +169,25 @@ func mulDivRound(a, b, c uint64) uint64 {
 // Thumbnail decodes data and returns its Info and a thumbnail whose longest
 // side is at most maxSide (see ThumbnailSize). Transparent areas stay
 // transparent: the result is premultiplied RGBA like every image.RGBA.
-func Thumbnail(data []byte, b Budget, maxSide int) (info Info, img *image.RGBA, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			info, img, err = Info{}, nil, panicError(r)
+func Thumbnail(data []byte, b Budget, maxSide int) (Info, *image.RGBA, error) {
+	var (
+		info Info
+		img  *image.RGBA
+	)
+	err := safely(func() error {
+		c, i, err := probe(data, b)
+		if err != nil {
+			return err
 		}
-	}()
-	c, info, err := probe(data, b)
+		w, h := ThumbnailSize(i, maxSide)
+		m := image.NewRGBA(image.Rect(0, 0, w, h))
+		if err := render(m, c, i, data); err != nil {
+			return err
+		}
+		info, img = i, m
+		return nil
+	})
 	if err != nil {
-		return Info{}, nil, err
-	}
-	w, h := ThumbnailSize(info, maxSide)
-	img = image.NewRGBA(image.Rect(0, 0, w, h))
-	if err := render(img, c, info, data); err != nil {
 		return Info{}, nil, err
 	}
 	return info, img, nil
@@ -192,22 +199,28 @@ func Thumbnail(data []byte, b Budget, maxSide int) (info Info, img *image.RGBA, 
 // image's Info (get it from Probe first); otherwise ErrDstSize is returned
 // and dst is untouched. The pixels are premultiplied RGBA, row after row,
 // stride 4*w. If another error is returned, dst's content is unspecified.
-func ThumbnailInto(dst []byte, data []byte, b Budget, maxSide int) (info Info, w, h int, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			info, w, h, err = Info{}, 0, 0, panicError(r)
+func ThumbnailInto(dst []byte, data []byte, b Budget, maxSide int) (Info, int, int, error) {
+	var (
+		info Info
+		w, h int
+	)
+	err := safely(func() error {
+		c, i, err := probe(data, b)
+		if err != nil {
+			return err
 		}
-	}()
-	c, info, err := probe(data, b)
+		tw, th := ThumbnailSize(i, maxSide)
+		if hi, want := bits.Mul64(uint64(tw), 4*uint64(th)); hi != 0 || uint64(len(dst)) != want {
+			return fmt.Errorf("%w: got %d bytes, want 4*%d*%d", ErrDstSize, len(dst), tw, th)
+		}
+		m := &image.RGBA{Pix: dst[:len(dst):len(dst)], Stride: 4 * tw, Rect: image.Rect(0, 0, tw, th)}
+		if err := render(m, c, i, data); err != nil {
+			return err
+		}
+		info, w, h = i, tw, th
+		return nil
+	})
 	if err != nil {
-		return Info{}, 0, 0, err
-	}
-	w, h = ThumbnailSize(info, maxSide)
-	if hi, want := bits.Mul64(uint64(w), 4*uint64(h)); hi != 0 || uint64(len(dst)) != want {
-		return Info{}, 0, 0, fmt.Errorf("%w: got %d bytes, want 4*%d*%d", ErrDstSize, len(dst), w, h)
-	}
-	img := &image.RGBA{Pix: dst[:len(dst):len(dst)], Stride: 4 * w, Rect: image.Rect(0, 0, w, h)}
-	if err := render(img, c, info, data); err != nil {
 		return Info{}, 0, 0, err
 	}
 	return info, w, h, nil
@@ -232,8 +245,14 @@ func render(dst *image.RGBA, c codec, info Info, data []byte) error {
 	return nil
 }
 
-// panicError turns a recovered decoder panic into ErrCorrupt. See the package
-// documentation: recovering is a convenience, not the security boundary.
-func panicError(r any) error {
-	return fmt.Errorf("%w: decoder panicked: %v", ErrCorrupt, r)
+// safely runs fn and turns a panic inside it (in practice: in a decoder)
+// into ErrCorrupt. See the package documentation: recovering is a
+// convenience, not the security boundary.
+func safely(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: decoder panicked: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
 }
