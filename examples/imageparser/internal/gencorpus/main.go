@@ -283,7 +283,7 @@ func gifHeader(w, h int) []byte {
 	b := []byte("GIF89a")
 	b = binary.LittleEndian.AppendUint16(b, uint16(w))
 	b = binary.LittleEndian.AppendUint16(b, uint16(h))
-	b = append(b, 0x80, 0, 0)            // global table of 2 entries, bg 0, aspect 0
+	b = append(b, 0x80, 0, 0)             // global table of 2 entries, bg 0, aspect 0
 	b = append(b, 0, 0, 0, 255, 255, 255) // black, white
 	return b
 }
