@@ -1,0 +1,202 @@
+// Package pdfout writes the "safe PDF" the viewer converts documents into:
+// one full-page image per page and nothing else. No fonts, no scripts, no
+// links, no metadata, no forms: only what a pixel can carry survives.
+//
+// It is a small writer of its own rather than a general PDF library because
+// a raster-only PDF needs five object kinds and an xref table, all of which
+// fit on one screen and can be checked by eye; a general writer would bring
+// a large dependency that parses and emits far more than is needed.
+package pdfout
+
+import (
+	"bufio"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"math"
+	"strings"
+)
+
+// maxPagePoints is the largest page side PDF readers accept without
+// UserUnit (PDF 32000-1, annex C: 14 400 units, 200 inches).
+const maxPagePoints = 14400
+
+// Writer streams pages to w. Each image is compressed straight into the
+// output; only one row of RGB is buffered. Not safe for concurrent use.
+type Writer struct {
+	w      *countWriter
+	bw     *bufio.Writer
+	offs   []int64 // offsets of objects 1..n (index 0 is object 1)
+	pages  []int   // object numbers of the pages
+	err    error   // first error; the writer is unusable after it
+	closed bool
+}
+
+// Object numbers: 1 is the catalog, 2 the page tree (written last, when the
+// kids are known); each page then takes four: page, content, image, length.
+const (
+	objCatalog = 1
+	objPages   = 2
+)
+
+// NewWriter starts a PDF on w. Nothing is written until the first AddPage.
+func NewWriter(w io.Writer) *Writer {
+	cw := &countWriter{w: w}
+	pw := &Writer{w: cw, bw: bufio.NewWriterSize(cw, 64<<10)}
+	pw.offs = make([]int64, 2)
+	return pw
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func (p *Writer) pos() int64 { return p.w.n + int64(p.bw.Buffered()) }
+
+func (p *Writer) printf(format string, args ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.bw, format, args...)
+	}
+}
+
+// begin records object num's offset and writes its header.
+func (p *Writer) begin(num int) {
+	for len(p.offs) < num {
+		p.offs = append(p.offs, 0)
+	}
+	p.offs[num-1] = p.pos()
+	p.printf("%d 0 obj\n", num)
+}
+
+func (p *Writer) header() {
+	// The binary comment tells transfer tools the file is binary.
+	p.printf("%%PDF-1.4\n%%\xe2\xe3\xcf\xd3\n")
+	p.begin(objCatalog)
+	p.printf("<< /Type /Catalog /Pages %d 0 R >>\nendobj\n", objPages)
+}
+
+// AddPage appends a page showing img at dpi: the page is
+// pixels*72/dpi points on each side. Alpha is composited onto white and
+// dropped; pixels are stored as 8-bit DeviceRGB under FlateDecode.
+func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
+	if p.err != nil {
+		return p.err
+	}
+	if p.closed {
+		return errors.New("pdfout: AddPage after Close")
+	}
+	b := img.Bounds()
+	if b.Empty() {
+		return errors.New("pdfout: empty image")
+	}
+	if !(dpi > 0) || math.IsInf(dpi, 0) {
+		return fmt.Errorf("pdfout: invalid dpi %v", dpi)
+	}
+	wpt, hpt := float64(b.Dx())*72/dpi, float64(b.Dy())*72/dpi
+	if wpt > maxPagePoints || hpt > maxPagePoints {
+		return fmt.Errorf("pdfout: page of %.0fx%.0f pt exceeds %d pt", wpt, hpt, maxPagePoints)
+	}
+	if len(p.pages) == 0 {
+		p.header()
+	}
+	page := len(p.offs) + 1
+	content, xobj, length := page+1, page+2, page+3
+	p.pages = append(p.pages, page)
+
+	p.begin(page)
+	p.printf("<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] /Resources << /XObject << /Im0 %d 0 R >> >> /Contents %d 0 R >>\nendobj\n",
+		objPages, num(wpt), num(hpt), xobj, content)
+
+	draw := fmt.Sprintf("q %s 0 0 %s 0 0 cm /Im0 Do Q\n", num(wpt), num(hpt))
+	p.begin(content)
+	p.printf("<< /Length %d >>\nstream\n%sendstream\nendobj\n", len(draw), draw)
+
+	p.begin(xobj)
+	p.printf("<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode /Length %d 0 R >>\nstream\n",
+		b.Dx(), b.Dy(), length)
+	start := p.pos()
+	p.writePixels(img)
+	n := p.pos() - start
+	p.printf("\nendstream\nendobj\n")
+
+	p.begin(length)
+	p.printf("%d\nendobj\n", n)
+	return p.err
+}
+
+// writePixels compresses img as RGB rows, compositing premultiplied RGBA
+// over white: c + (255 - a).
+func (p *Writer) writePixels(img *image.RGBA) {
+	if p.err != nil {
+		return
+	}
+	zw, err := zlib.NewWriterLevel(p.bw, zlib.DefaultCompression)
+	if err != nil {
+		p.err = err
+		return
+	}
+	b := img.Bounds()
+	row := make([]byte, 3*b.Dx())
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		src := img.Pix[img.PixOffset(b.Min.X, y):]
+		for x := range b.Dx() {
+			r, g, bl, a := src[4*x], src[4*x+1], src[4*x+2], src[4*x+3]
+			row[3*x], row[3*x+1], row[3*x+2] = r+(255-a), g+(255-a), bl+(255-a)
+		}
+		if _, err := zw.Write(row); err != nil {
+			p.err = err
+			return
+		}
+	}
+	p.err = zw.Close()
+}
+
+// num formats a coordinate: PDF wants plain decimals, no exponents.
+func num(v float64) string {
+	s := fmt.Sprintf("%.4f", v)
+	s = strings.TrimRight(s, "0")
+	return strings.TrimSuffix(s, ".")
+}
+
+// Close writes the page tree, the xref table and the trailer. It does not
+// close the underlying writer. A PDF needs at least one page.
+func (p *Writer) Close() error {
+	if p.err != nil {
+		return p.err
+	}
+	if p.closed {
+		return nil
+	}
+	p.closed = true
+	if len(p.pages) == 0 {
+		p.err = errors.New("pdfout: no pages")
+		return p.err
+	}
+	kids := make([]string, len(p.pages))
+	for i, n := range p.pages {
+		kids[i] = fmt.Sprintf("%d 0 R", n)
+	}
+	p.begin(objPages)
+	p.printf("<< /Type /Pages /Kids [%s] /Count %d >>\nendobj\n", strings.Join(kids, " "), len(p.pages))
+
+	xref := p.pos()
+	// Every entry is exactly 20 bytes: offset, generation, type, CR LF.
+	p.printf("xref\n0 %d\n0000000000 65535 f\r\n", len(p.offs)+1)
+	for _, off := range p.offs {
+		p.printf("%010d 00000 n\r\n", off)
+	}
+	p.printf("trailer\n<< /Size %d /Root %d 0 R >>\nstartxref\n%d\n%%%%EOF\n", len(p.offs)+1, objCatalog, xref)
+	if p.err == nil {
+		p.err = p.bw.Flush()
+	}
+	return p.err
+}
