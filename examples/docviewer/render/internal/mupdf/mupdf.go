@@ -17,7 +17,7 @@
 package mupdf
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/include -O2
+#cgo CFLAGS: -I${SRCDIR}/include -O2 -DNDEBUG
 #include "shim.h"
 */
 import "C"

@@ -15,6 +15,7 @@
 #define SANDKIT_DOCVIEWER_SHIM_H
 
 #include <mupdf/fitz.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -111,6 +112,19 @@ static void *sk_realloc(void *user, void *old, size_t size) {
 	return q + SK_HDR;
 }
 
+// MuPDF's locks, shared by every context in the process. Contexts are
+// otherwise independent, but a few third-party pieces MuPDF wraps keep
+// process-wide state (e.g. harfbuzz's allocator hook, used by the EPUB/FB2
+// layout engine), guarded by these. In a one-document renderer process they
+// are never contended; in-process (tests, benchmarks) they make parallel
+// documents safe.
+static pthread_mutex_t sk_mutex[FZ_LOCK_MAX] = {
+	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
+};
+_Static_assert(FZ_LOCK_MAX == 3, "MuPDF changed its lock count: update sk_mutex");
+static void sk_lock(void *user, int lock) { (void)user; pthread_mutex_lock(&sk_mutex[lock]); }
+static void sk_unlock(void *user, int lock) { (void)user; pthread_mutex_unlock(&sk_mutex[lock]); }
+
 static void sk_on_error(void *user, const char *msg) {
 	(void)user; (void)msg; // the caught message is read in fz_catch instead
 }
@@ -138,7 +152,8 @@ static sk_doc *sk_new(size_t heap_cap, size_t store_max) {
 	d->st.cap = heap_cap;
 	d->page_no = -1;
 	fz_alloc_context alloc = { &d->st, sk_malloc, sk_realloc, sk_free };
-	d->ctx = fz_new_context(&alloc, NULL, store_max);
+	fz_locks_context locks = { NULL, sk_lock, sk_unlock };
+	d->ctx = fz_new_context(&alloc, &locks, store_max);
 	if (!d->ctx) { free(d); return NULL; }
 	fz_set_error_callback(d->ctx, sk_on_error, &d->st);
 	fz_set_warning_callback(d->ctx, sk_on_warning, &d->st);

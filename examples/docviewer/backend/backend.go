@@ -1,0 +1,96 @@
+// Package backend is the seam between the viewer's front ends (the web UI,
+// convert) and whatever renders documents: the in-process backend of
+// package inprocess (tests, benchmarks, development) or the sandboxed
+// broker the integrator adds. It has no cgo and does not link MuPDF.
+package backend
+
+import (
+	"context"
+	"image"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Backend renders listed documents. A document (its library id) is the
+// origin: an implementation starts at most one renderer session per
+// document, on first use, and reuses it. Pages count from 0. Every method
+// is safe for concurrent use.
+//
+// Errors carry a docerr kind (errors.Is(err, docerr.ErrCorrupt), ...):
+// ErrNotFound for an unknown id or page, ErrUnsupported/ErrCorrupt/
+// ErrOverBudget for the document, ErrSandbox when a renderer died, and the
+// context's error when ctx ended first.
+type Backend interface {
+	// PageCount starts (or reuses) the session of doc and returns its
+	// number of pages.
+	PageCount(ctx context.Context, doc string) (int, error)
+	// RenderPage draws one page at dpi. The pixels have been validated by
+	// the broker (size, stride, sealing) before they are returned. The
+	// page may come back at a lower DPI than asked (Page.DPI) when it would
+	// exceed the pixel budget.
+	RenderPage(ctx context.Context, doc string, page int, dpi float64) (*Page, error)
+	// Status describes every live renderer session.
+	Status(ctx context.Context) []RendererStatus
+	// Events returns recent violation and limit events, oldest first.
+	Events() []Event
+}
+
+// Page is one rendered page.
+type Page struct {
+	Image        *image.RGBA // origin (0,0), opaque
+	DPI          float64     // the DPI actually used
+	RequestedDPI float64
+}
+
+// RendererStatus is one live renderer session.
+type RendererStatus struct {
+	Doc     string        `json:"doc"`  // library id
+	Name    string        `json:"name"` // document name, display only
+	PID     int           `json:"pid"`
+	Started time.Time     `json:"started"`
+	Uptime  time.Duration `json:"uptime_ns"`
+	// Layers are the sandbox layers in force, e.g. "userns", "netns",
+	// "landlock", "seccomp", "rlimits"; the in-process backend reports
+	// "none: in-process, not sandboxed".
+	Layers []string `json:"layers"`
+	Pages  int      `json:"pages"`
+}
+
+// Event is a violation or limit event: a renderer refused a document, hit a
+// limit, was killed, or broke the protocol.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Doc    string    `json:"doc"`
+	Name   string    `json:"name"`
+	PID    int       `json:"pid"`
+	Kind   string    `json:"kind"` // docerr kind text, e.g. "document over budget"
+	Reason string    `json:"reason"`
+}
+
+// EventLog keeps the last N events for Backend.Events implementations.
+type EventLog struct {
+	mu     sync.Mutex
+	max    int
+	events []Event
+}
+
+// NewEventLog keeps at most max events.
+func NewEventLog(max int) *EventLog { return &EventLog{max: max} }
+
+// Add records e, dropping the oldest event when full.
+func (l *EventLog) Add(e Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.events) == l.max {
+		l.events = slices.Delete(l.events, 0, 1)
+	}
+	l.events = append(l.events, e)
+}
+
+// List returns the events, oldest first.
+func (l *EventLog) List() []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
