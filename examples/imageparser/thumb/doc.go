@@ -58,6 +58,14 @@
 // 20 bytes × MaxPixels + len(data) + a few MiB; set the renderer's address
 // space limit accordingly (about 1.1 GB for DefaultBudget).
 //
+// # CPU time
+//
+// The budget bounds memory, not time. Some inputs are legitimately small and
+// slow: a progressive JPEG with thousands of tiny scans revisits every block
+// per scan, a TIFF can have one strip per row with a fresh decompressor
+// each. The broker must put a deadline on every renderer (and the sandbox a
+// CPU rlimit) rather than expect this package to refuse such inputs.
+//
 // # Errors and panics
 //
 // Every failure wraps exactly one of ErrUnsupportedFormat, ErrCorrupt or
