@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -33,9 +34,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// strict is policy.Strict as a test binary can run it: under the race
+// detector the memory limit is lifted (see raceEnabled).
+func strict() *policy.Policy {
+	p := policy.Strict()
+	if raceEnabled {
+		p.Limits.Memory = 0
+	}
+	return p
+}
+
 func newBroker(t testing.TB, p *policy.Policy, mod ...func(*broker.Config)) *broker.Broker {
 	t.Helper()
-	cfg := broker.Config{Policy: p}
+	if raceEnabled {
+		p.Limits.Memory = 0
+	}
+	cfg := broker.Config{Policy: p, Logger: testLogger(t)}
 	for _, f := range mod {
 		f(&cfg)
 	}
@@ -43,6 +57,19 @@ func newBroker(t testing.TB, p *policy.Policy, mod ...func(*broker.Config)) *bro
 	require.NoError(t, err)
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// testLogger sends the broker's logs, renderer stderr included, to the
+// test log, so a failing test shows what the renderer said.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
 
 func attempt(t *testing.T, r *broker.Renderer, action string) (string, error) {
@@ -175,6 +202,7 @@ func TestLimits(t *testing.T) {
 		cfg    func(*broker.Config)
 		action string
 		want   broker.ExitReason
+		race   string // why the case cannot run under -race
 	}{
 		{
 			name:   "cpu",
@@ -184,7 +212,8 @@ func TestLimits(t *testing.T) {
 		},
 		{
 			name:   "memory",
-			policy: func(p *policy.Policy) { p.Limits.AddressSpace = 512 << 20 },
+			policy: func(p *policy.Policy) { p.Limits.Memory = 256 << 20 },
+			race:   "the race detector's shadow memory cannot live under a data limit; make test runs this package again without -race",
 			action: "hog",
 			want:   broker.ExitMemoryLimit,
 		},
@@ -208,6 +237,9 @@ func TestLimits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if raceEnabled && tt.race != "" {
+				t.Skip(tt.race)
+			}
 			p := policy.Strict()
 			if tt.policy != nil {
 				tt.policy(p)
@@ -422,7 +454,7 @@ func TestSpawnCloseCyclesLeakNothing(t *testing.T) {
 	fdsBefore := countFDs(t)
 	goroutinesBefore := runtime.NumGoroutine()
 	for i := 0; i < cycles; i++ {
-		b, err := broker.New(context.Background(), broker.Config{Policy: policy.Strict()})
+		b, err := broker.New(context.Background(), broker.Config{Policy: strict()})
 		require.NoError(t, err)
 		r, err := b.Acquire(context.Background(), fmt.Sprint("o", i), "")
 		require.NoError(t, err)

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
 )
@@ -177,7 +178,7 @@ func (r *Renderer) bind(ctx context.Context, k key) error {
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, r.b.cfg.ReadyTimeout)
 	defer cancel()
-	_, _, err := ipc.Call(ctx, r.conn, control.Bind, &control.BindRequest{Origin: k.origin, Document: k.document})
+	_, _, err := ipc.Call(ctx, r.conn, control.Bind, &controlpb.BindRequest{Origin: k.origin, Document: k.document})
 	if err != nil {
 		r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
 		<-r.exited
@@ -212,7 +213,7 @@ func (r *Renderer) waitBound(ctx context.Context) error {
 // handlers are the requests a renderer may make of the broker.
 func (r *Renderer) handlers() *ipc.Mux {
 	mux := ipc.NewMux()
-	ready := func(_ context.Context, req *control.ReadyRequest, fds []*os.File) (*control.ReadyResponse, []*os.File, error) {
+	ready := func(_ context.Context, req *controlpb.ReadyRequest, fds []*os.File) (*controlpb.ReadyResponse, []*os.File, error) {
 		return r.onReady(req, fds)
 	}
 	ipc.Handle(mux, control.Ready, ready)
@@ -221,7 +222,7 @@ func (r *Renderer) handlers() *ipc.Mux {
 	return mux
 }
 
-func (r *Renderer) onReady(req *control.ReadyRequest, fds []*os.File) (*control.ReadyResponse, []*os.File, error) {
+func (r *Renderer) onReady(req *controlpb.ReadyRequest, fds []*os.File) (*controlpb.ReadyResponse, []*os.File, error) {
 	r.mu.Lock()
 	already := r.gotReady
 	r.gotReady = true
@@ -238,7 +239,7 @@ func (r *Renderer) onReady(req *control.ReadyRequest, fds []*os.File) (*control.
 		r.readyErr = err
 		r.mu.Unlock()
 		close(r.ready)
-		return &control.ReadyResponse{}, nil, nil
+		return &controlpb.ReadyResponse{}, nil, nil
 	}
 	r.mu.Lock()
 	r.layers = status
@@ -251,18 +252,18 @@ func (r *Renderer) onReady(req *control.ReadyRequest, fds []*os.File) (*control.
 		}()
 	}
 	close(r.ready)
-	return &control.ReadyResponse{}, nil, nil
+	return &controlpb.ReadyResponse{}, nil, nil
 }
 
 // checkReady turns the renderer's report into a Status and fails closed:
 // every layer the policy requested must be active or allowed degraded,
 // and the monitor must be attached when reported active.
-func (r *Renderer) checkReady(req *control.ReadyRequest, hasListener bool) (policy.Status, error) {
+func (r *Renderer) checkReady(req *controlpb.ReadyRequest, hasListener bool) (policy.Status, error) {
 	if req.GetError() != "" {
 		return nil, &ExitError{Reason: ExitLockdownFailed, Layer: policy.Layer(req.GetFailedLayer()), Detail: req.GetError()}
 	}
 	p := r.b.policy
-	reported := map[policy.Layer]*control.Layer{}
+	reported := map[policy.Layer]*controlpb.Layer{}
 	for _, l := range req.GetLayers() {
 		reported[policy.Layer(l.GetName())] = l
 	}

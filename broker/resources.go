@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
 )
 
@@ -23,7 +23,7 @@ const maxResourceName = 1024
 // (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS),
 // so "..", absolute names and symlinks cannot leave it, whatever happens to
 // the directory meanwhile.
-func (r *Renderer) onOpen(_ context.Context, req *control.OpenRequest, _ []*os.File) (*control.OpenResponse, []*os.File, error) {
+func (r *Renderer) onOpen(_ context.Context, req *controlpb.OpenRequest, _ []*os.File) (*controlpb.OpenResponse, []*os.File, error) {
 	r.mu.Lock()
 	k := r.key
 	r.mu.Unlock()
@@ -57,7 +57,7 @@ func (r *Renderer) onOpen(_ context.Context, req *control.OpenRequest, _ []*os.F
 	if err != nil {
 		return nil, nil, ipc.Errorf(ipc.CodeNotFound, "%v", err)
 	}
-	return &control.OpenResponse{Size: uint64(size)}, []*os.File{f}, nil
+	return &controlpb.OpenResponse{Size: uint64(size)}, []*os.File{f}, nil
 }
 
 func checkResourceName(name string) error {

@@ -81,6 +81,22 @@ func cloneFlags(ns policy.Namespaces) uintptr {
 	return f
 }
 
+// logPipe returns the pipe for a renderer's stderr: the read end
+// non-blocking for the broker's poller, the write end blocking, so the
+// renderer's writes never depend on its own poller.
+func logPipe() (r, w *os.File, err error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, err
+	}
+	return os.NewFile(uintptr(p[0]), "renderer-log"), os.NewFile(uintptr(p[1]), "renderer-log"), nil
+}
+
 // spawn starts one renderer and waits until it reports ready with every
 // layer the policy requires in force.
 func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
@@ -89,7 +105,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: socket pair: %w", err)
 	}
-	logR, logW, err := os.Pipe()
+	logR, logW, err := logPipe()
 	if err != nil {
 		local.Close()
 		remote.Close()
@@ -293,7 +309,7 @@ func (r *Renderer) classify() *ExitError {
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
 	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.contains("out of memory"):
-		e.Reason, e.Detail = ExitMemoryLimit, "address space limit reached: "+last
+		e.Reason, e.Detail = ExitMemoryLimit, "memory limit (RLIMIT_DATA) reached: "+last
 	case ws.Signaled():
 		e.Reason, e.Detail = ExitCrash, "signal "+ws.Signal().String()
 	case ws.Exited() && ws.ExitStatus() == 0:

@@ -85,10 +85,13 @@ type Seccomp struct {
 
 // Limits bounds the resources of one renderer.
 type Limits struct {
-	// AddressSpace is RLIMIT_AS in bytes: allocations past it fail and the
-	// Go runtime dies with "out of memory", which the broker reports as
-	// the memory limit.
-	AddressSpace uint64
+	// Memory is RLIMIT_DATA in bytes: the renderer's private writable
+	// memory (heap, anonymous mappings, glibc arenas). Allocations past it
+	// fail and the Go runtime dies with "out of memory", which the broker
+	// reports as the memory limit. RLIMIT_AS would be the wrong bound: Go
+	// and glibc reserve over a gigabyte of address space they never use.
+	// Zero leaves it unlimited.
+	Memory uint64
 	// OpenFiles is RLIMIT_NOFILE.
 	OpenFiles uint64
 	// Threads is RLIMIT_NPROC, counted inside the renderer's own user
@@ -149,7 +152,7 @@ func Strict() *Policy {
 		Scope:      Scope{Landlock: true},
 		Seccomp:    Seccomp{Enabled: true, Monitor: true},
 		Limits: Limits{
-			AddressSpace: 1 << 30,
+			Memory:       1 << 30,
 			OpenFiles:    64,
 			Threads:      64,
 			CPUTime:      60 * time.Second,
@@ -234,8 +237,8 @@ func (p *Policy) Validate() error {
 		seen[name] = true
 	}
 	l := p.Limits
-	if l.AddressSpace != 0 && l.AddressSpace < minAddressSpace {
-		bad("limits: address space %d is below the %d bytes the Go runtime needs to start", l.AddressSpace, uint64(minAddressSpace))
+	if l.Memory != 0 && l.Memory < minMemory {
+		bad("limits: memory %d is below the %d bytes the Go runtime needs to start", l.Memory, uint64(minMemory))
 	}
 	if l.OpenFiles != 0 && l.OpenFiles < minOpenFiles {
 		bad("limits: open files %d is below the %d the renderer needs", l.OpenFiles, minOpenFiles)
@@ -269,7 +272,7 @@ func (p *Policy) Validate() error {
 // Floors below which the renderer cannot even start; Validate refuses
 // limits under them so the failure is a clear error, not a crash.
 const (
-	minAddressSpace = 256 << 20
+	minMemory       = 64 << 20
 	minOpenFiles    = 8
 	minThreads      = 16
 	maxCPUs         = 1024

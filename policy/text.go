@@ -96,7 +96,7 @@ func FromProto(pb *policypb.Policy) *Policy {
 		p.Seccomp.Allow = append([]string(nil), s.Allow...)
 	}
 	if l := pb.GetLimits(); l != nil {
-		setU(&p.Limits.AddressSpace, l.AddressSpaceBytes)
+		setU(&p.Limits.Memory, l.MemoryBytes)
 		setU(&p.Limits.OpenFiles, l.OpenFiles)
 		setU(&p.Limits.Threads, l.Threads)
 		setD(&p.Limits.CPUTime, l.CpuSeconds, time.Second)
@@ -141,7 +141,7 @@ func ToProto(p *Policy) *policypb.Policy {
 		Scope:      &policypb.Scope{Landlock: b(p.Scope.Landlock)},
 		Seccomp:    &policypb.Seccomp{Enabled: b(p.Seccomp.Enabled), Monitor: b(p.Seccomp.Monitor), Allow: append([]string(nil), p.Seccomp.Allow...)},
 		Limits: &policypb.Limits{
-			AddressSpaceBytes:    u(p.Limits.AddressSpace),
+			MemoryBytes:          u(p.Limits.Memory),
 			OpenFiles:            u(p.Limits.OpenFiles),
 			Threads:              u(p.Limits.Threads),
 			CpuSeconds:           u(uint64((p.Limits.CPUTime + time.Second - 1) / time.Second)),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"unsafe"
 
@@ -134,16 +135,40 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 	return listener, nil
 }
 
-// sanitizeStdio closes every descriptor above the broker socket and makes
-// sure none of 0-2 is a terminal: a terminal would let the renderer inject
-// input into the user's shell (TIOCSTI) or read what is typed there.
+// sanitizeStdio closes every descriptor the renderer inherited besides
+// stdio and the broker socket, and makes sure none of 0-2 is a terminal:
+// a terminal would let the renderer inject input into the user's shell
+// (TIOCSTI) or read what is typed there.
+//
+// The runtime's own poller (an epoll instance and its eventfd) may already
+// exist — os registers non-blocking stdio with it during package
+// initialization — so descriptors are listed and only those are kept.
 func sanitizeStdio() error {
-	if err := unix.CloseRange(uint(SocketFD+1), ^uint(0), 0); err != nil {
-		return fmt.Errorf("close_range: %w", err)
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return fmt.Errorf("list descriptors: %w", err)
+	}
+	var doomed []int
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= SocketFD {
+			continue
+		}
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the directory's own descriptor, closed by now
+		}
+		if target == "anon_inode:[eventpoll]" || target == "anon_inode:[eventfd]" {
+			continue
+		}
+		doomed = append(doomed, fd)
+	}
+	for _, fd := range doomed {
+		unix.Close(fd)
 	}
 	for fd := 0; fd <= 2; fd++ {
 		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
-			continue // not a terminal (or not open: then dup2 below is skipped too)
+			continue // not a terminal
 		}
 		null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -269,7 +294,7 @@ func setRlimits(l policy.Limits) error {
 		{unix.RLIMIT_CORE, 0, true},
 		{unix.RLIMIT_FSIZE, l.FileSize, true},
 		{unix.RLIMIT_MEMLOCK, l.LockedMemory, true},
-		{unix.RLIMIT_AS, l.AddressSpace, l.AddressSpace != 0},
+		{unix.RLIMIT_DATA, l.Memory, l.Memory != 0},
 		{unix.RLIMIT_NOFILE, l.OpenFiles, l.OpenFiles != 0},
 		{unix.RLIMIT_NPROC, l.Threads, l.Threads != 0},
 		{unix.RLIMIT_CPU, cpu, cpu != 0},
@@ -285,11 +310,12 @@ func setRlimits(l policy.Limits) error {
 	return nil
 }
 
-// allThreads runs a three-argument syscall on every thread of the process:
+// allThreads runs a syscall on every thread of the process, the unused
+// arguments zero (prctl insists):
 // no_new_privs, the capability sets and securebits are per-thread
 // attributes, and a single forgotten thread would keep them.
 func allThreads(nr, a1, a2, a3 uintptr) error {
-	if _, _, errno := psx.Syscall3(nr, a1, a2, a3); errno != 0 {
+	if _, _, errno := psx.Syscall6(nr, a1, a2, a3, 0, 0, 0); errno != 0 {
 		return errno
 	}
 	return nil

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
 )
@@ -71,7 +72,7 @@ func (s *Session) Origin() (origin, document string) {
 // The broker opens it; the renderer never resolves a path.
 func (s *Session) Open(ctx context.Context, name string) (*os.File, error) {
 	origin, doc := s.Origin()
-	_, fds, err := ipc.Call(ctx, s.conn, control.Open, &control.OpenRequest{Origin: origin, Document: doc, Name: name})
+	_, fds, err := ipc.Call(ctx, s.conn, control.Open, &controlpb.OpenRequest{Origin: origin, Document: doc, Name: name})
 	if err != nil {
 		return nil, fmt.Errorf("open %q: %w", name, err)
 	}
@@ -83,14 +84,14 @@ func (s *Session) Open(ctx context.Context, name string) (*os.File, error) {
 // everything on it as hostile.
 func (s *Session) Conn() *ipc.Conn { return s.conn }
 
-func (s *Session) bind(_ context.Context, req *control.BindRequest, _ []*os.File) (*control.BindResponse, []*os.File, error) {
+func (s *Session) bind(_ context.Context, req *controlpb.BindRequest, _ []*os.File) (*controlpb.BindResponse, []*os.File, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bound {
 		return nil, nil, ipc.Errorf(ipc.CodePermissionDenied, "renderer already bound to %q", s.origin)
 	}
 	s.origin, s.doc, s.bound = req.GetOrigin(), req.GetDocument(), true
-	return &control.BindResponse{}, nil, nil
+	return &controlpb.BindResponse{}, nil, nil
 }
 
 // Main turns the process into a renderer: it connects to the broker, locks
@@ -135,16 +136,16 @@ func run(register func(*Session, *ipc.Mux)) int {
 	listener, lockErr := l.apply()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	req := &control.ReadyRequest{}
+	req := &controlpb.ReadyRequest{}
 	for _, ls := range l.status {
-		req.Layers = append(req.Layers, &control.Layer{Name: string(ls.Layer), Active: ls.Active, Detail: ls.Detail})
+		req.Layers = append(req.Layers, &controlpb.Layer{Name: string(ls.Layer), Active: ls.Active, Detail: ls.Detail})
 	}
 	if lockErr != nil {
 		var ue *policy.UnavailableError
-		if errors.As(lockErr, &ue) {
-			req.FailedLayer = string(ue.Layer)
-		}
 		req.Error = lockErr.Error()
+		if errors.As(lockErr, &ue) {
+			req.FailedLayer, req.Error = string(ue.Layer), ue.Err.Error()
+		}
 		_, _, _ = ipc.Call(ctx, conn, control.ReadyUnmonitored, req)
 		return ExitLockdown
 	}

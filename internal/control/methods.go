@@ -1,6 +1,11 @@
+// Package control declares the framework's own methods between broker and
+// renderer: ready, bind and open.
 package control
 
-import "github.com/sandkit/sandkit/ipc"
+import (
+	"github.com/sandkit/sandkit/internal/control/controlpb"
+	"github.com/sandkit/sandkit/ipc"
+)
 
 // RendererFlag is the argv[1] prefix that marks a process started by a
 // broker as a renderer; the rest of the argument is the base64url-encoded
@@ -11,12 +16,14 @@ const RendererFlag = "--sandkit-renderer="
 // SocketFD is the descriptor number of the broker connection in a renderer.
 const SocketFD = 3
 
-// The framework's methods. They are declared once here so that broker and
+// The framework's methods. The message types live in package controlpb so
+// that they are registered before these values are built (package
+// initialization runs imports first). They are declared once here so that broker and
 // renderer agree on names, limits and fd kinds; nothing modifies them.
 var (
 	// Ready is the renderer's report after lockdown, with the seccomp
 	// listener attached so the broker can run the violation monitor.
-	Ready = ipc.NewMethod[*ReadyRequest, *ReadyResponse](ipc.MethodSpec{
+	Ready = ipc.NewMethod[*controlpb.ReadyRequest, *controlpb.ReadyResponse](ipc.MethodSpec{
 		Name:             "sandkit.Ready",
 		MaxRequestBytes:  4096,
 		MaxResponseBytes: 64,
@@ -24,20 +31,20 @@ var (
 	})
 	// ReadyUnmonitored is Ready without a listener: the policy does not
 	// ask for the monitor (or allows it degraded), or lockdown failed.
-	ReadyUnmonitored = ipc.NewMethod[*ReadyRequest, *ReadyResponse](ipc.MethodSpec{
+	ReadyUnmonitored = ipc.NewMethod[*controlpb.ReadyRequest, *controlpb.ReadyResponse](ipc.MethodSpec{
 		Name:             "sandkit.ReadyUnmonitored",
 		MaxRequestBytes:  4096,
 		MaxResponseBytes: 64,
 	})
 	// Bind tells a locked renderer which origin it serves, once.
-	Bind = ipc.NewMethod[*BindRequest, *BindResponse](ipc.MethodSpec{
+	Bind = ipc.NewMethod[*controlpb.BindRequest, *controlpb.BindResponse](ipc.MethodSpec{
 		Name:             "sandkit.Bind",
 		MaxRequestBytes:  4096,
 		MaxResponseBytes: 64,
 	})
 	// Open asks the broker for a read-only fd of a resource of the
 	// renderer's own origin.
-	Open = ipc.NewMethod[*OpenRequest, *OpenResponse](ipc.MethodSpec{
+	Open = ipc.NewMethod[*controlpb.OpenRequest, *controlpb.OpenResponse](ipc.MethodSpec{
 		Name:             "sandkit.Open",
 		MaxRequestBytes:  4096,
 		MaxResponseBytes: 64,

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/renderer"
 )
@@ -168,7 +169,7 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return raw(unix.SYS_IOCTL, 0, unix.TIOCSTI, uintptr(unsafe.Pointer(&c)))
 	case "open-forged":
 		// Ask for a resource naming an origin this renderer does not serve.
-		_, fds, err := ipc.Call(ctx, s.Conn(), control.Open, &control.OpenRequest{Origin: arg, Name: "a.txt"})
+		_, fds, err := ipc.Call(ctx, s.Conn(), control.Open, &controlpb.OpenRequest{Origin: arg, Name: "a.txt"})
 		for _, f := range fds {
 			f.Close()
 		}

@@ -419,7 +419,7 @@ func (x *Seccomp) GetAllow() []string {
 
 type Limits struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
-	AddressSpaceBytes    *uint64                `protobuf:"varint,1,opt,name=address_space_bytes,json=addressSpaceBytes,proto3,oneof" json:"address_space_bytes,omitempty"`
+	MemoryBytes          *uint64                `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3,oneof" json:"memory_bytes,omitempty"` // RLIMIT_DATA
 	OpenFiles            *uint64                `protobuf:"varint,2,opt,name=open_files,json=openFiles,proto3,oneof" json:"open_files,omitempty"`
 	Threads              *uint64                `protobuf:"varint,3,opt,name=threads,proto3,oneof" json:"threads,omitempty"`
 	CpuSeconds           *uint64                `protobuf:"varint,4,opt,name=cpu_seconds,json=cpuSeconds,proto3,oneof" json:"cpu_seconds,omitempty"`
@@ -465,9 +465,9 @@ func (*Limits) Descriptor() ([]byte, []int) {
 	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{6}
 }
 
-func (x *Limits) GetAddressSpaceBytes() uint64 {
-	if x != nil && x.AddressSpaceBytes != nil {
-		return *x.AddressSpaceBytes
+func (x *Limits) GetMemoryBytes() uint64 {
+	if x != nil && x.MemoryBytes != nil {
+		return *x.MemoryBytes
 	}
 	return 0
 }
@@ -600,9 +600,9 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\n" +
 	"\b_enabledB\n" +
 	"\n" +
-	"\b_monitor\"\x87\x06\n" +
-	"\x06Limits\x123\n" +
-	"\x13address_space_bytes\x18\x01 \x01(\x04H\x00R\x11addressSpaceBytes\x88\x01\x01\x12\"\n" +
+	"\b_monitor\"\xf3\x05\n" +
+	"\x06Limits\x12&\n" +
+	"\fmemory_bytes\x18\x01 \x01(\x04H\x00R\vmemoryBytes\x88\x01\x01\x12\"\n" +
 	"\n" +
 	"open_files\x18\x02 \x01(\x04H\x01R\topenFiles\x88\x01\x01\x12\x1d\n" +
 	"\athreads\x18\x03 \x01(\x04H\x02R\athreads\x88\x01\x01\x12$\n" +
@@ -619,8 +619,8 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	" \x01(\x04H\tR\x14cgroupMemoryMaxBytes\x88\x01\x01\x12+\n" +
 	"\x0fcgroup_pids_max\x18\v \x01(\x04H\n" +
 	"R\rcgroupPidsMax\x88\x01\x01\x121\n" +
-	"\x12cgroup_cpu_percent\x18\f \x01(\x04H\vR\x10cgroupCpuPercent\x88\x01\x01B\x16\n" +
-	"\x14_address_space_bytesB\r\n" +
+	"\x12cgroup_cpu_percent\x18\f \x01(\x04H\vR\x10cgroupCpuPercent\x88\x01\x01B\x0f\n" +
+	"\r_memory_bytesB\r\n" +
 	"\v_open_filesB\n" +
 	"\n" +
 	"\b_threadsB\x0e\n" +
