@@ -1,0 +1,48 @@
+// Package convert turns a document into a safe PDF: every page is rendered
+// by a backend (sandboxed in production) and only its pixels are written,
+// through pdfout. The output appears complete or not at all.
+package convert
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/sandkit/sandkit/examples/docviewer/backend"
+	"github.com/sandkit/sandkit/examples/docviewer/pdfout"
+)
+
+// DefaultDPI is the resolution of a converted page: readable print quality
+// at a moderate size (a Letter page is 1275x1650 px).
+const DefaultDPI = 150
+
+// Progress is called after each page with 1-based done and the total.
+type Progress func(done, total int)
+
+// ToPDF renders every page of doc through be at dpi and writes them as a
+// raster-only PDF to out, atomically: on any error no file is left at out
+// (an existing out is left as it was).
+func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi float64, progress Progress) error {
+	n, err := be.PageCount(ctx, doc)
+	if err != nil {
+		return fmt.Errorf("open document: %w", err)
+	}
+	return pdfout.WriteFileAtomic(out, func(w io.Writer) error {
+		pw := pdfout.NewWriter(w)
+		for i := range n {
+			p, err := be.RenderPage(ctx, doc, i, dpi)
+			if err != nil {
+				return fmt.Errorf("page %d/%d: %w", i+1, n, err)
+			}
+			// The page size follows the DPI actually used, so a page drawn
+			// at a lower DPI to fit the budget keeps its physical size.
+			if err := pw.AddPage(p.Image, p.DPI); err != nil {
+				return fmt.Errorf("page %d/%d: %w", i+1, n, err)
+			}
+			if progress != nil {
+				progress(i+1, n)
+			}
+		}
+		return pw.Close()
+	})
+}

@@ -1,0 +1,178 @@
+// Command docviewer is a sandboxed document viewer: untrusted documents are
+// turned into pixels by a throwaway renderer, and only pixels come back.
+//
+//	docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
+//	docviewer convert [-dpi 150] IN OUT.pdf
+//
+// serve is a web UI for the documents of DIR; convert writes a safe,
+// raster-only PDF of IN.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/sandkit/sandkit/examples/docviewer/backend"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/inprocess"
+	"github.com/sandkit/sandkit/examples/docviewer/convert"
+	"github.com/sandkit/sandkit/examples/docviewer/library"
+	"github.com/sandkit/sandkit/examples/docviewer/render"
+	"github.com/sandkit/sandkit/examples/docviewer/server"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// newBackend is the one place that decides what renders documents. It
+// returns the in-process backend for now: NOT sandboxed. The integrator
+// replaces its body with the sandboxed broker backend.
+func newBackend(lib *library.Library, log *slog.Logger) (backend.Backend, io.Closer) {
+	log.Warn("rendering in-process: documents are NOT sandboxed")
+	b := inprocess.New(lib, render.DefaultLimits(), log)
+	return b, b
+}
+
+const usage = `usage:
+  docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
+  docviewer convert [-dpi 150] IN OUT.pdf
+`
+
+func run(ctx context.Context, args []string, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stderr, log)
+	case "convert":
+		err = convertCmd(ctx, args[1:], stderr, log)
+	default:
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "docviewer: %v\n%s", err, usage)
+		return 2
+	case err != nil:
+		fmt.Fprintf(stderr, "docviewer: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
+	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() != 1 {
+		return usageError{"serve needs one directory"}
+	}
+	lib, err := library.Open(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	be, closer := newBackend(lib, log)
+	defer closer.Close()
+
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	bound := ln.Addr().String()
+	h, err := server.New(lib, be, bound, server.WithDPI(*dpi), server.WithLogger(log))
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		log.Warn("listening on a non-loopback address: anyone who can reach it can view the documents", "addr", bound)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("serving", "url", "http://"+bound+"/", "documents", len(lib.List()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdownCtx)
+	}
+}
+
+func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dpi := fs.Float64("dpi", convert.DefaultDPI, "resolution of the converted pages")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if fs.NArg() != 2 {
+		return usageError{"convert needs IN and OUT.pdf"}
+	}
+	in, out := fs.Arg(0), fs.Arg(1)
+	if same(in, out) {
+		return usageError{"OUT must differ from IN"}
+	}
+	lib, err := library.Single(in)
+	if err != nil {
+		return fmt.Errorf("%s: %w", in, err)
+	}
+	be, closer := newBackend(lib, log)
+	defer closer.Close()
+	doc := lib.List()[0].ID
+	err = convert.ToPDF(ctx, be, doc, out, *dpi, func(done, total int) {
+		fmt.Fprintf(stderr, "page %d/%d\n", done, total)
+	})
+	if err != nil {
+		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
+	}
+	return nil
+}
+
+// same reports whether a and b name the same file (or the same path).
+func same(a, b string) bool {
+	if ia, err := os.Stat(a); err == nil {
+		if ib, err := os.Stat(b); err == nil {
+			return os.SameFile(ia, ib)
+		}
+	}
+	aa, err1 := filepath.Abs(a)
+	bb, err2 := filepath.Abs(b)
+	return err1 == nil && err2 == nil && aa == bb
+}

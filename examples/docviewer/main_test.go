@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func pdfinfoPages(t *testing.T, path string) int {
+	t.Helper()
+	pdfinfo, err := exec.LookPath("pdfinfo")
+	if err != nil {
+		t.Skip("pdfinfo not installed (apt-get install poppler-utils); CI installs it")
+	}
+	out, err := exec.Command(pdfinfo, path).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.NotContains(t, string(out), "Syntax Error")
+	m := regexp.MustCompile(`(?m)^Pages:\s+(\d+)$`).FindSubmatch(out)
+	require.NotNil(t, m, "%s", out)
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+func TestConvert(t *testing.T) {
+	tests := []struct {
+		in    string
+		pages int
+	}{
+		{"valid/multipage.pdf", 20},
+		{"valid/book.epub", 4},
+		{"valid/shapes.xps", 2},
+		{"valid/comic.cbz", 3},
+		{"valid/drawing.svg", 1},
+		{"valid/picture.png", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.pdf")
+			var stderr bytes.Buffer
+			code := run(context.Background(), []string{"convert", "-dpi", "72", filepath.Join("testdata", tt.in), out}, &stderr)
+			require.Equal(t, 0, code, stderr.String())
+			assert.Contains(t, stderr.String(), "page "+strconv.Itoa(tt.pages)+"/"+strconv.Itoa(tt.pages)+"\n")
+			assert.Equal(t, tt.pages, pdfinfoPages(t, out))
+		})
+	}
+}
+
+// TestConvertFailureLeavesNothing: a hostile input fails with a clear
+// message and exit 1, and neither OUT nor a temporary file appears; an
+// existing OUT is left untouched.
+func TestConvertFailureLeavesNothing(t *testing.T) {
+	tests := []struct {
+		in, msg string
+	}{
+		{"hostile/truncated.pdf", "corrupt document"},
+		{"hostile/random.bin", "unsupported document"},
+		{"hostile/cycle.pdf", "cycle in page tree"},
+		{"hostile/hugepage.pdf", "document over budget"},
+		{"hostile/bomb.pdf", "document over budget"},
+		{"hostile/manypages.pdf", "1000000 pages"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "out.pdf")
+			var stderr bytes.Buffer
+			code := run(context.Background(), []string{"convert", filepath.Join("testdata", tt.in), out}, &stderr)
+			assert.Equal(t, 1, code)
+			assert.Contains(t, stderr.String(), tt.msg)
+			assert.Contains(t, stderr.String(), "nothing written")
+			entries, _ := os.ReadDir(dir)
+			assert.Empty(t, entries)
+		})
+	}
+
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.pdf")
+	require.NoError(t, os.WriteFile(out, []byte("previous"), 0o644))
+	assert.Equal(t, 1, run(context.Background(), []string{"convert", "testdata/hostile/cycle.pdf", out}, &bytes.Buffer{}))
+	b, _ := os.ReadFile(out)
+	assert.Equal(t, "previous", string(b))
+}
+
+func TestUsage(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+	}{
+		{nil, 2},
+		{[]string{"frobnicate"}, 2},
+		{[]string{"convert", "only-in"}, 2},
+		{[]string{"convert", "testdata/valid/picture.png", "testdata/valid/picture.png"}, 2},
+		{[]string{"convert", "testdata/no-such-file.pdf", filepath.Join(t.TempDir(), "x.pdf")}, 1},
+		{[]string{"serve"}, 2},
+		{[]string{"serve", "-addr", "0.0.0.0:0", "testdata/valid"}, 1},
+	}
+	for _, tt := range tests {
+		var stderr bytes.Buffer
+		assert.Equal(t, tt.code, run(context.Background(), tt.args, &stderr), "%v: %s", tt.args, stderr.String())
+	}
+}
