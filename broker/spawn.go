@@ -308,7 +308,7 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
-	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.contains("out of memory"):
+	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.outOfMemory():
 		e.Reason, e.Detail = ExitMemoryLimit, "memory limit (RLIMIT_DATA) reached: "+last
 	case ws.Signaled():
 		e.Reason, e.Detail = ExitCrash, "signal "+ws.Signal().String()
@@ -327,6 +327,7 @@ func (r *Renderer) classify() *ExitError {
 type logTail struct {
 	mu    sync.Mutex
 	lines []string
+	fatal string // the first "fatal error:" or "panic:" line, kept past the stack dump
 }
 
 const (
@@ -337,6 +338,9 @@ const (
 func (t *logTail) add(line string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.fatal == "" && (strings.HasPrefix(line, "fatal error:") || strings.HasPrefix(line, "panic:")) {
+		t.fatal = line
+	}
 	if len(t.lines) == maxLogLines {
 		copy(t.lines, t.lines[1:])
 		t.lines = t.lines[:maxLogLines-1]
@@ -344,9 +348,14 @@ func (t *logTail) add(line string) {
 	t.lines = append(t.lines, line)
 }
 
+// lastLine returns the line that best explains a crash: the runtime's
+// fatal error or panic line if there was one, else the last line.
 func (t *logTail) lastLine() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.fatal != "" {
+		return t.fatal
+	}
 	for i := len(t.lines) - 1; i >= 0; i-- {
 		if strings.TrimSpace(t.lines[i]) != "" {
 			return t.lines[i]
@@ -355,15 +364,11 @@ func (t *logTail) lastLine() string {
 	return ""
 }
 
-func (t *logTail) contains(s string) bool {
+// outOfMemory reports whether the runtime died for want of memory.
+func (t *logTail) outOfMemory() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, l := range t.lines {
-		if strings.Contains(l, s) {
-			return true
-		}
-	}
-	return false
+	return strings.HasPrefix(t.fatal, "fatal error:") && strings.Contains(t.fatal, "out of memory")
 }
 
 // readLogs forwards the renderer's stderr to the broker's logger, line by

@@ -177,24 +177,20 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 	case "fds":
 		return openFDs()
 	case "spin":
-		for ctx.Err() == nil {
+		// A hostile renderer ignores cancellation: only limits stop it.
+		for {
 		}
-		return "spun"
 	case "hog":
 		var keep [][]byte
-		for ctx.Err() == nil {
+		for {
 			b := make([]byte, 64<<20)
 			for i := 0; i < len(b); i += 4096 {
 				b[i] = 1
 			}
 			keep = append(keep, b)
 		}
-		return strconv.Itoa(len(keep))
 	case "hang":
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Hour):
-		}
+		time.Sleep(time.Hour)
 		return "woke"
 	case "crash":
 		var p *int
