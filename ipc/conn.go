@@ -292,8 +292,8 @@ func (c *Conn) PeerCred() (*unix.Ucred, error) {
 		cred, gerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 	})
 	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
-			return nil, ErrClosed
+		if c.dead() {
+			return nil, c.deadErr()
 		}
 		return nil, fmt.Errorf("ipc: SO_PEERCRED: %w", err)
 	}
@@ -330,6 +330,17 @@ func (c *Conn) fail(err error) {
 		c.log.Warn("ipc: peer violated the protocol", "reason", string(perr.Reason), "detail", perr.Detail)
 	} else {
 		c.log.Debug("ipc: connection closed", "err", err)
+	}
+}
+
+// dead reports whether the Conn has died. Errors from the socket after
+// that are consequences of closing it and are reported as deadErr.
+func (c *Conn) dead() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -384,8 +395,8 @@ func (c *Conn) readLoop() {
 	for {
 		n, oobn, flags, err := c.recv(true)
 		if err != nil {
-			if errors.Is(err, os.ErrClosed) {
-				c.fail(ErrClosed)
+			if c.dead() || errors.Is(err, os.ErrClosed) {
+				c.fail(ErrClosed) // no-op if already dead
 			} else {
 				c.fail(fmt.Errorf("ipc: recvmsg: %w", err))
 			}
@@ -815,7 +826,7 @@ func (c *Conn) write(ctx context.Context, oob []byte) error {
 	}
 	c.woob = nil
 	if err != nil {
-		if errors.Is(err, os.ErrClosed) {
+		if c.dead() || errors.Is(err, os.ErrClosed) {
 			return c.deadErr()
 		}
 		return fmt.Errorf("ipc: sendmsg: %w", err)

@@ -123,6 +123,20 @@ func (e *StatusError) Error() string {
 	return "ipc: " + e.Code.String() + ": " + e.Message
 }
 
+// Is makes a CodeDeadlineExceeded status match context.DeadlineExceeded
+// and a CodeCanceled status match context.Canceled, so that callers can
+// treat a handler that gave up on the propagated deadline like their own
+// expired context.
+func (e *StatusError) Is(target error) bool {
+	switch target {
+	case context.DeadlineExceeded:
+		return e.Code == CodeDeadlineExceeded
+	case context.Canceled:
+		return e.Code == CodeCanceled
+	}
+	return false
+}
+
 // Errorf returns a *StatusError for a handler to return. An invalid code
 // (including 0) becomes CodeUnknown.
 func Errorf(code Code, format string, args ...any) error {
