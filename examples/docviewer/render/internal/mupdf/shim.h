@@ -112,18 +112,25 @@ static void *sk_realloc(void *user, void *old, size_t size) {
 	return q + SK_HDR;
 }
 
-// MuPDF's locks, shared by every context in the process. Contexts are
-// otherwise independent, but a few third-party pieces MuPDF wraps keep
-// process-wide state (e.g. harfbuzz's allocator hook, used by the EPUB/FB2
-// layout engine), guarded by these. In a one-document renderer process they
-// are never contended; in-process (tests, benchmarks) they make parallel
-// documents safe.
-static pthread_mutex_t sk_mutex[FZ_LOCK_MAX] = {
-	PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER,
-};
-_Static_assert(FZ_LOCK_MAX == 3, "MuPDF changed its lock count: update sk_mutex");
-static void sk_lock(void *user, int lock) { (void)user; pthread_mutex_lock(&sk_mutex[lock]); }
-static void sk_unlock(void *user, int lock) { (void)user; pthread_mutex_unlock(&sk_mutex[lock]); }
+// MuPDF's locks. A context is only ever used by one thread at a time and
+// is never cloned, so the state behind FZ_LOCK_ALLOC (refcounts, store) and
+// FZ_LOCK_GLYPHCACHE is private to it and needs no lock. FZ_LOCK_FREETYPE
+// also guards process-wide state: the harfbuzz allocator hook MuPDF sets for
+// text shaping (EPUB/FB2/MOBI layout). That one mutex is shared by every
+// context in the process. In a one-document renderer process it is never
+// contended; in-process (tests, benchmarks) it makes parallel documents safe.
+// (Sharing all three serialized every refcount change across documents and
+// made 4 parallel documents slower than one.)
+static pthread_mutex_t sk_freetype_mutex = PTHREAD_MUTEX_INITIALIZER;
+_Static_assert(FZ_LOCK_MAX == 3, "MuPDF changed its locks: review sk_lock");
+static void sk_lock(void *user, int lock) {
+	(void)user;
+	if (lock == FZ_LOCK_FREETYPE) pthread_mutex_lock(&sk_freetype_mutex);
+}
+static void sk_unlock(void *user, int lock) {
+	(void)user;
+	if (lock == FZ_LOCK_FREETYPE) pthread_mutex_unlock(&sk_freetype_mutex);
+}
 
 static void sk_on_error(void *user, const char *msg) {
 	(void)user; (void)msg; // the caught message is read in fz_catch instead
