@@ -504,4 +504,3 @@ func children(t testing.TB) []int {
 	}
 	return out
 }
-

@@ -368,7 +368,8 @@ func (t *logTail) lastLine() string {
 func (t *logTail) outOfMemory() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return strings.HasPrefix(t.fatal, "fatal error:") && strings.Contains(t.fatal, "out of memory")
+	return strings.HasPrefix(t.fatal, "fatal error:") &&
+		(strings.Contains(t.fatal, "out of memory") || strings.Contains(t.fatal, "cannot allocate memory"))
 }
 
 // readLogs forwards the renderer's stderr to the broker's logger, line by

@@ -272,10 +272,10 @@ func (p *Policy) Validate() error {
 // Floors below which the renderer cannot even start; Validate refuses
 // limits under them so the failure is a clear error, not a crash.
 const (
-	minMemory       = 64 << 20
-	minOpenFiles    = 8
-	minThreads      = 16
-	maxCPUs         = 1024
+	minMemory    = 64 << 20
+	minOpenFiles = 8
+	minThreads   = 16
+	maxCPUs      = 1024
 )
 
 func isNamespace(l Layer) bool {
