@@ -54,9 +54,12 @@
 //
 // After decoding, the image's bounds must equal the declared canvas (for GIF:
 // lie inside it), else the input is reported corrupt. The scaler then needs
-// O(width) extra memory (see boxScale). Peak memory is therefore below about
-// 20 bytes × MaxPixels + len(data) + a few MiB; set the renderer's address
-// space limit accordingly (about 1.1 GB for DefaultBudget).
+// O(width) extra memory (see boxScale). The worst cases are a 16-bit
+// uncompressed TIFF in one strip (image 8 bytes/pixel, plus the strip copied
+// out of the input and grown in 10 MiB chunks, up to 16) and a progressive
+// CMYK JPEG (about 20). Peak memory is therefore below about
+// 24 bytes × MaxPixels + len(data) + a few MiB; set the renderer's address
+// space limit accordingly (about 1.3 GB for DefaultBudget, plus the runtime).
 //
 // # CPU time
 //
