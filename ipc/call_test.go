@@ -236,7 +236,9 @@ func TestCancel(t *testing.T) {
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	close(release)
 	mEcho2 := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "echo"})
-	Handle(mux, mEcho2, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) { return req, nil, nil })
+	Handle(mux, mEcho2, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		return req, nil, nil
+	})
 	_, _, err = Call(context.Background(), a, mEcho2, &testMsg{})
 	require.NoError(t, err)
 	require.NoError(t, a.Err())

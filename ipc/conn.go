@@ -497,36 +497,13 @@ func payloadLimit(specLimit int, lim *Limits) int {
 // handleRequest validates a request against its method and starts its
 // handler. On success the fds belong to the handler.
 func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int) *ProtocolError {
-	var e *muxEntry
-	if c.mux != nil {
-		e = c.mux.lookup(env.Method)
-	}
-	if e == nil {
-		return violation(ReasonUnknownMethod, "request %d: %q", env.Id, env.Method)
-	}
 	c.mu.Lock()
 	_, dup := c.serving[env.Id]
 	busy := len(c.serving)
 	c.mu.Unlock()
-	if dup {
-		return violation(ReasonDuplicateID, "request %d (%s) already in flight", env.Id, env.Method)
-	}
-	if busy >= c.lim.MaxInFlight {
-		return violation(ReasonTooManyInFlight, "request %d (%s): %d already in flight", env.Id, env.Method, busy)
-	}
-	if max := payloadLimit(e.spec.MaxRequestBytes, &c.lim); len(env.Payload) > max {
-		return violation(ReasonPayloadTooLarge, "request %d (%s): %d bytes, limit %d", env.Id, env.Method, len(env.Payload), max)
-	}
-	if len(fds) != len(e.spec.RequestFDs) {
-		return violation(ReasonFDCount, "request %d (%s): %d fds, spec wants %d", env.Id, env.Method, len(fds), len(e.spec.RequestFDs))
-	}
-	if perr := checkKinds(fds, e.spec.RequestFDs); perr != nil {
-		perr.Detail = fmt.Sprintf("request %d (%s): %s", env.Id, env.Method, perr.Detail)
+	e, req, perr := checkRequest(env, fds, c.mux, &c.lim, dup, busy)
+	if perr != nil {
 		return perr
-	}
-	req := e.reqType.New().Interface()
-	if err := proto.Unmarshal(env.Payload, req); err != nil {
-		return violation(ReasonMalformed, "request %d (%s) payload: %v", env.Id, env.Method, err)
 	}
 	var ctx context.Context
 	var cancel context.CancelFunc
@@ -547,6 +524,41 @@ func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int) *ProtocolError {
 	c.mu.Unlock()
 	go c.serve(ctx, cancel, env.Id, e, req, wrapFDs(fds))
 	return nil
+}
+
+// checkRequest validates a request (whose envelope is valid) against mux
+// and lim and decodes its payload. dup says whether its id is in flight,
+// busy how many requests are. Apart from the fd kind checks (fstat, fcntl)
+// it is pure, for fuzzing.
+func checkRequest(env *wirepb.Envelope, fds []int, mux *Mux, lim *Limits, dup bool, busy int) (*muxEntry, proto.Message, *ProtocolError) {
+	var e *muxEntry
+	if mux != nil {
+		e = mux.lookup(env.Method)
+	}
+	if e == nil {
+		return nil, nil, violation(ReasonUnknownMethod, "request %d: %q", env.Id, env.Method)
+	}
+	if dup {
+		return nil, nil, violation(ReasonDuplicateID, "request %d (%s) already in flight", env.Id, env.Method)
+	}
+	if busy >= lim.MaxInFlight {
+		return nil, nil, violation(ReasonTooManyInFlight, "request %d (%s): %d already in flight", env.Id, env.Method, busy)
+	}
+	if max := payloadLimit(e.spec.MaxRequestBytes, lim); len(env.Payload) > max {
+		return nil, nil, violation(ReasonPayloadTooLarge, "request %d (%s): %d bytes, limit %d", env.Id, env.Method, len(env.Payload), max)
+	}
+	if len(fds) != len(e.spec.RequestFDs) {
+		return nil, nil, violation(ReasonFDCount, "request %d (%s): %d fds, spec wants %d", env.Id, env.Method, len(fds), len(e.spec.RequestFDs))
+	}
+	if perr := checkKinds(fds, e.spec.RequestFDs); perr != nil {
+		perr.Detail = fmt.Sprintf("request %d (%s): %s", env.Id, env.Method, perr.Detail)
+		return nil, nil, perr
+	}
+	req := e.reqType.New().Interface()
+	if err := proto.Unmarshal(env.Payload, req); err != nil {
+		return nil, nil, violation(ReasonMalformed, "request %d (%s) payload: %v", env.Id, env.Method, err)
+	}
+	return e, req, nil
 }
 
 func (c *Conn) serve(ctx context.Context, cancel context.CancelFunc, id uint64, e *muxEntry, req proto.Message, fds []*os.File) {
@@ -587,7 +599,7 @@ func (c *Conn) handleReply(env *wirepb.Envelope, fds []int) *ProtocolError {
 		return violation(ReasonUnknownReply, "reply %d", env.Id)
 	}
 	<-c.sem // the call's slot is free: the peer is done with it
-	res, perr := c.decodeReply(env, fds, p)
+	res, perr := decodeReply(env, fds, p.spec, p.respType, &c.lim)
 	if perr != nil {
 		if !p.cancelled {
 			p.ch <- callResult{err: perr}
@@ -603,22 +615,25 @@ func (c *Conn) handleReply(env *wirepb.Envelope, fds []int) *ProtocolError {
 	return nil
 }
 
-func (c *Conn) decodeReply(env *wirepb.Envelope, fds []int, p *pendingCall) (callResult, *ProtocolError) {
+// decodeReply validates a reply (whose envelope is valid) against the spec
+// of the call it answers and decodes it. On success the fds are wrapped in
+// the result. Apart from the fd kind checks it is pure, for fuzzing.
+func decodeReply(env *wirepb.Envelope, fds []int, spec *MethodSpec, respType protoreflect.MessageType, lim *Limits) (callResult, *ProtocolError) {
 	if env.StatusCode != 0 {
 		return callResult{err: &StatusError{Code: Code(env.StatusCode), Message: env.StatusMessage}}, nil
 	}
-	name := p.spec.Name
-	if max := payloadLimit(p.spec.MaxResponseBytes, &c.lim); len(env.Payload) > max {
+	name := spec.Name
+	if max := payloadLimit(spec.MaxResponseBytes, lim); len(env.Payload) > max {
 		return callResult{}, violation(ReasonPayloadTooLarge, "reply %d (%s): %d bytes, limit %d", env.Id, name, len(env.Payload), max)
 	}
-	if len(fds) != len(p.spec.ResponseFDs) {
-		return callResult{}, violation(ReasonFDCount, "reply %d (%s): %d fds, spec wants %d", env.Id, name, len(fds), len(p.spec.ResponseFDs))
+	if len(fds) != len(spec.ResponseFDs) {
+		return callResult{}, violation(ReasonFDCount, "reply %d (%s): %d fds, spec wants %d", env.Id, name, len(fds), len(spec.ResponseFDs))
 	}
-	if perr := checkKinds(fds, p.spec.ResponseFDs); perr != nil {
+	if perr := checkKinds(fds, spec.ResponseFDs); perr != nil {
 		perr.Detail = fmt.Sprintf("reply %d (%s): %s", env.Id, name, perr.Detail)
 		return callResult{}, perr
 	}
-	resp := p.respType.New().Interface()
+	resp := respType.New().Interface()
 	if err := proto.Unmarshal(env.Payload, resp); err != nil {
 		return callResult{}, violation(ReasonMalformed, "reply %d (%s) payload: %v", env.Id, name, err)
 	}
