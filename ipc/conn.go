@@ -95,7 +95,8 @@ type Conn struct {
 	readerDone chan struct{}
 	bg         sync.WaitGroup // background cancel senders
 
-	sem chan struct{} // outgoing call slots
+	sem    chan struct{} // outgoing call slots
+	pcPool sync.Pool     // *pendingCall, reused once their result is consumed
 
 	mu      sync.Mutex
 	err     error // why the Conn died; nil while alive
@@ -896,7 +897,11 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, c.deadErr())
 		}
 	}
-	p := &pendingCall{spec: spec, respType: respType, ch: make(chan callResult, 1)}
+	p, _ := c.pcPool.Get().(*pendingCall)
+	if p == nil {
+		p = &pendingCall{ch: make(chan callResult, 1)}
+	}
+	p.spec, p.respType = spec, respType
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -930,6 +935,7 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 
 	select {
 	case r := <-p.ch:
+		c.putPending(p)
 		if r.err != nil {
 			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
 		}
@@ -945,6 +951,7 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 	if !waiting {
 		// The reply (or the Conn's death) won the race and is on its way.
 		r := <-p.ch
+		c.putPending(p)
 		if r.err != nil {
 			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
 		}
@@ -952,6 +959,13 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 	}
 	c.sendCancel(id)
 	return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, ctx.Err())
+}
+
+// putPending recycles p once its one result has been received: nothing
+// else refers to it any more. Cancelled calls are never recycled.
+func (c *Conn) putPending(p *pendingCall) {
+	p.spec, p.respType, p.cancelled = nil, nil, false
+	c.pcPool.Put(p)
 }
 
 // sendCancel tells the peer we no longer wait for request id. The call's
