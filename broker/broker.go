@@ -243,12 +243,16 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 				return nil, fmt.Errorf("broker: waiting for a renderer slot: %w", ctx.Err())
 			}
 		}
-		placeholder := r == nil
-		if placeholder {
+		fromPool := r != nil
+		if !fromPool {
 			b.spawning++
 		}
 		b.mu.Unlock()
-		if placeholder {
+		if fromPool {
+			// Refill once this renderer is bound: a spawn running
+			// alongside the bind would compete with it for the CPU.
+			defer b.refillPool()
+		} else {
 			var err error
 			r, err = b.spawn(ctx)
 			b.mu.Lock()
@@ -257,8 +261,6 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			if err != nil {
 				return nil, err
 			}
-		} else {
-			b.refillPool()
 		}
 		// Publish the renderer under its key before binding, so that
 		// concurrent Acquires for the same key wait for this one.

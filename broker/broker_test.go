@@ -49,7 +49,10 @@ func newBroker(t testing.TB, p *policy.Policy, mod ...func(*broker.Config)) *bro
 	if raceEnabled {
 		p.Limits.Memory = 0
 	}
-	cfg := broker.Config{Policy: p, Logger: testLogger(t)}
+	cfg := broker.Config{Policy: p}
+	if _, bench := t.(*testing.B); !bench {
+		cfg.Logger = testLogger(t)
+	}
 	for _, f := range mod {
 		f(&cfg)
 	}

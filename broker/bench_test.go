@@ -1,0 +1,126 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/testrenderer"
+)
+
+// BenchmarkSpawnToReady measures a cold start: exec of the renderer to a
+// fully locked-down renderer bound to an origin and answering a ping.
+func BenchmarkSpawnToReady(b *testing.B) {
+	br := newBroker(b, strict(), func(c *broker.Config) { c.MaxRenderers = 4 })
+	ctx := context.Background()
+	var lat []time.Duration
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := broker.Call(ctx, r, testrenderer.Ping, wrapperspb.Bytes(nil)); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		r.Close()
+		b.StartTimer()
+	}
+	reportMedian(b, lat)
+}
+
+// BenchmarkWarmAcquire measures taking a locked renderer from the warm
+// pool and binding it to an origin.
+func BenchmarkWarmAcquire(b *testing.B) {
+	br := newBroker(b, strict(), func(c *broker.Config) { c.WarmPool = 1; c.MaxRenderers = 4 })
+	ctx := context.Background()
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		for len(br.Renderers()) == 0 || br.Renderers()[0].Bound {
+			time.Sleep(time.Millisecond) // wait for the pool to refill
+		}
+		time.Sleep(20 * time.Millisecond) // let the fresh renderer go idle
+		b.StartTimer()
+		start := time.Now()
+		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		r.Close()
+		b.StartTimer()
+	}
+	reportMedian(b, lat)
+}
+
+// BenchmarkIdleRSS reports the resident memory of an idle, locked renderer
+// next to the same binary idle without any sandbox ("plain").
+func BenchmarkIdleRSS(b *testing.B) {
+	br := newBroker(b, strict())
+	ctx := context.Background()
+	var rss []float64
+	for i := 0; b.Loop(); i++ {
+		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		rss = append(rss, float64(rssKiB(b, r.PID())))
+		r.Close()
+	}
+	sort.Float64s(rss)
+	b.ReportMetric(rss[len(rss)/2], "renderer-RSS-KiB")
+	b.ReportMetric(float64(rssKiB(b, os.Getpid())), "broker-RSS-KiB")
+}
+
+func rssKiB(b testing.TB, pid int) int {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.Fields(v)[0])
+			return n
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+func reportMedian(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "median-us")
+}
+
+// BenchmarkCall measures one 64-byte call to a bound renderer.
+func BenchmarkCall(b *testing.B) {
+	br := newBroker(b, strict())
+	ctx := context.Background()
+	r, err := br.Acquire(ctx, "o", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	payload := wrapperspb.Bytes(make([]byte, 64))
+	for b.Loop() {
+		if _, _, err := broker.Call(ctx, r, testrenderer.Ping, payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
