@@ -62,9 +62,9 @@ func (r SyscallRule) Conditions() string {
 		for _, c := range alt {
 			cs = append(cs, c.String())
 		}
-		alts = append(alts, strings.Join(cs, " && "))
+		alts = append(alts, strings.Join(cs, " and "))
 	}
-	return strings.Join(alts, " || ")
+	return strings.Join(alts, " or ")
 }
 
 // ioctl request numbers golang.org/x/sys/unix does not name on every

@@ -1,0 +1,139 @@
+package policy_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandkit/sandkit/policy"
+)
+
+func TestStrictIsValidAndAsksForEveryLayer(t *testing.T) {
+	p := policy.Strict()
+	require.NoError(t, p.Validate())
+	want := []policy.Layer{}
+	for _, l := range policy.AllLayers() {
+		if l != policy.LayerCgroup { // only with a cgroup directory
+			want = append(want, l)
+		}
+	}
+	assert.Equal(t, want, p.Requested())
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*policy.Policy)
+		want   string // substring of the error; "" means valid
+	}{
+		{"strict", func(*policy.Policy) {}, ""},
+		{"extra syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity"} }, ""},
+		{"unknown syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"frobnicate"} }, `unknown syscall "frobnicate"`},
+		{"escape surface", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ptrace"} }, `"ptrace" is escape surface`},
+		{"widen a base rule", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ioctl"} }, `"ioctl" is already in the base allowlist`},
+		{"duplicate syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity", "sched_setaffinity"} }, "listed twice"},
+		{"allow without seccomp", func(p *policy.Policy) { p.Seccomp.Enabled, p.Seccomp.Monitor, p.Seccomp.Allow = false, false, []string{"sched_setaffinity"} }, "seccomp is disabled"},
+		{"monitor without seccomp", func(p *policy.Policy) { p.Seccomp.Enabled = false }, "monitor needs seccomp"},
+		{"namespaces without userns", func(p *policy.Policy) { p.Namespaces.User = false }, "need the user namespace"},
+		{"pid without mount", func(p *policy.Policy) { p.Namespaces.Mount = false }, "pid namespace needs a mount namespace"},
+		{"relative path", func(p *policy.Policy) { p.Filesystem.ReadOnlyPaths = []string{"fonts"} }, "not absolute"},
+		{"unclean path", func(p *policy.Policy) { p.Filesystem.ReadOnlyPaths = []string{"/usr/../etc"} }, "not clean"},
+		{"root path", func(p *policy.Policy) { p.Filesystem.ReadOnlyPaths = []string{"/"} }, "whole host"},
+		{"proc path", func(p *policy.Policy) { p.Filesystem.ReadOnlyPaths = []string{"/proc/1"} }, "/proc is the renderer's own"},
+		{"fonts", func(p *policy.Policy) { p.Filesystem.ReadOnlyPaths = []string{"/usr/share/fonts"} }, ""},
+		{"tiny memory", func(p *policy.Policy) { p.Limits.Memory = 1 << 20 }, "below"},
+		{"tiny threads", func(p *policy.Policy) { p.Limits.Threads = 2 }, "below"},
+		{"negative duration", func(p *policy.Policy) { p.Limits.CallTimeout = -time.Second }, "negative"},
+		{"unknown layer", func(p *policy.Policy) { p.AllowDegraded = []policy.Layer{"magic"} }, `unknown layer "magic"`},
+		{"degrade a namespace", func(p *policy.Policy) { p.AllowDegraded = []policy.Layer{policy.LayerNetNS} }, "cannot be degraded"},
+		{"degrade landlock net", func(p *policy.Policy) { p.AllowDegraded = []policy.Layer{policy.LayerLandlockNet} }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := policy.Strict()
+			tt.change(p)
+			err := p.Validate()
+			if tt.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, policy.ErrInvalid)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func TestParse(t *testing.T) {
+	p, err := policy.Parse([]byte(`
+		seccomp { allow: "sched_setaffinity" }
+		filesystem { read_only_paths: "/usr/share/fonts" }
+		limits { memory_bytes: 536870912 call_timeout_ms: 2500 }
+		allow_degraded: "landlock-network"
+	`))
+	require.NoError(t, err)
+	want := policy.Strict()
+	want.Seccomp.Allow = []string{"sched_setaffinity"}
+	want.Filesystem.ReadOnlyPaths = []string{"/usr/share/fonts"}
+	want.Limits.Memory = 512 << 20
+	want.Limits.CallTimeout = 2500 * time.Millisecond
+	want.AllowDegraded = []policy.Layer{policy.LayerLandlockNet}
+	assert.Equal(t, want, p)
+
+	for _, bad := range []string{
+		`seccomp { allow: "ptrace" }`,
+		`namespaces { net: false mount: false }`,
+		`no_such_field: 1`,
+		`limits { memory_bytes: -1 }`,
+		strings.Repeat(" ", policy.MaxTextSize+1),
+	} {
+		_, err := policy.Parse([]byte(bad))
+		assert.ErrorIs(t, err, policy.ErrInvalid, "%q", bad)
+	}
+}
+
+func TestRoundTrip(t *testing.T) {
+	p := policy.Strict()
+	p.Seccomp.Allow = []string{"sched_setaffinity"}
+	p.Limits.Lifetime = time.Minute
+	text, err := policy.Format(p)
+	require.NoError(t, err)
+	back, err := policy.Parse(text)
+	require.NoError(t, err)
+	assert.True(t, proto.Equal(policy.ToProto(p), policy.ToProto(back)))
+	wire, err := policy.Marshal(p)
+	require.NoError(t, err)
+	back, err = policy.Unmarshal(wire)
+	require.NoError(t, err)
+	assert.Equal(t, p, back)
+}
+
+func TestHugeDurationsClamp(t *testing.T) {
+	p, err := policy.Parse([]byte(`limits { call_timeout_ms: 18446744073709551615 }`))
+	require.NoError(t, err)
+	assert.Greater(t, p.Limits.CallTimeout, time.Duration(0), "must not wrap negative")
+}
+
+func TestBaseSyscallsAvoidTheEscapeSurface(t *testing.T) {
+	for _, r := range policy.BaseSyscalls() {
+		for _, e := range policy.EscapeSurface() {
+			if r.Name == e && r.Errno == 0 {
+				t.Errorf("%s is both allowed and escape surface", r.Name)
+			}
+		}
+	}
+}
+
+func TestStatusString(t *testing.T) {
+	s := policy.Status{
+		{Layer: policy.LayerSeccomp, Active: true, Detail: "68 rules"},
+		{Layer: policy.LayerCgroup, Active: false},
+	}
+	assert.Equal(t, "+seccomp(68 rules) -cgroup", s.String())
+	assert.True(t, s.Active(policy.LayerSeccomp))
+	assert.False(t, s.Active(policy.LayerCgroup))
+	assert.False(t, s.Active(policy.LayerPIDNS))
+}

@@ -1,0 +1,76 @@
+package renderer
+
+import (
+	"os"
+	"testing"
+
+	seccomp "github.com/seccomp/libseccomp-golang"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sandkit/sandkit/policy"
+)
+
+func TestPolicyArgRoundTrip(t *testing.T) {
+	p := policy.Strict()
+	p.Filesystem.ReadOnlyPaths = []string{"/usr/share/fonts"}
+	arg, err := PolicyArg(p)
+	require.NoError(t, err)
+	got, err := policyFromArg(arg)
+	require.NoError(t, err)
+	assert.Equal(t, p, got)
+
+	_, err = policyFromArg(arg[:len(arg)-3] + "!!!")
+	assert.Error(t, err)
+}
+
+func TestRequested(t *testing.T) {
+	saved := os.Args
+	defer func() { os.Args = saved }()
+	os.Args = []string{"prog"}
+	assert.False(t, Requested())
+	os.Args = []string{"prog", "--sandkit-renderer=abc"}
+	assert.True(t, Requested())
+}
+
+func TestBuildFilter(t *testing.T) {
+	p := policy.Strict()
+	p.Seccomp.Allow = []string{"sched_setaffinity"}
+	f, err := buildFilter(p, seccomp.ActKillProcess, 1)
+	require.NoError(t, err)
+	defer f.Release()
+	act, err := f.GetDefaultAction()
+	require.NoError(t, err)
+	assert.Equal(t, seccomp.ActKillProcess, act)
+	bad, err := f.GetBadArchAction()
+	require.NoError(t, err)
+	assert.Equal(t, seccomp.ActKillProcess, bad)
+	out, err := os.CreateTemp(t.TempDir(), "bpf")
+	require.NoError(t, err)
+	defer out.Close()
+	require.NoError(t, f.ExportBPF(out))
+	st, err := out.Stat()
+	require.NoError(t, err)
+	assert.Positive(t, st.Size(), "compiled BPF program")
+}
+
+func TestBuildFilterRejectsUnknownSyscall(t *testing.T) {
+	err := addRules(mustFilter(t), []policy.SyscallRule{{Name: "frobnicate"}}, 1)
+	assert.ErrorContains(t, err, `syscall "frobnicate"`)
+}
+
+func mustFilter(t *testing.T) *seccomp.ScmpFilter {
+	f, err := seccomp.NewFilter(seccomp.ActKillProcess)
+	require.NoError(t, err)
+	t.Cleanup(f.Release)
+	return f
+}
+
+func TestLandlockConfigCoversEveryABI(t *testing.T) {
+	prev := landlockConfig(1)
+	for abi := 2; abi <= 9; abi++ {
+		c := landlockConfig(abi)
+		assert.GreaterOrEqual(t, uint64(c.HandledAccessFS), uint64(prev.HandledAccessFS), "ABI %d", abi)
+		prev = c
+	}
+}
