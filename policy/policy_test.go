@@ -36,7 +36,9 @@ func TestValidate(t *testing.T) {
 		{"escape surface", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ptrace"} }, `"ptrace" is escape surface`},
 		{"widen a base rule", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ioctl"} }, `"ioctl" is already in the base allowlist`},
 		{"duplicate syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity", "sched_setaffinity"} }, "listed twice"},
-		{"allow without seccomp", func(p *policy.Policy) { p.Seccomp.Enabled, p.Seccomp.Monitor, p.Seccomp.Allow = false, false, []string{"sched_setaffinity"} }, "seccomp is disabled"},
+		{"allow without seccomp", func(p *policy.Policy) {
+			p.Seccomp.Enabled, p.Seccomp.Monitor, p.Seccomp.Allow = false, false, []string{"sched_setaffinity"}
+		}, "seccomp is disabled"},
 		{"monitor without seccomp", func(p *policy.Policy) { p.Seccomp.Enabled = false }, "monitor needs seccomp"},
 		{"namespaces without userns", func(p *policy.Policy) { p.Namespaces.User = false }, "need the user namespace"},
 		{"pid without mount", func(p *policy.Policy) { p.Namespaces.Mount = false }, "pid namespace needs a mount namespace"},
