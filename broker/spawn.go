@@ -184,7 +184,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	b.mu.Unlock()
 	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
-	b.wg.Add(2)
+	b.wg.Add(3)
 	go func() {
 		defer b.wg.Done()
 		r.readLogs(logR)
@@ -192,6 +192,10 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	go func() {
 		defer b.wg.Done()
 		r.supervise()
+	}()
+	go func() {
+		defer b.wg.Done()
+		r.watchConn()
 	}()
 	if connErr != nil {
 		r.kill(ExitBadMessage, connErr.Error())
@@ -233,6 +237,33 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	}
 	b.emit(Event{Kind: EventReady, PID: r.pid, Layers: layers})
 	return r, nil
+}
+
+// watchConn kills a renderer whose connection dies under it: at once for
+// a protocol violation, even when no call was in flight to notice it; and
+// after a grace period when the renderer hung up, so that a renderer on its
+// way out (a crash) is classified by how it exited, not by the hang-up.
+func (r *Renderer) watchConn() {
+	if r.conn == nil {
+		return
+	}
+	select {
+	case <-r.exited:
+		return
+	case <-r.conn.Done():
+	}
+	err := r.conn.Err()
+	if errors.Is(err, ipc.ErrProtocol) {
+		r.kill(ExitBadMessage, err.Error())
+		return
+	}
+	grace := time.NewTimer(time.Second)
+	defer grace.Stop()
+	select {
+	case <-r.exited:
+	case <-grace.C:
+		r.kill(ExitBadMessage, fmt.Sprintf("connection closed while the renderer kept running: %v", err))
+	}
 }
 
 // startErr turns a renderer that ended before it was ready into the error
