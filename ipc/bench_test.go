@@ -7,9 +7,11 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
+	"github.com/sandkit/sandkit/ipc/wirepb"
 )
 
 // Benchmarks run between two processes (see startChild). They report
@@ -44,8 +46,8 @@ func BenchmarkRawSeqpacketRoundTrip(b *testing.B) {
 	}
 }
 
-func benchConn(b *testing.B) *ipc.Conn {
-	seq, _, _ := startChild(b, "serve", true)
+func benchConn(b *testing.B, env ...string) *ipc.Conn {
+	seq, _, _ := startChild(b, "serve", false, env...)
 	c, err := ipc.NewConn(seq)
 	if err != nil {
 		b.Fatal(err)
@@ -63,6 +65,52 @@ func BenchmarkRoundTrip(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		if _, _, err := ipc.Call(ctx, c, mEcho, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoundTripChildGOMAXPROCS1 is BenchmarkRoundTrip with the
+// serving child at GOMAXPROCS=1, as a single-threaded renderer would run:
+// no idle P means no spinning-thread wakeup when the read loop hands a
+// request to its handler goroutine.
+func BenchmarkRoundTripChildGOMAXPROCS1(b *testing.B) {
+	c := benchConn(b, "GOMAXPROCS=1")
+	req := &msg{Value: make([]byte, 60)}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := ipc.Call(ctx, c, mEcho, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRoundTripRawClient isolates the serving side: a hand-encoded
+// request sent and its reply read with blocking write/read, against an ipc
+// server in the child.
+func BenchmarkRoundTripRawClient(b *testing.B) {
+	seq, _, _ := startChild(b, "serve", false)
+	fd := rawFD(b, seq)
+	pl, err := proto.Marshal(&msg{Value: make([]byte, 60)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Method: "echo", Payload: pl}
+	in := make([]byte, 1024)
+	var out []byte
+	b.ResetTimer()
+	for b.Loop() {
+		env.Id++
+		out, err = proto.MarshalOptions{}.MarshalAppend(out[:0], env)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unix.Write(fd, out); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := unix.Read(fd, in); err != nil {
 			b.Fatal(err)
 		}
 	}

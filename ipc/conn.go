@@ -96,6 +96,7 @@ type Conn struct {
 	bg         sync.WaitGroup // background cancel senders
 
 	sem    chan struct{} // outgoing call slots
+	work   chan *job     // idle handler workers wait here
 	pcPool sync.Pool     // *pendingCall, reused once their result is consumed
 
 	mu      sync.Mutex
@@ -246,6 +247,7 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		pending:    make(map[uint64]*pendingCall),
 		serving:    make(map[uint64]context.CancelFunc),
 		wlock:      make(chan struct{}, 1),
+		work:       make(chan *job),
 		rbuf:       make([]byte, lim.MaxDatagram+1),
 		// Room for exactly MaxFDs+1 descriptors (CmsgLen, not CmsgSpace,
 		// whose padding could hold one more): one more than allowed is
@@ -361,7 +363,7 @@ func (c *Conn) doRecv(fd uintptr) bool {
 	c.riov.SetLen(len(c.rbuf))
 	c.rmsg = unix.Msghdr{Iov: &c.riov, Iovlen: 1, Control: &c.roob[0]}
 	c.rmsg.SetControllen(len(c.roob))
-	n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
 	if e == unix.EAGAIN {
 		c.rErr = e
 		return false
@@ -523,8 +525,38 @@ func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int) *ProtocolError {
 	}
 	c.serving[env.Id] = cancel
 	c.mu.Unlock()
-	go c.serve(ctx, cancel, env.Id, e, req, wrapFDs(fds))
+	j := &job{ctx: ctx, cancel: cancel, id: env.Id, e: e, req: req, fds: wrapFDs(fds)}
+	select {
+	case c.work <- j: // an idle worker takes it
+	default:
+		go c.worker(j)
+	}
 	return nil
+}
+
+// job is one request for a handler.
+type job struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	id     uint64
+	e      *muxEntry
+	req    proto.Message
+	fds    []*os.File
+}
+
+// worker runs handlers: first j, then whatever the read loop hands it
+// while it is idle, until the Conn dies. Reusing goroutines (at most
+// MaxInFlight of them, since each one is either serving a request in
+// flight or idle) spares a goroutine start and stack growth per request.
+func (c *Conn) worker(j *job) {
+	for {
+		c.serve(j.ctx, j.cancel, j.id, j.e, j.req, j.fds)
+		select {
+		case j = <-c.work:
+		case <-c.done:
+			return
+		}
+	}
 }
 
 // checkRequest validates a request (whose envelope is valid) against mux
@@ -802,7 +834,7 @@ func (c *Conn) doSend(fd uintptr) bool {
 		c.wmsg.Control = &c.woob[0]
 		c.wmsg.SetControllen(len(c.woob))
 	}
-	_, _, e := unix.Syscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&c.wmsg)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
+	_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, fd, uintptr(unsafe.Pointer(&c.wmsg)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT)
 	c.wErr = nil
 	if e != 0 {
 		c.wErr = e

@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 
 // startChild runs the test binary as a child in mode, with the other end of
 // a SEQPACKET pair as its fd 3 (and of a stream pair as fd 4 if stream).
-func startChild(t testing.TB, mode string, stream bool) (seq *os.File, str *os.File, cmd *exec.Cmd) {
+func startChild(t testing.TB, mode string, stream bool, env ...string) (seq *os.File, str *os.File, cmd *exec.Cmd) {
 	t.Helper()
 	a, b, err := ipc.SocketPair()
 	require.NoError(t, err)
@@ -75,6 +75,10 @@ func startChild(t testing.TB, mode string, stream bool) (seq *os.File, str *os.F
 	}
 	cmd = exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode)
+	cmd.Env = append(cmd.Env, env...)
+	if stream {
+		cmd.Env = append(cmd.Env, childEnv+"_STREAM=1")
+	}
 	cmd.ExtraFiles = extra
 	cmd.Stderr = os.Stderr
 	require.NoError(t, cmd.Start())
@@ -234,7 +238,10 @@ func childServe(seq *os.File) error {
 		return err
 	}
 	defer region.Close()
-	stream := os.NewFile(4, "stream")
+	var stream *os.File
+	if os.Getenv(childEnv+"_STREAM") != "" {
+		stream = os.NewFile(4, "stream")
+	}
 	mux := ipc.NewMux()
 	ipc.Handle(mux, mEcho, func(ctx context.Context, req *msg, _ []*os.File) (*msg, []*os.File, error) {
 		return req, nil, nil
@@ -270,6 +277,9 @@ func childServe(seq *os.File) error {
 	})
 	// The stream producer: one trigger byte in, bulkSize bytes out.
 	go func() {
+		if stream == nil {
+			return
+		}
 		out := make([]byte, bulkSize)
 		var trig [1]byte
 		for {
