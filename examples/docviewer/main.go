@@ -1,11 +1,15 @@
 // Command docviewer is a sandboxed document viewer: untrusted documents are
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
-//	docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
-//	docviewer convert [-dpi 150] IN OUT.pdf
+//	docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] [-unsandboxed-dangerous] DIR
+//	docviewer convert [-dpi 150] [-unsandboxed-dangerous] IN OUT.pdf
 //
 // serve is a web UI for the documents of DIR; convert writes a safe,
-// raster-only PDF of IN.
+// raster-only PDF of IN. Both render every document in a sandboxed
+// renderer process of its own: this same executable, re-executed, which
+// locks itself down (see backend/sandboxed.Policy) before it reads the
+// document. -unsandboxed-dangerous renders in-process instead, for
+// debugging MuPDF on trusted documents only.
 package main
 
 import (
@@ -23,8 +27,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sandkit/sandkit/renderer"
+
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
 	"github.com/sandkit/sandkit/examples/docviewer/backend/inprocess"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
 	"github.com/sandkit/sandkit/examples/docviewer/convert"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
 	"github.com/sandkit/sandkit/examples/docviewer/render"
@@ -32,24 +40,42 @@ import (
 )
 
 func main() {
+	// A renderer is this executable started by the broker: it must become
+	// the renderer before anything else runs (renderer.Main never returns).
+	if renderer.Requested() {
+		renderer.Main(worker.Register)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
-// newBackend is the one place that decides what renders documents. It
-// returns the in-process backend for now: NOT sandboxed. The integrator
-// replaces its body with the sandboxed broker backend.
-func newBackend(lib *library.Library, log *slog.Logger) (backend.Backend, io.Closer) {
-	log.Warn("rendering in-process: documents are NOT sandboxed")
-	b := inprocess.New(lib, render.DefaultLimits(), log)
-	return b, b
+// unsandboxedFlag names the flag that renders in-process. It is long and
+// loud on purpose: nobody should type it by accident.
+const unsandboxedFlag = "unsandboxed-dangerous"
+
+// newBackend is the one place that decides what renders documents: one
+// sandboxed renderer per document, unless unsandboxed is set. warm is how
+// many renderers to keep ready (serve opens documents on demand; convert
+// opens one).
+func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, warm int) (backend.Backend, io.Closer, error) {
+	if unsandboxed {
+		log.Warn("-" + unsandboxedFlag + ": rendering in-process, documents are NOT sandboxed; use only for trusted documents")
+		b := inprocess.New(lib, render.DefaultLimits(), log)
+		return b, b, nil
+	}
+	b, err := sandboxed.New(ctx, sandboxed.Config{Library: lib, Limits: render.DefaultLimits(), WarmPool: warm, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, b, nil
 }
 
 const usage = `usage:
   docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
   docviewer convert [-dpi 150] IN OUT.pdf
+(-` + unsandboxedFlag + ` renders in-process: trusted documents only)
 `
 
 func run(ctx context.Context, args []string, stderr io.Writer) int {
@@ -89,6 +115,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
+	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -99,7 +126,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	be, closer := newBackend(lib, log)
+	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, 2)
+	if err != nil {
+		return err
+	}
 	defer closer.Close()
 
 	ln, err := net.Listen("tcp", *addr)
@@ -139,6 +169,7 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dpi := fs.Float64("dpi", convert.DefaultDPI, "resolution of the converted pages")
+	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -153,7 +184,10 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	be, closer := newBackend(lib, log)
+	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, 0)
+	if err != nil {
+		return err
+	}
 	defer closer.Close()
 	doc := lib.List()[0].ID
 	err = convert.ToPDF(ctx, be, doc, out, *dpi, func(done, total int) {

@@ -41,6 +41,11 @@ type Page struct {
 	Image        *image.RGBA // origin (0,0), opaque
 	DPI          float64     // the DPI actually used
 	RequestedDPI float64
+	// PID is the process that drew the page: its renderer, as the
+	// broker sees it, or the viewer itself for the in-process backend.
+	// Tests use it to check that a document's pages come only from that
+	// document's renderer.
+	PID int
 }
 
 // RendererStatus is one live renderer session.

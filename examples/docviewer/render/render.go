@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/sandkit/sandkit/examples/docviewer/docerr"
+	"github.com/sandkit/sandkit/examples/docviewer/doclimits"
 	"github.com/sandkit/sandkit/examples/docviewer/render/internal/mupdf"
 )
 
@@ -34,60 +35,22 @@ var (
 	ErrInvalid     = docerr.ErrInvalid
 )
 
-// Limits bound what one document may cost. The sandbox adds rlimits and a
-// seccomp filter on top; these limits are what turns a hostile document into
-// a clear error instead of a killed renderer.
-type Limits struct {
-	// MaxPages: documents claiming more pages are refused (not capped):
-	// a silently truncated safe PDF would be worse than an error, and real
-	// documents of that size are rare enough to raise the limit for.
-	MaxPages int
-	// MaxPixelsPerPage: a page larger than this at the requested DPI is
-	// drawn at the highest lower DPI that fits, if that is >= MinDPI.
-	MaxPixelsPerPage int64
-	// MaxInputBytes: larger documents are refused before MuPDF sees them.
-	MaxInputBytes int64
-	// MaxHeapBytes caps every allocation MuPDF makes for the document
-	// (parsing, fonts, images, caches); the page pixels are not included.
-	MaxHeapBytes int64
-	// MinDPI is the floor below which a page is refused rather than shrunk.
-	MinDPI float64
-	// MaxDPI bounds the requested DPI.
-	MaxDPI float64
-	// MaxContentBytes bounds what a PDF page's content streams may decode
-	// to; checked before drawing, so a compression bomb fails fast and
-	// deterministically instead of running into MaxRenderTime.
-	MaxContentBytes int64
-	// MaxRenderTime bounds one page's drawing; past it MuPDF is told to
-	// abort and the page fails with ErrOverBudget.
-	MaxRenderTime time.Duration
-}
+// Limits bound what one document may cost; see doclimits.Limits. The type
+// lives there, without cgo, so the broker side can share it without
+// linking MuPDF.
+type Limits = doclimits.Limits
 
-// DefaultLimits fit a desktop viewer: 1000 pages, 32 Mpx a page (about
-// 128 MiB of RGBA, A4 at ~580 dpi), 128 MiB in, 512 MiB of MuPDF heap,
-// 128 MiB of decoded content per PDF page, 20 s to draw a page.
-func DefaultLimits() Limits {
-	return Limits{
-		MaxPages:         1000,
-		MaxPixelsPerPage: 32 << 20,
-		MaxInputBytes:    128 << 20,
-		MaxHeapBytes:     512 << 20,
-		MinDPI:           36,
-		MaxDPI:           1200,
-		MaxContentBytes:  128 << 20,
-		MaxRenderTime:    20 * time.Second,
-	}
-}
+// DefaultLimits fit a desktop viewer; see doclimits.Default.
+func DefaultLimits() Limits { return doclimits.Default() }
 
-// maxSide bounds either side of a page in pixels, whatever its area: MuPDF
-// uses int coordinates and a 1-pixel-high strip of 30 M pixels helps nobody.
-const maxSide = 1 << 15
+// maxSide bounds either side of a page in pixels (doclimits.MaxSide).
+const maxSide = doclimits.MaxSide
 
 // minHeap is the least heap MuPDF gets: below it creating the context
 // itself fails, and MuPDF prints to stderr about it.
 const minHeap = 4 << 20
 
-func (l Limits) validate() error {
+func validateLimits(l Limits) error {
 	if l.MaxHeapBytes < minHeap {
 		return docerr.New(ErrInvalid, nil, "MaxHeapBytes %d is below the %d MuPDF needs to start", l.MaxHeapBytes, minHeap)
 	}
@@ -112,7 +75,7 @@ type Document struct {
 // Sniff). data is copied into C memory; the caller may reuse it. The format
 // is decided from the bytes only: a renderer has no file name to trust.
 func Open(data []byte, limits Limits) (*Document, error) {
-	if err := limits.validate(); err != nil {
+	if err := validateLimits(limits); err != nil {
 		return nil, err
 	}
 	if int64(len(data)) > limits.MaxInputBytes {

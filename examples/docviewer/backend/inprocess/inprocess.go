@@ -153,7 +153,7 @@ func (b *Backend) RenderPage(ctx context.Context, doc string, page int, dpi floa
 		b.record(doc, s.name, err)
 		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
-	return &backend.Page{Image: img, DPI: res.DPI, RequestedDPI: res.RequestedDPI}, nil
+	return &backend.Page{Image: img, DPI: res.DPI, RequestedDPI: res.RequestedDPI, PID: os.Getpid()}, nil
 }
 
 // Status implements backend.Backend: every open document, with this

@@ -1,0 +1,519 @@
+// Package sandboxed is the viewer's production Backend: every document is
+// opened and drawn by a renderer process of its own (sandkit broker,
+// PerDocument model: the document is the origin), locked down with
+// Policy before it reads a byte of the document, and only checked pixels
+// come back.
+//
+// The broker side (this package) opens the document through the library
+// and hands the renderer a read-only descriptor; it never serves or writes
+// the document's bytes anywhere. It has no cgo and does not link MuPDF:
+// the renderer side is package worker, in the same executable, which the
+// broker re-executes.
+//
+// Everything a renderer answers is treated as hostile: page geometry is
+// checked against the limits, pixels must arrive in a sealed memfd of
+// exactly width*height*4 bytes (checked by ipc/shm before mapping), error
+// kinds come back as ipc status codes and their text is cleaned. A
+// renderer that breaks any of that is killed and the request fails with
+// docerr.ErrSandbox; so does a renderer the sandkit broker kills (seccomp
+// violation, memory or CPU limit, call timeout), with the broker's reason.
+// Either way only that document is affected.
+package sandboxed
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/ipc/shm"
+	"github.com/sandkit/sandkit/policy"
+
+	"github.com/sandkit/sandkit/examples/docviewer/backend"
+	"github.com/sandkit/sandkit/examples/docviewer/docerr"
+	"github.com/sandkit/sandkit/examples/docviewer/docipc"
+	"github.com/sandkit/sandkit/examples/docviewer/doclimits"
+	"github.com/sandkit/sandkit/examples/docviewer/docpb"
+	"github.com/sandkit/sandkit/examples/docviewer/library"
+)
+
+// Policy returns the renderer policy for documents under limits:
+// policy.Strict() plus exactly what MuPDF needs. Every exception:
+//
+//   - Limits.Memory (RLIMIT_DATA) = MaxHeapBytes + 2*MaxInputBytes +
+//     256 MiB: MuPDF's capped heap, the document read into Go memory and
+//     its copy in C memory (render.Open copies it), and room for the Go
+//     runtime and glibc's arenas. Page buffers are shared memfd mappings,
+//     which RLIMIT_DATA does not count (FileSize bounds them). With
+//     doclimits.Default this is Strict's 1 GiB. (Dropped in binaries
+//     built with -race, which cannot run under a memory rlimit; tests
+//     only.)
+//   - Limits.FileSize (RLIMIT_FSIZE, 0 in Strict) = the largest page
+//     buffer, 4*MaxPixelsPerPage: the renderer ftruncates each page's
+//     memfd to its size, and RLIMIT_FSIZE applies to that.
+//   - Limits.CallTimeout = MaxRenderTime + 10 s: the per-page timeout. A
+//     page that runs past MaxRenderTime is aborted by MuPDF's cookie and
+//     fails with a typed ErrOverBudget first; the kill is the backstop
+//     for code that does not check the cookie (parsing, some decoders).
+//   - Limits.CPUTime (RLIMIT_CPU) = 10 min for the renderer's whole life,
+//     up from 60 s: a renderer lives as long as its document is being
+//     viewed (IdleTimeout ends it), and a 1000-page document at print
+//     resolution takes minutes of CPU. Each page is bounded by the call
+//     timeout anyway; this only stops a renderer that spins between calls.
+//   - Seccomp.Allow "sysinfo": glibc's qsort, which MuPDF calls, asks for
+//     the physical memory size to pick its algorithm. Harmless: it reveals
+//     memory and load figures, nothing else.
+//
+// MuPDF needs nothing else beyond the base allowlist (see the README: no
+// file, socket or process syscalls once the document is in memory, no
+// threads of its own; malloc uses brk/mmap/munmap/mprotect/mremap/madvise,
+// all in the base list).
+func Policy(l doclimits.Limits) *policy.Policy {
+	p := policy.Strict()
+	p.Limits.Memory = uint64(l.MaxHeapBytes + 2*l.MaxInputBytes + runtimeHeadroom)
+	p.Limits.FileSize = uint64(l.MaxPageBytes())
+	p.Limits.CallTimeout = l.MaxRenderTime + callSlack
+	p.Limits.CPUTime = 10 * time.Minute
+	p.Seccomp.Allow = append(p.Seccomp.Allow, "sysinfo")
+	if raceDetector {
+		p.Limits.Memory = 0 // see race.go: tests only
+	}
+	return p
+}
+
+const (
+	// runtimeHeadroom is the renderer's memory beyond MuPDF and the
+	// document: Go runtime, goroutine stacks, glibc arenas.
+	runtimeHeadroom = 256 << 20
+	// callSlack is how much longer than MaxRenderTime a page call may
+	// take before the broker kills the renderer.
+	callSlack = 10 * time.Second
+)
+
+// Config configures New. Library is required.
+type Config struct {
+	Library *library.Library
+	// Limits are the render limits, sent to each renderer and used to
+	// check its answers. Zero means doclimits.Default().
+	Limits doclimits.Limits
+	// Policy overrides Policy(Limits), e.g. for tests under the race
+	// detector, which cannot run with a memory limit.
+	Policy *policy.Policy
+	// MaxRenderers bounds live renderers (documents open at once); the
+	// longest-idle one is ended to make room. Zero means 8.
+	MaxRenderers int
+	// IdleTimeout ends a renderer whose document has not been used for
+	// that long. Zero means 2 minutes; negative means never.
+	IdleTimeout time.Duration
+	// WarmPool keeps that many renderers locked down and waiting, so that
+	// opening a document does not wait for a spawn.
+	WarmPool int
+	// Path and Args select the renderer executable; empty Path means this
+	// program, which must call renderer.Main(worker.Register) when
+	// renderer.Requested() (see package worker).
+	Path string
+	Args []string
+	// Logger receives the backend's and the broker's logs, renderers'
+	// stderr included. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Backend implements backend.Backend with one sandboxed renderer per
+// document.
+type Backend struct {
+	lib    *library.Library
+	limits doclimits.Limits
+	wire   *docpb.Limits
+	b      *broker.Broker
+	log    *slog.Logger
+	events *backend.EventLog // refusals and broker-side check failures
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// session is what the backend knows of one document's renderer.
+type session struct {
+	// mu serializes opening, so concurrent first requests for a document
+	// start one renderer and parse the document once.
+	mu sync.Mutex
+	// r is the renderer that has the document open; a different
+	// renderer from Acquire (the old one died or was evicted) must be
+	// given the document again.
+	r     *broker.Renderer
+	pages int
+	// err is a document error from Open (corrupt, unsupported, over
+	// budget, or a renderer killed while parsing it): kept so a hostile
+	// document is parsed once, not once per page request.
+	err error
+}
+
+// New starts the broker (and its warm pool). It fails when the kernel
+// lacks a layer the policy needs.
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	if cfg.Library == nil {
+		return nil, errors.New("sandboxed: Config.Library is required")
+	}
+	if cfg.Limits == (doclimits.Limits{}) {
+		cfg.Limits = doclimits.Default()
+	}
+	p := cfg.Policy
+	if p == nil {
+		p = Policy(cfg.Limits)
+	}
+	if cfg.MaxRenderers == 0 {
+		cfg.MaxRenderers = 8
+	}
+	switch {
+	case cfg.IdleTimeout == 0:
+		cfg.IdleTimeout = 2 * time.Minute
+	case cfg.IdleTimeout < 0:
+		cfg.IdleTimeout = 0
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b, err := broker.New(ctx, broker.Config{
+		Path:         cfg.Path,
+		Args:         cfg.Args,
+		Policy:       p,
+		Model:        broker.PerDocument,
+		MaxRenderers: cfg.MaxRenderers,
+		IdleTimeout:  cfg.IdleTimeout,
+		WarmPool:     cfg.WarmPool,
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start sandbox: %w", err)
+	}
+	if raceDetector {
+		log.Warn("race detector build: renderers run without a memory limit")
+	}
+	return &Backend{
+		lib:      cfg.Library,
+		limits:   cfg.Limits,
+		wire:     docipc.LimitsToProto(cfg.Limits),
+		b:        b,
+		log:      log,
+		events:   backend.NewEventLog(100),
+		sessions: map[string]*session{},
+	}, nil
+}
+
+// Close ends every renderer and waits for them.
+func (b *Backend) Close() error { return b.b.Close() }
+
+// Policy returns the policy the renderers apply.
+func (b *Backend) Policy() *policy.Policy { return b.b.Policy() }
+
+func (b *Backend) session(doc string) *session {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.sessions[doc]
+	if s == nil {
+		s = &session{}
+		b.sessions[doc] = s
+	}
+	return s
+}
+
+// benign reports whether a renderer ended for a reason that says nothing
+// about its document (idle, evicted, released, shutdown): the request
+// that ran into it is retried once with a fresh renderer.
+func benign(err error) bool {
+	var ee *broker.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	switch ee.Reason {
+	case broker.ExitClean, broker.ExitIdle, broker.ExitReleased:
+		return true
+	}
+	return false
+}
+
+// open returns a renderer that has doc open, and its page count: the one
+// from last time if it still lives, or a fresh one given the document.
+func (b *Backend) open(ctx context.Context, d library.Doc) (*broker.Renderer, int, error) {
+	s := b.session(d.ID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, 0, s.err
+	}
+	// Origin and document are both the library id: in the PerDocument
+	// model a renderer is bound to exactly this document for its life.
+	r, err := b.b.Acquire(ctx, d.ID, d.ID)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, 0, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+		}
+		return nil, 0, docerr.New(docerr.ErrSandbox, err, "%s: start renderer", d.Name)
+	}
+	if r == s.r {
+		return r, s.pages, nil
+	}
+	s.r, s.pages = nil, 0
+	pages, err := b.sendDocument(ctx, r, d)
+	if err != nil {
+		if ctx.Err() == nil && !benign(err) {
+			// The document is at fault (or killed its renderer while
+			// being parsed): remember, and free the renderer.
+			s.err = err
+			b.record(d, err)
+			r.Close()
+		}
+		return nil, 0, err
+	}
+	s.r, s.pages = r, pages
+	return r, pages, nil
+}
+
+// sendDocument opens the document and hands the descriptor to r, which
+// reads and parses it.
+func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d library.Doc) (int, error) {
+	f, _, err := b.lib.OpenDocument(d.ID)
+	if err != nil {
+		return 0, err
+	}
+	resp, _, err := broker.Call(ctx, r, docipc.Open, &docpb.OpenRequest{Limits: b.wire}, f)
+	f.Close()
+	if err != nil {
+		return 0, b.callError(ctx, err, d, "open")
+	}
+	n := int(resp.GetPages())
+	if n < 1 || n > b.limits.MaxPages {
+		return 0, b.misbehaved(r, d, fmt.Sprintf("open: renderer claims %d pages (limit %d)", n, b.limits.MaxPages))
+	}
+	return n, nil
+}
+
+// callError turns a failed call into the error the front ends see.
+func (b *Backend) callError(ctx context.Context, err error, d library.Doc, what string) error {
+	var ee *broker.ExitError
+	switch {
+	case errors.As(err, &ee):
+		// The renderer is gone: killed by the sandbox (violation, limit,
+		// timeout) or for breaking the protocol.
+		return docerr.New(docerr.ErrSandbox, ee, "%s: %s: renderer %s", d.Name, what, ee.Short())
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %s: %w", d.Name, what, ctx.Err())
+	}
+	// The renderer's page errors name the page already.
+	prefix := what
+	if what != "open" {
+		prefix = ""
+	}
+	if kerr, ok := docipc.FromStatus(err, prefix); ok {
+		if errors.Is(kerr, context.Canceled) || errors.Is(kerr, context.DeadlineExceeded) {
+			return fmt.Errorf("%s: %s: %w", d.Name, what, kerr)
+		}
+		return fmt.Errorf("%s: %w", d.Name, kerr)
+	}
+	return docerr.New(docerr.ErrSandbox, err, "%s: %s", d.Name, what)
+}
+
+// misbehaved ends a renderer whose answer failed the broker's checks: it
+// is treated as compromised and never used again.
+func (b *Backend) misbehaved(r *broker.Renderer, d library.Doc, detail string) error {
+	err := docerr.New(docerr.ErrSandbox, nil, "%s: renderer %d misbehaved: %s", d.Name, r.PID(), detail)
+	b.events.Add(backend.Event{Time: time.Now(), Doc: d.ID, Name: d.Name, PID: r.PID(), Kind: docerr.ErrSandbox.Error(), Reason: err.Error()})
+	b.log.Warn("renderer misbehaved, killed", "doc", d.ID, "name", d.Name, "pid", r.PID(), "detail", detail)
+	r.Close()
+	return err
+}
+
+// record logs a document refusal as an event. Renderer deaths come from
+// the broker's own events (see Events); cancellations are not events.
+func (b *Backend) record(d library.Doc, err error) {
+	kind := docerr.KindOf(err)
+	if kind == nil || kind == docerr.ErrNotFound || kind == docerr.ErrInvalid || kind == docerr.ErrSandbox {
+		return
+	}
+	b.events.Add(backend.Event{Time: time.Now(), Doc: d.ID, Name: d.Name, Kind: kind.Error(), Reason: err.Error()})
+	b.log.Warn("document refused", "doc", d.ID, "name", d.Name, "err", err)
+}
+
+func (b *Backend) lookup(doc string) (library.Doc, error) {
+	d, ok := b.lib.Lookup(doc)
+	if !ok {
+		return library.Doc{}, docerr.New(docerr.ErrNotFound, nil, "no document %q", doc)
+	}
+	return d, nil
+}
+
+// PageCount implements backend.Backend.
+func (b *Backend) PageCount(ctx context.Context, doc string) (int, error) {
+	d, err := b.lookup(doc)
+	if err != nil {
+		return 0, err
+	}
+	for attempt := 0; ; attempt++ {
+		_, n, err := b.open(ctx, d)
+		if err != nil && attempt == 0 && benign(err) {
+			continue
+		}
+		return n, err
+	}
+}
+
+// RenderPage implements backend.Backend.
+func (b *Backend) RenderPage(ctx context.Context, doc string, page int, dpi float64) (*backend.Page, error) {
+	d, err := b.lookup(doc)
+	if err != nil {
+		return nil, err
+	}
+	if !(dpi >= b.limits.MinDPI && dpi <= b.limits.MaxDPI) {
+		return nil, docerr.New(docerr.ErrInvalid, nil, "dpi %g outside [%g, %g]", dpi, b.limits.MinDPI, b.limits.MaxDPI)
+	}
+	for attempt := 0; ; attempt++ {
+		p, err := b.renderOnce(ctx, d, page, dpi)
+		if err != nil && attempt == 0 && benign(err) {
+			// The renderer was ended for idleness between Acquire and
+			// the call: not the document's fault.
+			continue
+		}
+		if err != nil {
+			b.record(d, err)
+		}
+		return p, err
+	}
+}
+
+func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi float64) (*backend.Page, error) {
+	r, pages, err := b.open(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	if page < 0 || page >= pages {
+		return nil, docerr.New(docerr.ErrNotFound, nil, "%s: page %d of %d", d.Name, page+1, pages)
+	}
+	resp, fds, err := broker.Call(ctx, r, docipc.Render, &docpb.RenderRequest{Page: int32(page), Dpi: dpi})
+	if err != nil {
+		return nil, b.callError(ctx, err, d, fmt.Sprintf("page %d", page+1))
+	}
+	f := fds[0]
+	defer f.Close()
+	img, usedDPI, err := b.checkPage(d, resp, dpi, f)
+	if err != nil {
+		return nil, b.misbehaved(r, d, fmt.Sprintf("page %d: %v", page+1, err))
+	}
+	return &backend.Page{Image: img, DPI: usedDPI, RequestedDPI: dpi, PID: r.PID()}, nil
+}
+
+// checkPage validates a renderer's page against the request and the
+// limits, then copies the pixels out of the sealed memfd into an image of
+// the broker's own. shm.Map checks the descriptor's kind, its seals
+// (no write, grow, shrink or seal change is possible any more) and that
+// its size is exactly width*height*4, before mapping it read-only.
+//
+// The pixels are copied rather than wrapped: an image over the mapping
+// would need unmapping when the last user drops it, and callers (PNG
+// encoding, pdfout) keep and pass images freely. The copy costs about a
+// millisecond for a Letter page at 150 dpi (see docs/benchmarks.md).
+func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float64, f *os.File) (*image.RGBA, float64, error) {
+	w, h := int64(resp.GetWidth()), int64(resp.GetHeight())
+	switch {
+	case w <= 0 || h <= 0 || w > doclimits.MaxSide || h > doclimits.MaxSide:
+		return nil, 0, fmt.Errorf("size %dx%d out of bounds (1..%d a side)", w, h, doclimits.MaxSide)
+	case w*h > b.limits.MaxPixelsPerPage:
+		return nil, 0, fmt.Errorf("%dx%d px is over the budget of %d", w, h, b.limits.MaxPixelsPerPage)
+	case int64(resp.GetStride()) != 4*w:
+		return nil, 0, fmt.Errorf("stride %d for width %d, want %d", resp.GetStride(), w, 4*w)
+	case !(resp.GetDpi() >= b.limits.MinDPI && resp.GetDpi() <= dpi):
+		return nil, 0, fmt.Errorf("drawn at %g dpi, asked for %g (floor %g)", resp.GetDpi(), dpi, b.limits.MinDPI)
+	case resp.GetDocument() != d.ID:
+		return nil, 0, fmt.Errorf("renderer is bound to %q, not %q", docipc.Clean(resp.GetDocument()), d.ID)
+	}
+	m, err := shm.Map(f, int(4*w*h))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer m.Close()
+	img := image.NewRGBA(image.Rect(0, 0, int(w), int(h)))
+	copy(img.Pix, m.Bytes())
+	return img, resp.GetDpi(), nil
+}
+
+// Status implements backend.Backend: every renderer bound to a document,
+// with the sandbox layers in force in it.
+func (b *Backend) Status(context.Context) []backend.RendererStatus {
+	now := time.Now()
+	var out []backend.RendererStatus
+	for _, st := range b.b.Renderers() {
+		if !st.Bound {
+			continue // warm pool
+		}
+		rs := backend.RendererStatus{
+			Doc: st.Document, PID: st.PID,
+			Started: now.Add(-st.Uptime), Uptime: st.Uptime.Round(time.Millisecond),
+			Layers: LayerNames(st.Layers),
+		}
+		if d, ok := b.lib.Lookup(st.Document); ok {
+			rs.Name = d.Name
+		}
+		b.mu.Lock()
+		s := b.sessions[st.Document]
+		b.mu.Unlock()
+		if s != nil && s.mu.TryLock() {
+			if s.r != nil && s.r.PID() == st.PID {
+				rs.Pages = s.pages
+			}
+			s.mu.Unlock()
+		}
+		out = append(out, rs)
+	}
+	return out
+}
+
+// LayerNames lists the layers in force, then the requested ones that are
+// not (prefixed "NOT "), with the renderer's detail in parentheses.
+func LayerNames(st policy.Status) []string {
+	var on, off []string
+	for _, ls := range st {
+		name := string(ls.Layer)
+		if ls.Detail != "" {
+			name += " (" + ls.Detail + ")"
+		}
+		if ls.Active {
+			on = append(on, name)
+		} else {
+			off = append(off, "NOT "+name)
+		}
+	}
+	return append(on, off...)
+}
+
+// Events implements backend.Backend: the broker's renderer deaths that
+// were not routine (violations, limits, timeouts, crashes, protocol
+// breaches), plus document refusals and failed broker-side checks,
+// oldest first.
+func (b *Backend) Events() []backend.Event {
+	out := b.events.List()
+	for _, e := range b.b.Events() {
+		if e.Kind != broker.EventExited || e.Err == nil {
+			continue
+		}
+		switch e.Err.Reason {
+		case broker.ExitClean, broker.ExitReleased, broker.ExitIdle, broker.ExitShutdown:
+			continue
+		}
+		ev := backend.Event{Time: e.Time, Doc: e.Document, PID: e.PID, Kind: docerr.ErrSandbox.Error(), Reason: "killed: " + e.Err.Short() + " (" + e.Err.Error() + ")"}
+		if d, ok := b.lib.Lookup(e.Document); ok {
+			ev.Name = d.Name
+		}
+		out = append(out, ev)
+	}
+	slices.SortStableFunc(out, func(a, b backend.Event) int { return cmp.Compare(a.Time.UnixNano(), b.Time.UnixNano()) })
+	return out
+}
