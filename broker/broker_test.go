@@ -175,6 +175,28 @@ func TestSignalToOwnPID1HasNoEffect(t *testing.T) {
 	require.NoError(t, err)
 }
 
+func TestReadOnlyPaths(t *testing.T) {
+	dir := t.TempDir() // under /tmp, which the renderer's new root covers
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "font.ttf"), []byte("glyphs"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "other"), []byte("x"), 0o644))
+	p := strict()
+	p.Filesystem.ReadOnlyPaths = []string{dir}
+	b := newBroker(t, p)
+	r, err := b.Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	tests := []struct{ action, want string }{
+		{"read:" + filepath.Join(dir, "font.ttf"), "content:glyphs"},
+		{"create:" + filepath.Join(dir, "new"), "EROFS"},
+		{"open:" + filepath.Dir(dir), "EACCES"},
+		{"open:/etc/passwd", "ENOENT"},
+	}
+	for _, tt := range tests {
+		got, err := attempt(t, r, tt.action)
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, got, tt.action)
+	}
+}
+
 func TestRendererHoldsOnlyItsSocket(t *testing.T) {
 	b := newBroker(t, policy.Strict())
 	r, err := b.Acquire(context.Background(), "o", "")

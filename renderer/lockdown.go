@@ -201,6 +201,21 @@ func emptyRoot(readOnly []string) error {
 	if base == "" {
 		return errors.New("no directory to mount the new root on")
 	}
+	// Hold the read-only paths open before the new root hides them: one
+	// of them may well live under base.
+	sources := make([]*os.File, 0, len(readOnly))
+	defer func() {
+		for _, f := range sources {
+			f.Close()
+		}
+	}()
+	for _, path := range readOnly {
+		fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("read-only path %s: %w", path, err)
+		}
+		sources = append(sources, os.NewFile(uintptr(fd), path))
+	}
 	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 	if err := unix.Mount("sandkit", base, "tmpfs", flags, "size=64k,nr_inodes=256,mode=0755"); err != nil {
 		return fmt.Errorf("mount tmpfs root: %w", err)
@@ -211,8 +226,8 @@ func emptyRoot(readOnly []string) error {
 	if err := unix.Mount("proc", filepath.Join(base, "proc"), "proc", flags, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	for _, path := range readOnly {
-		if err := bindReadOnly(path, filepath.Join(base, path)); err != nil {
+	for i, path := range readOnly {
+		if err := bindReadOnly(sources[i], filepath.Join(base, path)); err != nil {
 			return fmt.Errorf("read-only path %s: %w", path, err)
 		}
 	}
@@ -236,14 +251,15 @@ func emptyRoot(readOnly []string) error {
 	return nil
 }
 
-// bindReadOnly bind-mounts src at dst read-only, keeping the flags the
-// kernel locks on mounts inherited from the host.
-func bindReadOnly(src, dst string) error {
-	fi, err := os.Stat(src)
-	if err != nil {
+// bindReadOnly bind-mounts src (an O_PATH descriptor) at dst read-only.
+func bindReadOnly(src *os.File, dst string) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
 		return err
 	}
-	if fi.IsDir() {
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	var err error
+	if isDir {
 		err = os.MkdirAll(dst, 0o755)
 	} else {
 		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
@@ -256,18 +272,20 @@ func bindReadOnly(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+	// The magic link names the file the descriptor holds, not a path
+	// that could have changed since it was opened.
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", src.Fd()), dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind: %w", err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(dst, &st); err != nil {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dst, &sfs); err != nil {
 		return err
 	}
 	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
 	for _, f := range []struct{ st, ms int64 }{
 		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
 	} {
-		if st.Flags&f.st != 0 {
+		if sfs.Flags&f.st != 0 {
 			flags |= uintptr(f.ms)
 		}
 	}

@@ -110,6 +110,12 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			f.Close()
 		}
 		return result(err)
+	case "read":
+		b, err := os.ReadFile(arg)
+		if err != nil {
+			return result(err)
+		}
+		return "content:" + string(b)
 	case "create":
 		f, err := os.Create(arg)
 		if err == nil {
