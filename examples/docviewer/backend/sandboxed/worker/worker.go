@@ -35,10 +35,14 @@ import (
 // does nothing that needs the filesystem: MuPDF's fonts are built in, and
 // its context is created per document, in Open.
 func Register(s *renderer.Session, mux *ipc.Mux) {
-	w := &Worker{session: s}
+	w := New(s)
 	ipc.Handle(mux, docipc.Open, w.Open)
 	ipc.Handle(mux, docipc.Render, w.Render)
 }
+
+// New returns the worker of the renderer session s, for programs (and
+// tests) that register its handlers themselves.
+func New(s *renderer.Session) *Worker { return &Worker{session: s} }
 
 // Worker serves one renderer's document.
 type Worker struct {

@@ -1,0 +1,386 @@
+package sandboxed
+
+import (
+	"context"
+	"errors"
+	"image"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/ipc/shm"
+	"github.com/sandkit/sandkit/renderer"
+
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
+	"github.com/sandkit/sandkit/examples/docviewer/docerr"
+	"github.com/sandkit/sandkit/examples/docviewer/docipc"
+	"github.com/sandkit/sandkit/examples/docviewer/doclimits"
+	"github.com/sandkit/sandkit/examples/docviewer/docpb"
+	"github.com/sandkit/sandkit/examples/docviewer/library"
+)
+
+// TestMain doubles as the renderer: the broker re-executes this test
+// binary. Its renderer is the real worker, except for documents whose
+// name says how to misbehave (see evilRender).
+func TestMain(m *testing.M) {
+	if renderer.Requested() {
+		renderer.Main(registerTestRenderer)
+	}
+	os.Exit(m.Run())
+}
+
+// evilModes are the ways a compromised renderer answers a page request,
+// keyed by the document's library id: the renderer knows only the id it is
+// bound to. Each document is a copy of a valid PDF named "<mode>.pdf".
+var evilModes = []string{"unsealed", "wrongsize", "stride", "toolarge", "wrongdoc", "highdpi", "violation", "crash", "hang", "oom"}
+
+func evilMode(doc string) string {
+	for _, m := range evilModes {
+		if library.IDOf(m+".pdf") == doc {
+			return m
+		}
+	}
+	return ""
+}
+
+// testRender is docipc.Render with a looser response kind: a shared
+// region (size sealed, writes still possible) is what an unsealed page
+// looks like. Properly sealed pages satisfy it too, so the honest path
+// still works; the broker side keeps expecting ipc.SealedMemfd.
+var testRender = ipc.NewMethod[*docpb.RenderRequest, *docpb.RenderResponse](ipc.MethodSpec{
+	Name:             docipc.RenderName,
+	MaxRequestBytes:  64,
+	MaxResponseBytes: 256,
+	ResponseFDs:      []ipc.FDKind{ipc.SharedRegion},
+})
+
+func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
+	w := worker.New(s)
+	ipc.Handle(mux, docipc.Open, w.Open)
+	ipc.Handle(mux, testRender, func(ctx context.Context, req *docpb.RenderRequest, fds []*os.File) (*docpb.RenderResponse, []*os.File, error) {
+		_, doc := s.Origin()
+		mode := evilMode(doc)
+		switch mode {
+		case "":
+			return w.Render(ctx, req, fds)
+		case "violation":
+			// What exploit code would try first: a socket.
+			unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+			return nil, nil, ipc.Errorf(ipc.CodeInternal, "survived")
+		case "crash":
+			panic("renderer bug")
+		case "hang":
+			<-make(chan struct{}) // ignores ctx: only the call timeout ends it
+		case "oom":
+			var keep [][]byte
+			for {
+				b := make([]byte, 64<<20)
+				for i := 0; i < len(b); i += 4096 {
+					b[i] = 1
+				}
+				keep = append(keep, b)
+			}
+		}
+		resp, out, err := w.Render(ctx, req, fds)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[0].Close()
+		size := int(resp.Stride * resp.Height)
+		switch mode {
+		case "unsealed":
+			r, err := shm.NewRegion("page", size)
+			if err != nil {
+				return nil, nil, err
+			}
+			// The region stays mapped writable here; ipc closes its
+			// descriptor once sent. A test renderer may leak it.
+			return resp, []*os.File{r.File()}, nil
+		case "wrongsize":
+			size -= 4
+		case "stride":
+			resp.Stride += 4
+			size = int(resp.Stride * resp.Height)
+		case "toolarge":
+			resp.Width, resp.Height, resp.Stride = 40000, 1, 160000
+			size = 160000
+		case "wrongdoc":
+			resp.Document = library.IDOf("multipage.pdf")
+		case "highdpi":
+			resp.Dpi = req.GetDpi() * 2
+		}
+		buf, err := shm.Create("page", size)
+		if err != nil {
+			return nil, nil, err
+		}
+		f, err := buf.Seal()
+		if err != nil {
+			return nil, nil, err
+		}
+		return resp, []*os.File{f}, nil
+	})
+}
+
+// testLogger sends the broker's logs, renderers' stderr included, to the
+// test log.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newBackend serves copies of testdata samples (as "src" or "src=name").
+func newBackend(t *testing.T, mod func(*Config), samples ...string) *Backend {
+	t.Helper()
+	dir := t.TempDir()
+	for _, s := range samples {
+		src, name, ok := strings.Cut(s, "=")
+		if !ok {
+			name = filepath.Base(src)
+		}
+		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", src))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+	}
+	lib, err := library.Open(dir)
+	require.NoError(t, err)
+	cfg := Config{Library: lib, Logger: testLogger(t)}
+	if mod != nil {
+		mod(&cfg)
+	}
+	b, err := New(context.Background(), cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func TestPolicyExceptions(t *testing.T) {
+	l := doclimits.Default()
+	p := Policy(l)
+	assert.NoError(t, p.Validate())
+	assert.Equal(t, uint64(l.MaxPageBytes()), p.Limits.FileSize)
+	assert.Equal(t, l.MaxRenderTime+callSlack, p.Limits.CallTimeout)
+	assert.Equal(t, []string{"sysinfo"}, p.Seccomp.Allow)
+	if !raceDetector {
+		assert.Equal(t, uint64(1<<30), p.Limits.Memory)
+	}
+}
+
+func TestRendersEverySampleFormat(t *testing.T) {
+	samples := []string{"valid/multipage.pdf", "valid/book.epub", "valid/shapes.xps", "valid/comic.cbz", "valid/drawing.svg", "valid/picture.png"}
+	b := newBackend(t, nil, samples...)
+	for _, s := range samples {
+		id := library.IDOf(filepath.Base(s))
+		n, err := b.PageCount(context.Background(), id)
+		require.NoError(t, err, s)
+		require.Positive(t, n)
+		p, err := b.RenderPage(context.Background(), id, n-1, 72)
+		require.NoError(t, err, s)
+		assert.Equal(t, float64(72), p.DPI)
+		assert.NotEqual(t, os.Getpid(), p.PID)
+		assert.False(t, p.Image.Bounds().Empty())
+		assert.Equal(t, uint8(0xff), p.Image.Pix[3], "%s: opaque", s)
+	}
+	// Letter at 150 dpi, exactly.
+	p, err := b.RenderPage(context.Background(), library.IDOf("multipage.pdf"), 0, 150)
+	require.NoError(t, err)
+	assert.Equal(t, image.Rect(0, 0, 1275, 1650), p.Image.Bounds())
+	assert.Equal(t, 4*1275, p.Image.Stride)
+
+	_, err = b.RenderPage(context.Background(), library.IDOf("multipage.pdf"), 20, 72)
+	assert.ErrorIs(t, err, docerr.ErrNotFound)
+	_, err = b.RenderPage(context.Background(), library.IDOf("multipage.pdf"), 0, 5000)
+	assert.ErrorIs(t, err, docerr.ErrInvalid)
+	_, err = b.PageCount(context.Background(), "0123456789abcdef")
+	assert.ErrorIs(t, err, docerr.ErrNotFound)
+
+	// Every renderer reports its document and every layer of the policy.
+	st := b.Status(context.Background())
+	require.Len(t, st, len(samples))
+	for _, rs := range st {
+		assert.NotEmpty(t, rs.Name)
+		assert.Positive(t, rs.Pages, rs.Name)
+		for _, l := range b.Policy().Requested() {
+			assert.Contains(t, strings.Join(rs.Layers, "|"), string(l), rs.Name)
+		}
+		assert.NotContains(t, strings.Join(rs.Layers, "|"), "NOT ", rs.Name)
+	}
+}
+
+// TestHostileSamples: each hostile sample ends in a clear error of its
+// kind, for that document only, in bounded time; a valid document renders
+// afterwards from the same backend.
+func TestHostileSamples(t *testing.T) {
+	tests := []struct {
+		name string
+		kind error
+		msg  string
+		page bool // the error comes on page 1, not at open
+	}{
+		{"truncated.pdf", docerr.ErrCorrupt, "", false},
+		{"random.bin", docerr.ErrUnsupported, "not a format", false},
+		{"random.pdf", docerr.ErrCorrupt, "no objects found", false},
+		{"cycle.pdf", docerr.ErrCorrupt, "cycle in page tree", true},
+		{"hugepage.pdf", docerr.ErrOverBudget, "below the 36 dpi floor", true},
+		{"manypages.pdf", docerr.ErrOverBudget, "1000000 pages", false},
+		{"negcount.pdf", docerr.ErrCorrupt, "", false},
+		{"bomb.pdf", docerr.ErrOverBudget, "decodes to more than", true},
+	}
+	samples := []string{"valid/multipage.pdf", "hostile/imagebomb.pdf"}
+	for _, tt := range tests {
+		samples = append(samples, "hostile/"+tt.name)
+	}
+	b := newBackend(t, nil, samples...)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			id := library.IDOf(tt.name)
+			_, err := b.PageCount(context.Background(), id)
+			if tt.page {
+				require.NoError(t, err)
+				_, err = b.RenderPage(context.Background(), id, 0, 150)
+			}
+			require.ErrorIs(t, err, tt.kind)
+			assert.Contains(t, err.Error(), tt.name)
+			assert.Contains(t, err.Error(), tt.msg)
+			assert.Less(t, time.Since(start), 10*time.Second)
+			// Asking again gives the same answer.
+			_, err2 := b.RenderPage(context.Background(), id, 0, 150)
+			assert.ErrorIs(t, err2, tt.kind)
+		})
+	}
+	// imagebomb.pdf renders (MuPDF subsamples it).
+	_, err := b.RenderPage(context.Background(), library.IDOf("imagebomb.pdf"), 0, 72)
+	assert.NoError(t, err)
+	_, err = b.RenderPage(context.Background(), library.IDOf("multipage.pdf"), 3, 72)
+	assert.NoError(t, err)
+	kinds := map[string]bool{}
+	for _, e := range b.Events() {
+		kinds[e.Name+": "+e.Kind] = true
+	}
+	assert.True(t, kinds["manypages.pdf: document over budget"], "%v", kinds)
+	assert.True(t, kinds["bomb.pdf: document over budget"], "%v", kinds)
+}
+
+// TestPagesOnlyFromOwnRenderer renders two documents' pages interleaved
+// and concurrently: every page of A comes from A's renderer, every page of
+// B from B's, and those are two different processes.
+func TestPagesOnlyFromOwnRenderer(t *testing.T) {
+	b := newBackend(t, nil, "valid/multipage.pdf=a.pdf", "valid/multipage.pdf=b.pdf")
+	a, bb := library.IDOf("a.pdf"), library.IDOf("b.pdf")
+	var mu sync.Mutex
+	pids := map[string]map[int]bool{a: {}, bb: {}}
+	var wg sync.WaitGroup
+	for page := range 20 {
+		for _, doc := range []string{a, bb} {
+			wg.Go(func() {
+				p, err := b.RenderPage(context.Background(), doc, page, 50)
+				if !assert.NoError(t, err) {
+					return
+				}
+				mu.Lock()
+				pids[doc][p.PID] = true
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	require.Len(t, pids[a], 1)
+	require.Len(t, pids[bb], 1)
+	st := map[string]int{}
+	for _, rs := range b.Status(context.Background()) {
+		st[rs.Doc] = rs.PID
+	}
+	assert.True(t, pids[a][st[a]], "A's pages come from A's renderer %d: %v", st[a], pids[a])
+	assert.True(t, pids[bb][st[bb]], "B's pages come from B's renderer %d: %v", st[bb], pids[bb])
+	assert.NotEqual(t, st[a], st[bb])
+}
+
+// TestMisbehavingRenderer: a renderer that answers with anything the
+// broker's checks refuse, breaks the sandbox, crashes or hangs fails that
+// document with docerr.ErrSandbox and a clear reason; the backend keeps
+// serving the others.
+func TestMisbehavingRenderer(t *testing.T) {
+	tests := map[string]string{
+		"unsealed":  "killed: bad message",
+		"wrongsize": "shm: Map: size 8414996, want 8415000",
+		"stride":    "stride 5104 for width 1275",
+		"toolarge":  "out of bounds",
+		"wrongdoc":  "renderer is bound to",
+		"highdpi":   "drawn at 300 dpi, asked for 150",
+		"violation": "killed: sandbox violation socket",
+		"crash":     "killed: crashed",
+		"hang":      "killed: wall-clock timeout",
+		"oom":       "killed: memory limit",
+	}
+	var samples []string
+	for _, m := range evilModes {
+		samples = append(samples, "valid/multipage.pdf="+m+".pdf")
+	}
+	samples = append(samples, "valid/multipage.pdf")
+	b := newBackend(t, func(c *Config) {
+		c.Policy = Policy(doclimits.Default())
+		c.Policy.Limits.CallTimeout = 2 * time.Second // for "hang"
+		c.MaxRenderers = 4
+	}, samples...)
+	good := library.IDOf("multipage.pdf")
+	var ran []string
+	for _, mode := range evilModes {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "oom" && raceDetector {
+				t.Skip("no memory limit under the race detector")
+			}
+			ran = append(ran, mode)
+			id := library.IDOf(mode + ".pdf")
+			start := time.Now()
+			_, err := b.RenderPage(context.Background(), id, 0, 150)
+			require.Error(t, err)
+			assert.ErrorIs(t, err, docerr.ErrSandbox)
+			assert.Contains(t, err.Error(), mode+".pdf")
+			assert.Contains(t, err.Error(), tests[mode])
+			assert.Less(t, time.Since(start), 10*time.Second)
+			// The others are unaffected.
+			p, err := b.RenderPage(context.Background(), good, 1, 150)
+			require.NoError(t, err)
+			assert.Equal(t, 1275, p.Image.Bounds().Dx())
+		})
+	}
+	var reasons []string
+	for _, e := range b.Events() {
+		assert.Equal(t, docerr.ErrSandbox.Error(), e.Kind)
+		reasons = append(reasons, e.Name+": "+e.Reason)
+	}
+	all := strings.Join(reasons, "\n")
+	for _, mode := range ran {
+		assert.Contains(t, all, mode+".pdf: "+tests[mode], "event for %s", mode)
+	}
+}
+
+// TestContextCancel: a caller that gives up gets its context's error, and
+// the renderer lives on.
+func TestContextCancel(t *testing.T) {
+	b := newBackend(t, nil, "valid/multipage.pdf")
+	id := library.IDOf("multipage.pdf")
+	_, err := b.PageCount(context.Background(), id)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = b.RenderPage(ctx, id, 0, 150)
+	assert.True(t, errors.Is(err, context.Canceled), "%v", err)
+	_, err = b.RenderPage(context.Background(), id, 0, 150)
+	assert.NoError(t, err)
+}
