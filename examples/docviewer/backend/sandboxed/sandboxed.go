@@ -327,7 +327,7 @@ func (b *Backend) callError(ctx context.Context, err error, d library.Doc, what 
 // is treated as compromised and never used again.
 func (b *Backend) misbehaved(r *broker.Renderer, d library.Doc, detail string) error {
 	err := docerr.New(docerr.ErrSandbox, nil, "%s: renderer %d misbehaved: %s", d.Name, r.PID(), detail)
-	b.events.Add(backend.Event{Time: time.Now(), Doc: d.ID, Name: d.Name, PID: r.PID(), Kind: docerr.ErrSandbox.Error(), Reason: err.Error()})
+	b.events.Add(backend.Event{Time: time.Now(), Doc: d.ID, Name: d.Name, PID: r.PID(), Kind: docerr.ErrSandbox.Error(), Reason: "killed: misbehaved: " + detail})
 	b.log.Warn("renderer misbehaved, killed", "doc", d.ID, "name", d.Name, "pid", r.PID(), "detail", detail)
 	r.Close()
 	return err

@@ -359,14 +359,14 @@ func TestMisbehavingRenderer(t *testing.T) {
 			assert.Equal(t, 1275, p.Image.Bounds().Dx())
 		})
 	}
-	var reasons []string
+	reasons := map[string]string{}
 	for _, e := range b.Events() {
 		assert.Equal(t, docerr.ErrSandbox.Error(), e.Kind)
-		reasons = append(reasons, e.Name+": "+e.Reason)
+		reasons[e.Name] = e.Reason
 	}
-	all := strings.Join(reasons, "\n")
 	for _, mode := range ran {
-		assert.Contains(t, all, mode+".pdf: "+tests[mode], "event for %s", mode)
+		assert.Contains(t, reasons[mode+".pdf"], tests[mode], "event for %s", mode)
+		assert.True(t, strings.HasPrefix(reasons[mode+".pdf"], "killed: "), reasons[mode+".pdf"])
 	}
 }
 
