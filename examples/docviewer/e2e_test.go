@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"image/png"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,9 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sandkit/sandkit/examples/docviewer/backend/inprocess"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
-	"github.com/sandkit/sandkit/examples/docviewer/render"
 	"github.com/sandkit/sandkit/examples/docviewer/server"
 )
 
@@ -42,7 +40,8 @@ func TestBrowser(t *testing.T) {
 	}
 	lib, err := library.Open(dir)
 	require.NoError(t, err)
-	be := inprocess.New(lib, render.DefaultLimits(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	be, err := sandboxed.New(context.Background(), sandboxed.Config{Library: lib, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
 	defer be.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -131,6 +130,14 @@ func TestBrowser(t *testing.T) {
 		require.NoError(t, os.WriteFile(path, shot, 0o644))
 		t.Logf("screenshot saved to %s", path)
 	}
+
+	// The status page lists the renderers with their sandbox layers.
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/status")))
+	statusText, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("main")))
+	require.NoError(t, err)
+	assert.Contains(t, statusText, "multipage.pdf")
+	assert.Contains(t, statusText, "seccomp-monitor")
+	assert.Contains(t, statusText, "landlock-filesystem")
 
 	// A page that fails to render is replaced by a note in the page.
 	require.NoError(t, chromedp.Do(ctx,

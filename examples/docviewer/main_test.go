@@ -12,7 +12,20 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sandkit/sandkit/renderer"
+
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
 )
+
+// TestMain doubles as the renderer, as main does: the sandboxed backend
+// of serve and convert re-executes this test binary.
+func TestMain(m *testing.M) {
+	if renderer.Requested() {
+		renderer.Main(worker.Register)
+	}
+	os.Exit(m.Run())
+}
 
 func pdfinfoPages(t *testing.T, path string) int {
 	t.Helper()
@@ -87,6 +100,17 @@ func TestConvertFailureLeavesNothing(t *testing.T) {
 	assert.Equal(t, 1, run(context.Background(), []string{"convert", "testdata/hostile/cycle.pdf", out}, &bytes.Buffer{}))
 	b, _ := os.ReadFile(out)
 	assert.Equal(t, "previous", string(b))
+}
+
+// TestConvertUnsandboxed: the in-process escape hatch still works, and
+// says loudly what it is.
+func TestConvertUnsandboxed(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out.pdf")
+	var stderr bytes.Buffer
+	code := run(context.Background(), []string{"convert", "-" + unsandboxedFlag, "-dpi", "72", "testdata/valid/comic.cbz", out}, &stderr)
+	require.Equal(t, 0, code, stderr.String())
+	assert.Contains(t, stderr.String(), "NOT sandboxed")
+	assert.Equal(t, 3, pdfinfoPages(t, out))
 }
 
 func TestUsage(t *testing.T) {

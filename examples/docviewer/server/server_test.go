@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"image"
 	"image/png"
 	"net/http"
@@ -17,11 +18,22 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sandkit/sandkit/renderer"
+
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
-	"github.com/sandkit/sandkit/examples/docviewer/backend/inprocess"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
-	"github.com/sandkit/sandkit/examples/docviewer/render"
 )
+
+// TestMain doubles as the renderer: the sandboxed backend under test
+// re-executes this test binary.
+func TestMain(m *testing.M) {
+	if renderer.Requested() {
+		renderer.Main(worker.Register)
+	}
+	os.Exit(m.Run())
+}
 
 const addr = "127.0.0.1:8080"
 
@@ -67,9 +79,10 @@ func newTestServer(t *testing.T, samples ...string) (*Server, *countingBackend, 
 	t.Helper()
 	lib, err := library.Open(docsDir(t, samples...))
 	require.NoError(t, err)
-	ip := inprocess.New(lib, render.DefaultLimits(), nil)
-	t.Cleanup(func() { ip.Close() })
-	cb := &countingBackend{Backend: ip}
+	sb, err := sandboxed.New(context.Background(), sandboxed.Config{Library: lib, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { sb.Close() })
+	cb := &countingBackend{Backend: sb}
 	s, err := New(lib, cb, addr)
 	require.NoError(t, err)
 	return s, cb, lib
@@ -214,7 +227,7 @@ func TestDocumentPageAndPNG(t *testing.T) {
 }
 
 func TestHostileDocumentsShowErrors(t *testing.T) {
-	s, _, _ := newTestServer(t, "hostile/random.pdf", "hostile/manypages.pdf", "hostile/random.bin", "hostile/cycle.pdf")
+	s, _, _ := newTestServer(t, "hostile/random.pdf", "hostile/manypages.pdf", "hostile/random.bin", "hostile/cycle.pdf", "valid/picture.png")
 	tests := []struct{ name, kind string }{
 		{"random.pdf", "corrupt document"},
 		{"manypages.pdf", "document over budget"},
@@ -241,6 +254,11 @@ func TestHostileDocumentsShowErrors(t *testing.T) {
 		reasons = append(reasons, e.Name+": "+e.Kind)
 	}
 	assert.Contains(t, reasons, "manypages.pdf: document over budget")
+
+	// The others are served as before.
+	rec = do(s, "GET", "/doc/"+library.IDOf("picture.png")+"/page/1.png", addr)
+	assert.Equal(t, http.StatusOK, rec.Code, rec.Body.String())
+	assert.Equal(t, "image/png", rec.Header().Get("Content-Type"))
 }
 
 func TestStatus(t *testing.T) {
@@ -256,12 +274,23 @@ func TestStatus(t *testing.T) {
 	require.Len(t, st.Renderers, 1)
 	r := st.Renderers[0]
 	assert.Equal(t, id, r.Doc)
-	assert.Equal(t, os.Getpid(), r.PID)
-	assert.Equal(t, []string{inprocess.NotSandboxed}, r.Layers)
+	assert.NotEqual(t, os.Getpid(), r.PID, "rendered in a process of its own")
+	assert.Positive(t, r.PID)
+	assert.Equal(t, 1, r.Pages)
+	// Layers read "name" or "name (detail)".
+	var names []string
+	for _, l := range r.Layers {
+		name, _, _ := strings.Cut(l, " (")
+		names = append(names, name)
+	}
+	for _, l := range []string{"user-namespace", "mount-namespace", "net-namespace", "landlock-filesystem", "seccomp", "seccomp-monitor", "rlimits"} {
+		assert.Contains(t, names, l)
+	}
 
 	html := do(s, "GET", "/status", addr).Body.String()
 	assert.Contains(t, html, "picture.png")
-	assert.Contains(t, html, "not sandboxed")
+	assert.Contains(t, html, `<span class="layer">seccomp (`)
+	assert.Contains(t, html, `<span class="layer">user-namespace</span>`)
 }
 
 func TestStaticFiles(t *testing.T) {
