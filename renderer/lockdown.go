@@ -27,7 +27,9 @@ import (
 //     read-only paths, pivot_root, the old root detached, the root
 //     remounted read-only;
 //  3. hostname; rlimits; not dumpable;
-//  4. no_new_privs and every capability dropped, on every thread (psx);
+//  4. no_new_privs and every capability dropped, on every thread (the
+//     per-thread parts before the runtime started, see early.go; the
+//     capability sets through psx);
 //  5. Landlock, on every thread;
 //  6. seccomp, synchronized to every thread, its listener returned for
 //     the broker.
@@ -102,7 +104,7 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return nil, fmt.Errorf("prctl(PR_SET_DUMPABLE): %w", err)
 	}
-	if err := l.record(policy.LayerNoNewPrivs, allThreads(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0), ""); err != nil {
+	if err := l.record(policy.LayerNoNewPrivs, checkNoNewPrivs(), "set before the runtime started"); err != nil {
 		return nil, err
 	}
 	if err := l.record(policy.LayerCapabilities, dropCapabilities(), "bounding, ambient, permitted, effective, inheritable"); err != nil {
@@ -339,28 +341,41 @@ func allThreads(nr, a1, a2, a3 uintptr) error {
 	return nil
 }
 
-// dropCapabilities empties the bounding and ambient sets, locks securebits
-// so that uid 0 inside the namespace never regains capabilities, and then
-// clears permitted, effective and inheritable.
+// checkNoNewPrivs confirms no_new_privs, which the ELF constructor set
+// while the process had one thread (see early.go), so every thread has it.
+func checkNoNewPrivs() error {
+	if err := earlyErr(); err != nil {
+		return err
+	}
+	nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	if err != nil {
+		return err
+	}
+	if nnp != 1 {
+		return errors.New("no_new_privs is not set")
+	}
+	return nil
+}
+
+// dropCapabilities clears the permitted, effective and inheritable sets on
+// every thread. The bounding and ambient sets were emptied and securebits
+// locked by the ELF constructor before any other thread existed (see
+// early.go); this checks that they were.
 func dropCapabilities() error {
+	if err := earlyErr(); err != nil {
+		return err
+	}
 	for c := 0; ; c++ {
-		err := allThreads(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0)
-		if errors.Is(err, syscall.EINVAL) {
-			if c == 0 {
-				return err
-			}
-			break // past the kernel's last capability
+		in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(c), 0, 0, 0)
+		if errors.Is(err, syscall.EINVAL) && c > 0 {
+			break
 		}
 		if err != nil {
-			return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+			return fmt.Errorf("read bounding set: %w", err)
 		}
-	}
-	if err := allThreads(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); err != nil {
-		return fmt.Errorf("clear ambient capabilities: %w", err)
-	}
-	const securebits = 1<<0 | 1<<1 | 1<<2 | 1<<3 | 1<<4 | 1<<5 // noroot, no_setuid_fixup, keep_caps_locked, each locked
-	if err := allThreads(unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, securebits, 0); err != nil {
-		return fmt.Errorf("lock securebits: %w", err)
+		if in != 0 {
+			return fmt.Errorf("capability %d is still in the bounding set", c)
+		}
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
