@@ -118,6 +118,9 @@ type Options struct {
 	// Logger receives the parser's and the broker's logs, renderers'
 	// stderr included. Nil discards them.
 	Logger *slog.Logger
+	// OnEvent, when set, sees every renderer's life (broker.Config.OnEvent):
+	// spawned, bound to a file, ended and why. It must not block.
+	OnEvent func(broker.Event)
 }
 
 // Result describes one thumbnailed image. Every field has been checked
@@ -223,6 +226,7 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 		CallTimeout:  o.Timeout,
 		WarmPool:     o.WarmPool,
 		Logger:       log,
+		OnEvent:      o.OnEvent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("parser: start sandbox: %w", err)
