@@ -14,21 +14,28 @@ import (
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
 	"github.com/sandkit/sandkit/examples/docviewer/backend/inprocess"
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
 	"github.com/sandkit/sandkit/examples/docviewer/render"
 )
 
-// benchBackends are the backends the page benchmarks compare. The
-// integrator adds the sandboxed one here, which gives
-// BenchmarkPages/sandboxed and BenchmarkPagesParallel/sandboxed:
-//
-//	{"sandboxed", func(lib *library.Library) (backend.Backend, io.Closer) { ... }},
+// benchBackends are the backends the page benchmarks compare: in-process
+// (no sandbox, the reference) and sandboxed (one renderer process per
+// document, this test binary re-executed; see TestMain). Results are in
+// docs/benchmarks.md, "docviewer".
 var benchBackends = []struct {
 	name string
 	new  func(lib *library.Library) (backend.Backend, io.Closer)
 }{
 	{"inprocess", func(lib *library.Library) (backend.Backend, io.Closer) {
 		b := inprocess.New(lib, render.DefaultLimits(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		return b, b
+	}},
+	{"sandboxed", func(lib *library.Library) (backend.Backend, io.Closer) {
+		b, err := sandboxed.New(context.Background(), sandboxed.Config{Library: lib, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			panic(err) // the benchmark cannot run without the sandbox
+		}
 		return b, b
 	}},
 }

@@ -180,6 +180,18 @@ func TestPolicyExceptions(t *testing.T) {
 	}
 }
 
+// TestPolicyNeedsSysinfo shows why "sysinfo" is allowed: without it the
+// first page MuPDF draws (glibc qsort) kills the renderer.
+func TestPolicyNeedsSysinfo(t *testing.T) {
+	b := newBackend(t, func(c *Config) {
+		c.Policy = Policy(doclimits.Default())
+		c.Policy.Seccomp.Allow = nil
+	}, "valid/multipage.pdf")
+	_, err := b.RenderPage(context.Background(), library.IDOf("multipage.pdf"), 0, 72)
+	require.ErrorIs(t, err, docerr.ErrSandbox)
+	assert.Contains(t, err.Error(), "killed: sandbox violation sysinfo(")
+}
+
 func TestRendersEverySampleFormat(t *testing.T) {
 	samples := []string{"valid/multipage.pdf", "valid/book.epub", "valid/shapes.xps", "valid/comic.cbz", "valid/drawing.svg", "valid/picture.png"}
 	b := newBackend(t, nil, samples...)
