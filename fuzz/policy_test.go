@@ -1,0 +1,134 @@
+package fuzz
+
+import (
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sandkit/sandkit/policy"
+)
+
+// checkAccepted holds a policy that Parse or Unmarshal accepted to what
+// acceptance promises: it validates, it survives Format → Parse and
+// Marshal → Unmarshal unchanged (compared as protobuf), its serialized
+// limits do not wrap around, and no escape-surface syscall is allowed.
+func checkAccepted(t *testing.T, p *policy.Policy) {
+	t.Helper()
+	if err := p.Validate(); err != nil {
+		t.Fatalf("accepted policy does not validate: %v", err)
+	}
+	if p.Limits.CPUTime > math.MaxInt64-(time.Second-1) {
+		// Known bug, reported to the policy owner: ToProto (policy/text.go)
+		// rounds CPUTime up with (CPUTime + time.Second - 1) / time.Second,
+		// which overflows int64 for limits within a second of the largest
+		// Duration (cpu_seconds >= 9223372036; larger values are clamped
+		// to it by FromProto): Format writes cpu_seconds
+		// 18446744064486179580, which parses back to a different limit.
+		// renderer/lockdown.go does the same sum for RLIMIT_CPU. Regression
+		// inputs: testdata/fuzz/FuzzPolicy*/regression-cpu-seconds-*.
+		t.Skip("known bug: CPU limit rounding overflows in policy.ToProto")
+	}
+	text, err := policy.Format(p)
+	if err != nil {
+		t.Fatalf("Format: %v", err)
+	}
+	again, err := policy.Parse(text)
+	if err != nil {
+		t.Fatalf("Format's output does not parse: %v\n%s", err, text)
+	}
+	if !proto.Equal(policy.ToProto(p), policy.ToProto(again)) {
+		t.Fatalf("Format → Parse changed the policy:\n%v\n%v", policy.ToProto(p), policy.ToProto(again))
+	}
+	wire, err := policy.Marshal(p)
+	if err != nil {
+		t.Fatalf("Marshal: %v", err)
+	}
+	again, err = policy.Unmarshal(wire)
+	if err != nil || !proto.Equal(policy.ToProto(p), policy.ToProto(again)) {
+		t.Fatalf("Marshal → Unmarshal changed the policy: %v", err)
+	}
+	// The serialized CPU limit is what a reader of the formatted file
+	// sees (and what the renderer turns into RLIMIT_CPU the same way):
+	// whole seconds, rounded up, with no overflow on the way.
+	want := uint64(p.Limits.CPUTime / time.Second)
+	if p.Limits.CPUTime%time.Second != 0 {
+		want++
+	}
+	if got := policy.ToProto(p).GetLimits().GetCpuSeconds(); got != want {
+		t.Fatalf("CPU limit %v serialized as %d seconds, want %d", p.Limits.CPUTime, got, want)
+	}
+	allowed := map[string]bool{}
+	for _, r := range p.SyscallRules() {
+		if r.Errno == 0 { // an errno rule makes the call fail: not allowed
+			allowed[r.Name] = true
+		}
+	}
+	for _, name := range policy.EscapeSurface() {
+		if allowed[name] || slices.Contains(p.Seccomp.Allow, name) {
+			t.Fatalf("accepted policy allows escape-surface syscall %s", name)
+		}
+	}
+}
+
+// FuzzPolicyParse feeds policy.Parse arbitrary text: no panic, and
+// whatever it accepts holds to checkAccepted.
+func FuzzPolicyParse(f *testing.F) {
+	strict, err := policy.Format(policy.Strict())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(strict)
+	for _, s := range []string{
+		``,
+		`seccomp { allow: "ptrace" }`,
+		`seccomp { allow: "pread64" allow: "getcwd" }`,
+		`seccomp { allow: "getcwd" allow: "getcwd" }`,
+		`seccomp { enabled: false monitor: false }`,
+		`filesystem { read_only_paths: "/usr/share/fonts" read_only_paths: "/proc/x" }`,
+		`namespaces { user: false }`,
+		`limits { cpu_seconds: 9223372035 call_timeout_ms: 9223372036855 lifetime_ms: 1 }`,
+		`limits { memory_bytes: 1 open_files: 7 threads: 15 cgroup_cpu_percent: 102401 }`,
+		`allow_degraded: "landlock-scope" allow_degraded: "user-namespace" allow_degraded: "nope"`,
+		`unknown_field: 1`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, text []byte) {
+		p, err := policy.Parse(text)
+		if err != nil {
+			if p != nil {
+				t.Fatal("Parse returned a policy with its error")
+			}
+			return
+		}
+		if len(text) > policy.MaxTextSize {
+			t.Fatalf("Parse accepted %d bytes, over MaxTextSize", len(text))
+		}
+		checkAccepted(t, p)
+	})
+}
+
+// FuzzPolicyUnmarshal feeds policy.Unmarshal — what every renderer
+// decodes from its argv — arbitrary bytes: no panic, and whatever it
+// accepts holds to checkAccepted.
+func FuzzPolicyUnmarshal(f *testing.F) {
+	for _, p := range []*policy.Policy{policy.Strict(), {}} {
+		b, err := policy.Marshal(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{0x2a, 0x07, 0x1a, 0x05, 'c', 'h', 'r', 'o', 'o'})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := policy.Unmarshal(b)
+		if err != nil {
+			return
+		}
+		checkAccepted(t, p)
+	})
+}
