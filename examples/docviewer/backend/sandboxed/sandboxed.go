@@ -383,9 +383,6 @@ func (b *Backend) RenderPage(ctx context.Context, doc string, page int, dpi floa
 			// the call: not the document's fault.
 			continue
 		}
-		if err != nil {
-			b.record(d, err)
-		}
 		return p, err
 	}
 }
@@ -400,7 +397,9 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 	}
 	resp, fds, err := broker.Call(ctx, r, docipc.Render, &docpb.RenderRequest{Page: int32(page), Dpi: dpi})
 	if err != nil {
-		return nil, b.callError(ctx, err, d, fmt.Sprintf("page %d", page+1))
+		err = b.callError(ctx, err, d, fmt.Sprintf("page %d", page+1))
+		b.record(d, err)
+		return nil, err
 	}
 	f := fds[0]
 	defer f.Close()
