@@ -25,18 +25,18 @@ import (
 // docs/benchmarks.md, "docviewer".
 var benchBackends = []struct {
 	name string
-	new  func(lib *library.Library) (backend.Backend, io.Closer)
+	new  func(b *testing.B, lib *library.Library) (backend.Backend, io.Closer)
 }{
-	{"inprocess", func(lib *library.Library) (backend.Backend, io.Closer) {
+	{"inprocess", func(_ *testing.B, lib *library.Library) (backend.Backend, io.Closer) {
 		b := inprocess.New(lib, render.DefaultLimits(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		return b, b
 	}},
-	{"sandboxed", func(lib *library.Library) (backend.Backend, io.Closer) {
-		b, err := sandboxed.New(context.Background(), sandboxed.Config{Library: lib, Logger: slog.New(slog.DiscardHandler)})
+	{"sandboxed", func(b *testing.B, lib *library.Library) (backend.Backend, io.Closer) {
+		sb, err := sandboxed.New(context.Background(), sandboxed.Config{Library: lib, Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
-			panic(err) // the benchmark cannot run without the sandbox
+			b.Fatal(err)
 		}
-		return b, b
+		return sb, sb
 	}},
 }
 
@@ -97,7 +97,7 @@ func BenchmarkPages(b *testing.B) {
 	for _, bb := range benchBackends {
 		b.Run(bb.name, func(b *testing.B) {
 			lib, ids := benchLibrary(b, 1)
-			be, closer := bb.new(lib)
+			be, closer := bb.new(b, lib)
 			defer closer.Close()
 			renderAll(b, be, ids[0])
 			b.ResetTimer()
@@ -119,7 +119,7 @@ func BenchmarkPagesParallel(b *testing.B) {
 	for _, bb := range benchBackends {
 		b.Run(bb.name, func(b *testing.B) {
 			lib, ids := benchLibrary(b, docs)
-			be, closer := bb.new(lib)
+			be, closer := bb.new(b, lib)
 			defer closer.Close()
 			for _, id := range ids {
 				renderAll(b, be, id)

@@ -81,12 +81,12 @@ func ToStatus(err error) error {
 	return ipc.Errorf(ipc.CodeInternal, "%s", err.Error())
 }
 
-// detailOf is the text to send for err: without the kind prefix that the
-// broker adds back when it rebuilds the error.
+// detailOf is the text to send for err: without the kind's own text,
+// which the broker puts back in front when it rebuilds the error.
 func detailOf(err error) string {
 	msg := err.Error()
 	if k := docerr.KindOf(err); k != nil {
-		msg = strings.TrimPrefix(msg, k.Error()+": ")
+		msg = strings.Replace(msg, k.Error()+": ", "", 1)
 	}
 	return msg
 }

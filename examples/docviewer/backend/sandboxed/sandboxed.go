@@ -155,6 +155,15 @@ type session struct {
 	// budget, or a renderer killed while parsing it): kept so a hostile
 	// document is parsed once, not once per page request.
 	err error
+	// fatalPages are pages whose drawing killed the renderer or failed
+	// the broker's checks, with that error: asking again returns it
+	// instead of spawning a renderer to be killed the same way.
+	fatalPages map[pageKey]error
+}
+
+type pageKey struct {
+	page int
+	dpi  float64
 }
 
 // New starts the broker (and its warm pool). It fails when the kernel
@@ -388,6 +397,11 @@ func (b *Backend) RenderPage(ctx context.Context, doc string, page int, dpi floa
 }
 
 func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi float64) (*backend.Page, error) {
+	key := pageKey{page, dpi}
+	s := b.session(d.ID)
+	if err := s.fatal(key); err != nil {
+		return nil, err
+	}
 	r, pages, err := b.open(ctx, d)
 	if err != nil {
 		return nil, err
@@ -397,15 +411,21 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 	}
 	resp, fds, err := broker.Call(ctx, r, docipc.Render, &docpb.RenderRequest{Page: int32(page), Dpi: dpi})
 	if err != nil {
+		kill := killedByPage(err)
 		err = b.callError(ctx, err, d, fmt.Sprintf("page %d", page+1))
 		b.record(d, err)
+		if kill {
+			s.setFatal(key, err)
+		}
 		return nil, err
 	}
 	f := fds[0]
 	defer f.Close()
 	img, usedDPI, err := b.checkPage(d, resp, dpi, f)
 	if err != nil {
-		return nil, b.misbehaved(r, d, fmt.Sprintf("page %d: %v", page+1, err))
+		err = b.misbehaved(r, d, fmt.Sprintf("page %d: %v", page+1, err))
+		s.setFatal(key, err)
+		return nil, err
 	}
 	return &backend.Page{Image: img, DPI: usedDPI, RequestedDPI: dpi, PID: r.PID()}, nil
 }
@@ -442,6 +462,37 @@ func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float
 	img := image.NewRGBA(image.Rect(0, 0, int(w), int(h)))
 	copy(img.Pix, m.Bytes())
 	return img, resp.GetDpi(), nil
+}
+
+// killedByPage reports whether err says the renderer died drawing the
+// page: a sandbox violation, the memory limit, the call timeout, a crash or
+// a protocol breach. Not the CPU limit, which is for the renderer's whole
+// life, nor routine ends.
+func killedByPage(err error) bool {
+	var ee *broker.ExitError
+	if !errors.As(err, &ee) {
+		return false
+	}
+	switch ee.Reason {
+	case broker.ExitViolation, broker.ExitMemoryLimit, broker.ExitTimeout, broker.ExitCrash, broker.ExitBadMessage:
+		return true
+	}
+	return false
+}
+
+func (s *session) fatal(k pageKey) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fatalPages[k]
+}
+
+func (s *session) setFatal(k pageKey, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fatalPages == nil {
+		s.fatalPages = map[pageKey]error{}
+	}
+	s.fatalPages[k] = err
 }
 
 // Status implements backend.Backend: every renderer bound to a document,

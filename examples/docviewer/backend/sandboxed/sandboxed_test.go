@@ -81,13 +81,11 @@ func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
 		case "hang":
 			<-make(chan struct{}) // ignores ctx: only the call timeout ends it
 		case "oom":
+			// RLIMIT_DATA counts mappings, not touched pages: the
+			// allocations fail long before they could cost time.
 			var keep [][]byte
 			for {
-				b := make([]byte, 64<<20)
-				for i := 0; i < len(b); i += 4096 {
-					b[i] = 1
-				}
-				keep = append(keep, b)
+				keep = append(keep, make([]byte, 64<<20))
 			}
 		}
 		resp, out, err := w.Render(ctx, req, fds)
@@ -365,6 +363,14 @@ func TestMisbehavingRenderer(t *testing.T) {
 			assert.Contains(t, err.Error(), mode+".pdf")
 			assert.Contains(t, err.Error(), tests[mode])
 			assert.Less(t, time.Since(start), 10*time.Second)
+			// Asking again gives the same error at once, without a
+			// renderer to kill.
+			pids := len(b.b.Events())
+			start = time.Now()
+			_, err2 := b.RenderPage(context.Background(), id, 0, 150)
+			assert.Equal(t, err.Error(), err2.Error())
+			assert.Less(t, time.Since(start), time.Second)
+			assert.Equal(t, pids, len(b.b.Events()), "no renderer spawned")
 			// The others are unaffected.
 			p, err := b.RenderPage(context.Background(), good, 1, 150)
 			require.NoError(t, err)
