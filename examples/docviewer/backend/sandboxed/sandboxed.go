@@ -251,6 +251,21 @@ func benign(err error) bool {
 	return false
 }
 
+// documentFault reports whether an error opening a document is the
+// document's own doing, to be remembered: refused by MuPDF or the limits,
+// or a renderer killed (not routinely ended) while parsing it. A file
+// that vanished from the directory, a cancelled request or an idle
+// renderer are not.
+func documentFault(err error) bool {
+	switch docerr.KindOf(err) {
+	case docerr.ErrUnsupported, docerr.ErrCorrupt, docerr.ErrOverBudget:
+		return true
+	case docerr.ErrSandbox:
+		return !benign(err)
+	}
+	return false
+}
+
 // open returns a renderer that has doc open, and its page count: the one
 // from last time if it still lives, or a fresh one given the document.
 func (b *Backend) open(ctx context.Context, d library.Doc) (*broker.Renderer, int, error) {
@@ -275,7 +290,7 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*broker.Renderer, in
 	s.r, s.pages = nil, 0
 	pages, err := b.sendDocument(ctx, r, d)
 	if err != nil {
-		if ctx.Err() == nil && !benign(err) {
+		if ctx.Err() == nil && documentFault(err) {
 			// The document is at fault (or killed its renderer while
 			// being parsed): remember, and free the renderer.
 			s.err = err

@@ -391,9 +391,21 @@ func TestMisbehavingRenderer(t *testing.T) {
 // TestContextCancel: a caller that gives up gets its context's error, and
 // the renderer lives on.
 func TestContextCancel(t *testing.T) {
-	b := newBackend(t, nil, "valid/multipage.pdf")
+	b := newBackend(t, nil, "valid/multipage.pdf", "valid/multipage.pdf=other.pdf")
+	// A caller that gives up while the document is being opened leaves
+	// nothing behind that breaks the next one, whatever the timing.
+	other := library.IDOf("other.pdf")
+	for _, wait := range []time.Duration{time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond} {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		b.PageCount(ctx, other)
+		cancel()
+	}
+	n, err := b.PageCount(context.Background(), other)
+	require.NoError(t, err)
+	assert.Equal(t, 20, n)
+
 	id := library.IDOf("multipage.pdf")
-	_, err := b.PageCount(context.Background(), id)
+	_, err = b.PageCount(context.Background(), id)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -65,7 +65,11 @@ func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.doc != nil {
-		return nil, nil, ipc.Errorf(ipc.CodeFailedPrecondition, "a document is already open in this renderer")
+		// The broker sends the document again when it gave up waiting
+		// for the first Open (its caller went away) after the renderer
+		// had parsed it. A renderer is bound to one document, so it can
+		// only be the same one: answer as the first time.
+		return &docpb.OpenResponse{Pages: int32(w.doc.PageCount()), Format: w.doc.Format()}, nil, nil
 	}
 	limits := docipc.LimitsFromProto(req.GetLimits())
 	data, err := readBounded(f, limits.MaxInputBytes)
