@@ -118,6 +118,20 @@ type Limits struct {
 	Cgroup CgroupLimits
 }
 
+// CPUSeconds is CPUTime in whole seconds for RLIMIT_CPU, rounded up so a
+// limit is never loosened to nothing, without overflowing near the
+// largest Duration.
+func (l Limits) CPUSeconds() uint64 {
+	if l.CPUTime <= 0 {
+		return 0
+	}
+	s := uint64(l.CPUTime / time.Second)
+	if l.CPUTime%time.Second != 0 {
+		s++
+	}
+	return s
+}
+
 // CgroupLimits are cgroup v2 controller settings for one renderer.
 type CgroupLimits struct {
 	MemoryMax  uint64 // memory.max in bytes; 0 leaves it unset

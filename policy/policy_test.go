@@ -119,6 +119,26 @@ func TestHugeDurationsClamp(t *testing.T) {
 	assert.Greater(t, p.Limits.CallTimeout, time.Duration(0), "must not wrap negative")
 }
 
+func TestCPUSecondsRoundsUpWithoutOverflow(t *testing.T) {
+	tests := []struct {
+		d    time.Duration
+		want uint64
+	}{
+		{0, 0}, {-time.Second, 0}, {time.Nanosecond, 1}, {time.Second, 1},
+		{time.Second + 1, 2}, {time.Duration(1<<63 - 1), uint64(time.Duration(1<<63-1)/time.Second) + 1},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, policy.Limits{CPUTime: tt.d}.CPUSeconds(), "%v", tt.d)
+	}
+	p, err := policy.Parse([]byte(`limits { cpu_seconds: 18446744073709551615 }`))
+	require.NoError(t, err)
+	text, err := policy.Format(p)
+	require.NoError(t, err)
+	again, err := policy.Parse(text)
+	require.NoError(t, err)
+	assert.Equal(t, p.Limits.CPUTime, again.Limits.CPUTime)
+}
+
 func TestBaseSyscallsAvoidTheEscapeSurface(t *testing.T) {
 	for _, r := range policy.BaseSyscalls() {
 		for _, e := range policy.EscapeSurface() {

@@ -144,7 +144,7 @@ func ToProto(p *Policy) *policypb.Policy {
 			MemoryBytes:          u(p.Limits.Memory),
 			OpenFiles:            u(p.Limits.OpenFiles),
 			Threads:              u(p.Limits.Threads),
-			CpuSeconds:           u(uint64((p.Limits.CPUTime + time.Second - 1) / time.Second)),
+			CpuSeconds:           u(p.Limits.CPUSeconds()),
 			FileSizeBytes:        u(p.Limits.FileSize),
 			LockedMemoryBytes:    u(p.Limits.LockedMemory),
 			StackBytes:           u(p.Limits.Stack),

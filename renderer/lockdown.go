@@ -309,7 +309,7 @@ func setRlimits(l policy.Limits) error {
 		value    uint64
 		set      bool
 	}
-	cpu := uint64((l.CPUTime + 999_999_999) / 1_000_000_000)
+	cpu := l.CPUSeconds()
 	for _, lim := range []limit{
 		{unix.RLIMIT_CORE, 0, true},
 		{unix.RLIMIT_FSIZE, l.FileSize, true},
