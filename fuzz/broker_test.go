@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -129,7 +128,7 @@ func newBrokerHarness(tb testing.TB) *brokerHarness {
 		h.call(tb, sendOpen, targetOrigin, "", "public.txt", nil, nil)
 	}
 	// +1: each input runs on a goroutine of its own.
-	h.fds, h.gs = openFDs(tb), runtime.NumGoroutine()+1
+	h.fds, h.gs = openFDs(tb), goroutines()+1
 	return h
 }
 
@@ -213,7 +212,7 @@ func (h *brokerHarness) settleRenderers(tb testing.TB) {
 		h.target = h.acquire(tb, targetOrigin)
 	}
 	h.pingBystander(tb)
-	settle(tb, "goroutines", h.gs, runtime.NumGoroutine)
+	settle(tb, "goroutines", h.gs, goroutines)
 	settle(tb, "descriptors", h.fds, func() int { return openFDs(tb) })
 }
 

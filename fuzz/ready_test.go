@@ -256,7 +256,7 @@ func FuzzReadyReport(f *testing.F) {
 			r.Close()
 		}
 	}
-	fds, gs := openFDs(f), runtime.NumGoroutine()+1 // +1: each input runs on a goroutine of its own
+	fds, gs := openFDs(f), goroutines()+1 // +1: each input runs on a goroutine of its own
 	f.Fuzz(func(t *testing.T, method, fd byte, payload []byte) {
 		accept, why := readyVerdict(p, method, fd, payload)
 		r, err := try(t, method, fd, payload)
@@ -290,7 +290,7 @@ func FuzzReadyReport(f *testing.F) {
 				t.Fatalf("refused with %v, want %s", err, why)
 			}
 		}
-		settle(t, "goroutines", gs, runtime.NumGoroutine)
+		settle(t, "goroutines", gs, goroutines)
 		settle(t, "descriptors", fds, func() int { return openFDs(t) })
 	})
 }

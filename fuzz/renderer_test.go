@@ -33,7 +33,8 @@ var mSend = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.Me
 })
 
 // mHostile asks the renderer to send a generated sequence of messages:
-// 8 bytes of PRNG seed and one byte of length.
+// 8 bytes of PRNG seed and one byte of length. It answers how many it
+// sent, if the broker lets it live to answer.
 var mHostile = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.UInt32Value](ipc.MethodSpec{
 	Name: "fuzz.Hostile", MaxRequestBytes: 64, MaxResponseBytes: 64,
 })
@@ -80,13 +81,14 @@ func registerRenderer(s *renderer.Session, mux *ipc.Mux) {
 		}
 		return wrapperspb.Bytes([]byte(send(ctx, s, &sr))), nil, nil
 	})
-	ipc.Handle(mux, mHostile, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.UInt32Value, []*os.File, error) {
+	ipc.Handle(mux, mHostile, func(ctx context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.UInt32Value, []*os.File, error) {
 		b := append(req.GetValue(), make([]byte, 9)...)
 		var seed uint64
 		for _, c := range b[:8] {
 			seed = seed<<8 | uint64(c)
 		}
-		n := hostile(rand.New(rand.NewPCG(seed, 0x5eed)), int(b[8]))
+		own, _ := s.Origin()
+		n := hostile(ctx, s, rand.New(rand.NewPCG(seed, 0x5eed)), int(b[8]), own)
 		return wrapperspb.UInt32(uint32(n)), nil, nil
 	})
 }
@@ -241,74 +243,99 @@ func send(ctx context.Context, s *renderer.Session, sr *wirepb.Envelope) string 
 }
 
 // hostile sends n generated messages to the broker from inside the
-// sandbox, a mix a compromised renderer might try: valid and forged
-// Open calls, repeated ready reports, cancels and replies for ids nobody
-// used, duplicate ids, unknown methods, garbage, oversized datagrams, and
-// descriptors of every kind it can make. It reports how many it sent
-// before the broker cut it off.
-func hostile(rng *rand.Rand, n int) int {
+// sandbox, a mix a compromised renderer might try. Most are valid — Open
+// calls for its own origin with hostile names, cancels for ids not in
+// flight — so that sequences run deep; with a probability the seed picks
+// (0 to 30%) a message is one the broker must kill it for: a forged
+// origin, a second ready report, a reply nobody asked for, garbage, an
+// oversized datagram, an unknown method, a lie about its descriptors, or
+// descriptors of any kind it can make where none belong. Valid calls go
+// through the renderer's own Conn (so the broker's answers reach it);
+// the rest are raw datagrams on the same socket. It reports how many
+// messages it sent before the broker cut it off. own is its origin.
+func hostile(ctx context.Context, s *renderer.Session, rng *rand.Rand, n int, own string) int {
 	sock := brokerSocket()
-	sent := 0
+	rate := rng.IntN(31)
 	for i := 0; i < n; i++ {
-		var env *wirepb.Envelope
+		if rng.IntN(100) >= rate {
+			if rng.IntN(4) == 0 {
+				env, _ := proto.Marshal(&wirepb.Envelope{Kind: wirepb.Kind_KIND_CANCEL, Id: rawIDBase + uint64(rng.IntN(8))})
+				if sendDatagram(sock, env, nil) != nil {
+					return i
+				}
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, fds, err := ipc.Call(cctx, s.Conn(), control.Open, &controlpb.OpenRequest{Origin: own, Name: pick(rng, hostileNames())})
+			cancel()
+			for _, f := range fds {
+				f.Close()
+			}
+			var se *ipc.StatusError
+			if err != nil && !errors.As(err, &se) {
+				return i
+			}
+			continue
+		}
 		var kinds []byte
-		if rng.IntN(4) == 0 {
-			kinds = make([]byte, rng.IntN(4))
+		if rng.IntN(2) == 0 {
+			kinds = make([]byte, 1+rng.IntN(3))
 			for j := range kinds {
 				kinds[j] = byte(rng.IntN(9))
 			}
 		}
 		id := rawIDBase + uint64(rng.IntN(8))
-		switch rng.IntN(10) {
+		var env *wirepb.Envelope
+		switch rng.IntN(8) {
 		case 0, 1:
-			req, _ := proto.Marshal(&controlpb.OpenRequest{Origin: pick(rng, hostileOrigins()), Name: pick(rng, hostileNames())})
-			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: "sandkit.Open", Payload: req}
+			// Valid on the wire, refused by the broker's handler, which
+			// kills without answering: a typed call, so that nothing
+			// else (our answer to fuzz.Hostile) overtakes the kill.
+			if rng.IntN(2) == 0 {
+				_, fds, _ := ipc.Call(ctx, s.Conn(), control.Open, &controlpb.OpenRequest{Origin: pick(rng, []string{bystanderOrigin, "", own + "/"}), Name: pick(rng, hostileNames())})
+				for _, f := range fds {
+					f.Close()
+				}
+			} else {
+				ipc.Call(ctx, s.Conn(), control.ReadyUnmonitored, &controlpb.ReadyRequest{Layers: []*controlpb.Layer{{Name: "seccomp", Active: true}}})
+			}
+			return i + 1
 		case 2:
-			req, _ := proto.Marshal(&controlpb.ReadyRequest{Layers: []*controlpb.Layer{{Name: "seccomp", Active: true}}})
-			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: pick(rng, []string{"sandkit.Ready", "sandkit.ReadyUnmonitored"}), Payload: req}
+			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REPLY, Id: 1 << 30, StatusCode: int32(rng.IntN(16))}
 		case 3:
-			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_CANCEL, Id: id}
-		case 4:
-			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REPLY, Id: uint64(rng.IntN(1 << 20)), StatusCode: int32(rng.IntN(16))}
-		case 5:
 			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: pick(rng, []string{"sandkit.Bind", "test.Ping", "fuzz.Send", "x"})}
-		case 6:
-			garbage := make([]byte, rng.IntN(64))
+		case 4:
+			garbage := make([]byte, 1+rng.IntN(64))
 			for j := range garbage {
 				garbage[j] = byte(rng.Uint32())
 			}
-			if sendDatagram(sock, garbage, kinds) != nil {
-				return sent
+			if garbage[0]&7 == 2 {
+				garbage[0] = 0xff // keep it undecodable
 			}
-			sent++
-			continue
-		case 7:
+			sendDatagram(sock, garbage, kinds)
+			return i + 1
+		case 5:
 			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: "sandkit.Open", Payload: make([]byte, 64<<10+rng.IntN(1024))}
+		case 6:
+			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: "sandkit.Open", FdCount: uint32(len(kinds) + 1)}
 		default:
-			req, _ := proto.Marshal(&controlpb.OpenRequest{Origin: hostileOrigin, Name: pick(rng, hostileNames())})
-			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: "sandkit.Open", Payload: req, TimeoutNanos: int64(rng.IntN(1000))}
+			req, _ := proto.Marshal(&controlpb.OpenRequest{Origin: own, Name: "public.txt"})
+			env = &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: id, Method: "sandkit.Open", Payload: req}
+			if len(kinds) == 0 {
+				kinds = []byte{byte(rng.IntN(9))}
+			}
 		}
-		env.FdCount = uint32(len(kinds))
-		if rng.IntN(8) == 0 {
-			env.FdCount = uint32(rng.IntN(4)) // sometimes lie about it
+		if env.FdCount == 0 {
+			env.FdCount = uint32(len(kinds))
 		}
 		b, _ := proto.Marshal(env)
-		if sendDatagram(sock, b, kinds) != nil {
-			return sent
-		}
-		sent++
+		sendDatagram(sock, b, kinds)
+		return i + 1 // the broker kills it for this one
 	}
-	return sent
+	return n
 }
 
-// hostileOrigin is the origin the hostile renderers are bound to.
-const hostileOrigin = "https://hostile.example"
-
-// The origins and resource names hostile renderers ask for.
-func hostileOrigins() []string {
-	return []string{hostileOrigin, bystanderOrigin, "", hostileOrigin + "/"}
-}
-
+// hostileNames are the resource names hostile renderers ask for.
 func hostileNames() []string {
 	return []string{"public.txt", "../secret/secret.txt", "/etc/passwd", "link", "sub/../public.txt", "fifo", ".", "", "sub/nested.txt"}
 }
