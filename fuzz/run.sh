@@ -69,11 +69,11 @@ for entry in "${targets[@]}"; do
 	if [ -n "$execs" ] && [ "$secs" -gt 0 ]; then
 		rate=$((execs / secs))
 	fi
-	rows+=("$(printf '%-50s %-22s %-5s %8s %12s %9s %6s' "$pkg" "$name" "$status" "${elapsed:--}" "${execs:--}" "$rate" "${newi:--}")")
+	rows+=("$(printf '%-54s %-22s %-5s %8s %12s %9s %6s' "$pkg" "$name" "$status" "${elapsed:--}" "${execs:--}" "$rate" "${newi:--}")")
 done
 
 echo
-printf '%-50s %-22s %-5s %8s %12s %9s %6s\n' package target status time execs execs/s new
+printf '%-54s %-22s %-5s %8s %12s %9s %6s\n' package target status time execs execs/s new
 for row in "${rows[@]}"; do
 	echo "$row"
 done
