@@ -1,0 +1,731 @@
+package bench_test
+
+// Every benchmark here measures sandkit and its peers with the same test
+// binary: TestMain turns it into a sandkit renderer (renderer.Requested),
+// or into one of the unsandboxed children below when argv[1] is
+// "--sandkit-bench=MODE". The mode travels in argv, not the environment,
+// because bwrap and the broker pass argv through unchanged.
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/testrenderer"
+	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/ipc/shm"
+	"github.com/sandkit/sandkit/policy"
+	"github.com/sandkit/sandkit/renderer"
+)
+
+const modeFlag = "--sandkit-bench="
+
+func TestMain(m *testing.M) {
+	if renderer.Requested() {
+		renderer.Main(testrenderer.Register)
+	}
+	if len(os.Args) > 1 && strings.HasPrefix(os.Args[1], modeFlag) {
+		if err := child(strings.TrimPrefix(os.Args[1], modeFlag), os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// child runs one unsandboxed child mode. fd 3 is always the socket to the
+// parent; fd 4, where present, is a second one.
+func child(mode string, args []string) error {
+	switch mode {
+	case "ping":
+		// Answer exactly one datagram, then exit: the spawn benchmarks'
+		// "first reply".
+		buf := make([]byte, 4096)
+		n, err := unix.Read(3, buf)
+		if err != nil {
+			return err
+		}
+		_, err = unix.Write(3, buf[:n])
+		return err
+	case "raw-echo":
+		buf := make([]byte, 4096)
+		for {
+			n, err := unix.Read(3, buf)
+			if err != nil || n == 0 {
+				return nil
+			}
+			if _, err := unix.Write(3, buf[:n]); err != nil {
+				return nil
+			}
+		}
+	case "ipc-serve":
+		return serveIPC(os.NewFile(3, "seq"), nil)
+	case "bulk":
+		return serveIPC(os.NewFile(3, "seq"), os.NewFile(4, "stream"))
+	case "grpc-serve":
+		return serveGRPC(os.NewFile(3, "listener"))
+	case "lockdown-steps":
+		return lockdownSteps(args)
+	}
+	return fmt.Errorf("unknown mode %q", mode)
+}
+
+// executable is the test binary, by an absolute path bwrap can bind.
+func executable(tb testing.TB) string {
+	tb.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	exe, err = filepath.EvalSymlinks(exe)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return exe
+}
+
+// seqpacketPair returns a blocking SEQPACKET pair: the parent end as a raw
+// descriptor (for read/write without the poller), the child end as a file
+// for ExtraFiles.
+func seqpacketPair(tb testing.TB) (int, *os.File) {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fds[0], os.NewFile(uintptr(fds[1]), "child-seq")
+}
+
+// startChild starts the test binary in mode with extra as fds 3, 4, ...,
+// closes the parent's copies of extra, and kills and reaps the child when
+// the benchmark ends.
+func startChild(tb testing.TB, mode string, env []string, extra ...*os.File) *exec.Cmd {
+	tb.Helper()
+	cmd := exec.Command(executable(tb), modeFlag+mode)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.ExtraFiles = extra
+	cmd.Stderr = os.Stderr
+	err := cmd.Start()
+	for _, f := range extra {
+		f.Close()
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd
+}
+
+// strict is the policy every sandkit measurement uses: policy.Strict, as
+// shipped.
+func strict() *policy.Policy { return policy.Strict() }
+
+func newBroker(tb testing.TB, mod func(*broker.Config)) *broker.Broker {
+	tb.Helper()
+	cfg := broker.Config{Policy: strict()}
+	if mod != nil {
+		mod(&cfg)
+	}
+	br, err := broker.New(context.Background(), cfg)
+	if err != nil {
+		tb.Skipf("sandkit broker unavailable here: %v", err)
+	}
+	tb.Cleanup(func() { br.Close() })
+	return br
+}
+
+func reportMedian(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "median-us")
+}
+
+// BenchmarkSpawn measures spawn-to-first-reply of the same binary three
+// ways. sandkit-cold is the framework's cold path: broker.Acquire (new
+// namespaces, exec, full lockdown, ready, bind) and one Ping through ipc.
+// bwrap is bubblewrap with every namespace (--unshare-all) around the
+// binary in its "ping" mode, which answers one datagram on fd 3 without
+// any lockdown of its own; forkexec is the same without bwrap: the floor
+// of starting a Go process at all. Each op is one spawn; the median is
+// reported because the first spawns pay for page cache and the tail
+// follows the machine's load.
+func BenchmarkSpawn(b *testing.B) {
+	ping := []byte("ping")
+	b.Run("sandkit-cold", func(b *testing.B) {
+		br := newBroker(b, func(c *broker.Config) { c.MaxRenderers = 4 })
+		ctx := context.Background()
+		req := wrapperspb.Bytes(ping)
+		var lat []time.Duration
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, _, err := broker.Call(ctx, r, testrenderer.Ping, req); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(start))
+			b.StopTimer()
+			r.Close()
+			<-r.Done()
+			b.StartTimer()
+		}
+		reportMedian(b, lat)
+	})
+	exe := executable(b)
+	raw := func(b *testing.B, argv []string) {
+		var lat []time.Duration
+		buf := make([]byte, 64)
+		for b.Loop() {
+			start := time.Now()
+			fd, theirs := seqpacketPair(b)
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.ExtraFiles = []*os.File{theirs}
+			cmd.Stderr = os.Stderr
+			err := cmd.Start()
+			theirs.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := unix.Write(fd, ping); err != nil {
+				b.Fatal(err)
+			}
+			n, err := unix.Read(fd, buf)
+			if err != nil || n != len(ping) {
+				b.Fatalf("first reply: %d bytes, %v", n, err)
+			}
+			lat = append(lat, time.Since(start))
+			b.StopTimer()
+			unix.Close(fd)
+			if err := cmd.Wait(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		reportMedian(b, lat)
+	}
+	b.Run("bwrap", func(b *testing.B) {
+		argv, err := bwrapArgv(exe, modeFlag+"ping")
+		if err != nil {
+			b.Skipf("bwrap cannot run here (install the Debian package bubblewrap): %v", err)
+		}
+		raw(b, argv)
+	})
+	b.Run("forkexec", func(b *testing.B) {
+		raw(b, []string{exe, modeFlag + "ping"})
+	})
+}
+
+// bwrapArgv is the bubblewrap command line around exe: every namespace,
+// nothing but exe, the shared libraries it links (a cgo binary cannot
+// start without its loader and libc; sandkit's renderer has them mapped
+// before it locks down), a fresh /proc and a minimal /dev. It checks that
+// bwrap runs at all.
+func bwrapArgv(exe string, args ...string) ([]string, error) {
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		return nil, err
+	}
+	argv := []string{bwrap, "--unshare-all", "--die-with-parent", "--ro-bind", exe, exe}
+	libs, err := sharedLibs(exe)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range libs {
+		src, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			return nil, err
+		}
+		argv = append(argv, "--ro-bind", src, l)
+	}
+	argv = append(argv, "--proc", "/proc", "--dev", "/dev")
+	probe := append(append([]string{}, argv...), exe, "-test.run=^$", "-test.bench=^$")
+	if out, err := exec.Command(probe[0], probe[1:]...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("%v: %s", err, out)
+	}
+	return append(append(argv, exe), args...), nil
+}
+
+// sharedLibs lists the libraries exe loads, by the paths the loader looks
+// them up at, from ldd.
+func sharedLibs(exe string) ([]string, error) {
+	out, err := exec.Command("ldd", exe).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && strings.Contains(string(ee.Stderr), "not a dynamic") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("ldd: %w", err)
+	}
+	var libs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		for _, f := range strings.Fields(line) {
+			if strings.HasPrefix(f, "/") {
+				libs = append(libs, f)
+			}
+		}
+	}
+	return libs, nil
+}
+
+// The protocol between the parent and its ipc-serve and bulk children.
+// Ping is testrenderer's, so the ipc round trip runs the very method a
+// renderer serves.
+var (
+	mRegion = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{
+		Name: "bench.Region", ResponseFDs: []ipc.FDKind{ipc.SharedRegion}})
+	mFill = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{Name: "bench.Fill"})
+)
+
+const (
+	bulkSize = 8 << 20
+	chunk    = 256 << 10
+)
+
+// serveIPC serves Ping and, when stream is set, the bulk methods, until
+// the parent hangs up.
+func serveIPC(seq, stream *os.File) error {
+	mux := ipc.NewMux()
+	ipc.Handle(mux, testrenderer.Ping, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+		return req, nil, nil
+	})
+	if stream != nil {
+		tmpl := template()
+		region, err := shm.NewRegion("bulk", 2*bulkSize) // two slots, see BenchmarkBulk8MiB
+		if err != nil {
+			return err
+		}
+		defer region.Close()
+		ipc.Handle(mux, mRegion, func(context.Context, *wrapperspb.BytesValue, []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+			f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", region.File().Fd()), os.O_RDONLY, 0)
+			if err != nil {
+				return nil, nil, err
+			}
+			return &wrapperspb.BytesValue{}, []*os.File{f}, nil
+		})
+		ipc.Handle(mux, mFill, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+			slot := 0
+			if len(req.Value) > 0 {
+				slot = int(req.Value[0]) % 2
+			}
+			copy(region.Bytes()[slot*bulkSize:(slot+1)*bulkSize], tmpl)
+			return &wrapperspb.BytesValue{}, nil, nil
+		})
+		go func() {
+			one := make([]byte, 1)
+			for {
+				if _, err := stream.Read(one); err != nil {
+					return
+				}
+				if _, err := stream.Write(tmpl); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	c, err := ipc.NewConn(seq, ipc.WithMux(mux))
+	if err != nil {
+		return err
+	}
+	<-c.Done()
+	return nil
+}
+
+// template is the deterministic bulk payload both processes know.
+func template() []byte {
+	b := make([]byte, bulkSize)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := 0; i < len(b); i += 8 {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(b[i:], x)
+	}
+	return b
+}
+
+// checksum is the receiver's validation: it reads every byte.
+func checksum(b []byte) uint64 {
+	w := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/8)
+	var s0, s1, s2, s3 uint64
+	for i := 0; i+4 <= len(w); i += 4 {
+		s0 += w[i]
+		s1 ^= w[i+1]
+		s2 += w[i+2]
+		s3 ^= w[i+3]
+	}
+	return s0 ^ s1*3 ^ s2*5 ^ s3*7
+}
+
+// chunkedSum is what the receiver computes: the XOR of per-chunk checksums.
+func chunkedSum(b []byte) uint64 {
+	var sum uint64
+	for off := 0; off < len(b); off += chunk {
+		sum ^= checksum(b[off : off+chunk])
+	}
+	return sum
+}
+
+// ipcChild starts an ipc-serve child and returns the parent's Conn.
+func ipcChild(b *testing.B, env ...string) *ipc.Conn {
+	mine, theirs, err := ipc.SocketPair()
+	if err != nil {
+		b.Fatal(err)
+	}
+	startChild(b, "ipc-serve", env, theirs)
+	c, err := ipc.NewConn(mine)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	return c
+}
+
+// BenchmarkRoundTrip64 is one 64-byte request and its 64-byte reply
+// between two processes:
+//
+//   - ipc: ipc.Call of testrenderer.Ping (a 62-byte BytesValue, 64 bytes
+//     encoded) to a child serving it on a Conn, as a broker calls a
+//     renderer;
+//   - ipc-gomaxprocs1: the same with the child at GOMAXPROCS=1, as
+//     renderers run (diagnostic);
+//   - raw-seqpacket: 64 bytes written and read back with blocking
+//     write/read on a bare SEQPACKET pair, no framing: the floor;
+//   - grpc-unix: a unary gRPC call over a unix socket, the same 64-byte
+//     BytesValue, to a child running a grpc.Server.
+func BenchmarkRoundTrip64(b *testing.B) {
+	req := wrapperspb.Bytes(make([]byte, 62))
+	ctx := context.Background()
+	ipcCall := func(env ...string) func(*testing.B) {
+		return func(b *testing.B) {
+			c := ipcChild(b, env...)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, _, err := ipc.Call(ctx, c, testrenderer.Ping, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	b.Run("ipc", ipcCall())
+	b.Run("ipc-gomaxprocs1", ipcCall("GOMAXPROCS=1"))
+	b.Run("raw-seqpacket", func(b *testing.B) {
+		fd, theirs := seqpacketPair(b)
+		defer unix.Close(fd)
+		startChild(b, "raw-echo", nil, theirs)
+		out := make([]byte, 64)
+		in := make([]byte, 128)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := unix.Write(fd, out); err != nil {
+				b.Fatal(err)
+			}
+			if n, err := unix.Read(fd, in); err != nil || n != 64 {
+				b.Fatal(n, err)
+			}
+		}
+	})
+	b.Run("grpc-unix", func(b *testing.B) {
+		cc := grpcChild(b)
+		resp := new(wrapperspb.BytesValue)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			if err := cc.Invoke(ctx, echoMethod, req, resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// The gRPC peer is a one-method service written out by hand — exactly what
+// protoc-gen-go-grpc would generate for
+//
+//	service Echo { rpc Echo(google.protobuf.BytesValue) returns (google.protobuf.BytesValue); }
+//
+// with grpc's standard protobuf codec — so that no generator has to be
+// installed for a comparison.
+const echoMethod = "/sandkit.bench.Echo/Echo"
+
+type echoServer interface {
+	Echo(context.Context, *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error)
+}
+
+type echo struct{}
+
+func (echo) Echo(_ context.Context, req *wrapperspb.BytesValue) (*wrapperspb.BytesValue, error) {
+	return req, nil
+}
+
+var echoDesc = grpc.ServiceDesc{
+	ServiceName: "sandkit.bench.Echo",
+	HandlerType: (*echoServer)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Echo",
+		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			in := new(wrapperspb.BytesValue)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			return srv.(echoServer).Echo(ctx, in)
+		},
+	}},
+}
+
+func serveGRPC(f *os.File) error {
+	ln, err := net.FileListener(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	s := grpc.NewServer()
+	s.RegisterService(&echoDesc, echo{})
+	return s.Serve(ln)
+}
+
+// grpcChild starts a gRPC server child on a fresh unix socket (the
+// listener is created here and handed over as fd 3, so there is no wait
+// for the child to bind) and returns a connected client.
+func grpcChild(b *testing.B) *grpc.ClientConn {
+	path := filepath.Join(b.TempDir(), "echo.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	f, err := ln.File()
+	ln.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	startChild(b, "grpc-serve", nil, f)
+	cc, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cc.Close() })
+	// Connect (and warm the HTTP/2 connection) before timing.
+	if err := cc.Invoke(context.Background(), echoMethod, wrapperspb.Bytes(nil), new(wrapperspb.BytesValue)); err != nil {
+		b.Fatal(err)
+	}
+	return cc
+}
+
+// BenchmarkBulk8MiB moves 8 MiB from a child (producer) to the parent
+// (receiver), which validates every byte (a checksum per 256 KiB chunk)
+// of its own copy. It mirrors ipc's benchmark of the same name:
+//
+//   - shm: an ipc/shm shared region of two 8 MiB slots, shared once and
+//     pre-faulted, double-buffered: while the parent copies slot i out
+//     (RegionReader.CopyOut, the single fetch) and validates the copy, the
+//     child fills the other slot on an ipc.Call;
+//   - socket: the child writes the 8 MiB into a SOCK_STREAM socket, the
+//     parent reads them into its reused buffer and validates them.
+func BenchmarkBulk8MiB(b *testing.B) {
+	want := chunkedSum(template())
+	ctx := context.Background()
+	start := func(b *testing.B) (*ipc.Conn, *os.File) {
+		mine, theirs, err := ipc.SocketPair()
+		if err != nil {
+			b.Fatal(err)
+		}
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		stream := os.NewFile(uintptr(fds[0]), "stream")
+		startChild(b, "bulk", nil, theirs, os.NewFile(uintptr(fds[1]), "child-stream"))
+		c, err := ipc.NewConn(mine)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { c.Close(); stream.Close() })
+		return c, stream
+	}
+	b.Run("shm", func(b *testing.B) {
+		c, _ := start(b)
+		_, fds, err := ipc.Call(ctx, c, mRegion, &wrapperspb.BytesValue{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		r, err := shm.OpenRegion(fds[0], 2*bulkSize)
+		fds[0].Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		fill := func(slot int) chan error {
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := ipc.Call(ctx, c, mFill, &wrapperspb.BytesValue{Value: []byte{byte(slot)}})
+				done <- err
+			}()
+			return done
+		}
+		buf := make([]byte, bulkSize)
+		b.SetBytes(bulkSize)
+		b.ResetTimer()
+		next := fill(0)
+		for i := 0; b.Loop(); i++ {
+			if err := <-next; err != nil {
+				b.Fatal(err)
+			}
+			next = fill((i + 1) % 2)
+			var sum uint64
+			base := (i % 2) * bulkSize
+			for off := 0; off < bulkSize; off += chunk {
+				if err := r.CopyOut(buf[off:off+chunk], base+off); err != nil {
+					b.Fatal(err)
+				}
+				sum ^= checksum(buf[off : off+chunk])
+			}
+			if sum != want {
+				b.Fatal("checksum mismatch")
+			}
+		}
+		b.StopTimer()
+		<-next
+	})
+	b.Run("socket", func(b *testing.B) {
+		_, stream := start(b)
+		buf := make([]byte, bulkSize)
+		b.SetBytes(bulkSize)
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := stream.Write([]byte{1}); err != nil {
+				b.Fatal(err)
+			}
+			var sum uint64
+			for off := 0; off < bulkSize; off += chunk {
+				if _, err := io.ReadFull(stream, buf[off:off+chunk]); err != nil {
+					b.Fatal(err)
+				}
+				sum ^= checksum(buf[off : off+chunk])
+			}
+			if sum != want {
+				b.Fatal("checksum mismatch")
+			}
+		}
+	})
+}
+
+// rssKiB is VmRSS of pid, from /proc/<pid>/status.
+func rssKiB(pid int) (int, error) {
+	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(s), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.Atoi(strings.Fields(v)[0])
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no VmRSS", pid)
+}
+
+// Density parameters: how many idle renderers to hold at once, and how
+// long each sits idle before its memory is read.
+const (
+	densityTarget = 200
+	idleSettle    = 100 * time.Millisecond
+)
+
+// BenchmarkDensity holds densityTarget idle, locked renderers (strict
+// policy, MaxRenderers 256), each bound and pinged once, and reports how
+// many it reached, their total and per-renderer resident memory, and the
+// resident memory of the same binary idle with no sandbox ("plain": an ipc
+// server on fd 3 that has answered one Ping, which is what an idle renderer
+// has done besides locking down). The work runs once whatever b.N is: run
+// it with -benchtime 1x.
+func BenchmarkDensity(b *testing.B) {
+	br := newBroker(b, func(c *broker.Config) { c.MaxRenderers = 256 })
+	ctx := context.Background()
+	req := wrapperspb.Bytes([]byte("ping"))
+	var rs []*broker.Renderer
+	defer func() {
+		for _, r := range rs {
+			r.Close()
+		}
+		for _, r := range rs {
+			<-r.Done()
+		}
+	}()
+	for i := range densityTarget {
+		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
+		if err == nil {
+			_, _, err = broker.Call(ctx, r, testrenderer.Ping, req)
+		}
+		if err != nil {
+			b.Logf("renderer %d: %v", i+1, err)
+			break
+		}
+		rs = append(rs, r)
+	}
+	time.Sleep(idleSettle)
+	total := 0
+	for _, r := range rs {
+		kib, err := rssKiB(r.PID())
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += kib
+	}
+	var plain []int
+	for range 5 {
+		c := ipcChild(b)
+		if _, _, err := ipc.Call(ctx, c, testrenderer.Ping, req); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(idleSettle)
+		kib, err := rssKiB(childPID(b, c))
+		if err != nil {
+			b.Fatal(err)
+		}
+		plain = append(plain, kib)
+	}
+	sort.Ints(plain)
+	for b.Loop() {
+	}
+	b.ReportMetric(float64(len(rs)), "renderers")
+	b.ReportMetric(float64(total)/1024, "total-RSS-MiB")
+	if len(rs) > 0 {
+		b.ReportMetric(float64(total)/float64(len(rs)), "renderer-RSS-KiB")
+	}
+	b.ReportMetric(float64(plain[len(plain)/2]), "plain-RSS-KiB")
+}
+
+// childPID is the peer of c, from the kernel's record of the connection.
+func childPID(b *testing.B, c *ipc.Conn) int {
+	cred, err := c.PeerCred()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return int(cred.Pid)
+}
