@@ -221,8 +221,15 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 		Policy: p,
 		// PerDocument with a unique document per file: a renderer is
 		// bound to one file, never reused (see Thumbnail).
-		Model:        broker.PerDocument,
-		MaxRenderers: o.Concurrency + o.WarmPool,
+		Model: broker.PerDocument,
+		// The Parser itself bounds its renderers to Concurrency bound
+		// plus WarmPool pooled. MaxRenderers is set well above that
+		// because the broker counts a renderer that is starting both as
+		// live and as spawning, and at the limit it evicts the idlest
+		// bound renderer — which can be one a Thumbnail has just
+		// acquired and not yet called ("killed: idle timeout"). At twice
+		// the real bound that path is never taken.
+		MaxRenderers: 2 * (o.Concurrency + o.WarmPool),
 		CallTimeout:  o.Timeout,
 		WarmPool:     o.WarmPool,
 		Logger:       log,

@@ -1,0 +1,85 @@
+package parser_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sandkit/sandkit/examples/imageparser/internal/benchdata"
+	"github.com/sandkit/sandkit/examples/imageparser/parser"
+	"github.com/sandkit/sandkit/examples/imageparser/thumb"
+	"github.com/sandkit/sandkit/examples/imageparser/verify"
+)
+
+// BenchmarkThumbnail measures one file end to end — read, decode, scale,
+// check, write the PNG — in process (the baseline, no sandbox) and through
+// the sandbox with a renderer spawned per file (cold) or taken from a warm
+// pool (warm). docs/benchmarks.md has the figures.
+func BenchmarkThumbnail(b *testing.B) {
+	for _, in := range []struct {
+		name string
+		gen  func() []byte
+	}{
+		{"jpeg12MP", benchdata.JPEG12MP},
+		{"png1MP", benchdata.PNG1MP},
+	} {
+		b.Run(in.name, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), in.name)
+			if err := os.WriteFile(path, in.gen(), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			b.Run("inprocess", func(b *testing.B) { benchInProcess(b, path) })
+			b.Run("sandboxed-cold", func(b *testing.B) { benchSandboxed(b, path, 0) })
+			b.Run("sandboxed-warm", func(b *testing.B) { benchSandboxed(b, path, 2) })
+		})
+	}
+}
+
+// benchInProcess does what the command does for one file, without the
+// sandbox: the same reads, thumb calls, checks and PNG encoding.
+func benchInProcess(b *testing.B, path string) {
+	out := b.TempDir()
+	budget := thumb.DefaultBudget()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := thumb.Probe(data, budget)
+		if err != nil {
+			b.Fatal(err)
+		}
+		w, h := thumb.ThumbnailSize(info, parser.MaxSide)
+		dst := make([]byte, 4*w*h)
+		if _, _, _, err := thumb.ThumbnailInto(dst, data, budget, parser.MaxSide); err != nil {
+			b.Fatal(err)
+		}
+		img, err := verify.Pixels(w, h, dst, parser.MaxSide)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Create(verify.OutputName(out, path, i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := verify.WritePNG(f, img); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchSandboxed(b *testing.B, path string, warm int) {
+	p := newParser(b, func(o *parser.Options) { o.WarmPool = warm })
+	ctx := context.Background()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := p.Thumbnail(ctx, i, path); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
