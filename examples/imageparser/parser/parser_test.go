@@ -254,7 +254,6 @@ func TestMisbehavingRenderer(t *testing.T) {
 		{"crash", "killed: crashed"},
 		{"socket", "killed: sandbox violation socket"},
 		{"hang", "timeout"},
-		{"cpu", "killed: cpu limit"},
 	}
 	if !raceEnabled {
 		// Under -race no memory limit applies (see parser.Policy).
@@ -275,10 +274,8 @@ func TestMisbehavingRenderer(t *testing.T) {
 	p := newParser(t, func(o *parser.Options) {
 		o.OutDir = out
 		// Short enough for the hang case, long enough for the others
-		// under -race; the CPU limit is cut below it for the cpu case.
+		// under -race on a loaded machine.
 		o.Timeout = 5 * time.Second
-		o.Policy = parser.Policy(thumb.DefaultBudget(), o.Timeout)
-		o.Policy.Limits.CPUTime = 2 * time.Second
 	})
 	var stdout bytes.Buffer
 	failed, err := p.Run(context.Background(), files, &stdout, nil)
@@ -302,6 +299,20 @@ func TestMisbehavingRenderer(t *testing.T) {
 		}
 	}
 	assert.Len(t, entries, goodFiles, "only the good files' thumbnails")
+}
+
+// TestCPULimit: a renderer that spins is killed by RLIMIT_CPU. The
+// timeout is long so that a loaded machine, which gives the spinning
+// renderer little CPU per second, still hits the CPU limit first.
+func TestCPULimit(t *testing.T) {
+	p := newParser(t, func(o *parser.Options) {
+		o.Timeout = 2 * time.Minute
+		o.Policy = parser.Policy(thumb.DefaultBudget(), o.Timeout)
+		o.Policy.Limits.CPUTime = time.Second
+	})
+	path := writeInput(t, t.TempDir(), "spin.png", []byte(misbehaveMagic+"cpu\n"))
+	_, err := p.Thumbnail(context.Background(), 0, path)
+	assert.EqualError(t, err, "killed: cpu limit")
 }
 
 // TestKilledError checks the error types callers branch on.
