@@ -100,7 +100,10 @@ type brokerHarness struct {
 	allowed   map[string]bool // contents Open may return
 	target    *broker.Renderer
 	bystander *broker.Renderer
-	fds, gs   int // baseline with both renderers alive
+	// The baseline with both renderers alive, taken after the first
+	// input: a fuzz worker runs inputs alongside goroutines of its own
+	// that do not exist yet when the harness is built.
+	fds, gs int
 }
 
 func newBrokerHarness(tb testing.TB) *brokerHarness {
@@ -121,14 +124,8 @@ func newBrokerHarness(tb testing.TB) *brokerHarness {
 	h := &brokerHarness{b: b, allowed: allowed}
 	h.bystander = h.acquire(tb, bystanderOrigin)
 	h.pingBystander(tb)
-	// Warm up what stays allocated for good (idle handler goroutines,
-	// the broker's event log) before taking the baseline.
 	h.target = h.acquire(tb, targetOrigin)
-	for range 2 {
-		h.call(tb, sendOpen, targetOrigin, "", "public.txt", nil, nil)
-	}
-	// +1: each input runs on a goroutine of its own.
-	h.fds, h.gs = openFDs(tb), goroutines()+1
+	h.fds, h.gs = -1, -1
 	return h
 }
 
@@ -204,7 +201,7 @@ func exitReason(err error) broker.ExitReason {
 }
 
 // settleRenderers replaces a dead target and waits until descriptors and
-// goroutines are back at the baseline: every dead renderer's conn, pidfd,
+// goroutines are back at the baseline (taken here the first time): every dead renderer's conn, pidfd,
 // log pipe, listener and goroutines are gone.
 func (h *brokerHarness) settleRenderers(tb testing.TB) {
 	tb.Helper()
@@ -212,6 +209,10 @@ func (h *brokerHarness) settleRenderers(tb testing.TB) {
 		h.target = h.acquire(tb, targetOrigin)
 	}
 	h.pingBystander(tb)
+	if h.gs < 0 {
+		h.fds, h.gs = openFDs(tb), goroutines()
+		return
+	}
 	settle(tb, "goroutines", h.gs, goroutines)
 	settle(tb, "descriptors", h.fds, func() int { return openFDs(tb) })
 }
