@@ -23,6 +23,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -216,7 +217,7 @@ func formatUnit(v float64, unit string) string {
 			return fmt.Sprintf("%.3g µs", v/1e3)
 		}
 		return fmt.Sprintf("%.3g ns", v)
-	case "median-us":
+	case "median-us", "lockdown-total-us":
 		if v >= 1000 {
 			return fmt.Sprintf("%.3g ms", v/1000)
 		}
@@ -299,6 +300,8 @@ func rows(s *samples) []row {
 		ratioRow("64-byte round trip: ipc vs raw SEQPACKET", s.get("BenchmarkRoundTrip64/ipc", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 1.5, true),
 		ratioRow("64-byte round trip: gRPC (unix socket) vs ipc", s.get("BenchmarkRoundTrip64/grpc-unix", ns), s.get("BenchmarkRoundTrip64/ipc", ns), "(ipc faster)", 5, false),
 		ratioRow("64-byte round trip: ipc, renderer-like child (GOMAXPROCS=1) vs raw", s.get("BenchmarkRoundTrip64/ipc-gomaxprocs1", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
+		ratioRow("64-byte round trip: raw echo waited for in Go's netpoller vs blocking read", s.get("BenchmarkRoundTrip64Parts/raw-netpoller", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
+		ratioRow("64-byte round trip: ipc serving side alone (blocking client) vs raw", s.get("BenchmarkRoundTrip64Parts/ipc-server", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
 		ratioRow("8 MiB transfer: shm speed-up over a stream socket", s.get("BenchmarkBulk8MiB/socket", ns), s.get("BenchmarkBulk8MiB/shm", ns), "faster", 3, false),
 	)
 	// imageparser: one pair of rows per input.
@@ -326,14 +329,32 @@ func rows(s *samples) []row {
 		out = append(out, ratioRow("docviewer "+short(bm)+": sandboxed throughput vs in-process", s.get(bm+"/inprocess", ns), s.get(bm+"/sandboxed", ns), "of in-process throughput", 0.9, false))
 	}
 	out = append(out,
+		absRow("lockdown steps in a renderer-like child (BenchmarkLockdownSteps, sum)", s.get("BenchmarkLockdownSteps/namespaces-full", "lockdown-total-us"), 0, true, "—"),
 		absRow("idle locked renderers held at once (strict policy)", s.get("BenchmarkDensity", "renderers"), 200, false, "≥ 200"),
 		ratioRow("idle renderer RSS vs idle plain Go process (same binary)", s.get("BenchmarkDensity", "renderer-RSS-KiB"), s.get("BenchmarkDensity", "plain-RSS-KiB"), "of plain", 1.5, true),
 	)
 	return out
 }
 
-// The benchmarks whose medians the detail table lists, with their units.
-var detailUnits = []string{"median-us", "ns/op", "B/s", "MB/s", "pages/s", "renderers", "total-RSS-MiB", "renderer-RSS-KiB", "plain-RSS-KiB", "broker-RSS-KiB", "allocs/op"}
+// units lists name's units for the detail table: the headline ones in a
+// fixed order, then any others (per-step timings) alphabetically. B/op is
+// left out: allocs/op says the same for these benchmarks.
+func (s *samples) units(name string) []string {
+	first := []string{"median-us", "ns/op", "MB/s", "pages/s", "renderers", "total-RSS-MiB", "renderer-RSS-KiB", "plain-RSS-KiB", "allocs/op"}
+	var out, rest []string
+	for _, u := range first {
+		if _, ok := s.vals[name][u]; ok {
+			out = append(out, u)
+		}
+	}
+	for u := range s.vals[name] {
+		if u != "B/op" && !slices.Contains(first, u) {
+			rest = append(rest, u)
+		}
+	}
+	sort.Strings(rest)
+	return append(out, rest...)
+}
 
 func render(s *samples, mach, cmd, note string) string {
 	var b strings.Builder
@@ -377,11 +398,8 @@ func render(s *samples, mach, cmd, note string) string {
 	fmt.Fprintln(&b, "| benchmark | metric | median | runs |")
 	fmt.Fprintln(&b, "| --- | --- | --- | --- |")
 	for _, name := range s.order {
-		for _, u := range detailUnits {
-			v, n, ok := s.median(name, u)
-			if !ok {
-				continue
-			}
+		for _, u := range s.units(name) {
+			v, n, _ := s.median(name, u)
 			fmt.Fprintf(&b, "| %s | %s | %s | %d |\n", short(name), u, strconv.FormatFloat(round3(v), 'f', -1, 64), n)
 		}
 	}
