@@ -576,7 +576,8 @@ const (
 // many it reached, their total and per-renderer resident memory, and the
 // resident memory of the same binary idle with no sandbox ("plain": an ipc
 // server on fd 3 that has answered one Ping, which is what an idle renderer
-// has done besides locking down). The work runs once per call whatever
+// has done besides locking down; the median of 5, at the runtime's default
+// GOMAXPROCS and at 1). The work runs once per call whatever
 // b.N is (ns/op means nothing here): run it with -benchtime 1x, so that the
 // testing package calls it once.
 func BenchmarkDensity(b *testing.B) {
@@ -612,26 +613,34 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		total += kib
 	}
-	var plain []int
-	for range 5 {
-		c := ipcChild(b)
-		if _, _, err := ipc.Call(ctx, c, testrenderer.Ping, req); err != nil {
-			b.Fatal(err)
+	plainRSS := func(env ...string) float64 {
+		var kibs []int
+		for range 5 {
+			c := ipcChild(b, env...)
+			if _, _, err := ipc.Call(ctx, c, testrenderer.Ping, req); err != nil {
+				b.Fatal(err)
+			}
+			time.Sleep(idleSettle)
+			kib, err := rssKiB(childPID(b, c))
+			if err != nil {
+				b.Fatal(err)
+			}
+			kibs = append(kibs, kib)
+			c.Close()
 		}
-		time.Sleep(idleSettle)
-		kib, err := rssKiB(childPID(b, c))
-		if err != nil {
-			b.Fatal(err)
-		}
-		plain = append(plain, kib)
+		sort.Ints(kibs)
+		return float64(kibs[len(kibs)/2])
 	}
-	sort.Ints(plain)
+	plain, plain1 := plainRSS(), plainRSS("GOMAXPROCS=1")
 	b.ReportMetric(float64(len(rs)), "renderers")
 	b.ReportMetric(float64(total)/1024, "total-RSS-MiB")
 	if len(rs) > 0 {
 		b.ReportMetric(float64(total)/float64(len(rs)), "renderer-RSS-KiB")
 	}
-	b.ReportMetric(float64(plain[len(plain)/2]), "plain-RSS-KiB")
+	b.ReportMetric(plain, "plain-RSS-KiB")
+	// Renderers run at GOMAXPROCS=1 (renderer.Main); the same setting
+	// for the plain process shows how much of the difference is that.
+	b.ReportMetric(plain1, "plain-gomaxprocs1-RSS-KiB")
 }
 
 // childPID is the peer of c, from the kernel's record of the connection.
