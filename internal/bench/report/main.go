@@ -222,7 +222,7 @@ func formatUnit(v float64, unit string) string {
 			return fmt.Sprintf("%.3g ms", v/1000)
 		}
 		return fmt.Sprintf("%.3g µs", v)
-	case "renderer-RSS-KiB", "plain-RSS-KiB":
+	case "renderer-RSS-KiB", "plain-RSS-KiB", "plain-gomaxprocs1-RSS-KiB":
 		return fmt.Sprintf("%.1f MiB", v/1024)
 	case "total-RSS-MiB":
 		return fmt.Sprintf("%.0f MiB", v)
@@ -332,6 +332,7 @@ func rows(s *samples) []row {
 		absRow("lockdown steps in a renderer-like child (BenchmarkLockdownSteps, sum)", s.get("BenchmarkLockdownSteps/namespaces-full", "lockdown-total-us"), 0, true, "—"),
 		absRow("idle locked renderers held at once (strict policy)", s.get("BenchmarkDensity", "renderers"), 200, false, "≥ 200"),
 		ratioRow("idle renderer RSS vs idle plain Go process (same binary)", s.get("BenchmarkDensity", "renderer-RSS-KiB"), s.get("BenchmarkDensity", "plain-RSS-KiB"), "of plain", 1.5, true),
+		ratioRow("idle renderer RSS vs idle plain Go process at GOMAXPROCS=1 (as renderers run)", s.get("BenchmarkDensity", "renderer-RSS-KiB"), s.get("BenchmarkDensity", "plain-gomaxprocs1-RSS-KiB"), "of plain", 0, true),
 	)
 	return out
 }
@@ -340,7 +341,7 @@ func rows(s *samples) []row {
 // fixed order, then any others (per-step timings) alphabetically. B/op is
 // left out: allocs/op says the same for these benchmarks.
 func (s *samples) units(name string) []string {
-	first := []string{"median-us", "ns/op", "MB/s", "pages/s", "renderers", "total-RSS-MiB", "renderer-RSS-KiB", "plain-RSS-KiB", "allocs/op"}
+	first := []string{"median-us", "ns/op", "MB/s", "pages/s", "renderers", "total-RSS-MiB", "renderer-RSS-KiB", "plain-RSS-KiB", "plain-gomaxprocs1-RSS-KiB", "allocs/op"}
 	var out, rest []string
 	for _, u := range first {
 		if _, ok := s.vals[name][u]; ok {
