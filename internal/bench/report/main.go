@@ -237,7 +237,11 @@ func short(name string) string { return strings.TrimPrefix(name, "Benchmark") }
 // ratioRow compares num/den against a bound: atMost for "≤ bound×",
 // otherwise "≥ bound×". A zero bound means no target (context only).
 func ratioRow(what string, num, den m, label string, bound float64, atMost bool) row {
-	r := row{what: what, measured: fmt.Sprintf("%s: %s; %s: %s", short(num.name), num.show(), short(den.name), den.show())}
+	nl, dl := short(num.name), short(den.name)
+	if nl == dl {
+		nl, dl = nl+" "+num.unit, dl+" "+den.unit
+	}
+	r := row{what: what, measured: fmt.Sprintf("%s: %s; %s: %s", nl, num.show(), dl, den.show())}
 	if !num.ok || !den.ok || den.v == 0 {
 		r.st, r.value = missing, "–"
 		r.target = boundText(bound, atMost, "×")
