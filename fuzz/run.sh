@@ -8,7 +8,10 @@
 #   fuzz/run.sh [FUZZTIME]        e.g. fuzz/run.sh 10m
 #
 # Environment: GO (default go); FUZZPARALLEL, when set, is passed as
-# -parallel (go test -fuzz uses every core by default).
+# -parallel (go test -fuzz uses every core by default); FUZZFLAGS, extra
+# go test flags (e.g. -fuzzminimizetime=5s: the broker targets run tens
+# of inputs a second, and the default minute spent minimizing each new
+# input is a large share of a short run).
 set -euo pipefail
 
 t="${1:-10s}"
@@ -25,9 +28,13 @@ if [ "${#targets[@]}" -eq 0 ]; then
 	exit 1
 fi
 
-parallel=()
+extra=()
 if [ -n "${FUZZPARALLEL:-}" ]; then
-	parallel=(-parallel "$FUZZPARALLEL")
+	extra=(-parallel "$FUZZPARALLEL")
+fi
+if [ -n "${FUZZFLAGS:-}" ]; then
+	read -r -a flags <<<"$FUZZFLAGS"
+	extra+=("${flags[@]}")
 fi
 
 # seconds converts a Go duration as the fuzzer prints it (1m2s, 10s,
@@ -54,7 +61,7 @@ for entry in "${targets[@]}"; do
 	log="$log_dir/$name.log"
 	echo "=== $pkg $name ($t)"
 	status=ok
-	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$t" "${parallel[@]}" "$pkg" 2>&1 | tee "$log"; then
+	if ! "$GO" test -run '^$' -fuzz "^${name}\$" -fuzztime "$t" ${extra[@]+"${extra[@]}"} "$pkg" 2>&1 | tee "$log"; then
 		status=FAIL
 		failed=1
 	fi
