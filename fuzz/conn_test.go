@@ -131,7 +131,7 @@ func FuzzStatefulConn(f *testing.F) {
 	pool := newFDPool(f)
 	// The bystander: a Conn pair the hostile peer never touches, created
 	// once per fuzz process, which must keep working whatever happens.
-	byA, byB, err := ipc.Pair(ipc.WithMux(serverMux()), ipc.WithLimits(testLimits))
+	byA, byB, err := ipc.Pair(ipc.WithMux(serverMux()), ipc.WithLimits(testLimits()))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func run(t *testing.T, p *rawPeer, r *reader) {
 		case opRaw:
 			p.step(r.bytes(int(r.byte())), nil)
 		case opOversized:
-			payload := marshal(t, wrapperspb.Bytes(make([]byte, testLimits.MaxDatagram+int(r.byte()))))
+			payload := marshal(t, wrapperspb.Bytes(make([]byte, testMaxDatagram+int(r.byte()))))
 			p.step(marshal(t, &wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: p.pickID(0), Method: "fuzz.Echo", Payload: payload}), nil)
 		case opFDRequest:
 			method := "fuzz.Sealed"

@@ -23,9 +23,11 @@ type fdPool struct {
 	fits [][ipc.SharedRegion + 1]bool
 }
 
-// kinds lists every descriptor kind checked against method specs, so the
+// allKinds lists every descriptor kind a method spec can require, so the
 // oracle can answer for any of them.
-var allKinds = []ipc.FDKind{ipc.SealedMemfd, ipc.ReadOnlyFile, ipc.SeccompListener, ipc.SharedRegion}
+func allKinds() []ipc.FDKind {
+	return []ipc.FDKind{ipc.SealedMemfd, ipc.ReadOnlyFile, ipc.SeccompListener, ipc.SharedRegion}
+}
 
 func newFDPool(tb testing.TB) *fdPool {
 	tb.Helper()
@@ -88,7 +90,7 @@ func newFDPool(tb testing.TB) *fdPool {
 	for i, fd := range p.fds {
 		dup := must(unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0))
 		f := os.NewFile(uintptr(dup), p.names[i])
-		for _, k := range allKinds {
+		for _, k := range allKinds() {
 			p.fits[i][k] = ipc.CheckFD(f, k) == nil
 		}
 		f.Close()

@@ -98,8 +98,17 @@ func serverMux() *ipc.Mux {
 	return mux
 }
 
-// testLimits are small so that inputs reach every limit cheaply.
-var testLimits = ipc.Limits{MaxDatagram: 2048, MaxFDs: 4, MaxInFlight: 4}
+// The in-process Conns' limits are small so that inputs reach every
+// limit cheaply.
+const (
+	testMaxDatagram = 2048
+	testMaxFDs      = 4
+	testMaxInFlight = 4
+)
+
+func testLimits() ipc.Limits {
+	return ipc.Limits{MaxDatagram: testMaxDatagram, MaxFDs: testMaxFDs, MaxInFlight: testMaxInFlight}
+}
 
 // verdict is what the model predicts for one datagram.
 type verdict struct {
@@ -126,7 +135,7 @@ type connModel struct {
 }
 
 func newModel() *connModel {
-	return &connModel{lim: testLimits, methods: served(), serving: map[uint64]bool{},
+	return &connModel{lim: testLimits(), methods: served(), serving: map[uint64]bool{},
 		pending: map[uint64]methodInfo{}, deadline: map[uint64]bool{}}
 }
 

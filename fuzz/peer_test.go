@@ -54,7 +54,7 @@ func newRawPeer(tb testing.TB, pool *fdPool) *rawPeer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	server, err := ipc.NewConn(b, ipc.WithMux(serverMux()), ipc.WithLimits(testLimits))
+	server, err := ipc.NewConn(b, ipc.WithMux(serverMux()), ipc.WithLimits(testLimits()))
 	if err != nil {
 		a.Close()
 		tb.Fatal(err)
@@ -62,7 +62,7 @@ func newRawPeer(tb testing.TB, pool *fdPool) *rawPeer {
 	return &rawPeer{
 		tb: tb, pool: pool, model: newModel(), raw: a, fd: int(a.Fd()), server: server,
 		replies: map[uint64]*wirepb.Envelope{},
-		rbuf:    make([]byte, 2*testLimits.MaxDatagram), roob: make([]byte, unix.CmsgSpace(4*64)),
+		rbuf:    make([]byte, 2*testMaxDatagram), roob: make([]byte, unix.CmsgSpace(4*64)),
 	}
 }
 
@@ -77,7 +77,7 @@ func (p *rawPeer) close() {
 // sendRaw sends data with duplicates of the pool descriptors sel chooses.
 // A send the kernel refuses (the Conn already closed its end) is fine.
 func (p *rawPeer) sendRaw(data []byte, sel []byte) []int {
-	fds, idx := p.pool.dup(p.tb, sel, testLimits.MaxFDs+2)
+	fds, idx := p.pool.dup(p.tb, sel, testMaxFDs+2)
 	defer closeAll(fds)
 	var oob []byte
 	if len(fds) > 0 {
@@ -216,7 +216,7 @@ func (p *rawPeer) finishSync() bool {
 // serverCall makes the server call us (give: a method whose reply
 // carries a sealed memfd) and records the call as pending in the model.
 func (p *rawPeer) serverCall(give bool) {
-	if len(p.model.pending) >= testLimits.MaxInFlight-1 || p.dead || p.eof {
+	if len(p.model.pending) >= testMaxInFlight-1 || p.dead || p.eof {
 		return // keep a slot for sync
 	}
 	n := len(p.serverReqs)
@@ -259,10 +259,10 @@ func (p *rawPeer) step(data, sel []byte) {
 	if p.dead {
 		return
 	}
-	if len(data) > 4*testLimits.MaxDatagram {
-		data = data[:4*testLimits.MaxDatagram]
+	if len(data) > 4*testMaxDatagram {
+		data = data[:4*testMaxDatagram]
 	}
-	idx := p.pool.pick(sel, testLimits.MaxFDs+2)
+	idx := p.pool.pick(sel, testMaxFDs+2)
 	p.armSync()
 	v := p.model.predict(data, p.pool, idx)
 	p.sendRaw(data, sel)
