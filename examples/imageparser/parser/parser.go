@@ -81,7 +81,10 @@ const runtimeHeadroom = 256 << 20
 // fcntl seals are all in it).
 func Policy(budget thumb.Budget, timeout time.Duration) *policy.Policy {
 	p := policy.Strict()
-	p.Limits.Memory = uint64(24*max(budget.MaxPixels, 0) + 2*max(budget.MaxInputBytes, 0) + runtimeHeadroom)
+	// Clamped so that absurd budgets cannot overflow into a small limit.
+	pixels := min(max(budget.MaxPixels, 0), 1<<40)
+	input := min(max(budget.MaxInputBytes, 0), 1<<40)
+	p.Limits.Memory = uint64(24*pixels + 2*input + runtimeHeadroom)
 	p.Limits.FileSize = 4 * MaxSide * MaxSide
 	p.Limits.CallTimeout = timeout
 	p.Limits.CPUTime = 2 * timeout
@@ -246,8 +249,9 @@ func (p *Parser) Close() error { return p.b.Close() }
 
 // Thumbnail writes the thumbnail of the image at path to
 // verify.OutputName(OutDir, path, index); index is the input's position
-// and only names the output. Failures are described at ErrCorrupt and
-// KilledError; the returned error's text is the reason the command prints.
+// and only names the output. A failure is one of the Err values above
+// (wrapped, with a detail) or a *KilledError; its text is the reason the
+// command prints.
 //
 // The renderer is bound to origin "file:" + the absolute path, document
 // "#" + a per-Parser sequence number. Each file is its own origin because
