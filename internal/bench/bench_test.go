@@ -388,19 +388,20 @@ func chunkedSum(b []byte) uint64 {
 	return sum
 }
 
-// ipcChild starts an ipc-serve child and returns the parent's Conn.
-func ipcChild(b *testing.B, env ...string) *ipc.Conn {
+// ipcChild starts an ipc-serve child and returns the parent's Conn and the
+// child's pid.
+func ipcChild(b *testing.B, env ...string) (*ipc.Conn, int) {
 	mine, theirs, err := ipc.SocketPair()
 	if err != nil {
 		b.Fatal(err)
 	}
-	startChild(b, "ipc-serve", env, theirs)
+	cmd := startChild(b, "ipc-serve", env, theirs)
 	c, err := ipc.NewConn(mine)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { c.Close() })
-	return c
+	return c, cmd.Process.Pid
 }
 
 // BenchmarkRoundTrip64 is one 64-byte request and its 64-byte reply
@@ -420,7 +421,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 	ctx := context.Background()
 	ipcCall := func(env ...string) func(*testing.B) {
 		return func(b *testing.B) {
-			c := ipcChild(b, env...)
+			c, _ := ipcChild(b, env...)
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
@@ -616,12 +617,12 @@ func BenchmarkDensity(b *testing.B) {
 	plainRSS := func(env ...string) float64 {
 		var kibs []int
 		for range 5 {
-			c := ipcChild(b, env...)
+			c, pid := ipcChild(b, env...)
 			if _, _, err := ipc.Call(ctx, c, testrenderer.Ping, req); err != nil {
 				b.Fatal(err)
 			}
 			time.Sleep(idleSettle)
-			kib, err := rssKiB(childPID(b, c))
+			kib, err := rssKiB(pid)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -641,13 +642,4 @@ func BenchmarkDensity(b *testing.B) {
 	// Renderers run at GOMAXPROCS=1 (renderer.Main); the same setting
 	// for the plain process shows how much of the difference is that.
 	b.ReportMetric(plain1, "plain-gomaxprocs1-RSS-KiB")
-}
-
-// childPID is the peer of c, from the kernel's record of the connection.
-func childPID(b *testing.B, c *ipc.Conn) int {
-	cred, err := c.PeerCred()
-	if err != nil {
-		b.Fatal(err)
-	}
-	return int(cred.Pid)
 }
