@@ -91,7 +91,7 @@ type Broker struct {
 	bound     map[key]*Renderer
 	live      map[*Renderer]struct{}
 	pool      []*Renderer
-	spawning  int
+	spawning  int           // spawns started and not yet in live; spawn decrements it
 	slotFreed chan struct{} // closed and replaced whenever a renderer ends
 	dirs      map[string]*os.File
 	events    []Event
@@ -238,10 +238,12 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			}
 			select {
 			case <-wait:
-				continue
+			case <-time.After(evictAfter / 2):
+				// Look again: a renderer may have become evictable.
 			case <-ctx.Done():
 				return nil, fmt.Errorf("broker: waiting for a renderer slot: %w", ctx.Err())
 			}
+			continue
 		}
 		fromPool := r != nil
 		if !fromPool {
@@ -254,11 +256,7 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			defer b.refillPool()
 		} else {
 			var err error
-			r, err = b.spawn(ctx)
-			b.mu.Lock()
-			b.spawning--
-			b.mu.Unlock()
-			if err != nil {
+			if r, err = b.spawn(ctx); err != nil {
 				return nil, err
 			}
 		}
@@ -291,14 +289,20 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 	}
 }
 
-// idlestLocked returns the bound renderer idle the longest with no call
-// in flight, or nil.
+// evictAfter is how long a bound renderer must have been idle before
+// Acquire may evict it to make room: a renderer that Acquire has just
+// handed out, and on which the caller has not made its first call yet,
+// must not be taken away under it.
+const evictAfter = 250 * time.Millisecond
+
+// idlestLocked returns the bound renderer idle the longest, at least
+// evictAfter, with no call in flight, or nil.
 func (b *Broker) idlestLocked() *Renderer {
 	var victim *Renderer
 	var since time.Time
 	for _, r := range b.bound {
 		idle, ok := r.idleSince()
-		if ok && (victim == nil || idle.Before(since)) {
+		if ok && time.Since(idle) >= evictAfter && (victim == nil || idle.Before(since)) {
 			victim, since = r, idle
 		}
 	}
@@ -353,7 +357,12 @@ func (b *Broker) emit(e Event) {
 	}
 	if e.Err != nil {
 		attrs = append(attrs, "reason", e.Err.Reason, "detail", e.Err.Error())
-		b.log.Warn("renderer ended", attrs...)
+		switch e.Err.Reason {
+		case ExitClean, ExitReleased, ExitIdle, ExitShutdown:
+			b.log.Debug("renderer ended", attrs...)
+		default:
+			b.log.Warn("renderer killed", attrs...)
+		}
 	} else {
 		if e.Layers != nil {
 			attrs = append(attrs, "layers", e.Layers.String())
@@ -379,6 +388,17 @@ func (b *Broker) forget(r *Renderer) {
 			break
 		}
 	}
+	b.wakeWaitersLocked()
+}
+
+// wakeWaiters tells Acquires waiting for a slot, and Close, to look again.
+func (b *Broker) wakeWaiters() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.wakeWaitersLocked()
+}
+
+func (b *Broker) wakeWaitersLocked() {
 	close(b.slotFreed)
 	b.slotFreed = make(chan struct{})
 }
@@ -397,7 +417,6 @@ func (b *Broker) fillPool(ctx context.Context) error {
 		}
 		r, err := b.spawn(ctx)
 		b.mu.Lock()
-		b.spawning--
 		if err == nil {
 			if b.closed {
 				b.mu.Unlock()

@@ -377,6 +377,19 @@ func TestProcessLock(t *testing.T) {
 	})
 }
 
+func TestProgramCanKillAMisbehavingRenderer(t *testing.T) {
+	b := newBroker(t, strict())
+	r, err := b.Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	r.Kill("reply failed the program's checks")
+	assert.Equal(t, broker.ExitBadMessage, r.Err().Reason)
+	assert.Equal(t, "reply failed the program's checks", r.Err().Detail)
+	_, _, err = broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil))
+	var ee *broker.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, broker.ExitBadMessage, ee.Reason)
+}
+
 func TestResourceBroker(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()

@@ -90,6 +90,14 @@ func (r *Renderer) Err() *ExitError {
 	}
 }
 
+// Kill ends a renderer the program caught misbehaving — a reply that
+// failed the program's own checks — recording it as a bad message with
+// detail, and waits until it is reaped.
+func (r *Renderer) Kill(detail string) {
+	r.kill(ExitBadMessage, detail)
+	<-r.exited
+}
+
 // Close ends the renderer and waits until it is reaped.
 func (r *Renderer) Close() {
 	r.kill(ExitReleased, "")

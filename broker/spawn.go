@@ -99,7 +99,20 @@ func logPipe() (r, w *os.File, err error) {
 
 // spawn starts one renderer and waits until it reports ready with every
 // layer the policy requires in force.
+//
+// The caller has counted the spawn in b.spawning; spawn moves it from
+// there to b.live the moment the process exists (one lock, so a renderer is
+// never counted twice against MaxRenderers), or uncounts it on failure.
 func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
+	counted := true
+	defer func() {
+		if counted {
+			b.mu.Lock()
+			b.spawning--
+			b.mu.Unlock()
+			b.wakeWaiters()
+		}
+	}()
 	p := b.policy
 	local, remote, err := ipc.SocketPair()
 	if err != nil {
@@ -181,6 +194,8 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	}
 	b.mu.Lock()
 	b.live[r] = struct{}{}
+	b.spawning--
+	counted = false
 	b.mu.Unlock()
 	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
