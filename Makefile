@@ -4,14 +4,12 @@
 
 GO          ?= go
 GOTESTFLAGS ?= -count=1 -timeout 20m
-BENCHCOUNT  ?= 6
 FUZZTIME    ?= 10m
 PROTOC_GEN_GO_VERSION := v1.36.12
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
 # check converted PDFs, chromium for the viewer's browser test.
 TEST_DEPS   := poppler-utils chromium
-BENCH_DEPS  := bubblewrap
 
 .PHONY: all deps build vet test test-race test-norace demo serve bench fuzz fuzz-smoke proto docs clean
 
@@ -35,17 +33,33 @@ test: vet
 	$(GO) test -race $(GOTESTFLAGS) ./...
 	$(GO) test $(GOTESTFLAGS) ./broker/... ./examples/imageparser/...
 	cd $(DOCVIEWER) && $(GO) test -race $(GOTESTFLAGS) ./...
+	cd internal/bench && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...
 
-# Runs the example image parser on the sample images, then converts a
-# sample document to a safe PDF.
+# The main job: the image parser on the sample images, each decoded in a
+# renderer of its own; then the same on hostile files (each must FAIL
+# cleanly while the others go on); then a document converted to a safe,
+# image-only PDF by the sandboxed document viewer.
+SAMPLES   := $(addprefix examples/imageparser/testdata/,png_640x480.png png_1x1.png png_gray16_64x64.png png_disguised.jpg jpeg_640x480.jpg jpeg_300x1000.jpg gif_anim_400x300_3frames.gif gif_partial_frame_200x100.gif bmp_101x67_24bit.bmp bmp_200x150_8bit.bmp tiff_500x375_deflate.tif tiff_multi_ifd_64x48.tif webp_lossy_640x480.webp webp_lossless_300x1000.webp webp_alpha_200x150.webp)
+HOSTILE   := $(addprefix examples/imageparser/testdata/,png_bomb_20000x20000.png random_4k.bin png_truncated.png jpeg_header_65535x65535.jpg)
+
 demo: deps
 	@mkdir -p out
-	$(GO) run ./examples/imageparser -out out/thumbnails $(wildcard examples/imageparser/testdata/png_*.png examples/imageparser/testdata/jpeg_*.jpg examples/imageparser/testdata/gif_*.gif examples/imageparser/testdata/webp_*.webp examples/imageparser/testdata/bmp_*.bmp examples/imageparser/testdata/tiff_*.tif) examples/imageparser/testdata/random_4k.bin || true
+	$(GO) run ./examples/imageparser -out $(CURDIR)/out/thumbnails $(SAMPLES)
+	@echo "--- hostile inputs: every one must FAIL, nothing else may"
+	-$(GO) run ./examples/imageparser -out $(CURDIR)/out/thumbnails $(HOSTILE)
+	cd $(DOCVIEWER) && $(GO) run . convert testdata/valid/multipage.pdf $(CURDIR)/out/multipage.safe.pdf
 	@echo "thumbnails: $(CURDIR)/out/thumbnails"
+	@echo "safe PDF:   $(CURDIR)/out/multipage.safe.pdf"
+	@echo "viewer:     make serve   (then open http://127.0.0.1:8080/)"
 
+# The sandboxed document viewer on the sample documents, on loopback.
+serve: deps
+	cd $(DOCVIEWER) && $(GO) run . serve -addr 127.0.0.1:8080 testdata/valid
+
+# Every benchmark, the comparisons with bubblewrap, fork+exec, a raw
+# socket and gRPC, and the generated table in docs/benchmarks.md.
 bench: deps
-	@.ci/deps $(BENCH_DEPS)
-	$(GO) test -run '^$$' -bench . -count $(BENCHCOUNT) -timeout 30m ./... | tee out/bench.txt
+	internal/bench/run.sh
 
 fuzz: deps
 	fuzz/run.sh $(FUZZTIME)
