@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -268,7 +270,18 @@ func (r *Renderer) onReady(req *controlpb.ReadyRequest, fds []*os.File) (*contro
 // and the monitor must be attached when reported active.
 func (r *Renderer) checkReady(req *controlpb.ReadyRequest, hasListener bool) (policy.Status, error) {
 	if req.GetError() != "" {
-		return nil, &ExitError{Reason: ExitLockdownFailed, Layer: policy.Layer(req.GetFailedLayer()), Detail: req.GetError()}
+		// Both strings come from the renderer: keep the layer only if it
+		// names one, and the detail bounded and printable.
+		layer := policy.Layer(req.GetFailedLayer())
+		if !slices.Contains(policy.AllLayers(), layer) {
+			layer = ""
+		}
+		detail := req.GetError()
+		if len(detail) > maxLogLine {
+			detail = detail[:maxLogLine]
+		}
+		detail = strings.ToValidUTF8(detail, "?")
+		return nil, &ExitError{Reason: ExitLockdownFailed, Layer: layer, Detail: detail}
 	}
 	p := r.b.policy
 	reported := map[policy.Layer]*controlpb.Layer{}

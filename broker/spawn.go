@@ -308,7 +308,19 @@ func (r *Renderer) supervise() {
 		})
 	}
 	_ = r.cmd.Wait()
-	r.conn.Close()
+	// The renderer is gone, so its end of the socket is closed: let the
+	// connection read what it sent last, up to the hang-up, before
+	// judging. A renderer that breaks the protocol and exits at once
+	// must not pass for a clean exit.
+	if r.conn != nil {
+		drain := time.NewTimer(time.Second)
+		select {
+		case <-r.conn.Done():
+		case <-drain.C:
+		}
+		drain.Stop()
+		r.conn.Close()
+	}
 	r.exitErr = r.classify()
 	r.pidfd.Close()
 	if r.cgroup != nil {
@@ -334,8 +346,18 @@ func (r *Renderer) supervise() {
 func (r *Renderer) classify() *ExitError {
 	r.mu.Lock()
 	recorded := r.killReason
+	readyErr := r.readyErr
 	r.mu.Unlock()
 	e := &ExitError{PID: r.pid, Lifetime: time.Since(r.started)}
+	if recorded == nil && r.conn != nil && errors.Is(r.conn.Err(), ipc.ErrProtocol) {
+		recorded = &ExitError{Reason: ExitBadMessage, Detail: r.conn.Err().Error()}
+	}
+	if recorded == nil {
+		var ready *ExitError
+		if errors.As(readyErr, &ready) {
+			recorded = ready // a ready report that failed the checks
+		}
+	}
 	if recorded != nil {
 		*e = *recorded
 		e.PID, e.Lifetime = r.pid, time.Since(r.started)

@@ -1,7 +1,6 @@
 package fuzz
 
 import (
-	"math"
 	"slices"
 	"testing"
 	"time"
@@ -19,17 +18,6 @@ func checkAccepted(t *testing.T, p *policy.Policy) {
 	t.Helper()
 	if err := p.Validate(); err != nil {
 		t.Fatalf("accepted policy does not validate: %v", err)
-	}
-	if p.Limits.CPUTime > math.MaxInt64-(time.Second-1) {
-		// Known bug, reported to the policy owner: ToProto (policy/text.go)
-		// rounds CPUTime up with (CPUTime + time.Second - 1) / time.Second,
-		// which overflows int64 for limits within a second of the largest
-		// Duration (cpu_seconds >= 9223372036; larger values are clamped
-		// to it by FromProto): Format writes cpu_seconds
-		// 18446744064486179580, which parses back to a different limit.
-		// renderer/lockdown.go does the same sum for RLIMIT_CPU. Regression
-		// inputs: testdata/fuzz/FuzzPolicy*/regression-cpu-seconds-*.
-		t.Skip("known bug: CPU limit rounding overflows in policy.ToProto")
 	}
 	text, err := policy.Format(p)
 	if err != nil {

@@ -40,11 +40,6 @@ const (
 	fakeExitFlag = "-fuzz-fake-exit"
 )
 
-// knownBugCleanExit explains a renderer that broke the protocol and was
-// classified a clean exit. See TestViolationThenExit.
-const knownBugCleanExit = "known bug (broker/spawn.go, Renderer.supervise/classify): a renderer that violates the protocol " +
-	"and exits before watchConn records ExitBadMessage is classified by its exit status (clean exit)"
-
 func fakeReadyInput(args []string) (string, bool) {
 	for _, a := range args {
 		if p, ok := strings.CutPrefix(a, fakeReadyFlag); ok {
@@ -297,9 +292,6 @@ func FuzzReadyReport(f *testing.F) {
 				t.Fatalf("an invalid report was accepted (want %s)", why)
 			}
 			var ee *broker.ExitError
-			if errors.As(err, &ee) && why == broker.ExitBadMessage && ee.Reason == broker.ExitClean {
-				t.Skip(knownBugCleanExit)
-			}
 			if !errors.As(err, &ee) || ee.Reason != why {
 				t.Fatalf("refused with %v, want %s", err, why)
 			}
@@ -322,13 +314,12 @@ func reportedActive(req *controlpb.ReadyRequest, l policy.Layer) bool {
 	return false
 }
 
-// TestViolationThenExit is the regression test for knownBugCleanExit: a
+// TestViolationThenExit is the regression test for a renderer that breaks
+// the protocol and exits at once passing for a clean exit: a
 // renderer sends a ready report the protocol forbids (Ready without its
 // listener: a descriptor-count violation) and exits 0 at once. The broker
 // must classify it ExitBadMessage, whichever of its goroutines notices
-// first. Until broker/spawn.go consults the connection's error when it
-// classifies, the race is lost most of the time and the test skips,
-// saying how often.
+// first (the broker drains the connection before it classifies the exit).
 func TestViolationThenExit(t *testing.T) {
 	input := filepath.Join(t.TempDir(), "report")
 	report, err := proto.Marshal(fullReport(readyPolicy()))
@@ -369,8 +360,6 @@ func TestViolationThenExit(t *testing.T) {
 	wg.Wait()
 	switch {
 	case got[broker.ExitBadMessage] == runs:
-	case got[broker.ExitBadMessage]+got[broker.ExitClean] == runs:
-		t.Skipf("%s: %v", knownBugCleanExit, got)
 	default:
 		t.Fatalf("classified %v, want %d × %s", got, runs, broker.ExitBadMessage)
 	}
