@@ -353,7 +353,7 @@ func (b *Backend) misbehaved(r *broker.Renderer, d library.Doc, detail string) e
 	err := docerr.New(docerr.ErrSandbox, nil, "%s: renderer %d misbehaved: %s", d.Name, r.PID(), detail)
 	b.events.Add(backend.Event{Time: time.Now(), Doc: d.ID, Name: d.Name, PID: r.PID(), Kind: docerr.ErrSandbox.Error(), Reason: "killed: misbehaved: " + detail})
 	b.log.Warn("renderer misbehaved, killed", "doc", d.ID, "name", d.Name, "pid", r.PID(), "detail", detail)
-	r.Close()
+	r.Kill(detail) // the broker records it as a bad message, not a release
 	return err
 }
 
