@@ -283,6 +283,9 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 		b.bound[k] = r
 		b.mu.Unlock()
 		if err := r.bind(ctx, k); err != nil {
+			if errors.Is(err, ErrRendererGone) && ctx.Err() == nil && fromPool {
+				continue // a warm renderer died in the pool: take another
+			}
 			return nil, err
 		}
 		return r, nil
