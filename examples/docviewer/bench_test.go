@@ -79,14 +79,17 @@ func benchLibrary(b *testing.B, n int) (*library.Library, []string) {
 	return lib, ids
 }
 
-// renderAll renders every page; it reports with b.Error (not Fatal) as it
-// also runs on goroutines of its own.
+// renderAll renders every page and releases it, as the server does once it
+// has encoded it; it reports with b.Error (not Fatal) as it also runs on
+// goroutines of its own.
 func renderAll(b *testing.B, be backend.Backend, doc string) {
 	for p := range benchPages {
-		if _, err := be.RenderPage(context.Background(), doc, p, benchDPI); err != nil {
+		page, err := be.RenderPage(context.Background(), doc, p, benchDPI)
+		if err != nil {
 			b.Error(err)
 			return
 		}
+		page.Release()
 	}
 }
 

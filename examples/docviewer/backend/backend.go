@@ -25,10 +25,11 @@ type Backend interface {
 	// PageCount starts (or reuses) the session of doc and returns its
 	// number of pages.
 	PageCount(ctx context.Context, doc string) (int, error)
-	// RenderPage draws one page at dpi. The pixels have been validated by
-	// the broker (size, stride, sealing) before they are returned. The
-	// page may come back at a lower DPI than asked (Page.DPI) when it would
-	// exceed the pixel budget.
+	// RenderPage draws one page at dpi. The pixels are the caller's own:
+	// the sandboxed backend checked the geometry and copied them out of
+	// the renderer's region once before returning them. The page may come
+	// back at a lower DPI than asked (Page.DPI) when it would exceed the
+	// pixel budget. Callers done with the page may Release it.
 	RenderPage(ctx context.Context, doc string, page int, dpi float64) (*Page, error)
 	// Status describes every live renderer session.
 	Status(ctx context.Context) []RendererStatus
@@ -46,6 +47,25 @@ type Page struct {
 	// Tests use it to check that a document's pages come only from that
 	// document's renderer.
 	PID int
+	// Free, if set by the backend, takes Image's pixel buffer back for
+	// reuse; callers use Release instead.
+	Free func()
+}
+
+// Release hands the page's pixel buffer back to its backend for reuse, if
+// the backend reuses buffers (the sandboxed one does); the caller must not
+// use Image afterwards (Release sets it to nil). Releasing is optional:
+// a page never released is garbage collected as usual. Release is
+// idempotent.
+func (p *Page) Release() {
+	if p == nil {
+		return
+	}
+	p.Image = nil
+	if f := p.Free; f != nil {
+		p.Free = nil
+		f()
+	}
 }
 
 // RendererStatus is one live renderer session.

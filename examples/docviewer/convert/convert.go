@@ -36,7 +36,9 @@ func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi 
 			}
 			// The page size follows the DPI actually used, so a page drawn
 			// at a lower DPI to fit the budget keeps its physical size.
-			if err := pw.AddPage(p.Image, p.DPI); err != nil {
+			err = pw.AddPage(p.Image, p.DPI) // compresses and writes it
+			p.Release()
+			if err != nil {
 				return fmt.Errorf("page %d/%d: %w", i+1, n, err)
 			}
 			if progress != nil {

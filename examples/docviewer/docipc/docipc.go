@@ -30,21 +30,24 @@ const (
 
 var (
 	// Open hands the renderer its one document, as a read-only fd the
-	// broker opened (the renderer has no filesystem and never sees a path).
+	// broker opened (the renderer has no filesystem and never sees a path),
+	// and returns the renderer's page region: a memfd whose size is sealed
+	// (ipc.SharedRegion, checked by ipc before the broker sees it) but
+	// whose bytes the renderer keeps writing, one page at a time.
 	Open = ipc.NewMethod[*docpb.OpenRequest, *docpb.OpenResponse](ipc.MethodSpec{
 		Name:             OpenName,
 		MaxRequestBytes:  256,
 		MaxResponseBytes: 256,
 		RequestFDs:       []ipc.FDKind{ipc.ReadOnlyFile},
+		ResponseFDs:      []ipc.FDKind{ipc.SharedRegion},
 	})
-	// Render draws one page; the pixels come back in a sealed memfd the
-	// renderer drew into directly, which the broker checks (kind, seals,
-	// exact size) before mapping it.
+	// Render draws one page into the region and answers with its geometry
+	// and length only; the broker checks those, copies the bytes out of the
+	// region once and uses only its copy.
 	Render = ipc.NewMethod[*docpb.RenderRequest, *docpb.RenderResponse](ipc.MethodSpec{
 		Name:             RenderName,
 		MaxRequestBytes:  64,
 		MaxResponseBytes: 256,
-		ResponseFDs:      []ipc.FDKind{ipc.SealedMemfd},
 	})
 )
 

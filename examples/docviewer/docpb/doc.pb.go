@@ -175,6 +175,9 @@ func (x *OpenRequest) GetLimits() *Limits {
 	return nil
 }
 
+// Renderer -> broker, with the renderer's shared region attached (an
+// ipc.SharedRegion memfd of exactly 4*limits.max_pixels_per_page bytes,
+// size-sealed): every page is drawn into it, and it is sent only here.
 type OpenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pages         int32                  `protobuf:"varint,1,opt,name=pages,proto3" json:"pages,omitempty"`
@@ -280,8 +283,9 @@ func (x *RenderRequest) GetDpi() float64 {
 	return 0
 }
 
-// Renderer -> broker, with a sealed memfd of exactly stride*height bytes of
-// RGBA attached.
+// Renderer -> broker, metadata only: the RGBA pixels are the first length
+// (= stride*height) bytes of the renderer's shared region (see
+// OpenResponse), which the broker copies out once.
 type RenderResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Width         int32                  `protobuf:"varint,1,opt,name=width,proto3" json:"width,omitempty"`
@@ -290,6 +294,7 @@ type RenderResponse struct {
 	Dpi           float64                `protobuf:"fixed64,4,opt,name=dpi,proto3" json:"dpi,omitempty"`         // the DPI used: at most the one requested
 	Errors        int32                  `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`    // errors MuPDF recovered from: the page may be partial
 	Document      string                 `protobuf:"bytes,6,opt,name=document,proto3" json:"document,omitempty"` // the document the renderer is bound to
+	Length        int64                  `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`    // bytes of the region holding the page
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -366,6 +371,13 @@ func (x *RenderResponse) GetDocument() string {
 	return ""
 }
 
+func (x *RenderResponse) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 var File_examples_docviewer_docpb_doc_proto protoreflect.FileDescriptor
 
 const file_examples_docviewer_docpb_doc_proto_rawDesc = "" +
@@ -387,14 +399,15 @@ const file_examples_docviewer_docpb_doc_proto_rawDesc = "" +
 	"\x06format\x18\x02 \x01(\tR\x06format\"5\n" +
 	"\rRenderRequest\x12\x12\n" +
 	"\x04page\x18\x01 \x01(\x05R\x04page\x12\x10\n" +
-	"\x03dpi\x18\x02 \x01(\x01R\x03dpi\"\x9c\x01\n" +
+	"\x03dpi\x18\x02 \x01(\x01R\x03dpi\"\xb4\x01\n" +
 	"\x0eRenderResponse\x12\x14\n" +
 	"\x05width\x18\x01 \x01(\x05R\x05width\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\x05R\x06height\x12\x16\n" +
 	"\x06stride\x18\x03 \x01(\x05R\x06stride\x12\x10\n" +
 	"\x03dpi\x18\x04 \x01(\x01R\x03dpi\x12\x16\n" +
 	"\x06errors\x18\x05 \x01(\x05R\x06errors\x12\x1a\n" +
-	"\bdocument\x18\x06 \x01(\tR\bdocumentB5Z3github.com/sandkit/sandkit/examples/docviewer/docpbb\x06proto3"
+	"\bdocument\x18\x06 \x01(\tR\bdocument\x12\x16\n" +
+	"\x06length\x18\a \x01(\x03R\x06lengthB5Z3github.com/sandkit/sandkit/examples/docviewer/docpbb\x06proto3"
 
 var (
 	file_examples_docviewer_docpb_doc_proto_rawDescOnce sync.Once

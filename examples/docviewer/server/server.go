@@ -258,7 +258,9 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, id, file string) {
 	}
 	var buf bytes.Buffer
 	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	if err := enc.Encode(&buf, p.Image); err != nil {
+	err = enc.Encode(&buf, p.Image)
+	p.Release() // the PNG is all that is kept
+	if err != nil {
 		http.Error(w, "encode page: "+err.Error(), http.StatusInternalServerError)
 		return
 	}

@@ -11,9 +11,13 @@
 // broker re-executes.
 //
 // Everything a renderer answers is treated as hostile: page geometry is
-// checked against the limits, pixels must arrive in a sealed memfd of
-// exactly width*height*4 bytes (checked by ipc/shm before mapping), error
-// kinds come back as ipc status codes and their text is cleaned. A
+// checked against the limits; pixels cross in one shared region per
+// renderer (ipc/shm.Region: size-sealed, exactly 4*MaxPixelsPerPage bytes,
+// sent once at Open and checked by ipc and shm.OpenRegion), which the
+// renderer may rewrite at any time, so the broker copies each page out of
+// it exactly once, into an image of its own, and checks and uses only that
+// copy; error kinds come back as ipc status codes and their text is
+// cleaned. A
 // renderer that breaks any of that is killed and the request fails with
 // docerr.ErrSandbox; so does a renderer the sandkit broker kills (seccomp
 // violation, memory or CPU limit, call timeout), with the broker's reason.
@@ -27,7 +31,6 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -50,14 +53,14 @@ import (
 //   - Limits.Memory (RLIMIT_DATA) = MaxHeapBytes + 2*MaxInputBytes +
 //     256 MiB: MuPDF's capped heap, the document read into Go memory and
 //     its copy in C memory (render.Open copies it), and room for the Go
-//     runtime and glibc's arenas. Page buffers are shared memfd mappings,
-//     which RLIMIT_DATA does not count (FileSize bounds them). With
+//     runtime and glibc's arenas. The page region is a shared memfd
+//     mapping, which RLIMIT_DATA does not count (FileSize bounds it). With
 //     doclimits.Default this is Strict's 1 GiB. (Dropped in binaries
 //     built with -race, which cannot run under a memory rlimit; tests
 //     only.)
 //   - Limits.FileSize (RLIMIT_FSIZE, 0 in Strict) = the largest page
-//     buffer, 4*MaxPixelsPerPage: the renderer ftruncates each page's
-//     memfd to its size, and RLIMIT_FSIZE applies to that.
+//     buffer, 4*MaxPixelsPerPage: the renderer ftruncates its page region
+//     to exactly that, and RLIMIT_FSIZE applies to that.
 //   - Limits.CallTimeout = MaxRenderTime + 10 s: the per-page timeout. A
 //     page that runs past MaxRenderTime is aborted by MuPDF's cookie and
 //     fails with a typed ErrOverBudget first; the kill is the backstop
@@ -146,10 +149,10 @@ type session struct {
 	// mu serializes opening, so concurrent first requests for a document
 	// start one renderer and parse the document once.
 	mu sync.Mutex
-	// r is the renderer that has the document open; a different
-	// renderer from Acquire (the old one died or was evicted) must be
-	// given the document again.
-	r     *broker.Renderer
+	// c is the renderer that has the document open, with its page
+	// region; a different renderer from Acquire (the old one died or was
+	// evicted) must be given the document again.
+	c     *conn
 	pages int
 	// err is a document error from Open (corrupt, unsupported, over
 	// budget, or a renderer killed while parsing it): kept so a hostile
@@ -159,6 +162,44 @@ type session struct {
 	// the broker's checks, with that error: asking again returns it
 	// instead of spawning a renderer to be killed the same way.
 	fatalPages map[pageKey]error
+}
+
+// conn is one renderer bound to a document and the broker's read-only
+// mapping of its page region.
+type conn struct {
+	r *broker.Renderer
+	// turn serializes page calls (one page at a time per renderer, so an
+	// honest renderer never draws over a page being copied out) and
+	// guards region.
+	turn chan struct{}
+	// region is nil once closed (the renderer was replaced).
+	region *shm.RegionReader
+}
+
+func newConn(r *broker.Renderer, region *shm.RegionReader) *conn {
+	return &conn{r: r, turn: make(chan struct{}, 1), region: region}
+}
+
+// acquire waits for c's turn; it fails only when ctx ends.
+func (c *conn) acquire(ctx context.Context) error {
+	select {
+	case c.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *conn) release() { <-c.turn }
+
+// close unmaps the region once no page is being copied from it.
+func (c *conn) close() {
+	c.turn <- struct{}{}
+	defer c.release()
+	if c.region != nil {
+		c.region.Close()
+		c.region = nil
+	}
 }
 
 type pageKey struct {
@@ -220,7 +261,20 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 }
 
 // Close ends every renderer and waits for them.
-func (b *Backend) Close() error { return b.b.Close() }
+func (b *Backend) Close() error {
+	err := b.b.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, s := range b.sessions {
+		s.mu.Lock()
+		if s.c != nil {
+			s.c.close()
+			s.c = nil
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
 
 // Policy returns the policy the renderers apply.
 func (b *Backend) Policy() *policy.Policy { return b.b.Policy() }
@@ -268,7 +322,7 @@ func documentFault(err error) bool {
 
 // open returns a renderer that has doc open, and its page count: the one
 // from last time if it still lives, or a fresh one given the document.
-func (b *Backend) open(ctx context.Context, d library.Doc) (*broker.Renderer, int, error) {
+func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
 	s := b.session(d.ID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,11 +338,16 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*broker.Renderer, in
 		}
 		return nil, 0, docerr.New(docerr.ErrSandbox, err, "%s: start renderer", d.Name)
 	}
-	if r == s.r {
-		return r, s.pages, nil
+	if s.c != nil && r == s.c.r {
+		return s.c, s.pages, nil
 	}
-	s.r, s.pages = nil, 0
-	pages, err := b.sendDocument(ctx, r, d)
+	if s.c != nil {
+		// Unmap the old renderer's region once a page still being
+		// copied from it is done.
+		go s.c.close()
+	}
+	s.c, s.pages = nil, 0
+	pages, region, err := b.sendDocument(ctx, r, d)
 	if err != nil {
 		if ctx.Err() == nil && documentFault(err) {
 			// The document is at fault (or killed its renderer while
@@ -299,27 +358,36 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*broker.Renderer, in
 		}
 		return nil, 0, err
 	}
-	s.r, s.pages = r, pages
-	return r, pages, nil
+	s.c, s.pages = newConn(r, region), pages
+	return s.c, pages, nil
 }
 
 // sendDocument opens the document and hands the descriptor to r, which
-// reads and parses it.
-func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d library.Doc) (int, error) {
+// reads and parses it and returns its page region, which is mapped here
+// (read-only) for the renderer's life.
+func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d library.Doc) (int, *shm.RegionReader, error) {
 	f, _, err := b.lib.OpenDocument(d.ID)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	resp, _, err := broker.Call(ctx, r, docipc.Open, &docpb.OpenRequest{Limits: b.wire}, f)
+	resp, fds, err := broker.Call(ctx, r, docipc.Open, &docpb.OpenRequest{Limits: b.wire}, f)
 	f.Close()
 	if err != nil {
-		return 0, b.callError(ctx, err, d, "open")
+		return 0, nil, b.callError(ctx, err, d, "open")
+	}
+	// ipc checked the kind (ipc.SharedRegion: size-sealed memfd);
+	// OpenRegion checks the exact size before mapping.
+	region, err := shm.OpenRegion(fds[0], int(b.limits.MaxPageBytes()))
+	fds[0].Close()
+	if err != nil {
+		return 0, nil, b.misbehaved(r, d, fmt.Sprintf("open: page region: %v", err))
 	}
 	n := int(resp.GetPages())
 	if n < 1 || n > b.limits.MaxPages {
-		return 0, b.misbehaved(r, d, fmt.Sprintf("open: renderer claims %d pages (limit %d)", n, b.limits.MaxPages))
+		region.Close()
+		return 0, nil, b.misbehaved(r, d, fmt.Sprintf("open: renderer claims %d pages (limit %d)", n, b.limits.MaxPages))
 	}
-	return n, nil
+	return n, region, nil
 }
 
 // callError turns a failed call into the error the front ends see.
@@ -417,14 +485,29 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 	if err := s.fatal(key); err != nil {
 		return nil, err
 	}
-	r, pages, err := b.open(ctx, d)
-	if err != nil {
-		return nil, err
+	var c *conn
+	for {
+		var pages int
+		var err error
+		c, pages, err = b.open(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		if page < 0 || page >= pages {
+			return nil, docerr.New(docerr.ErrNotFound, nil, "%s: page %d of %d", d.Name, page+1, pages)
+		}
+		if err := c.acquire(ctx); err != nil {
+			return nil, fmt.Errorf("%s: page %d: %w", d.Name, page+1, err)
+		}
+		if c.region != nil {
+			break
+		}
+		// The renderer was replaced while we waited: use the new one.
+		c.release()
 	}
-	if page < 0 || page >= pages {
-		return nil, docerr.New(docerr.ErrNotFound, nil, "%s: page %d of %d", d.Name, page+1, pages)
-	}
-	resp, fds, err := broker.Call(ctx, r, docipc.Render, &docpb.RenderRequest{Page: int32(page), Dpi: dpi})
+	defer c.release()
+	r := c.r
+	resp, _, err := broker.Call(ctx, r, docipc.Render, &docpb.RenderRequest{Page: int32(page), Dpi: dpi})
 	if err != nil {
 		kill := killedByPage(err)
 		err = b.callError(ctx, err, d, fmt.Sprintf("page %d", page+1))
@@ -434,28 +517,27 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 		}
 		return nil, err
 	}
-	f := fds[0]
-	defer f.Close()
-	img, usedDPI, err := b.checkPage(d, resp, dpi, f)
+	img, usedDPI, err := b.checkPage(d, resp, dpi, c.region)
 	if err != nil {
 		err = b.misbehaved(r, d, fmt.Sprintf("page %d: %v", page+1, err))
 		s.setFatal(key, err)
 		return nil, err
 	}
-	return &backend.Page{Image: img, DPI: usedDPI, RequestedDPI: dpi, PID: r.PID()}, nil
+	return &backend.Page{Image: img, DPI: usedDPI, RequestedDPI: dpi, PID: r.PID(), Free: func() { putPix(img.Pix) }}, nil
 }
 
 // checkPage validates a renderer's page against the request and the
-// limits, then copies the pixels out of the sealed memfd into an image of
-// the broker's own. shm.Map checks the descriptor's kind, its seals
-// (no write, grow, shrink or seal change is possible any more) and that
-// its size is exactly width*height*4, before mapping it read-only.
+// limits, then copies the pixels out of the renderer's region, once, into
+// an image of the broker's own, which is all it returns. The renderer can
+// write to the region at any time (only its size is sealed): whatever it
+// writes after the copy changes nothing here, and what it writes during
+// the copy only tears this page's pixels, which come from it anyway. The
+// region is never read again for this page.
 //
-// The pixels are copied rather than wrapped: an image over the mapping
-// would need unmapping when the last user drops it, and callers (PNG
-// encoding, pdfout) keep and pass images freely. The copy costs about a
-// millisecond for a Letter page at 150 dpi (see docs/benchmarks.md).
-func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float64, f *os.File) (*image.RGBA, float64, error) {
+// The copy costs about a millisecond for a Letter page at 150 dpi (see
+// docs/benchmarks.md); it is also what lets callers (PNG encoding, pdfout)
+// keep and pass the image freely.
+func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float64, region *shm.RegionReader) (*image.RGBA, float64, error) {
 	w, h := int64(resp.GetWidth()), int64(resp.GetHeight())
 	switch {
 	case w <= 0 || h <= 0 || w > doclimits.MaxSide || h > doclimits.MaxSide:
@@ -464,19 +546,44 @@ func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float
 		return nil, 0, fmt.Errorf("%dx%d px is over the budget of %d", w, h, b.limits.MaxPixelsPerPage)
 	case int64(resp.GetStride()) != 4*w:
 		return nil, 0, fmt.Errorf("stride %d for width %d, want %d", resp.GetStride(), w, 4*w)
+	case resp.GetLength() < 0 || resp.GetLength() > int64(region.Size()):
+		return nil, 0, fmt.Errorf("length %d beyond the %d-byte region", resp.GetLength(), region.Size())
+	case resp.GetLength() != 4*w*h:
+		return nil, 0, fmt.Errorf("length %d for %dx%d px, want %d", resp.GetLength(), w, h, 4*w*h)
 	case !(resp.GetDpi() >= b.limits.MinDPI && resp.GetDpi() <= dpi):
 		return nil, 0, fmt.Errorf("drawn at %g dpi, asked for %g (floor %g)", resp.GetDpi(), dpi, b.limits.MinDPI)
 	case resp.GetDocument() != d.ID:
 		return nil, 0, fmt.Errorf("renderer is bound to %q, not %q", docipc.Clean(resp.GetDocument()), d.ID)
 	}
-	m, err := shm.Map(f, int(4*w*h))
-	if err != nil {
+	n := int(4 * w * h)
+	pix := getPix(n)
+	if err := region.CopyOut(pix, 0); err != nil {
+		putPix(pix)
 		return nil, 0, err
 	}
-	defer m.Close()
-	img := image.NewRGBA(image.Rect(0, 0, int(w), int(h)))
-	copy(img.Pix, m.Bytes())
+	img := &image.RGBA{Pix: pix, Stride: int(4 * w), Rect: image.Rect(0, 0, int(w), int(h))}
 	return img, resp.GetDpi(), nil
+}
+
+// pixPool holds page buffers callers released (backend.Page.Release), so
+// that a page costs one copy instead of allocating and zeroing megabytes
+// first. Buffers are not cleared between pages, or documents: CopyOut
+// overwrites every byte of the page, and the image is cut to the page's
+// length and capacity so nothing beyond it is reachable.
+var pixPool sync.Pool // of *[]byte
+
+// getPix returns an n-byte buffer with unspecified contents.
+func getPix(n int) []byte {
+	if bp, ok := pixPool.Get().(*[]byte); ok && cap(*bp) >= n {
+		return (*bp)[:n:n]
+	}
+	// Too small (or none): a page size this backend has not seen much.
+	return make([]byte, n)
+}
+
+// putPix offers buf back for later pages.
+func putPix(buf []byte) {
+	pixPool.Put(&buf)
 }
 
 // killedByPage reports whether err says the renderer died drawing the
@@ -531,7 +638,7 @@ func (b *Backend) Status(context.Context) []backend.RendererStatus {
 		s := b.sessions[st.Document]
 		b.mu.Unlock()
 		if s != nil && s.mu.TryLock() {
-			if s.r != nil && s.r.PID() == st.PID {
+			if s.c != nil && s.c.r.PID() == st.PID {
 				rs.Pages = s.pages
 			}
 			s.mu.Unlock()

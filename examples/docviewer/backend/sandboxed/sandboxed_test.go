@@ -1,12 +1,14 @@
 package sandboxed
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"image"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,7 +43,7 @@ func TestMain(m *testing.M) {
 // evilModes are the ways a compromised renderer answers a page request,
 // keyed by the document's library id: the renderer knows only the id it is
 // bound to. Each document is a copy of a valid PDF named "<mode>.pdf".
-var evilModes = []string{"unsealed", "wrongsize", "stride", "toolarge", "wrongdoc", "highdpi", "violation", "crash", "hang", "oom"}
+var evilModes = []string{"unsealed", "shortregion", "length", "beyond", "stride", "toolarge", "wrongdoc", "highdpi", "violation", "crash", "hang", "oom", "scribble"}
 
 func evilMode(doc string) string {
 	for _, m := range evilModes {
@@ -52,21 +54,82 @@ func evilMode(doc string) string {
 	return ""
 }
 
-// testRender is docipc.Render with a looser response kind: a shared
-// region (size sealed, writes still possible) is what an unsealed page
-// looks like. Properly sealed pages satisfy it too, so the honest path
-// still works; the broker side keeps expecting ipc.SealedMemfd.
-var testRender = ipc.NewMethod[*docpb.RenderRequest, *docpb.RenderResponse](ipc.MethodSpec{
-	Name:             docipc.RenderName,
-	MaxRequestBytes:  64,
+// testOpen is docipc.Open with a response kind the sending side does not
+// check (ipc leaves SeccompListener to the receiver), so that a test
+// renderer can send any descriptor as its region; the broker side keeps
+// expecting ipc.SharedRegion.
+var testOpen = ipc.NewMethod[*docpb.OpenRequest, *docpb.OpenResponse](ipc.MethodSpec{
+	Name:             docipc.OpenName,
+	MaxRequestBytes:  256,
 	MaxResponseBytes: 256,
-	ResponseFDs:      []ipc.FDKind{ipc.SharedRegion},
+	RequestFDs:       []ipc.FDKind{ipc.ReadOnlyFile},
+	ResponseFDs:      []ipc.FDKind{ipc.SeccompListener},
 })
+
+// scribbleByte is what the "scribble" renderer keeps writing over its
+// region after every reply.
+const scribbleByte = 0x5a
 
 func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
 	w := worker.New(s)
-	ipc.Handle(mux, docipc.Open, w.Open)
-	ipc.Handle(mux, testRender, func(ctx context.Context, req *docpb.RenderRequest, fds []*os.File) (*docpb.RenderResponse, []*os.File, error) {
+	ipc.Handle(mux, testOpen, func(ctx context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
+		_, doc := s.Origin()
+		resp, out, err := w.Open(ctx, req, fds)
+		if err != nil {
+			return resp, out, err
+		}
+		size := int(docipc.LimitsFromProto(req.GetLimits()).MaxPageBytes())
+		switch evilMode(doc) {
+		case "unsealed":
+			// The right size, but nothing sealed: it could shrink
+			// under the broker's mapping.
+			out[0].Close()
+			fd, err := unix.MemfdCreate("pages", unix.MFD_CLOEXEC)
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := unix.Ftruncate(fd, int64(size)); err != nil {
+				return nil, nil, err
+			}
+			return resp, []*os.File{os.NewFile(uintptr(fd), "pages")}, nil
+		case "shortregion":
+			out[0].Close()
+			r, err := shm.NewRegion("pages", size/2)
+			if err != nil {
+				return nil, nil, err
+			}
+			// ipc closes the descriptor once sent; the test renderer
+			// leaks the mapping.
+			return resp, []*os.File{r.File()}, nil
+		case "scribble":
+			// From now on, keep overwriting the region's first page
+			// worth: while pages are drawn, announced, copied and after.
+			var region []byte
+			var mapErr error
+			rc, err := out[0].SyscallConn()
+			if err != nil {
+				return nil, nil, err
+			}
+			rc.Control(func(fd uintptr) {
+				region, mapErr = unix.Mmap(int(fd), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			})
+			if mapErr != nil {
+				return nil, nil, mapErr
+			}
+			go func() {
+				page := region[:4*1275*1650]
+				for {
+					for i := range page {
+						page[i] = scribbleByte
+					}
+					time.Sleep(time.Millisecond)
+					clear(page)
+				}
+			}()
+		}
+		return resp, out, nil
+	})
+	ipc.Handle(mux, docipc.Render, func(ctx context.Context, req *docpb.RenderRequest, fds []*os.File) (*docpb.RenderResponse, []*os.File, error) {
 		_, doc := s.Origin()
 		mode := evilMode(doc)
 		switch mode {
@@ -92,39 +155,22 @@ func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
 		if err != nil {
 			return nil, nil, err
 		}
-		out[0].Close()
-		size := int(resp.Stride * resp.Height)
 		switch mode {
-		case "unsealed":
-			r, err := shm.NewRegion("page", size)
-			if err != nil {
-				return nil, nil, err
-			}
-			// The region stays mapped writable here; ipc closes its
-			// descriptor once sent. A test renderer may leak it.
-			return resp, []*os.File{r.File()}, nil
-		case "wrongsize":
-			size -= 4
+		case "length":
+			resp.Length -= 4
+		case "beyond":
+			resp.Length = doclimits.Default().MaxPageBytes() + 4
 		case "stride":
 			resp.Stride += 4
-			size = int(resp.Stride * resp.Height)
+			resp.Length = int64(resp.Stride * resp.Height)
 		case "toolarge":
-			resp.Width, resp.Height, resp.Stride = 40000, 1, 160000
-			size = 160000
+			resp.Width, resp.Height, resp.Stride, resp.Length = 40000, 1, 160000, 160000
 		case "wrongdoc":
 			resp.Document = library.IDOf("multipage.pdf")
 		case "highdpi":
 			resp.Dpi = req.GetDpi() * 2
 		}
-		buf, err := shm.Create("page", size)
-		if err != nil {
-			return nil, nil, err
-		}
-		f, err := buf.Seal()
-		if err != nil {
-			return nil, nil, err
-		}
-		return resp, []*os.File{f}, nil
+		return resp, out, nil
 	})
 }
 
@@ -326,20 +372,24 @@ func TestPagesOnlyFromOwnRenderer(t *testing.T) {
 // serving the others.
 func TestMisbehavingRenderer(t *testing.T) {
 	tests := map[string]string{
-		"unsealed":  "killed: bad message",
-		"wrongsize": "shm: Map: size 8414996, want 8415000",
-		"stride":    "stride 5104 for width 1275",
-		"toolarge":  "out of bounds",
-		"wrongdoc":  "renderer is bound to",
-		"highdpi":   "drawn at 300 dpi, asked for 150",
-		"violation": "killed: sandbox violation socket",
-		"crash":     "killed: crashed",
-		"hang":      "killed: wall-clock timeout",
-		"oom":       "killed: memory limit",
+		"unsealed":    "killed: bad message",
+		"shortregion": "open: page region: shm: OpenRegion: size 67108864, want 134217728",
+		"length":      "length 8414996 for 1275x1650 px, want 8415000",
+		"beyond":      "length 134217732 beyond the 134217728-byte region",
+		"stride":      "stride 5104 for width 1275",
+		"toolarge":    "out of bounds",
+		"wrongdoc":    "renderer is bound to",
+		"highdpi":     "drawn at 300 dpi, asked for 150",
+		"violation":   "killed: sandbox violation socket",
+		"crash":       "killed: crashed",
+		"hang":        "killed: wall-clock timeout",
+		"oom":         "killed: memory limit",
 	}
 	var samples []string
 	for _, m := range evilModes {
-		samples = append(samples, "valid/multipage.pdf="+m+".pdf")
+		if _, ok := tests[m]; ok {
+			samples = append(samples, "valid/multipage.pdf="+m+".pdf")
+		}
 	}
 	samples = append(samples, "valid/multipage.pdf")
 	b := newBackend(t, func(c *Config) {
@@ -350,6 +400,9 @@ func TestMisbehavingRenderer(t *testing.T) {
 	good := library.IDOf("multipage.pdf")
 	var ran []string
 	for _, mode := range evilModes {
+		if _, ok := tests[mode]; !ok {
+			continue // not an error: see TestScribblingRenderer
+		}
 		t.Run(mode, func(t *testing.T) {
 			if mode == "oom" && raceDetector {
 				t.Skip("no memory limit under the race detector")
@@ -413,4 +466,34 @@ func TestContextCancel(t *testing.T) {
 	assert.True(t, errors.Is(err, context.Canceled), "%v", err)
 	_, err = b.RenderPage(context.Background(), id, 0, 150)
 	assert.NoError(t, err)
+}
+
+// TestScribblingRenderer: a renderer that keeps writing over its region
+// after (and while) the broker copies a page out changes nothing the
+// broker has returned: pages are the broker's own copies, and each is
+// fetched from the region once.
+func TestScribblingRenderer(t *testing.T) {
+	b := newBackend(t, nil, "valid/multipage.pdf=scribble.pdf")
+	id := library.IDOf("scribble.pdf")
+	var pages []*image.RGBA
+	var snaps [][]byte
+	for page := range 3 {
+		p, err := b.RenderPage(context.Background(), id, page, 150)
+		require.NoError(t, err)
+		require.Equal(t, image.Rect(0, 0, 1275, 1650), p.Image.Bounds())
+		pages = append(pages, p.Image)
+		snaps = append(snaps, slices.Clone(p.Image.Pix))
+	}
+	time.Sleep(200 * time.Millisecond) // the scribbling goes on
+	for i, img := range pages {
+		assert.True(t, bytes.Equal(snaps[i], img.Pix), "page %d changed after it was returned", i+1)
+	}
+	// The renderer's region really is being overwritten: pages copy
+	// some of the scribbles (the copy may be torn; it is still the
+	// broker's own, and only ever read once).
+	require.Eventually(t, func() bool {
+		p, err := b.RenderPage(context.Background(), id, 0, 150)
+		return err == nil && bytes.Contains(p.Image.Pix, bytes.Repeat([]byte{scribbleByte}, 64))
+	}, 5*time.Second, 10*time.Millisecond)
+	assert.Empty(t, b.Events(), "a scribbling renderer breaks no check")
 }

@@ -9,8 +9,12 @@
 //
 // The renderer holds at most one document, the one the broker hands it
 // with Open, for its whole life (one renderer per document). It reads the
-// document from the descriptor the broker opened, never from a path, and
-// returns pixels in sealed memfds it drew into directly.
+// document from the descriptor the broker opened, never from a path. Pages
+// cross in one shared region (ipc/shm.Region) per renderer, made and sent
+// once in Open, sized for the largest page the limits allow: MuPDF draws
+// each page straight into it and Render answers with the geometry only.
+// The broker copies the page out once and uses only its copy, so nothing
+// this side writes to the region later can change a page already taken.
 package worker
 
 import (
@@ -20,6 +24,8 @@ import (
 	"io"
 	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
@@ -49,16 +55,19 @@ type Worker struct {
 	session *renderer.Session
 
 	// mu serializes Open and Render. MuPDF draws one page at a time per
-	// document anyway (render.Document locks); holding mu from planning
-	// to sealing also means at most one page buffer exists in this
-	// process at a time, so concurrent page requests cannot multiply the
-	// shared memory a renderer holds.
-	mu  sync.Mutex
-	doc *render.Document
+	// document anyway (render.Document locks), and there is one region to
+	// draw into. (The broker also sends one page request at a time per
+	// renderer and copies the page out before the next, so an honest
+	// renderer never overwrites a page being copied.)
+	mu     sync.Mutex
+	doc    *render.Document
+	region *shm.Region
 }
 
 // Open reads the document from the attached descriptor, at most
-// MaxInputBytes of it, and parses it.
+// MaxInputBytes of it, and parses it; then it makes the renderer's page
+// region, MaxPageBytes (4*MaxPixelsPerPage) of size-sealed, pre-faulted
+// memfd, and returns it (as ipc.SharedRegion) with the page count.
 func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
 	f := fds[0]
 	defer f.Close()
@@ -69,7 +78,7 @@ func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File)
 		// for the first Open (its caller went away) after the renderer
 		// had parsed it. A renderer is bound to one document, so it can
 		// only be the same one: answer as the first time.
-		return &docpb.OpenResponse{Pages: int32(w.doc.PageCount()), Format: w.doc.Format()}, nil, nil
+		return w.opened()
 	}
 	limits := docipc.LimitsFromProto(req.GetLimits())
 	data, err := readBounded(f, limits.MaxInputBytes)
@@ -80,8 +89,40 @@ func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File)
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
 	}
-	w.doc = doc
-	return &docpb.OpenResponse{Pages: int32(doc.PageCount()), Format: doc.Format()}, nil, nil
+	region, err := shm.NewRegion("pages", int(limits.MaxPageBytes()))
+	if err != nil {
+		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region of %d bytes: %v", limits.MaxPageBytes(), err)
+	}
+	w.doc, w.region = doc, region
+	return w.opened()
+}
+
+// opened answers Open with the page count and a duplicate of the region's
+// descriptor (ipc closes what a handler returns, once sent; the region
+// keeps its own).
+func (w *Worker) opened() (*docpb.OpenResponse, []*os.File, error) {
+	f, err := dup(w.region.File())
+	if err != nil {
+		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region: %v", err)
+	}
+	return &docpb.OpenResponse{Pages: int32(w.doc.PageCount()), Format: w.doc.Format()}, []*os.File{f}, nil
+}
+
+// dup duplicates f's descriptor (F_DUPFD_CLOEXEC, which the policy allows).
+func dup(f *os.File) (*os.File, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var nfd int
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup: %w", derr)
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
 }
 
 // readBounded reads f whole, refusing more than max bytes without reading
@@ -107,9 +148,8 @@ func readBounded(f *os.File, max int64) ([]byte, error) {
 }
 
 // Render plans the page under the pixel budget (a lower DPI, or a typed
-// refusal), creates a memfd of exactly the planned size, lets MuPDF draw
-// straight into its mapping, seals it and returns it with the page's
-// geometry. ipc closes the returned descriptor once it is sent.
+// refusal), lets MuPDF draw it straight into the start of the region and
+// returns the page's geometry and byte length; no descriptor.
 func (w *Worker) Render(ctx context.Context, req *docpb.RenderRequest, _ []*os.File) (*docpb.RenderResponse, []*os.File, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -120,18 +160,14 @@ func (w *Worker) Render(ctx context.Context, req *docpb.RenderRequest, _ []*os.F
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
 	}
-	buf, err := shm.Create("page", plan.Size())
-	if err != nil {
-		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page buffer of %d bytes: %v", plan.Size(), err)
+	mem := w.region.Bytes()
+	if plan.Size() > len(mem) {
+		// Plan keeps pages within MaxPixelsPerPage, which sized the region.
+		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page of %d bytes does not fit the %d-byte region", plan.Size(), len(mem))
 	}
-	defer buf.Close() // no-op once sealed
-	res, err := w.doc.RenderInto(ctx, plan, buf.Bytes())
+	res, err := w.doc.RenderInto(ctx, plan, mem[:plan.Size()])
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
-	}
-	f, err := buf.Seal()
-	if err != nil {
-		return nil, nil, ipc.Errorf(ipc.CodeInternal, "seal page: %v", err)
 	}
 	_, doc := w.session.Origin()
 	return &docpb.RenderResponse{
@@ -141,5 +177,6 @@ func (w *Worker) Render(ctx context.Context, req *docpb.RenderRequest, _ []*os.F
 		Dpi:      plan.DPI,
 		Errors:   int32(res.Errors),
 		Document: doc,
-	}, []*os.File{f}, nil
+		Length:   int64(plan.Size()),
+	}, nil, nil
 }
