@@ -18,12 +18,14 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
+	"github.com/sandkit/sandkit/renderer"
 )
 
 // ProcessModel decides how many renderers serve an origin.
@@ -138,7 +140,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if _, err := os.Stat(exe); err != nil {
 		return nil, fmt.Errorf("broker: renderer executable: %w", err)
 	}
-	arg, err := policyArg(p)
+	arg, err := renderer.PolicyArg(p)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -174,7 +176,7 @@ func (b *Broker) Policy() *policy.Policy { return b.policy.Clone() }
 // renderer.Session.Open). The broker opens dir now and resolves every
 // later request against that descriptor, never against the path again.
 func (b *Broker) GrantDir(origin, dir string) error {
-	f, err := os.OpenFile(dir, os.O_RDONLY|syscallODirectory, 0)
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
 	if err != nil {
 		return fmt.Errorf("broker: grant %q to %q: %w", dir, origin, err)
 	}

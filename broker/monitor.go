@@ -28,9 +28,9 @@ func (r *Renderer) monitor(listener *os.File) {
 		return
 	}
 	// Re-wrap so os registers the now non-blocking fd with the poller.
-	var dup int
-	if cerr := rc.Control(func(fd uintptr) { dup, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil || err != nil {
-		r.kill(ExitBadMessage, "seccomp listener unusable")
+	dup, err := dupFD(listener)
+	if err != nil {
+		r.kill(ExitBadMessage, "seccomp listener unusable: "+err.Error())
 		return
 	}
 	l := os.NewFile(uintptr(dup), "seccomp-listener")
@@ -74,4 +74,20 @@ func (r *Renderer) monitor(listener *os.File) {
 		Args:    append([]uint64(nil), notif.Data.Args[:]...),
 		Detail:  "disallowed by the seccomp policy",
 	})
+}
+
+// dupFD duplicates f's descriptor (close-on-exec) through RawConn.Control,
+// which holds f open meanwhile, so a concurrent Close cannot hand the
+// number to another file under us.
+func dupFD(f *os.File) (int, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	dup := -1
+	var dupErr error
+	if err := rc.Control(func(fd uintptr) { dup, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return dup, dupErr
 }

@@ -41,12 +41,10 @@ func (r *Renderer) onOpen(_ context.Context, req *controlpb.OpenRequest, _ []*os
 	}
 	r.b.mu.Lock()
 	dir := r.b.dirs[k.origin]
-	var dirfd int = -1
+	dirfd := -1
 	if dir != nil {
 		// Duplicate under the lock: GrantDir or Close may close dir.
-		if rc, err := dir.SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) { dirfd, _ = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) })
-		}
+		dirfd, _ = dupFD(dir)
 	}
 	r.b.mu.Unlock()
 	if dirfd < 0 {

@@ -21,10 +21,6 @@ import (
 	"github.com/sandkit/sandkit/renderer"
 )
 
-const syscallODirectory = unix.O_DIRECTORY
-
-func policyArg(p *policy.Policy) (string, error) { return renderer.PolicyArg(p) }
-
 // spawner starts every renderer from one locked OS thread. Pdeathsig
 // fires when the thread that forked the child exits, not the process: if
 // renderers were started from arbitrary runtime threads, the runtime

@@ -28,7 +28,8 @@ func checkSupport(p *policy.Policy) error {
 		need(policy.LayerUserNS, userNamespacesAvailable())
 	}
 	abi, abiErr := llsys.LandlockGetABIVersion()
-	landlockAt := func(min int) error {
+	landlockAt := func(layer policy.Layer) error {
+		min := policy.LandlockABI(layer)
 		switch {
 		case abiErr != nil:
 			return fmt.Errorf("landlock unavailable: %w", abiErr)
@@ -38,13 +39,13 @@ func checkSupport(p *policy.Policy) error {
 		return nil
 	}
 	if p.Filesystem.Landlock {
-		need(policy.LayerLandlockFS, landlockAt(1))
+		need(policy.LayerLandlockFS, landlockAt(policy.LayerLandlockFS))
 	}
 	if p.Network.Landlock {
-		need(policy.LayerLandlockNet, landlockAt(4))
+		need(policy.LayerLandlockNet, landlockAt(policy.LayerLandlockNet))
 	}
 	if p.Scope.Landlock {
-		need(policy.LayerLandlockScope, landlockAt(6))
+		need(policy.LayerLandlockScope, landlockAt(policy.LayerLandlockScope))
 	}
 	if p.Seccomp.Enabled {
 		if _, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0); err != nil {

@@ -405,7 +405,8 @@ func (l *lockdown) landlock() error {
 	}
 	var cfg landlock.Config
 	var pending []policy.Layer
-	want := func(on bool, layer policy.Layer, minABI int, apply func(full landlock.Config)) error {
+	want := func(on bool, layer policy.Layer, apply func(full landlock.Config)) error {
+		minABI := policy.LandlockABI(layer)
 		switch {
 		case !on:
 			l.skip(layer, "disabled by the policy")
@@ -419,13 +420,13 @@ func (l *lockdown) landlock() error {
 		}
 		return nil
 	}
-	if err := want(p.Filesystem.Landlock, policy.LayerLandlockFS, 1, func(full landlock.Config) { cfg.HandledAccessFS = full.HandledAccessFS }); err != nil {
+	if err := want(p.Filesystem.Landlock, policy.LayerLandlockFS, func(full landlock.Config) { cfg.HandledAccessFS = full.HandledAccessFS }); err != nil {
 		return err
 	}
-	if err := want(p.Network.Landlock, policy.LayerLandlockNet, 4, func(full landlock.Config) { cfg.HandledAccessNet = full.HandledAccessNet }); err != nil {
+	if err := want(p.Network.Landlock, policy.LayerLandlockNet, func(full landlock.Config) { cfg.HandledAccessNet = full.HandledAccessNet }); err != nil {
 		return err
 	}
-	if err := want(p.Scope.Landlock, policy.LayerLandlockScope, 6, func(full landlock.Config) { cfg.Scoped = full.Scoped }); err != nil {
+	if err := want(p.Scope.Landlock, policy.LayerLandlockScope, func(full landlock.Config) { cfg.Scoped = full.Scoped }); err != nil {
 		return err
 	}
 	if len(pending) == 0 {
