@@ -89,11 +89,16 @@ type Conn struct {
 	mux *Mux
 	log *slog.Logger
 
-	ctx        context.Context // cancelled when the Conn dies; parent of handler contexts
-	cancel     context.CancelFunc
-	done       chan struct{}
-	readerDone chan struct{}
-	bg         sync.WaitGroup // background cancel senders
+	ctx    context.Context // cancelled when the Conn dies; parent of handler contexts
+	cancel context.CancelFunc
+	done   chan struct{}
+	bg     sync.WaitGroup // background cancel senders
+
+	// ev is an eventfd that wakes whoever waits in ppoll holding the read
+	// token (see read.go).
+	ev   *os.File
+	evrc syscall.RawConn
+	rd   readState
 
 	sem    chan struct{} // outgoing call slots
 	work   chan *job     // idle handler workers wait here
@@ -107,18 +112,17 @@ type Conn struct {
 
 	// Send state, guarded by wlock (a channel so that waiting for it can
 	// be abandoned).
-	wlock   chan struct{}
-	wenv    wirepb.Envelope
-	pbuf    []byte
-	wbuf    []byte
-	woob    []byte
-	wmsg    unix.Msghdr
-	wiov    unix.Iovec
-	wErr    error
-	wNoWait bool
-	writeFn func(fd uintptr) bool
+	wlock  chan struct{}
+	wenv   wirepb.Envelope
+	pbuf   []byte
+	wbuf   []byte
+	woob   []byte
+	wmsg   unix.Msghdr
+	wiov   unix.Iovec
+	wErr   error
+	sendFn func(fd uintptr)
 
-	// Receive state, owned by the read loop.
+	// Receive state, owned by the holder of the read token.
 	rbuf   []byte
 	roob   []byte
 	rmsg   unix.Msghdr
@@ -129,7 +133,13 @@ type Conn struct {
 	rErr   error
 	renv   wirepb.Envelope
 	rfds   []int
-	readFn func(fd uintptr) bool
+	recvFn func(fd uintptr)
+	pollFn func(fd uintptr)
+	pollEv func(fd uintptr)
+	pollS  uintptr // socket fd while pollFn runs
+	pollOK bool    // ppoll saw the wake eventfd
+	rMore  bool    // the last receive found a datagram
+	pollE  error
 }
 
 type pendingCall struct {
@@ -177,9 +187,13 @@ func Pair(opts ...Option) (*Conn, *Conn, error) {
 }
 
 // NewConn wraps f, which must be an AF_UNIX SOCK_SEQPACKET socket, and
-// starts the read loop. It takes ownership of f (closing it even on error):
-// the Conn works on a non-blocking duplicate registered with Go's netpoller,
-// so an idle Conn pins no OS thread.
+// starts the read loop. It takes ownership of f (closing it even on error).
+//
+// The Conn works on a duplicate that is kept out of Go's netpoller: the
+// goroutine that receives waits in ppoll(2) itself, so the kernel wakes it
+// directly when a datagram arrives, with no netpoller or goroutine hand-off
+// in between (see read.go). The price is that an idle Conn parks one OS
+// thread in ppoll.
 func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	if f == nil {
 		return nil, errors.New("ipc: NewConn: nil file")
@@ -225,30 +239,49 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.SetNonblock(nfd, true); err != nil {
+	// Blocking mode keeps os.NewFile from registering the descriptor with
+	// the netpoller; every send and receive passes MSG_DONTWAIT, so the
+	// mode never makes a syscall block.
+	if err := unix.SetNonblock(nfd, false); err != nil {
 		unix.Close(nfd)
 		return nil, fmt.Errorf("ipc: NewConn: %w", err)
 	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
+	}
+	// NewFile on a non-blocking eventfd would register it with the
+	// netpoller; it is only ever polled by ppoll and read non-blocking.
+	ev := newUnpolledFile(efd, "ipc-wake")
 	nf := os.NewFile(uintptr(nfd), "ipc-conn")
 	nrc, err := nf.SyscallConn()
 	if err != nil {
 		nf.Close()
+		ev.Close()
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
+	evrc, err := ev.SyscallConn()
+	if err != nil {
+		nf.Close()
+		ev.Close()
 		return nil, fmt.Errorf("ipc: NewConn: %w", err)
 	}
 	c := &Conn{
-		f:          nf,
-		rc:         nrc,
-		lim:        lim,
-		mux:        o.mux,
-		log:        o.logger,
-		done:       make(chan struct{}),
-		readerDone: make(chan struct{}),
-		sem:        make(chan struct{}, lim.MaxInFlight),
-		pending:    make(map[uint64]*pendingCall),
-		serving:    make(map[uint64]context.CancelFunc),
-		wlock:      make(chan struct{}, 1),
-		work:       make(chan *job),
-		rbuf:       make([]byte, lim.MaxDatagram+1),
+		f:       nf,
+		rc:      nrc,
+		ev:      ev,
+		evrc:    evrc,
+		lim:     lim,
+		mux:     o.mux,
+		log:     o.logger,
+		done:    make(chan struct{}),
+		sem:     make(chan struct{}, lim.MaxInFlight),
+		pending: make(map[uint64]*pendingCall),
+		serving: make(map[uint64]context.CancelFunc),
+		wlock:   make(chan struct{}, 1),
+		work:    make(chan *job),
+		rbuf:    make([]byte, lim.MaxDatagram+1),
 		// Room for exactly MaxFDs+1 descriptors (CmsgLen, not CmsgSpace,
 		// whose padding could hold one more): one more than allowed is
 		// detectable as ReasonFDCount, anything beyond as MSG_CTRUNC.
@@ -256,9 +289,11 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		rfds: make([]int, 0, lim.MaxFDs+1),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.writeFn = c.doSend
-	c.readFn = c.doRecv
-	go c.readLoop()
+	c.sendFn = c.doSend
+	c.recvFn = c.doRecv
+	c.pollFn = c.doPoll
+	c.pollEv = c.doPollEv
+	c.rd.init(c)
 	return c, nil
 }
 
@@ -276,12 +311,12 @@ func (c *Conn) Err() error {
 }
 
 // Close kills the Conn: pending calls fail with ErrClosed, running
-// handlers' contexts are cancelled, the socket is closed. It waits for the
-// read loop to exit (not for handlers to return). It is idempotent and
-// returns nil.
+// handlers' contexts are cancelled, the socket is closed. It waits until
+// nothing receives on the Conn any more (not for handlers to return). It is
+// idempotent and returns nil.
 func (c *Conn) Close() error {
 	c.fail(ErrClosed)
-	<-c.readerDone
+	c.rd.wait()
 	c.bg.Wait()
 	return nil
 }
@@ -322,7 +357,12 @@ func (c *Conn) fail(err error) {
 
 	close(c.done)
 	c.cancel()
-	c.f.Close() // unblocks the read loop and any blocked writer
+	c.rd.shutdown() // wakes whoever waits in ppoll; no one takes the token again
+	// The descriptors close once the last syscall using them returns
+	// (os.File reference counts), so their numbers are never reused under
+	// a goroutine still in ppoll.
+	c.f.Close()
+	c.ev.Close()
 	for _, p := range pend {
 		if !p.cancelled {
 			p.ch <- callResult{err: err}
@@ -358,33 +398,24 @@ func (c *Conn) deadErr() error {
 
 // ---- receiving ----
 
-func (c *Conn) doRecv(fd uintptr) bool {
+func (c *Conn) doRecv(fd uintptr) {
 	c.riov.Base = &c.rbuf[0]
 	c.riov.SetLen(len(c.rbuf))
 	c.rmsg = unix.Msghdr{Iov: &c.riov, Iovlen: 1, Control: &c.roob[0]}
 	c.rmsg.SetControllen(len(c.roob))
 	n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
-	if e == unix.EAGAIN {
-		c.rErr = e
-		return false
-	}
 	c.rErr = nil
 	if e != 0 {
 		c.rErr = e
-		return true
+		return
 	}
 	c.rN, c.rOOBN, c.rFlags = int(n), int(c.rmsg.Controllen), int(c.rmsg.Flags)
-	return true
 }
 
-// recv receives one datagram into rbuf/roob. With wait false it does not
-// block: it reports unix.EAGAIN if nothing is queued.
-func (c *Conn) recv(wait bool) (n, oobn, flags int, err error) {
-	fn := c.readFn
-	if !wait {
-		fn = func(fd uintptr) bool { c.doRecv(fd); return true }
-	}
-	if err := c.rc.Read(fn); err != nil {
+// recv receives one datagram into rbuf/roob without blocking: it reports
+// unix.EAGAIN if nothing is queued. The caller holds the read token.
+func (c *Conn) recv() (n, oobn, flags int, err error) {
+	if err := c.rc.Control(c.recvFn); err != nil {
 		return 0, 0, 0, err
 	}
 	if c.rErr != nil {
@@ -393,33 +424,8 @@ func (c *Conn) recv(wait bool) (n, oobn, flags int, err error) {
 	return c.rN, c.rOOBN, c.rFlags, nil
 }
 
-func (c *Conn) readLoop() {
-	defer close(c.readerDone)
-	for {
-		n, oobn, flags, err := c.recv(true)
-		if err != nil {
-			if c.dead() || errors.Is(err, os.ErrClosed) {
-				c.fail(ErrClosed) // no-op if already dead
-			} else {
-				c.fail(fmt.Errorf("ipc: recvmsg: %w", err))
-			}
-			return
-		}
-		if n == 0 && oobn == 0 && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) == 0 {
-			// EOF and an empty datagram look the same; tell them apart by
-			// receiving again: EOF repeats, a live peer leaves nothing.
-			c.fail(c.zeroRead())
-			return
-		}
-		if perr := c.handleDatagram(c.rbuf[:n], c.roob[:oobn], flags); perr != nil {
-			c.fail(perr)
-			return
-		}
-	}
-}
-
 func (c *Conn) zeroRead() error {
-	n, oobn, _, err := c.recv(false)
+	n, oobn, _, err := c.recv()
 	switch {
 	case err == unix.EAGAIN:
 		return violation(ReasonMalformed, "empty datagram")
@@ -472,12 +478,15 @@ func wrapFDs(fds []int) []*os.File {
 
 // handleDatagram validates and dispatches one datagram. On a violation it
 // closes every fd that came with the datagram and returns the violation.
-func (c *Conn) handleDatagram(data, oob []byte, flags int) *ProtocolError {
+// With inline set, a valid request is returned for the caller to serve
+// instead of going to a worker goroutine.
+func (c *Conn) handleDatagram(data, oob []byte, flags int, inline bool) (*job, *ProtocolError) {
+	var j *job
 	fds, perr := parseDatagram(data, oob, flags, &c.lim, &c.renv, c.rfds[:0])
 	if perr == nil {
 		switch c.renv.Kind {
 		case wirepb.Kind_KIND_REQUEST:
-			perr = c.handleRequest(&c.renv, fds)
+			j, perr = c.handleRequest(&c.renv, fds, inline)
 		case wirepb.Kind_KIND_REPLY:
 			perr = c.handleReply(&c.renv, fds)
 		case wirepb.Kind_KIND_CANCEL:
@@ -487,7 +496,7 @@ func (c *Conn) handleDatagram(data, oob []byte, flags int) *ProtocolError {
 	if perr != nil {
 		closeFDs(fds)
 	}
-	return perr
+	return j, perr
 }
 
 func payloadLimit(specLimit int, lim *Limits) int {
@@ -498,15 +507,16 @@ func payloadLimit(specLimit int, lim *Limits) int {
 }
 
 // handleRequest validates a request against its method and starts its
-// handler. On success the fds belong to the handler.
-func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int) *ProtocolError {
+// handler, or with inline set returns it as a job for the caller to run.
+// On success the fds belong to the handler.
+func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int, inline bool) (*job, *ProtocolError) {
 	c.mu.Lock()
 	_, dup := c.serving[env.Id]
 	busy := len(c.serving)
 	c.mu.Unlock()
 	e, req, perr := checkRequest(env, fds, c.mux, &c.lim, dup, busy)
 	if perr != nil {
-		return perr
+		return nil, perr
 	}
 	var ctx context.Context
 	var cancel context.CancelFunc
@@ -521,17 +531,20 @@ func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int) *ProtocolError {
 		c.mu.Unlock()
 		cancel()
 		closeFDs(fds)
-		return nil
+		return nil, nil
 	}
 	c.serving[env.Id] = cancel
 	c.mu.Unlock()
 	j := &job{ctx: ctx, cancel: cancel, id: env.Id, e: e, req: req, fds: wrapFDs(fds)}
+	if inline {
+		return j, nil
+	}
 	select {
 	case c.work <- j: // an idle worker takes it
 	default:
 		go c.worker(j)
 	}
-	return nil
+	return nil, nil
 }
 
 // job is one request for a handler.
@@ -550,7 +563,7 @@ type job struct {
 // flight or idle) spares a goroutine start and stack growth per request.
 func (c *Conn) worker(j *job) {
 	for {
-		c.serve(j.ctx, j.cancel, j.id, j.e, j.req, j.fds)
+		c.serve(j)
 		select {
 		case j = <-c.work:
 		case <-c.done:
@@ -594,8 +607,9 @@ func checkRequest(env *wirepb.Envelope, fds []int, mux *Mux, lim *Limits, dup bo
 	return e, req, nil
 }
 
-func (c *Conn) serve(ctx context.Context, cancel context.CancelFunc, id uint64, e *muxEntry, req proto.Message, fds []*os.File) {
-	resp, out, herr := e.call(ctx, req, fds)
+func (c *Conn) serve(j *job) {
+	id, e, cancel := j.id, j.e, j.cancel
+	resp, out, herr := e.call(j.ctx, j.req, j.fds)
 	// Leave the in-flight set before replying: once the peer has the reply
 	// it may reuse the slot, and we must not count this request then.
 	c.mu.Lock()
@@ -826,7 +840,7 @@ func putRights(b []byte, fds []int) []byte {
 	return b
 }
 
-func (c *Conn) doSend(fd uintptr) bool {
+func (c *Conn) doSend(fd uintptr) {
 	c.wiov.Base = &c.wbuf[0]
 	c.wiov.SetLen(len(c.wbuf))
 	c.wmsg = unix.Msghdr{Iov: &c.wiov, Iovlen: 1}
@@ -839,51 +853,61 @@ func (c *Conn) doSend(fd uintptr) bool {
 	if e != 0 {
 		c.wErr = e
 	}
-	return e != unix.EAGAIN || c.wNoWait
 }
 
-var aLongTimeAgo = time.Unix(1, 0)
+// writeWaitSlice bounds one wait for room in the peer's receive queue, so
+// that a blocked sender notices its context ending or the Conn dying.
+const writeWaitSlice = 5 * time.Millisecond
 
 // write sends wbuf with oob in one sendmsg; the write lock is held. A
 // SEQPACKET datagram is sent whole or not at all, so abandoning a blocked
 // write never leaves half a message on the wire.
 func (c *Conn) write(ctx context.Context, oob []byte) error {
 	c.woob = oob
-	c.wNoWait = true
-	err := c.rc.Write(c.writeFn)
-	if err == nil && c.wErr == unix.EAGAIN {
-		// The peer's receive queue is full: wait for room, but no longer
-		// than ctx allows.
-		var stop func() bool
-		fired := make(chan struct{})
-		if ctx != nil && ctx.Done() != nil {
-			stop = context.AfterFunc(ctx, func() {
-				c.f.SetWriteDeadline(aLongTimeAgo)
-				close(fired)
-			})
-		}
-		c.wNoWait = false
-		err = c.rc.Write(c.writeFn)
-		if stop != nil && !stop() {
-			<-fired
-			c.f.SetWriteDeadline(time.Time{})
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				return ctx.Err()
-			}
-		}
-	}
-	c.woob = nil
-	if err != nil {
-		if c.dead() || errors.Is(err, os.ErrClosed) {
+	defer func() { c.woob = nil }()
+	for {
+		if err := c.rc.Control(c.sendFn); err != nil {
 			return c.deadErr()
 		}
-		return fmt.Errorf("ipc: sendmsg: %w", err)
+		if c.wErr != unix.EAGAIN {
+			break
+		}
+		// The peer's receive queue is full: wait for room, but no longer
+		// than ctx allows.
+		if c.dead() {
+			return c.deadErr()
+		}
+		if ctx != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := c.waitWritable(); err != nil {
+			return c.deadErr()
+		}
 	}
 	if c.wErr != nil {
 		if c.wErr == unix.EPIPE || c.wErr == unix.ECONNRESET {
 			return ErrPeerClosed
 		}
 		return fmt.Errorf("ipc: sendmsg: %w", c.wErr)
+	}
+	return nil
+}
+
+// waitWritable waits up to writeWaitSlice for the socket to take a
+// datagram. It is the rare path (the peer is not reading), so it polls in
+// slices rather than taking part in the read token's wakeups.
+func (c *Conn) waitWritable() error {
+	var perr error
+	err := c.rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		ts := unix.NsecToTimespec(int64(writeWaitSlice))
+		_, perr = unix.Ppoll(pfd, &ts, nil)
+	})
+	if err != nil {
+		return err
+	}
+	if perr != nil && perr != unix.EINTR {
+		return perr
 	}
 	return nil
 }
@@ -965,14 +989,12 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
 	}
 
-	select {
-	case r := <-p.ch:
+	if r, ok := c.await(ctx, p); ok {
 		c.putPending(p)
 		if r.err != nil {
 			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
 		}
 		return r.resp, r.fds, nil
-	case <-ctx.Done():
 	}
 	c.mu.Lock()
 	waiting := c.pending != nil && c.pending[id] == p

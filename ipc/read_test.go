@@ -1,0 +1,115 @@
+package ipc
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// These tests exercise the read token (read.go): who receives when, and
+// that nothing waits on a datagram nobody reads.
+
+// A handler that calls back over the same Conn gets its reply: the loop
+// released the token before running the handler inline, so the handler,
+// as a caller, receives its own reply; the other side receives the
+// callback while it waits for the outer reply.
+func TestHandlerCallsBack(t *testing.T) {
+	mOuter := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "outer"})
+	var b *Conn
+	muxB := NewMux()
+	Handle(muxB, mOuter, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: append([]byte("back:"), req.Value...)})
+		if err != nil {
+			return nil, nil, err
+		}
+		return resp, nil, nil
+	})
+	a, b := newPair(t, testMux(), muxB, Limits{})
+	for i := range 50 {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, _, err := Call(ctx, a, mOuter, &testMsg{Value: []byte{byte(i)}})
+		cancel()
+		require.NoError(t, err)
+		require.Equal(t, append([]byte("back:"), byte(i)), resp.Value)
+	}
+}
+
+// After this side's call returns, nobody holds the token until the
+// standby timer hands it to a loop goroutine; the peer's requests must
+// still be served, including a long burst while this side calls too.
+func TestRequestsServedBetweenCalls(t *testing.T) {
+	a, b := newPair(t, testMux(), testMux(), Limits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 200 {
+		_, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("a")})
+		require.NoError(t, err)
+		// b calls a right after a's call returned: a's token is free
+		// (standby pending) or already back with a loop.
+		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: []byte{byte(i)}})
+		require.NoError(t, err)
+		require.Equal(t, []byte{byte(i)}, resp.Value)
+		if i%50 == 0 {
+			time.Sleep(2 * standbyDelay) // let a's loop take the token back
+		}
+	}
+}
+
+// A handler running inline for longer than standbyDelay does not stop
+// the Conn from receiving: a second request is served concurrently.
+func TestLongInlineHandlerDoesNotBlockOthers(t *testing.T) {
+	mBlock := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "block-inline"})
+	release := make(chan struct{})
+	started := make(chan struct{})
+	mux := testMux()
+	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		close(started)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return req, nil, nil
+	})
+	a, _ := newPair(t, nil, mux, Limits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _, err := Call(ctx, a, mBlock, &testMsg{})
+		if err != nil {
+			t.Error(err)
+		}
+	}()
+	<-started
+	resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("while blocked")})
+	require.NoError(t, err)
+	require.Equal(t, "while blocked", string(resp.Value))
+	close(release)
+	wg.Wait()
+}
+
+// A caller that finds a loop goroutine holding the token (an idle Conn)
+// asks it to yield and receives its own reply; then the standby timer
+// hands the token back to a loop. Repeated.
+func TestCallerTakesTokenFromIdleLoop(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
+	loopHolds := func() bool {
+		a.rd.mu.Lock()
+		defer a.rd.mu.Unlock()
+		return a.rd.held && a.rd.heldByLoop
+	}
+	for range 20 {
+		require.Eventually(t, loopHolds, 10*time.Second, 50*time.Microsecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("x")})
+		cancel()
+		require.NoError(t, err)
+		require.Equal(t, "x", string(resp.Value))
+	}
+}
