@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,16 +20,17 @@ import (
 // callback while it waits for the outer reply.
 func TestHandlerCallsBack(t *testing.T) {
 	mOuter := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "outer"})
-	var b *Conn
+	var b atomic.Pointer[Conn] // set after the handler is registered
 	muxB := NewMux()
 	Handle(muxB, mOuter, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
-		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: append([]byte("back:"), req.Value...)})
+		resp, _, err := Call(ctx, b.Load(), mEcho, &testMsg{Value: append([]byte("back:"), req.Value...)})
 		if err != nil {
 			return nil, nil, err
 		}
 		return resp, nil, nil
 	})
-	a, b := newPair(t, testMux(), muxB, Limits{})
+	a, cb := newPair(t, testMux(), muxB, Limits{})
+	b.Store(cb)
 	for i := range 50 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, _, err := Call(ctx, a, mOuter, &testMsg{Value: []byte{byte(i)}})
