@@ -226,6 +226,7 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 				}
 				return nil, err
 			}
+			r.touch()
 			return r, nil
 		}
 		var r *Renderer

@@ -153,6 +153,18 @@ func (r *Renderer) end() {
 	}
 }
 
+// touch restarts r's idle clock: Acquire hands out an already bound
+// renderer, whose caller is about to use it, so neither eviction nor the
+// idle timeout may take it in between.
+func (r *Renderer) touch() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lastUsed = time.Now()
+	if r.inflight == 0 {
+		r.armIdleLocked()
+	}
+}
+
 // armIdleLocked (re)starts the idle clock; r.mu is held.
 func (r *Renderer) armIdleLocked() {
 	if r.b.cfg.IdleTimeout > 0 {

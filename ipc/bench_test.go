@@ -71,9 +71,8 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 // BenchmarkRoundTripChildGOMAXPROCS1 is BenchmarkRoundTrip with the
-// serving child at GOMAXPROCS=1, as a single-threaded renderer would run:
-// no idle P means no spinning-thread wakeup when the read loop hands a
-// request to its handler goroutine.
+// serving child at GOMAXPROCS=1: a diagnostic of how much the serving
+// side's scheduler matters (with the read token, not measurably).
 func BenchmarkRoundTripChildGOMAXPROCS1(b *testing.B) {
 	c := benchConn(b, "GOMAXPROCS=1")
 	req := &msg{Value: make([]byte, 60)}

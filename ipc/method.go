@@ -90,9 +90,10 @@ type Mux struct {
 }
 
 type muxEntry struct {
-	spec    *MethodSpec
-	reqType protoreflect.MessageType
-	call    func(ctx context.Context, req proto.Message, fds []*os.File) (proto.Message, []*os.File, error)
+	spec     *MethodSpec
+	reqType  protoreflect.MessageType
+	respType protoreflect.MessageType
+	call     func(ctx context.Context, req proto.Message, fds []*os.File) (proto.Message, []*os.File, error)
 }
 
 // NewMux returns an empty Mux.
@@ -105,8 +106,9 @@ func Handle[Req, Resp proto.Message](mux *Mux, m *Method[Req, Resp], h Handler[R
 		panic("ipc: Handle: nil argument")
 	}
 	e := &muxEntry{
-		spec:    &m.spec,
-		reqType: m.reqType,
+		spec:     &m.spec,
+		reqType:  m.reqType,
+		respType: m.respType,
 		call: func(ctx context.Context, req proto.Message, fds []*os.File) (proto.Message, []*os.File, error) {
 			resp, out, err := h(ctx, req.(Req), fds)
 			return resp, out, err
@@ -118,6 +120,28 @@ func Handle[Req, Resp proto.Message](mux *Mux, m *Method[Req, Resp], h Handler[R
 		panic("ipc: Handle: method " + m.spec.Name + " registered twice")
 	}
 	mux.m[m.spec.Name] = e
+}
+
+// Prepare initializes the protobuf codec of every registered method's
+// request and response types. The protobuf runtime builds a type's codec
+// lazily, on its first use; a sandboxed process calls Prepare before it
+// locks itself down so that its first request does not pay for that (and
+// does so with the runtime's own allocations behind it).
+func (mux *Mux) Prepare() error {
+	mux.mu.RLock()
+	defer mux.mu.RUnlock()
+	for name, e := range mux.m {
+		for _, mt := range []protoreflect.MessageType{e.reqType, e.respType} {
+			b, err := proto.Marshal(mt.New().Interface())
+			if err == nil {
+				err = proto.Unmarshal(b, mt.New().Interface())
+			}
+			if err != nil {
+				return fmt.Errorf("ipc: Prepare %s: %w", name, err)
+			}
+		}
+	}
+	return nil
 }
 
 func (mux *Mux) lookup(name string) *muxEntry {

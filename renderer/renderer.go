@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -117,12 +116,6 @@ func run(register func(*Session, *ipc.Mux)) int {
 		log.Error("renderer: bad policy argument", "err", err)
 		return ExitUsage
 	}
-	// One renderer serves one origin, one call at a time in practice;
-	// parallelism comes from running many renderers. One P keeps the
-	// runtime from waking a second thread for every message (measured:
-	// a 64-byte call falls from about 70 to 45 µs) and keeps idle
-	// renderers small.
-	runtime.GOMAXPROCS(1)
 	l := &lockdown{p: p}
 	if err := sanitizeStdio(); err != nil {
 		log.Error("renderer: stdio", "err", err)
@@ -132,6 +125,10 @@ func run(register func(*Session, *ipc.Mux)) int {
 	mux := ipc.NewMux()
 	ipc.Handle(mux, control.Bind, s.bind)
 	register(s, mux)
+	if err := mux.Prepare(); err != nil {
+		log.Error("renderer: methods", "err", err)
+		return ExitUsage
+	}
 	conn, err := ipc.NewConn(os.NewFile(SocketFD, "broker"), ipc.WithMux(mux), ipc.WithLogger(log))
 	if err != nil {
 		log.Error("renderer: broker connection", "err", err)
