@@ -48,10 +48,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	out := fs.String("out", "thumbnails", "directory for the thumbnail PNGs")
 	fs.Int64Var(&budget.MaxPixels, "max-pixels", budget.MaxPixels, "largest declared width×height decoded; the renderer's memory limit follows from it")
 	timeout := fs.Duration("timeout", parser.DefaultTimeout, "time limit per file; the renderer is killed past it")
-	warm := fs.Int("warm", 0, "renderers kept spawned and locked down ahead of need (each still serves one file)")
+	warm := fs.Int("warm", 0, "renderers kept spawned and locked down ahead of need (each still serves one file, unless -reuse)")
+	reuse := fs.Bool("reuse", false, "files of one directory share renderers, kept between files: faster, but a crafted file can reach the files of its own directory handled after it")
 	verbose := fs.Bool("v", false, "log renderer lifecycle and broker details to stderr")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: imageparser [-out DIR] [-max-pixels N] [-timeout D] [-warm N] [-v] FILE...")
+		fmt.Fprintln(fs.Output(), "usage: imageparser [-out DIR] [-max-pixels N] [-timeout D] [-warm N] [-reuse] [-v] FILE...")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -66,7 +67,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	p, err := parser.New(ctx, parser.Options{OutDir: *out, Budget: budget, Timeout: *timeout, WarmPool: *warm, Logger: log})
+	p, err := parser.New(ctx, parser.Options{OutDir: *out, Budget: budget, Timeout: *timeout, WarmPool: *warm, ReuseByDirectory: *reuse, Logger: log})
 	if err != nil {
 		fmt.Fprintln(stderr, "imageparser:", err)
 		return 2

@@ -410,8 +410,8 @@ func ipcChild(b *testing.B, env ...string) (*ipc.Conn, int) {
 //   - ipc: ipc.Call of testrenderer.Ping (a 62-byte BytesValue, 64 bytes
 //     encoded) to a child serving it on a Conn, as a broker calls a
 //     renderer;
-//   - ipc-gomaxprocs1: the same with the child at GOMAXPROCS=1, as
-//     renderers run (diagnostic);
+//   - ipc-gomaxprocs1: the same with the child at GOMAXPROCS=1
+//     (diagnostic);
 //   - raw-seqpacket: 64 bytes written and read back with blocking
 //     write/read on a bare SEQPACKET pair, no framing: the floor;
 //   - grpc-unix: a unary gRPC call over a unix socket, the same 64-byte
@@ -639,7 +639,6 @@ func BenchmarkDensity(b *testing.B) {
 		b.ReportMetric(float64(total)/float64(len(rs)), "renderer-RSS-KiB")
 	}
 	b.ReportMetric(plain, "plain-RSS-KiB")
-	// Renderers run at GOMAXPROCS=1 (renderer.Main); the same setting
-	// for the plain process shows how much of the difference is that.
+	// A diagnostic: how much of an idle Go process is per-P state.
 	b.ReportMetric(plain1, "plain-gomaxprocs1-RSS-KiB")
 }

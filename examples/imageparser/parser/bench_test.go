@@ -16,8 +16,12 @@ import (
 
 // BenchmarkThumbnail measures one file end to end — read, decode, scale,
 // check, write the PNG — in process (the baseline, no sandbox) and through
-// the sandbox with a renderer spawned per file (cold) or taken from a warm
-// pool (warm). docs/benchmarks.md has the figures.
+// the sandbox: a renderer spawned per file (cold); a renderer per file
+// taken from a warm pool (pooled: the spawn leaves the critical path but
+// still costs a core); warm renderers reused for the files of one
+// directory (warm, Options.ReuseByDirectory: every iteration reads the
+// same file, so one renderer serves them all). docs/benchmarks.md has the
+// figures.
 //
 // Besides wall time it reports cpu-ns/op: the CPU time of this process
 // plus that of its reaped children (the renderers) per file. On a shared,
@@ -41,8 +45,9 @@ func BenchmarkThumbnail(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Run("inprocess", func(b *testing.B) { benchInProcess(b, path) })
-			b.Run("sandboxed-cold", func(b *testing.B) { benchSandboxed(b, path, 0) })
-			b.Run("sandboxed-warm", func(b *testing.B) { benchSandboxed(b, path, 2) })
+			b.Run("sandboxed-cold", func(b *testing.B) { benchSandboxed(b, path, 0, false) })
+			b.Run("sandboxed-pooled", func(b *testing.B) { benchSandboxed(b, path, 2, false) })
+			b.Run("sandboxed-warm", func(b *testing.B) { benchSandboxed(b, path, 1, true) })
 		})
 	}
 }
@@ -85,8 +90,8 @@ func benchInProcess(b *testing.B, path string) {
 	}
 }
 
-func benchSandboxed(b *testing.B, path string, warm int) {
-	p := newParser(b, func(o *parser.Options) { o.WarmPool = warm })
+func benchSandboxed(b *testing.B, path string, warm int, reuse bool) {
+	p := newParser(b, func(o *parser.Options) { o.WarmPool, o.ReuseByDirectory = warm, reuse })
 	ctx := context.Background()
 	b.ReportAllocs()
 	defer reportCPU(b)()

@@ -8,7 +8,9 @@
 // cannot see or influence another image, and the next file starts from a
 // clean process. A warm pool (Options.WarmPool) only moves the spawn and
 // lockdown off the critical path; pooled renderers are unbound, and each is
-// bound to exactly one file before it sees a byte of it.
+// bound to exactly one file before it sees a byte of it. The one exception
+// is opt-in: Options.ReuseByDirectory makes a directory one origin whose
+// files share renderers.
 package parser
 
 import (
@@ -104,8 +106,20 @@ type Options struct {
 	// Timeout bounds one file, spawn excluded. Zero means DefaultTimeout.
 	Timeout time.Duration
 	// WarmPool keeps that many renderers spawned and locked down ahead of
-	// need. Each is still bound to one file and closed after it.
+	// need. Each is still bound to one file and closed after it, unless
+	// ReuseByDirectory is set.
 	WarmPool int
+	// ReuseByDirectory makes the files of one directory one origin: they
+	// share renderers, which stay alive between files (until
+	// ReuseIdleTimeout), so a batch pays for a spawn once per directory
+	// instead of once per file. It is weaker isolation, chosen
+	// explicitly: a crafted file that takes over its renderer can see or
+	// alter the files of its own directory that the same renderer handles
+	// after it, and one that kills its renderer fails the files of its
+	// directory in flight with it. Files of different directories never
+	// share a renderer. A renderer whose reply fails a check is closed,
+	// so the next file of its directory gets a fresh one.
+	ReuseByDirectory bool
 	// Concurrency bounds the files Run processes at once. Zero means 2:
 	// decoding is CPU-bound, and each renderer may legitimately use its
 	// whole memory limit, so more would only add memory, not speed, on the
@@ -182,9 +196,15 @@ type Parser struct {
 	log         *slog.Logger
 	// seq numbers the files this Parser has started: part of each
 	// renderer's document key, so that no two files, not even the same
-	// path given twice, can ever be served by the same renderer.
-	seq atomic.Uint64
+	// path given twice, can ever be served by the same renderer (unless
+	// reuse is set).
+	seq   atomic.Uint64
+	reuse bool
 }
+
+// ReuseIdleTimeout ends a renderer kept for ReuseByDirectory after that
+// long without a file.
+const ReuseIdleTimeout = 10 * time.Second
 
 // New starts the broker (and its warm pool). It fails when OutDir cannot
 // be created or when the kernel lacks an isolation layer the policy needs.
@@ -223,7 +243,8 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 		Args:   o.Args,
 		Policy: p,
 		// PerDocument with a unique document per file: a renderer is
-		// bound to one file, never reused (see Thumbnail).
+		// bound to one file, never reused; with ReuseByDirectory the
+		// document is empty and the directory is the origin (see key).
 		Model: broker.PerDocument,
 		// The Parser itself bounds its renderers to Concurrency bound
 		// plus WarmPool pooled. MaxRenderers is set well above that
@@ -234,6 +255,7 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 		// the real bound that path is never taken.
 		MaxRenderers: 2 * (o.Concurrency + o.WarmPool),
 		CallTimeout:  o.Timeout,
+		IdleTimeout:  ReuseIdleTimeout,
 		WarmPool:     o.WarmPool,
 		Logger:       log,
 		OnEvent:      o.OnEvent,
@@ -241,7 +263,7 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parser: start sandbox: %w", err)
 	}
-	return &Parser{out: o.OutDir, budget: o.Budget, concurrency: o.Concurrency, b: b, log: log}, nil
+	return &Parser{out: o.OutDir, budget: o.Budget, concurrency: o.Concurrency, b: b, log: log, reuse: o.ReuseByDirectory}, nil
 }
 
 // Close ends every renderer and the broker.
@@ -254,27 +276,28 @@ func (p *Parser) Close() error { return p.b.Close() }
 // command prints.
 //
 // The renderer is bound to origin "file:" + the absolute path, document
-// "#" + a per-Parser sequence number. Each file is its own origin because
+// "#" + a per-Parser sequence number (with ReuseByDirectory: origin
+// "dir:" + the absolute directory, and the renderer is kept). Each file is its own origin because
 // images do not trust each other: a crafted file must not see another's
 // pixels or leave state (a corrupted heap, a planted goroutine) for it.
 // The sequence number makes every call a new document even for the same
 // path, so Acquire always binds a fresh renderer, which is closed on
-// return whatever happened.
+// return whatever happened. ReuseByDirectory gives that up within a
+// directory, explicitly (see Options).
 func (p *Parser) Thumbnail(ctx context.Context, index int, path string) (Result, error) {
 	in, err := p.open(path)
 	if err != nil {
 		return Result{}, err
 	}
 	defer in.Close()
-	origin := "file:" + path
-	if abs, err := filepath.Abs(path); err == nil {
-		origin = "file:" + abs
-	}
-	r, err := p.b.Acquire(ctx, origin, "#"+strconv.FormatUint(p.seq.Add(1), 10))
+	origin, doc := p.key(path)
+	r, err := p.b.Acquire(ctx, origin, doc)
 	if err != nil {
 		return Result{}, fmt.Errorf("start renderer: %w", err)
 	}
-	defer r.Close()
+	if !p.reuse {
+		defer r.Close()
+	}
 	req := &imagepb.ThumbnailRequest{Budget: imageipc.BudgetToProto(p.budget), MaxSide: MaxSide}
 	resp, fds, err := broker.Call(ctx, r, imageipc.Thumbnail, req, in)
 	if err != nil {
@@ -285,9 +308,23 @@ func (p *Parser) Thumbnail(ctx context.Context, index int, path string) (Result,
 	if err != nil {
 		// The renderer lied: whatever it is, it is not trusted further.
 		p.log.Warn("rejected renderer reply", "file", path, "pid", r.PID(), "err", err)
+		r.Close()
 		return Result{}, err
 	}
 	return res, nil
+}
+
+// key is the origin and document a file's renderer is bound to: its own
+// path and a fresh sequence number, or with reuse its directory alone.
+func (p *Parser) key(path string) (origin, document string) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	if p.reuse {
+		return "dir:" + filepath.Dir(abs), ""
+	}
+	return "file:" + abs, "#" + strconv.FormatUint(p.seq.Add(1), 10)
 }
 
 // open opens path read-only for the renderer. O_NONBLOCK keeps a FIFO from

@@ -303,7 +303,7 @@ func rows(s *samples) []row {
 		absRow("warm acquire (broker BenchmarkWarmAcquire, median)", s.get("BenchmarkWarmAcquire", us), 200, true, "≤ 200 µs"),
 		ratioRow("64-byte round trip: ipc vs raw SEQPACKET", s.get("BenchmarkRoundTrip64/ipc", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 1.5, true),
 		ratioRow("64-byte round trip: gRPC (unix socket) vs ipc", s.get("BenchmarkRoundTrip64/grpc-unix", ns), s.get("BenchmarkRoundTrip64/ipc", ns), "(ipc faster)", 5, false),
-		ratioRow("64-byte round trip: ipc, renderer-like child (GOMAXPROCS=1) vs raw", s.get("BenchmarkRoundTrip64/ipc-gomaxprocs1", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
+		ratioRow("64-byte round trip: ipc, child at GOMAXPROCS=1 vs raw", s.get("BenchmarkRoundTrip64/ipc-gomaxprocs1", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
 		ratioRow("64-byte round trip: raw echo waited for in Go's netpoller vs blocking read", s.get("BenchmarkRoundTrip64Parts/raw-netpoller", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
 		ratioRow("64-byte round trip: ipc serving side alone (blocking client) vs raw", s.get("BenchmarkRoundTrip64Parts/ipc-server", ns), s.get("BenchmarkRoundTrip64/raw-seqpacket", ns), "of raw", 0, true),
 		ratioRow("8 MiB transfer: shm speed-up over a stream socket", s.get("BenchmarkBulk8MiB/socket", ns), s.get("BenchmarkBulk8MiB/shm", ns), "faster", 3, false),
@@ -336,7 +336,7 @@ func rows(s *samples) []row {
 		absRow("lockdown steps in a renderer-like child (BenchmarkLockdownSteps, sum)", s.get("BenchmarkLockdownSteps/namespaces-full", "lockdown-total-us"), 0, true, "—"),
 		absRow("idle locked renderers held at once (strict policy)", s.get("BenchmarkDensity", "renderers"), 200, false, "≥ 200"),
 		ratioRow("idle renderer RSS vs idle plain Go process (same binary)", s.get("BenchmarkDensity", "renderer-RSS-KiB"), s.get("BenchmarkDensity", "plain-RSS-KiB"), "of plain", 1.5, true),
-		ratioRow("idle renderer RSS vs idle plain Go process at GOMAXPROCS=1 (as renderers run)", s.get("BenchmarkDensity", "renderer-RSS-KiB"), s.get("BenchmarkDensity", "plain-gomaxprocs1-RSS-KiB"), "of plain", 0, true),
+		ratioRow("idle renderer RSS vs idle plain Go process at GOMAXPROCS=1 (diagnostic)", s.get("BenchmarkDensity", "renderer-RSS-KiB"), s.get("BenchmarkDensity", "plain-gomaxprocs1-RSS-KiB"), "of plain", 0, true),
 	)
 	return out
 }
