@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -44,10 +46,10 @@ func BenchmarkThumbnail(b *testing.B) {
 			if err := os.WriteFile(path, in.gen(), 0o644); err != nil {
 				b.Fatal(err)
 			}
-			b.Run("inprocess", func(b *testing.B) { benchInProcess(b, path) })
-			b.Run("sandboxed-cold", func(b *testing.B) { benchSandboxed(b, path, 0, false) })
-			b.Run("sandboxed-pooled", func(b *testing.B) { benchSandboxed(b, path, 2, false) })
-			b.Run("sandboxed-warm", func(b *testing.B) { benchSandboxed(b, path, 1, true) })
+			b.Run("inprocess", func(b *testing.B) { waitIdle(b); benchInProcess(b, path) })
+			b.Run("sandboxed-cold", func(b *testing.B) { waitIdle(b); benchSandboxed(b, path, 0, false) })
+			b.Run("sandboxed-pooled", func(b *testing.B) { waitIdle(b); benchSandboxed(b, path, 2, false) })
+			b.Run("sandboxed-warm", func(b *testing.B) { waitIdle(b); benchSandboxed(b, path, 1, true) })
 		})
 	}
 }
@@ -100,6 +102,43 @@ func benchSandboxed(b *testing.B, path string, warm int, reuse bool) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// waitIdle waits (untimed, at most 10 s) until the CPUs have been at
+// least 90% idle for 200 ms. The kernel tears a renderer's network
+// namespace down later, in a worker thread, so a variant that spawned
+// dozens of renderers leaves work behind that would otherwise be charged
+// to whichever variant runs next.
+func waitIdle(b *testing.B) {
+	b.Helper()
+	idle := func() (idle, total uint64) {
+		data, err := os.ReadFile("/proc/stat")
+		if err != nil {
+			b.Fatal(err)
+		}
+		line, _, _ := strings.Cut(string(data), "\n")
+		for i, f := range strings.Fields(line)[1:] {
+			n, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			total += n
+			if i == 3 || i == 4 { // idle, iowait
+				idle += n
+			}
+		}
+		return idle, total
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		i0, t0 := idle()
+		time.Sleep(200 * time.Millisecond)
+		i1, t1 := idle()
+		if t1 > t0 && float64(i1-i0)/float64(t1-t0) >= 0.9 {
+			return
+		}
+	}
+	b.Log("CPUs not idle after 10 s; measuring anyway")
 }
 
 // reportCPU starts measuring CPU time; the function it returns reports

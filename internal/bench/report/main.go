@@ -325,7 +325,8 @@ func rows(s *samples) []row {
 		base := "BenchmarkThumbnail/" + in + "/"
 		out = append(out,
 			ratioRow("imageparser thumbnail "+in+": sandboxed cold vs in-process", s.get(base+"sandboxed-cold", ns), s.get(base+"inprocess", ns), "of in-process time", 1.3, true),
-			ratioRow("imageparser thumbnail "+in+": sandboxed warm vs in-process", s.get(base+"sandboxed-warm", ns), s.get(base+"inprocess", ns), "of in-process time", 1.1, true),
+			ratioRow("imageparser thumbnail "+in+": sandboxed warm (renderers reused within a directory, -reuse) vs in-process", s.get(base+"sandboxed-warm", ns), s.get(base+"inprocess", ns), "of in-process time", 1.1, true),
+			ratioRow("imageparser thumbnail "+in+": sandboxed pooled (a warm renderer per file) vs in-process", s.get(base+"sandboxed-pooled", ns), s.get(base+"inprocess", ns), "of in-process time", 0, true),
 		)
 	}
 	// docviewer: throughput = in-process time / sandboxed time.
