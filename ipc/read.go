@@ -76,7 +76,7 @@ func (r *readState) init(c *Conn) {
 	go r.loop()
 }
 
-// shut marks the Conn dead for readers and wakes the token holder. Called
+// shutdown marks the Conn dead for readers and wakes the token holder. Called
 // once, by Conn.fail.
 func (r *readState) shutdown() {
 	r.mu.Lock()
