@@ -103,3 +103,21 @@ func ExampleConn_Err() {
 	a.Close()
 	// Output: true true
 }
+
+// A sandboxed process registers its methods, then calls Prepare before it
+// locks itself down (renderer.Main does both), so that its first request
+// does not pay for building the protobuf codecs of the method's messages.
+func ExampleMux_Prepare() {
+	mux := ipc.NewMux()
+	ipc.Handle(mux, greet, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		return wrapperspb.String("hello, " + req.Value), nil, nil
+	})
+	if err := mux.Prepare(); err != nil {
+		fmt.Println("prepare:", err)
+		return
+	}
+	fmt.Println("prepared")
+	// ... lock down, then serve: ipc.NewConn(socket, ipc.WithMux(mux))
+	// Output:
+	// prepared
+}
