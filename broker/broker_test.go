@@ -476,6 +476,34 @@ func TestIdleTimeoutAndCapacity(t *testing.T) {
 	require.Eventually(t, func() bool { return len(b.Renderers()) == 0 }, 5*time.Second, 20*time.Millisecond, "idle renderers end")
 }
 
+// TestAcquireOfBoundRendererRestartsIdleClock: Acquire hands out an
+// already bound renderer to a caller about to use it, so the idle timeout
+// counts from that Acquire, not from the renderer's last call. Without it
+// the renderer below would end 2 s after its call, 1 s after the second
+// Acquire, under the caller.
+func TestAcquireOfBoundRendererRestartsIdleClock(t *testing.T) {
+	ctx := context.Background()
+	b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.IdleTimeout = 2 * time.Second })
+	r, err := b.Acquire(ctx, "a", "")
+	require.NoError(t, err)
+	_, _, err = broker.Call(ctx, r, testrenderer.Ping, wrapperspb.Bytes(nil))
+	require.NoError(t, err)
+	time.Sleep(1500 * time.Millisecond)
+	again, err := b.Acquire(ctx, "a", "")
+	require.NoError(t, err)
+	require.Same(t, r, again)
+	select {
+	case <-r.Done():
+		t.Fatalf("renderer ended %v after its idle clock was restarted: %v", time.Second, r.Err())
+	case <-time.After(time.Second):
+	}
+	_, _, err = broker.Call(ctx, again, testrenderer.Ping, wrapperspb.Bytes(nil))
+	require.NoError(t, err)
+	// Idle from here on: the timeout still ends it.
+	<-r.Done()
+	assert.Equal(t, broker.ExitIdle, r.Err().Reason)
+}
+
 func TestFailsClosedOnInvalidPolicy(t *testing.T) {
 	p := policy.Strict()
 	p.Seccomp.Allow = []string{"ptrace"}
