@@ -239,22 +239,23 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Blocking mode keeps os.NewFile from registering the descriptor with
-	// the netpoller; every send and receive passes MSG_DONTWAIT, so the
-	// mode never makes a syscall block.
-	if err := unix.SetNonblock(nfd, false); err != nil {
-		unix.Close(nfd)
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
-	}
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
 		unix.Close(nfd)
 		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
 	}
-	// NewFile on a non-blocking eventfd would register it with the
-	// netpoller; it is only ever polled by ppoll and read non-blocking.
-	ev := newUnpolledFile(efd, "ipc-wake")
-	nf := os.NewFile(uintptr(nfd), "ipc-conn")
+	// Both are only ever waited for in ppoll (read.go), never in the
+	// netpoller; every send and receive on the socket passes MSG_DONTWAIT.
+	nf, err := newUnpolledFile(nfd, "ipc-conn")
+	if err != nil {
+		unix.Close(efd)
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
+	ev, err := newUnpolledFile(efd, "ipc-wake")
+	if err != nil {
+		nf.Close()
+		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
+	}
 	nrc, err := nf.SyscallConn()
 	if err != nil {
 		nf.Close()
@@ -881,7 +882,10 @@ func (c *Conn) write(ctx context.Context, oob []byte) error {
 			return ctx.Err()
 		}
 		if err := c.waitWritable(); err != nil {
-			return c.deadErr()
+			if c.dead() {
+				return c.deadErr()
+			}
+			return fmt.Errorf("ipc: wait to send: %w", err)
 		}
 	}
 	if c.wErr != nil {

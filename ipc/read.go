@@ -374,18 +374,29 @@ func (c *Conn) drainWake() {
 }
 
 // newUnpolledFile wraps fd in an *os.File that Go's netpoller never
-// registers, whatever the descriptor's O_NONBLOCK flag.
-func newUnpolledFile(fd int, name string) *os.File {
+// registers, whatever the descriptor's O_NONBLOCK flag, which it leaves as
+// it found it. On error fd is closed.
+func newUnpolledFile(fd int, name string) (*os.File, error) {
 	// os.NewFile registers non-blocking descriptors with the netpoller;
 	// clear the flag for the call and restore it.
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	nb := err == nil && fl&unix.O_NONBLOCK != 0
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("F_GETFL: %w", err)
+	}
+	nb := fl&unix.O_NONBLOCK != 0
 	if nb {
-		unix.SetNonblock(fd, false)
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("clear O_NONBLOCK: %w", err)
+		}
 	}
 	f := os.NewFile(uintptr(fd), name)
 	if nb {
-		unix.SetNonblock(fd, true)
+		if err := unix.SetNonblock(fd, true); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restore O_NONBLOCK: %w", err)
+		}
 	}
-	return f
+	return f, nil
 }
