@@ -246,6 +246,11 @@ func TestLimits(t *testing.T) {
 			want:   broker.ExitMemoryLimit,
 		},
 		{
+			name:   "threads",
+			action: "threads",
+			want:   broker.ExitThreadLimit,
+		},
+		{
 			name:   "call timeout",
 			cfg:    func(c *broker.Config) { c.CallTimeout = 300 * time.Millisecond },
 			action: "hang",

@@ -20,6 +20,7 @@ const (
 	ExitViolation      ExitReason = "sandbox violation"
 	ExitCPULimit       ExitReason = "cpu limit"
 	ExitMemoryLimit    ExitReason = "memory limit"
+	ExitThreadLimit    ExitReason = "thread limit"
 	ExitTimeout        ExitReason = "wall-clock timeout"
 	ExitBadMessage     ExitReason = "bad message"
 	ExitLockdownFailed ExitReason = "lockdown failed"

@@ -372,8 +372,10 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
-	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.outOfMemory():
+	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.exhausted() == ExitMemoryLimit:
 		e.Reason, e.Detail = ExitMemoryLimit, "memory limit (RLIMIT_DATA) reached: "+last
+	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.exhausted() == ExitThreadLimit:
+		e.Reason, e.Detail = ExitThreadLimit, "thread limit (RLIMIT_NPROC) reached: "+last
 	case ws.Signaled():
 		e.Reason, e.Detail = ExitCrash, "signal "+ws.Signal().String()
 	case ws.Exited() && ws.ExitStatus() == 0:
@@ -391,19 +393,39 @@ func (r *Renderer) classify() *ExitError {
 type logTail struct {
 	mu    sync.Mutex
 	lines []string
-	fatal string // the first "fatal error:" or "panic:" line, kept past the stack dump
+	// fatal is the runtime's first line about its death (see isFatal),
+	// kept past the stack dump, and after it the lines that follow it.
+	fatal string
+	after []string
 }
 
 const (
-	maxLogLine  = 1024
-	maxLogLines = 16
+	maxLogLine    = 1024
+	maxLogLines   = 16
+	maxAfterFatal = 4
 )
+
+// isFatal reports whether line is one the Go runtime starts its last
+// words with: a fatal error, a panic, a failed thread creation, or a
+// signal it could not handle ("SIGSEGV: segmentation violation").
+func isFatal(line string) bool {
+	for _, prefix := range []string{"fatal error:", "panic:", cgoThreadFailed} {
+		if strings.HasPrefix(line, prefix) {
+			return true
+		}
+	}
+	name, _, found := strings.Cut(line, ": ")
+	return found && len(name) > 3 && strings.HasPrefix(name, "SIG") && strings.ToUpper(name) == name && !strings.Contains(name, " ")
+}
 
 func (t *logTail) add(line string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.fatal == "" && (strings.HasPrefix(line, "fatal error:") || strings.HasPrefix(line, "panic:")) {
+	switch {
+	case t.fatal == "" && isFatal(line):
 		t.fatal = line
+	case t.fatal != "" && len(t.after) < maxAfterFatal && strings.TrimSpace(line) != "":
+		t.after = append(t.after, line)
 	}
 	if len(t.lines) == maxLogLines {
 		copy(t.lines, t.lines[1:])
@@ -428,12 +450,51 @@ func (t *logTail) lastLine() string {
 	return ""
 }
 
-// outOfMemory reports whether the runtime died for want of memory.
-func (t *logTail) outOfMemory() bool {
+// cgoThreadFailed starts the line the runtime of a cgo program writes
+// before it aborts because pthread_create failed. Renderers are cgo
+// programs (the lockdown links libseccomp).
+const cgoThreadFailed = "runtime/cgo: pthread_create failed:"
+
+// exhausted reports which limit the runtime's last words name:
+// ExitMemoryLimit, ExitThreadLimit, or "" for none. They are the
+// renderer's word, so this explains an exit and grants nothing.
+//
+// Memory runs out in more places than the heap:
+//   - the runtime's own metadata ("cannot allocate memory");
+//   - the stack of a new thread, where glibc turns ENOMEM into EAGAIN.
+//     That EAGAIN is the memory limit's and not RLIMIT_NPROC's, because
+//     the renderer sets the runtime's thread limit below RLIMIT_NPROC:
+//     running out of threads is "thread exhaustion";
+//   - a span queue of the garbage collector. Go 1.26's collector does not
+//     check that allocation (newSpanSPMC uses sysAlloc's result unchecked)
+//     and faults on address 0 in spanQueue.tryDrain. Only that exact
+//     fault counts; any other segmentation fault stays a crash.
+func (t *logTail) exhausted() ExitReason {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return strings.HasPrefix(t.fatal, "fatal error:") &&
-		(strings.Contains(t.fatal, "out of memory") || strings.Contains(t.fatal, "cannot allocate memory"))
+	switch f := t.fatal; {
+	case f == "fatal error: thread exhaustion":
+		return ExitThreadLimit
+	case strings.HasPrefix(f, "fatal error:") && (strings.Contains(f, "out of memory") || strings.Contains(f, "cannot allocate memory")),
+		f == cgoThreadFailed+" Resource temporarily unavailable",
+		f == "SIGSEGV: segmentation violation" && t.spanQueueFault():
+		return ExitMemoryLimit
+	}
+	return ""
+}
+
+// spanQueueFault reports whether the lines after a SIGSEGV line are those
+// of the collector's unchecked span queue allocation: a fault on address
+// 0 whose first frame, on the faulting thread's system goroutine, is
+// spanQueue.tryDrain.
+func (t *logTail) spanQueueFault() bool {
+	if len(t.after) < 3 {
+		return false
+	}
+	pc, header, frame := t.after[0], t.after[1], t.after[2]
+	return strings.HasPrefix(pc, "PC=") && strings.HasSuffix(pc, " sigcode=1 addr=0x0") &&
+		strings.HasPrefix(header, "goroutine 0 ") &&
+		strings.HasPrefix(frame, "runtime.(*spanQueue).tryDrain(")
 }
 
 // readLogs forwards the renderer's stderr to the broker's logger, line by

@@ -86,16 +86,21 @@ type Seccomp struct {
 // Limits bounds the resources of one renderer.
 type Limits struct {
 	// Memory is RLIMIT_DATA in bytes: the renderer's private writable
-	// memory (heap, anonymous mappings, glibc arenas). Allocations past it
-	// fail and the Go runtime dies with "out of memory", which the broker
-	// reports as the memory limit. RLIMIT_AS would be the wrong bound: Go
-	// and glibc reserve over a gigabyte of address space they never use.
-	// Zero leaves it unlimited.
+	// memory (heap, anonymous mappings, glibc arenas, thread stacks),
+	// counted when mapped, not when touched: an idle renderer's runtime
+	// already maps about 75 MB. Allocations past it fail and the Go
+	// runtime dies ("out of memory" and kin), which the broker reports as
+	// the memory limit. RLIMIT_AS would be the wrong bound: Go and glibc
+	// reserve over a gigabyte of address space they never use. Zero
+	// leaves it unlimited.
 	Memory uint64
 	// OpenFiles is RLIMIT_NOFILE.
 	OpenFiles uint64
 	// Threads is RLIMIT_NPROC, counted inside the renderer's own user
-	// namespace: the renderer's threads.
+	// namespace: the renderer's threads. The renderer sets the Go
+	// runtime's own thread limit just below it (debug.SetMaxThreads), so
+	// running out of threads is reported as such, not as a failed thread
+	// creation that could also mean the memory limit.
 	Threads uint64
 	// CPUTime is RLIMIT_CPU, rounded up to whole seconds; at the limit the
 	// kernel sends SIGKILL.

@@ -1,7 +1,9 @@
 package renderer
 
 /*
+#define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <linux/securebits.h>
@@ -16,12 +18,16 @@ package renderer
 // CAP_SYS_ADMIN in the renderer's user namespace; the bounding set only
 // limits what exec could grant, and emptying it takes nothing away now.
 //
+// The constructor also sets the stack size of threads started later
+// (see the last step), which has to happen before the runtime starts any.
+//
 // It acts only in a process started as a renderer (argv[1] carries the
 // marker); in any other program importing this package it does nothing.
-int sandkit_early_step;  // 0: not a renderer; 5: every step done; else the failed step
+int sandkit_early_step;  // 0: not a renderer; 6: every step done; else the failed step
 int sandkit_early_errno;
 
 #define SANDKIT_FLAG "--sandkit-renderer="
+#define SANDKIT_THREAD_STACK (256 << 10)
 
 __attribute__((constructor)) static void sandkit_early(int argc, char **argv, char **envp) {
 	(void)envp;
@@ -58,6 +64,29 @@ __attribute__((constructor)) static void sandkit_early(int argc, char **argv, ch
 		return;
 	}
 	sandkit_early_step = 5;
+	// A thread's stack is a private writable mapping, which RLIMIT_DATA
+	// (the renderer's memory limit) counts in full whether touched or not:
+	// glibc's default is RLIMIT_STACK, 8 MiB, per thread. Goroutines run
+	// on stacks the Go runtime allocates; a thread's own stack only holds
+	// the runtime's system stack and the few C calls of the lockdown, for
+	// which SANDKIT_THREAD_STACK is ample. Without this, every thread the
+	// runtime starts takes 8 MiB of the limit, and one started under
+	// memory pressure fails in pthread_create instead of the allocation
+	// that caused the pressure.
+	pthread_attr_t attr;
+	int err = pthread_attr_init(&attr);
+	if (err == 0) {
+		err = pthread_attr_setstacksize(&attr, SANDKIT_THREAD_STACK);
+		if (err == 0) {
+			err = pthread_setattr_default_np(&attr);
+		}
+		pthread_attr_destroy(&attr);
+	}
+	if (err != 0) {
+		sandkit_early_errno = err;
+		return;
+	}
+	sandkit_early_step = 6;
 }
 */
 import "C"
@@ -70,9 +99,9 @@ import (
 // earlyErr reports whether the constructor ran to the end. The names match
 // the constructor's steps.
 func earlyErr() error {
-	steps := []string{"not run (argv[1] is not a renderer marker)", "drop the bounding set", "clear ambient capabilities", "lock securebits", "set no_new_privs"}
+	steps := []string{"not run (argv[1] is not a renderer marker)", "drop the bounding set", "clear ambient capabilities", "lock securebits", "set no_new_privs", "set the thread stack size"}
 	step := int(C.sandkit_early_step)
-	if step == 5 {
+	if step == len(steps) {
 		return nil
 	}
 	if step < 0 || step >= len(steps) {

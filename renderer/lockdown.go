@@ -3,8 +3,10 @@ package renderer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"syscall"
 	"unsafe"
@@ -327,8 +329,22 @@ func setRlimits(l policy.Limits) error {
 			return err
 		}
 	}
+	if l.Threads != 0 {
+		// The runtime's own thread limit trips first and names itself
+		// ("fatal error: thread exhaustion"). Otherwise the kernel's
+		// EAGAIN from thread creation would read the same as the one
+		// glibc returns when the memory limit leaves no room for a
+		// thread's stack, and the broker could not tell the limits apart.
+		debug.SetMaxThreads(int(min(l.Threads, math.MaxInt32)) - threadMargin)
+	}
 	return nil
 }
+
+// threadMargin is how far below RLIMIT_NPROC the runtime's thread limit
+// sits. The kernel counts every task of the renderer's uid, the runtime
+// only its own threads; the margin keeps the runtime's count the one that
+// runs out.
+const threadMargin = 2
 
 // allThreads runs a syscall on every thread of the process, the unused
 // arguments zero (prctl insists):

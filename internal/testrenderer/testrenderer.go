@@ -195,6 +195,16 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			}
 			keep = append(keep, b)
 		}
+	case "threads":
+		// Each goroutine keeps its thread to itself, so every one costs
+		// the runtime a new thread, until a limit stops it.
+		for {
+			go func() {
+				runtime.LockOSThread()
+				select {}
+			}()
+			time.Sleep(time.Millisecond)
+		}
 	case "hang":
 		time.Sleep(time.Hour)
 		return "woke"

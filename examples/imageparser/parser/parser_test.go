@@ -340,7 +340,7 @@ func TestMemoryLimit(t *testing.T) {
 	}
 	p := newParser(t, func(o *parser.Options) {
 		o.Policy = parser.Policy(thumb.DefaultBudget(), parser.DefaultTimeout)
-		o.Policy.Limits.Memory = 128 << 20
+		o.Policy.Limits.Memory = 96 << 20
 	})
 	var stdout bytes.Buffer
 	files := []string{filepath.Join(corpusDir, "png_lying_7000x7000.png"), filepath.Join(corpusDir, "png_640x480.png")}
