@@ -51,11 +51,12 @@ func settle(tb testing.TB, what string, want int, get func() int) {
 // goroutines counts this process's goroutines, except idle ipc handler
 // workers and ipc loop goroutines. A Conn keeps up to Limits.MaxInFlight
 // idle workers for reuse (how many depends on how requests raced their
-// predecessors' replies), and one or two loop goroutines, one of them in
-// ppoll only while no caller holds the read token (ipc/read.go); all exit
-// with their Conn. Counting them would make the check flaky without
-// making it stronger, since a leaked Conn still shows up through its
-// descriptors (the socket and the wake eventfd).
+// predecessors' replies), and one or two loop goroutines, one of them
+// waiting to receive only while no caller holds the read token
+// (ipc/read.go); all exit with their Conn. Counting them would make the
+// check flaky without making it stronger, since a leaked Conn still shows
+// up through its descriptors (the socket, the wake eventfd and the epoll
+// instance).
 func goroutines() int {
 	buf := make([]byte, 1<<20)
 	for {

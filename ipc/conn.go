@@ -98,6 +98,12 @@ type Conn struct {
 	// token (see read.go).
 	ev   *os.File
 	evrc syscall.RawConn
+	// ep is an epoll instance watching the socket and ev, registered with
+	// Go's netpoller: the token holder waits on it once a wait has lasted
+	// longer than fastWait (see read.go).
+	ep   *os.File
+	eprc syscall.RawConn
+	evFD int // ev's descriptor, for the wait set
 	rd   readState
 
 	sem    chan struct{} // outgoing call slots
@@ -109,6 +115,9 @@ type Conn struct {
 	nextID  uint64
 	pending map[uint64]*pendingCall       // our requests awaiting a reply
 	serving map[uint64]context.CancelFunc // peer's requests being handled
+	// longCalls records, per method called, whether its last reply took
+	// longer than longWait. Keys are the local methods' names.
+	longCalls map[string]bool
 
 	// Send state, guarded by wlock (a channel so that waiting for it can
 	// be abandoned).
@@ -123,23 +132,25 @@ type Conn struct {
 	sendFn func(fd uintptr)
 
 	// Receive state, owned by the holder of the read token.
-	rbuf   []byte
-	roob   []byte
-	rmsg   unix.Msghdr
-	riov   unix.Iovec
-	rN     int
-	rOOBN  int
-	rFlags int
-	rErr   error
-	renv   wirepb.Envelope
-	rfds   []int
-	recvFn func(fd uintptr)
-	pollFn func(fd uintptr)
-	pollEv func(fd uintptr)
-	pollS  uintptr // socket fd while pollFn runs
-	pollOK bool    // ppoll saw the wake eventfd
-	rMore  bool    // the last receive found a datagram
-	pollE  error
+	rbuf     []byte
+	roob     []byte
+	rmsg     unix.Msghdr
+	riov     unix.Iovec
+	rN       int
+	rOOBN    int
+	rFlags   int
+	rErr     error
+	renv     wirepb.Envelope
+	rfds     []int
+	recvFn   func(fd uintptr)
+	pollFn   func(fd uintptr)
+	pollEv   func(fd uintptr)
+	epollFn  func(fd uintptr) bool
+	pollS    uintptr // socket fd while pollFn runs
+	pollOK   bool    // ppoll saw the wake eventfd
+	waitLong bool    // the holder expects a long wait (see longWait)
+	rMore    bool    // the last receive found a datagram
+	pollE    error
 }
 
 type pendingCall struct {
@@ -147,6 +158,7 @@ type pendingCall struct {
 	respType  protoreflect.MessageType
 	ch        chan callResult // capacity 1, receives exactly one result unless cancelled
 	cancelled bool            // guarded by Conn.mu
+	long      bool            // the method's last call outlasted longWait
 }
 
 type callResult struct {
@@ -268,21 +280,38 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		ev.Close()
 		return nil, fmt.Errorf("ipc: NewConn: %w", err)
 	}
+	ep, err := newWaitSet(nfd, efd)
+	if err != nil {
+		nf.Close()
+		ev.Close()
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
+	eprc, err := ep.SyscallConn()
+	if err != nil {
+		nf.Close()
+		ev.Close()
+		ep.Close()
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	}
 	c := &Conn{
-		f:       nf,
-		rc:      nrc,
-		ev:      ev,
-		evrc:    evrc,
-		lim:     lim,
-		mux:     o.mux,
-		log:     o.logger,
-		done:    make(chan struct{}),
-		sem:     make(chan struct{}, lim.MaxInFlight),
-		pending: make(map[uint64]*pendingCall),
-		serving: make(map[uint64]context.CancelFunc),
-		wlock:   make(chan struct{}, 1),
-		work:    make(chan *job),
-		rbuf:    make([]byte, lim.MaxDatagram+1),
+		f:         nf,
+		rc:        nrc,
+		ev:        ev,
+		evrc:      evrc,
+		ep:        ep,
+		eprc:      eprc,
+		evFD:      efd,
+		lim:       lim,
+		mux:       o.mux,
+		log:       o.logger,
+		done:      make(chan struct{}),
+		sem:       make(chan struct{}, lim.MaxInFlight),
+		pending:   make(map[uint64]*pendingCall),
+		longCalls: make(map[string]bool),
+		serving:   make(map[uint64]context.CancelFunc),
+		wlock:     make(chan struct{}, 1),
+		work:      make(chan *job),
+		rbuf:      make([]byte, lim.MaxDatagram+1),
 		// Room for exactly MaxFDs+1 descriptors (CmsgLen, not CmsgSpace,
 		// whose padding could hold one more): one more than allowed is
 		// detectable as ReasonFDCount, anything beyond as MSG_CTRUNC.
@@ -294,6 +323,7 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	c.recvFn = c.doRecv
 	c.pollFn = c.doPoll
 	c.pollEv = c.doPollEv
+	c.epollFn = c.doEpoll
 	c.rd.init(c)
 	return c, nil
 }
@@ -364,6 +394,7 @@ func (c *Conn) fail(err error) {
 	// a goroutine still in ppoll.
 	c.f.Close()
 	c.ev.Close()
+	c.ep.Close()
 	for _, p := range pend {
 		if !p.cancelled {
 			p.ch <- callResult{err: err}
@@ -972,7 +1003,9 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 	c.nextID++
 	id := c.nextID
 	c.pending[id] = p
+	p.long = c.longCalls[spec.Name]
 	c.mu.Unlock()
+	start := time.Now()
 
 	var timeout time.Duration
 	if dl, ok := ctx.Deadline(); ok {
@@ -994,6 +1027,13 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 	}
 
 	if r, ok := c.await(ctx, p); ok {
+		if long := time.Since(start) > longWait; long != p.long {
+			c.mu.Lock()
+			if c.longCalls != nil {
+				c.longCalls[spec.Name] = long
+			}
+			c.mu.Unlock()
+		}
 		c.putPending(p)
 		if r.err != nil {
 			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)

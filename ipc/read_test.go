@@ -115,3 +115,104 @@ func TestCallerTakesTokenFromIdleLoop(t *testing.T) {
 		require.Equal(t, "x", string(resp.Value))
 	}
 }
+
+// A call whose method last took longer than longWait is marked long, and
+// its next call waits in the netpoller. Calls succeed whichever way they
+// wait. (Only the slow direction is checked: how long a fast call takes
+// depends on the machine.)
+func TestLongWaitsFollowTheMethod(t *testing.T) {
+	mSlow := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "slow"})
+	mux := testMux()
+	Handle(mux, mSlow, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		time.Sleep(4 * longWait)
+		return req, nil, nil
+	})
+	a, _ := newPair(t, nil, mux, Limits{})
+	long := func(name string) bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.longCalls[name]
+	}
+	call := func(m *Method[*testMsg, *testMsg], v string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		resp, _, err := Call(ctx, a, m, &testMsg{Value: []byte(v)})
+		require.NoError(t, err)
+		require.Equal(t, v, string(resp.Value))
+	}
+	for i := range 3 {
+		call(mSlow, "slow")
+		require.True(t, long("slow"), "call %d", i)
+	}
+	// Both waits deliver the echo's reply.
+	for _, waitLong := range []bool{true, false, true} {
+		a.mu.Lock()
+		a.longCalls[mEcho.Spec().Name] = waitLong
+		a.mu.Unlock()
+		call(mEcho, "echo")
+	}
+}
+
+// A holder waiting in the netpoller still receives what arrives for
+// others, yields to a caller, gives up on cancellation and serves the
+// peer's requests.
+func TestLongWaitIsInterruptible(t *testing.T) {
+	mBlock := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "block-long"})
+	release := make(chan struct{}, 8)
+	mux := testMux()
+	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return req, nil, nil
+	})
+	a, b := newPair(t, testMux(), mux, Limits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// Teach a that mBlock is long.
+	go func() { time.Sleep(4 * longWait); release <- struct{}{} }()
+	_, _, err := Call(ctx, a, mBlock, &testMsg{})
+	require.NoError(t, err)
+	a.mu.Lock()
+	require.True(t, a.longCalls["block-long"])
+	a.mu.Unlock()
+
+	// The holder waits long for mBlock; an echo's reply reaches its caller.
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := Call(ctx, a, mBlock, &testMsg{})
+		done <- err
+	}()
+	require.Eventually(t, func() bool {
+		a.rd.mu.Lock()
+		defer a.rd.mu.Unlock()
+		return a.rd.held && !a.rd.heldByLoop
+	}, 10*time.Second, 50*time.Microsecond)
+	resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("past the long wait")})
+	require.NoError(t, err)
+	require.Equal(t, "past the long wait", string(resp.Value))
+	release <- struct{}{}
+	require.NoError(t, <-done)
+
+	// Cancelling a long wait returns at once.
+	cctx, ccancel := context.WithCancel(ctx)
+	go func() { time.Sleep(10 * longWait); ccancel() }()
+	_, _, err = Call(cctx, a, mBlock, &testMsg{})
+	require.ErrorIs(t, err, context.Canceled)
+
+	// After an idle spell, a's loop waits in the netpoller: b's requests
+	// are served and a's callers take the token back.
+	for range 5 {
+		time.Sleep(10 * longWait)
+		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: []byte("to a")})
+		require.NoError(t, err)
+		require.Equal(t, "to a", string(resp.Value))
+		time.Sleep(10 * longWait)
+		resp, _, err = Call(ctx, a, mEcho, &testMsg{Value: []byte("from a")})
+		require.NoError(t, err)
+		require.Equal(t, "from a", string(resp.Value))
+	}
+}
