@@ -41,10 +41,23 @@ func BenchmarkSpawnToReady(b *testing.B) {
 }
 
 // BenchmarkWarmAcquire measures taking a locked renderer from the warm
-// pool and binding it to an origin.
+// pool and binding it to an origin. Acquire returns once the binding is
+// sent; BenchmarkWarmAcquireFirstCall adds the first call, which is when
+// the idle renderer's wakeup is paid.
 func BenchmarkWarmAcquire(b *testing.B) {
+	benchWarm(b, false)
+}
+
+// BenchmarkWarmAcquireFirstCall measures Acquire from the warm pool and a
+// first 64-byte call: what a program waits for before its first result.
+func BenchmarkWarmAcquireFirstCall(b *testing.B) {
+	benchWarm(b, true)
+}
+
+func benchWarm(b *testing.B, call bool) {
 	br := newBroker(b, strict(), func(c *broker.Config) { c.WarmPool = 1; c.MaxRenderers = 4 })
 	ctx := context.Background()
+	payload := wrapperspb.Bytes(make([]byte, 64))
 	var lat []time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
@@ -57,6 +70,11 @@ func BenchmarkWarmAcquire(b *testing.B) {
 		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
 		if err != nil {
 			b.Fatal(err)
+		}
+		if call {
+			if _, _, err := broker.Call(ctx, r, testrenderer.Ping, payload); err != nil {
+				b.Fatal(err)
+			}
 		}
 		lat = append(lat, time.Since(start))
 		b.StopTimer()

@@ -193,14 +193,24 @@ func (r *Renderer) idleSince() (time.Time, bool) {
 }
 
 // bind tells r which origin it serves. It happens once per renderer.
+//
+// It returns once the Bind request is sent, without waiting for the
+// renderer's answer. The renderer handles requests in the order they are
+// sent as far as binding goes: it holds every other request until Bind has
+// been handled (renderer.Main's Mux.Before). So the caller's first call
+// can follow at once, and the renderer's wakeup from the warm pool
+// overlaps whatever the caller does before that call. The answer is
+// checked in the background: a renderer that refuses the binding, or does
+// not answer within ReadyTimeout, is killed, and calls to it fail with
+// its *ExitError like any other renderer's death.
 func (r *Renderer) bind(ctx context.Context, k key) error {
 	r.mu.Lock()
 	r.key = &k
 	r.lastUsed = time.Now()
 	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, r.b.cfg.ReadyTimeout)
-	defer cancel()
-	_, _, err := ipc.Call(ctx, r.conn, control.Bind, &controlpb.BindRequest{Origin: k.origin, Document: k.document})
+	sendCtx, cancelSend := context.WithTimeout(ctx, r.b.cfg.ReadyTimeout)
+	started, err := ipc.Start(sendCtx, r.conn, control.Bind, &controlpb.BindRequest{Origin: k.origin, Document: k.document})
+	cancelSend()
 	if err != nil {
 		r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
 		<-r.exited
@@ -215,6 +225,23 @@ func (r *Renderer) bind(ctx context.Context, k key) error {
 	r.mu.Lock()
 	r.armIdleLocked()
 	r.mu.Unlock()
+	// The caller's ctx ends when the caller likes; the answer is awaited
+	// for ReadyTimeout whatever it does.
+	waitCtx, cancelWait := context.WithTimeout(context.WithoutCancel(ctx), r.b.cfg.ReadyTimeout)
+	go func() {
+		defer cancelWait()
+		_, _, err := started.Wait(waitCtx)
+		var status *ipc.StatusError
+		switch {
+		case err == nil:
+		case errors.As(err, &status):
+			r.kill(ExitBadMessage, fmt.Sprintf("bind refused: %v", err))
+		case errors.Is(err, context.DeadlineExceeded):
+			r.kill(ExitTimeout, fmt.Sprintf("bind not answered within %v", r.b.cfg.ReadyTimeout))
+		default:
+			// The connection died: the renderer's exit says why.
+		}
+	}()
 	return nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -641,7 +642,19 @@ func checkRequest(env *wirepb.Envelope, fds []int, mux *Mux, lim *Limits, dup bo
 
 func (c *Conn) serve(j *job) {
 	id, e, cancel := j.id, j.e, j.cancel
-	resp, out, herr := e.call(j.ctx, j.req, j.fds)
+	var (
+		resp proto.Message
+		out  []*os.File
+		herr error
+	)
+	if before := c.mux.beforeHook(); before != nil {
+		herr = before(j.ctx, e.spec.Name)
+	}
+	if herr == nil {
+		resp, out, herr = e.call(j.ctx, j.req, j.fds)
+	} else {
+		closeFiles(j.fds) // the handler that would have owned them never runs
+	}
 	// Leave the in-flight set before replying: once the peer has the reply
 	// it may reuse the slot, and we must not count this request then.
 	c.mu.Lock()
@@ -960,19 +973,69 @@ func (c *Conn) waitWritable() error {
 // peer and kills the Conn.
 func Call[Req, Resp proto.Message](ctx context.Context, c *Conn, m *Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
 	var zero Resp
-	resp, out, err := c.call(ctx, &m.spec, m.respType, req, fds)
+	sc, err := c.start(ctx, &m.spec, m.respType, req, fds)
+	if err != nil {
+		return zero, nil, err
+	}
+	resp, out, err := c.finish(ctx, sc)
 	if err != nil {
 		return zero, nil, err
 	}
 	return resp.(Resp), out, nil
 }
 
-func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect.MessageType, req proto.Message, fds []*os.File) (proto.Message, []*os.File, error) {
+// Started is a call whose request has been sent and whose reply has not
+// been waited for yet. Its Wait must be called exactly once: until then the
+// reply, and any descriptors that came with it, are held for it.
+type Started[Resp proto.Message] struct {
+	c      *Conn
+	sc     startedCall
+	waited atomic.Bool
+}
+
+// Start sends req like Call and returns without waiting for the reply.
+// Requests on a Conn reach the peer in the order they were sent, so a
+// request sent after Start returns arrives after this one (the peer may
+// still run their handlers concurrently). ctx bounds the send, and its
+// deadline travels with the request as Call's does.
+func Start[Req, Resp proto.Message](ctx context.Context, c *Conn, m *Method[Req, Resp], req Req, fds ...*os.File) (*Started[Resp], error) {
+	sc, err := c.start(ctx, &m.spec, m.respType, req, fds)
+	if err != nil {
+		return nil, err
+	}
+	return &Started[Resp]{c: c, sc: sc}, nil
+}
+
+// Wait waits for the reply of a started call, as Call does. If ctx ends
+// first, the peer is told the call is cancelled. A second Wait returns an
+// error.
+func (s *Started[Resp]) Wait(ctx context.Context) (Resp, []*os.File, error) {
+	var zero Resp
+	if !s.waited.CompareAndSwap(false, true) {
+		return zero, nil, fmt.Errorf("ipc: %s: Wait called twice", s.sc.name)
+	}
+	resp, out, err := s.c.finish(ctx, s.sc)
+	if err != nil {
+		return zero, nil, err
+	}
+	return resp.(Resp), out, nil
+}
+
+// startedCall is what finish needs of a sent request.
+type startedCall struct {
+	p     *pendingCall
+	id    uint64
+	name  string
+	start time.Time
+}
+
+// start registers a call and sends its request.
+func (c *Conn) start(ctx context.Context, spec *MethodSpec, respType protoreflect.MessageType, req proto.Message, fds []*os.File) (startedCall, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
+		return startedCall{}, fmt.Errorf("ipc: %s: %w", spec.Name, err)
 	}
 	if len(fds) != len(spec.RequestFDs) {
-		return nil, nil, fmt.Errorf("ipc: %s: %w: %d fds, spec wants %d", spec.Name, ErrSpec, len(fds), len(spec.RequestFDs))
+		return startedCall{}, fmt.Errorf("ipc: %s: %w: %d fds, spec wants %d", spec.Name, ErrSpec, len(fds), len(spec.RequestFDs))
 	}
 	// Take an outgoing slot; it is released when the reply arrives (even
 	// after we stop waiting for it), so the peer never sees more than
@@ -983,9 +1046,9 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 		select {
 		case c.sem <- struct{}{}:
 		case <-ctx.Done():
-			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, ctx.Err())
+			return startedCall{}, fmt.Errorf("ipc: %s: %w", spec.Name, ctx.Err())
 		case <-c.done:
-			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, c.deadErr())
+			return startedCall{}, fmt.Errorf("ipc: %s: %w", spec.Name, c.deadErr())
 		}
 	}
 	p, _ := c.pcPool.Get().(*pendingCall)
@@ -998,7 +1061,7 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 		err := c.err
 		c.mu.Unlock()
 		<-c.sem
-		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
+		return startedCall{}, fmt.Errorf("ipc: %s: %w", spec.Name, err)
 	}
 	c.nextID++
 	id := c.nextID
@@ -1023,20 +1086,25 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 			<-c.sem
 		}
 		c.mu.Unlock()
-		return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, err)
+		return startedCall{}, fmt.Errorf("ipc: %s: %w", spec.Name, err)
 	}
+	return startedCall{p: p, id: id, name: spec.Name, start: start}, nil
+}
 
+// finish waits for the reply of a sent request.
+func (c *Conn) finish(ctx context.Context, sc startedCall) (proto.Message, []*os.File, error) {
+	p, id := sc.p, sc.id
 	if r, ok := c.await(ctx, p); ok {
-		if long := time.Since(start) > longWait; long != p.long {
+		if long := time.Since(sc.start) > longWait; long != p.long {
 			c.mu.Lock()
 			if c.longCalls != nil {
-				c.longCalls[spec.Name] = long
+				c.longCalls[sc.name] = long
 			}
 			c.mu.Unlock()
 		}
 		c.putPending(p)
 		if r.err != nil {
-			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
+			return nil, nil, fmt.Errorf("ipc: %s: %w", sc.name, r.err)
 		}
 		return r.resp, r.fds, nil
 	}
@@ -1051,12 +1119,12 @@ func (c *Conn) call(ctx context.Context, spec *MethodSpec, respType protoreflect
 		r := <-p.ch
 		c.putPending(p)
 		if r.err != nil {
-			return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, r.err)
+			return nil, nil, fmt.Errorf("ipc: %s: %w", sc.name, r.err)
 		}
 		return r.resp, r.fds, nil
 	}
 	c.sendCancel(id)
-	return nil, nil, fmt.Errorf("ipc: %s: %w", spec.Name, ctx.Err())
+	return nil, nil, fmt.Errorf("ipc: %s: %w", sc.name, ctx.Err())
 }
 
 // putPending recycles p once its one result has been received: nothing

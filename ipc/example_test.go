@@ -121,3 +121,50 @@ func ExampleMux_Prepare() {
 	// Output:
 	// prepared
 }
+
+// A request sent ahead, and a Mux that holds every other request until it
+// has been handled: how a broker binds a renderer without a round trip.
+func ExampleStart() {
+	ready := make(chan struct{})
+	var who string
+	setup := ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.MethodSpec{Name: "example.Setup"})
+	mux := ipc.NewMux()
+	ipc.Handle(mux, setup, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		who = req.Value
+		close(ready)
+		return req, nil, nil
+	})
+	mux.Before(func(ctx context.Context, method string) error {
+		if method == setup.Spec().Name {
+			return nil
+		}
+		select {
+		case <-ready:
+			return nil
+		case <-ctx.Done():
+			return ipc.Errorf(ipc.CodeFailedPrecondition, "not set up")
+		}
+	})
+	ipc.Handle(mux, greet, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		return wrapperspb.String(who + " greets " + req.Value), nil, nil
+	})
+	broker, renderer, err := ipc.Pair(ipc.WithMux(mux))
+	if err != nil {
+		panic(err)
+	}
+	defer broker.Close()
+	defer renderer.Close()
+
+	ctx := context.Background()
+	started, err := ipc.Start(ctx, renderer, setup, wrapperspb.String("renderer"))
+	if err != nil {
+		panic(err)
+	}
+	resp, _, err := ipc.Call(ctx, renderer, greet, wrapperspb.String("broker"))
+	fmt.Println(resp.GetValue(), err)
+	_, _, err = started.Wait(ctx)
+	fmt.Println(err)
+	// Output:
+	// renderer greets broker <nil>
+	// <nil>
+}

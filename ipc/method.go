@@ -85,8 +85,9 @@ type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req, fds []*
 // Mux routes incoming requests to handlers by method name. It is safe for
 // concurrent use and may be shared by many Conns.
 type Mux struct {
-	mu sync.RWMutex
-	m  map[string]*muxEntry
+	mu     sync.RWMutex
+	m      map[string]*muxEntry
+	before func(ctx context.Context, method string) error
 }
 
 type muxEntry struct {
@@ -142,6 +143,25 @@ func (mux *Mux) Prepare() error {
 		}
 	}
 	return nil
+}
+
+// Before sets f to run before every handler of mux, in the handler's
+// goroutine, with the handler's context and the method's name. If f
+// returns an error, the handler does not run, the request's descriptors
+// are closed, and the caller gets the error as if the handler had returned
+// it. A program uses it to hold requests until it is ready for them: a
+// renderer holds every request until the one that binds it has been
+// handled.
+func (mux *Mux) Before(f func(ctx context.Context, method string) error) {
+	mux.mu.Lock()
+	defer mux.mu.Unlock()
+	mux.before = f
+}
+
+func (mux *Mux) beforeHook() func(ctx context.Context, method string) error {
+	mux.mu.RLock()
+	defer mux.mu.RUnlock()
+	return mux.before
 }
 
 func (mux *Mux) lookup(name string) *muxEntry {

@@ -52,11 +52,12 @@ func Requested() bool {
 
 // Session is what a renderer's handlers know of their renderer.
 type Session struct {
-	conn   *ipc.Conn
-	mu     sync.Mutex
-	origin string
-	doc    string
-	bound  bool
+	conn    *ipc.Conn
+	mu      sync.Mutex
+	origin  string
+	doc     string
+	bound   bool
+	boundCh chan struct{} // closed once bound
 }
 
 // Origin returns the origin and document the broker bound this renderer
@@ -91,8 +92,27 @@ func (s *Session) bind(_ context.Context, req *controlpb.BindRequest, _ []*os.Fi
 		return nil, nil, ipc.Errorf(ipc.CodePermissionDenied, "renderer already bound to %q", s.origin)
 	}
 	s.origin, s.doc, s.bound = req.GetOrigin(), req.GetDocument(), true
+	close(s.boundCh)
 	return &controlpb.BindResponse{}, nil, nil
 }
+
+// holdUntilBound keeps every request but Bind from its handler until the
+// renderer is bound. The broker sends Bind before any other request and
+// does not wait for its answer, and the Conn may run handlers
+// concurrently: this is what makes Bind come first.
+func (s *Session) holdUntilBound(ctx context.Context, method string) error {
+	if method == bindMethod {
+		return nil
+	}
+	select {
+	case <-s.boundCh:
+		return nil
+	case <-ctx.Done():
+		return ipc.Errorf(ipc.CodeFailedPrecondition, "renderer not bound: %v", ctx.Err())
+	}
+}
+
+var bindMethod = control.Bind.Spec().Name
 
 // Main turns the process into a renderer: it connects to the broker, locks
 // the process down, reports ready, and serves until the broker hangs up.
@@ -121,9 +141,10 @@ func run(register func(*Session, *ipc.Mux)) int {
 		log.Error("renderer: stdio", "err", err)
 		return ExitLockdown
 	}
-	s := &Session{}
+	s := &Session{boundCh: make(chan struct{})}
 	mux := ipc.NewMux()
 	ipc.Handle(mux, control.Bind, s.bind)
+	mux.Before(s.holdUntilBound)
 	register(s, mux)
 	if err := mux.Prepare(); err != nil {
 		log.Error("renderer: methods", "err", err)

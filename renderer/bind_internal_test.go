@@ -1,0 +1,82 @@
+package renderer
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/internal/control/controlpb"
+	"github.com/sandkit/sandkit/ipc"
+)
+
+var mWhoAmI = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.MethodSpec{Name: "test.WhoAmI"})
+
+// sessionPair serves a fresh Session as Main does (Bind, the hold, and a
+// method that reports the session's origin) and returns the broker's end.
+func sessionPair(t *testing.T) *ipc.Conn {
+	t.Helper()
+	s := &Session{boundCh: make(chan struct{})}
+	mux := ipc.NewMux()
+	ipc.Handle(mux, control.Bind, s.bind)
+	mux.Before(s.holdUntilBound)
+	ipc.Handle(mux, mWhoAmI, func(context.Context, *wrapperspb.StringValue, []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		origin, _ := s.Origin()
+		return wrapperspb.String(origin), nil, nil
+	})
+	a, b, err := ipc.SocketPair()
+	require.NoError(t, err)
+	broker, err := ipc.NewConn(a)
+	require.NoError(t, err)
+	rend, err := ipc.NewConn(b, ipc.WithMux(mux))
+	require.NoError(t, err)
+	s.conn = rend
+	t.Cleanup(func() { broker.Close(); rend.Close() })
+	return broker
+}
+
+// A call sent right behind Bind, without waiting for Bind's answer, is
+// served by a bound renderer, every time.
+func TestCallBehindBindSeesTheBinding(t *testing.T) {
+	for range 200 {
+		c := sessionPair(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		started, err := ipc.Start(ctx, c, control.Bind, &controlpb.BindRequest{Origin: "https://a.example"})
+		require.NoError(t, err)
+		resp, _, err := ipc.Call(ctx, c, mWhoAmI, wrapperspb.String(""))
+		require.NoError(t, err)
+		require.Equal(t, "https://a.example", resp.GetValue())
+		_, _, err = started.Wait(ctx)
+		require.NoError(t, err)
+		cancel()
+	}
+}
+
+// A request that reaches an unbound renderer is held, not served, until
+// the renderer is bound.
+func TestRequestHeldUntilBound(t *testing.T) {
+	c := sessionPair(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan string, 1)
+	go func() {
+		resp, _, err := ipc.Call(ctx, c, mWhoAmI, wrapperspb.String(""))
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- resp.GetValue()
+	}()
+	select {
+	case v := <-got:
+		t.Fatalf("served before Bind: %q", v)
+	case <-time.After(50 * time.Millisecond):
+	}
+	_, _, err := ipc.Call(ctx, c, control.Bind, &controlpb.BindRequest{Origin: "https://late.example"})
+	require.NoError(t, err)
+	require.Equal(t, "https://late.example", <-got)
+}
