@@ -44,6 +44,7 @@ import (
 // *policy.UnavailableError naming the layer, and the renderer exits.
 type lockdown struct {
 	p      *policy.Policy
+	prog   *seccompProgram // compiled by the broker; nil to compile here
 	status policy.Status
 }
 
@@ -120,14 +121,22 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 		l.skip(policy.LayerSeccompMonitor, "disabled by the policy")
 		return nil, nil
 	}
-	listener, monitored, err := loadSeccomp(p)
-	if err := l.record(policy.LayerSeccomp, err, fmt.Sprintf("%d rules", len(p.SyscallRules()))); err != nil {
+	var (
+		monitored bool
+		serr      error
+	)
+	if l.prog != nil {
+		listener, monitored, serr = l.prog.load()
+	} else {
+		listener, monitored, serr = loadSeccomp(p)
+	}
+	if err := l.record(policy.LayerSeccomp, serr, fmt.Sprintf("%d rules", len(p.SyscallRules()))); err != nil {
 		return nil, err
 	}
 	switch {
 	case !p.Seccomp.Monitor:
 		l.skip(policy.LayerSeccompMonitor, "disabled by the policy: violations kill without a report")
-	case err != nil:
+	case serr != nil:
 		l.skip(policy.LayerSeccompMonitor, "seccomp degraded")
 	case !monitored:
 		if err := l.record(policy.LayerSeccompMonitor, errors.New("seccomp user notification unsupported; violations kill without a report"), ""); err != nil {

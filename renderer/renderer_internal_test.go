@@ -16,12 +16,49 @@ func TestPolicyArgRoundTrip(t *testing.T) {
 	p.Filesystem.ReadOnlyPaths = []string{"/usr/share/fonts"}
 	arg, err := PolicyArg(p)
 	require.NoError(t, err)
-	got, err := policyFromArg(arg)
+	got, prog, err := policyFromArg(arg)
 	require.NoError(t, err)
 	assert.Equal(t, p, got)
+	want, err := compileSeccomp(p)
+	require.NoError(t, err)
+	require.NotNil(t, prog, "a pid namespace: the broker compiles the program")
+	assert.Equal(t, want, prog)
+	assert.Equal(t, p.Seccomp.Monitor && notifySupported(), prog.notify)
 
-	_, err = policyFromArg(arg[:len(arg)-3] + "!!!")
+	_, _, err = policyFromArg(arg[:len(arg)-3] + "!!!")
 	assert.Error(t, err)
+
+	// Without a pid namespace the renderer's pid is not known in advance:
+	// it compiles the program itself.
+	p.Namespaces.PID = false
+	arg, err = PolicyArg(p)
+	require.NoError(t, err)
+	_, prog, err = policyFromArg(arg)
+	require.NoError(t, err)
+	assert.Nil(t, prog)
+}
+
+func TestSeccompProgramArg(t *testing.T) {
+	tests := []struct {
+		name, arg, err string
+	}{
+		{"unknown mode", "xAAAAAAAAAAA", "unknown mode"},
+		{"empty", "", "unknown mode"},
+		{"not base64", "k!!", "illegal base64 data at input byte 0"},
+		{"no instruction", "k", "seccomp program of 0 bytes"},
+		{"partial instruction", "kAAAA", "seccomp program of 3 bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := decodeSeccompProgram(tt.arg)
+			assert.EqualError(t, err, tt.err)
+		})
+	}
+	p, err := compileSeccomp(policy.Strict())
+	require.NoError(t, err)
+	got, err := decodeSeccompProgram(p.encode())
+	require.NoError(t, err)
+	assert.Equal(t, p, got)
 }
 
 func TestRequested(t *testing.T) {
