@@ -99,13 +99,16 @@ type Conn struct {
 	// token (see read.go).
 	ev   *os.File
 	evrc syscall.RawConn
-	// ep is an epoll instance watching the socket and ev, registered with
-	// Go's netpoller: the token holder waits on it once a wait has lasted
-	// longer than fastWait (see read.go).
+	// ep is an epoll instance holding the socket and ev, registered with
+	// Go's netpoller: the token holder waits on it when a wait is expected
+	// to outlast longWait (see read.go).
 	ep   *os.File
 	eprc syscall.RawConn
-	evFD int // ev's descriptor, for the wait set
-	rd   readState
+	// The socket's and ev's descriptor numbers, to arm the wait set. Only
+	// fail closes them; a number reused after that is not in the wait set,
+	// so arming fails, on a Conn that is already dead.
+	sockFD, evFD int
+	rd           readState
 
 	sem    chan struct{} // outgoing call slots
 	work   chan *job     // idle handler workers wait here
@@ -301,6 +304,7 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		evrc:      evrc,
 		ep:        ep,
 		eprc:      eprc,
+		sockFD:    nfd,
 		evFD:      efd,
 		lim:       lim,
 		mux:       o.mux,

@@ -399,7 +399,7 @@ func (c *Conn) waitSlow() error {
 func (c *Conn) armWaitSet() error {
 	var err error
 	cerr := c.eprc.Control(func(epfd uintptr) {
-		for _, fd := range []int{int(c.pollS), c.evFD} {
+		for _, fd := range []int{c.sockFD, c.evFD} {
 			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
 			if e := unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, fd, &ev); e != nil {
 				err = fmt.Errorf("ipc: epoll_ctl: %w", e)
