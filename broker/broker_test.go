@@ -274,6 +274,11 @@ func TestLimits(t *testing.T) {
 			want:   broker.ExitThreadLimit,
 		},
 		{
+			name:   "last words read before the exit is judged",
+			action: "last-words",
+			want:   broker.ExitMemoryLimit,
+		},
+		{
 			name:   "call timeout",
 			cfg:    func(c *broker.Config) { c.CallTimeout = 300 * time.Millisecond },
 			action: "hang",

@@ -33,6 +33,9 @@ type Renderer struct {
 	ready  chan struct{} // closed when the renderer reported ready
 	bound  chan struct{} // closed when Bind succeeded
 	exited chan struct{} // closed once reaped and classified
+	// logsRead is closed when the renderer's stderr reaches EOF: its last
+	// words (what classify reads) have all been read.
+	logsRead chan struct{}
 
 	mu         sync.Mutex
 	key        *key

@@ -177,16 +177,17 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	// Non-blocking, so that supervise waits for the exit on the poller.
 	_ = unix.SetNonblock(pidfd, true)
 	r := &Renderer{
-		b:       b,
-		cmd:     cmd,
-		pid:     cmd.Process.Pid,
-		pidfd:   os.NewFile(uintptr(pidfd), "pidfd"),
-		started: time.Now(),
-		logs:    &logTail{},
-		cgroup:  cg,
-		ready:   make(chan struct{}),
-		bound:   make(chan struct{}),
-		exited:  make(chan struct{}),
+		b:        b,
+		cmd:      cmd,
+		pid:      cmd.Process.Pid,
+		pidfd:    os.NewFile(uintptr(pidfd), "pidfd"),
+		started:  time.Now(),
+		logs:     &logTail{},
+		cgroup:   cg,
+		ready:    make(chan struct{}),
+		bound:    make(chan struct{}),
+		exited:   make(chan struct{}),
+		logsRead: make(chan struct{}),
 	}
 	b.mu.Lock()
 	b.live[r] = struct{}{}
@@ -198,6 +199,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	b.wg.Add(3)
 	go func() {
 		defer b.wg.Done()
+		defer close(r.logsRead)
 		r.readLogs(logR)
 	}()
 	go func() {
@@ -308,15 +310,22 @@ func (r *Renderer) supervise() {
 	// connection read what it sent last, up to the hang-up, before
 	// judging. A renderer that breaks the protocol and exits at once
 	// must not pass for a clean exit.
+	//
+	// Likewise its stderr: the runtime's last words, which explain a
+	// crash or a limit, may still be in the pipe when the exit is seen.
+	drain, stopDrain := context.WithTimeout(context.Background(), time.Second)
 	if r.conn != nil {
-		drain := time.NewTimer(time.Second)
 		select {
 		case <-r.conn.Done():
-		case <-drain.C:
+		case <-drain.Done():
 		}
-		drain.Stop()
 		r.conn.Close()
 	}
+	select {
+	case <-r.logsRead:
+	case <-drain.Done():
+	}
+	stopDrain()
 	r.exitErr = r.classify()
 	r.pidfd.Close()
 	if r.cgroup != nil {

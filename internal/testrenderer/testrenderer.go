@@ -195,6 +195,16 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			}
 			keep = append(keep, b)
 		}
+	case "last-words":
+		// Dies the way the runtime does when memory runs out, after a
+		// long log: the line that says why is the last one, still in
+		// the pipe when the process is gone. The broker must read it
+		// before it judges the exit.
+		for i := range 4000 {
+			fmt.Fprintf(os.Stderr, "log line %d before the end\n", i)
+		}
+		fmt.Fprintln(os.Stderr, "fatal error: runtime: out of memory")
+		os.Exit(2)
 	case "threads":
 		// Each goroutine keeps its thread to itself, so every one costs
 		// the runtime a new thread, until a limit stops it.
