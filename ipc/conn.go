@@ -260,43 +260,38 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		unix.Close(nfd)
 		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
 	}
-	// Both are only ever waited for in ppoll (read.go), never in the
-	// netpoller; every send and receive on the socket passes MSG_DONTWAIT.
+	// Both are only ever waited for in ppoll or through the wait set
+	// (read.go), never registered with the netpoller themselves; every
+	// send and receive on the socket passes MSG_DONTWAIT.
 	nf, err := newUnpolledFile(nfd, "ipc-conn")
 	if err != nil {
 		unix.Close(efd)
 		return nil, fmt.Errorf("ipc: NewConn: %w", err)
 	}
+	opened := []*os.File{nf}
+	fail := func(what string, err error) (*Conn, error) {
+		for _, f := range opened {
+			f.Close()
+		}
+		return nil, fmt.Errorf("ipc: NewConn: %s: %w", what, err)
+	}
 	ev, err := newUnpolledFile(efd, "ipc-wake")
 	if err != nil {
-		nf.Close()
-		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
+		return fail("eventfd", err)
 	}
-	nrc, err := nf.SyscallConn()
-	if err != nil {
-		nf.Close()
-		ev.Close()
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
-	}
-	evrc, err := ev.SyscallConn()
-	if err != nil {
-		nf.Close()
-		ev.Close()
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
-	}
+	opened = append(opened, ev)
 	ep, err := newWaitSet(nfd, efd)
 	if err != nil {
-		nf.Close()
-		ev.Close()
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+		return fail("wait set", err)
 	}
-	eprc, err := ep.SyscallConn()
-	if err != nil {
-		nf.Close()
-		ev.Close()
-		ep.Close()
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
+	opened = append(opened, ep)
+	var rcs [3]syscall.RawConn
+	for i, f := range opened {
+		if rcs[i], err = f.SyscallConn(); err != nil {
+			return fail(f.Name(), err)
+		}
 	}
+	nrc, evrc, eprc := rcs[0], rcs[1], rcs[2]
 	c := &Conn{
 		f:         nf,
 		rc:        nrc,
