@@ -646,10 +646,7 @@ func (c *Conn) serve(j *job) {
 		out  []*os.File
 		herr error
 	)
-	if before := c.mux.beforeHook(); before != nil {
-		herr = before(j.ctx, e.spec.Name)
-	}
-	if herr == nil {
+	if herr = c.mux.runBefore(j.ctx, e.spec.Name); herr == nil {
 		resp, out, herr = e.call(j.ctx, j.req, j.fds)
 	} else {
 		closeFiles(j.fds) // the handler that would have owned them never runs

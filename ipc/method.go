@@ -87,7 +87,7 @@ type Handler[Req, Resp proto.Message] func(ctx context.Context, req Req, fds []*
 type Mux struct {
 	mu     sync.RWMutex
 	m      map[string]*muxEntry
-	before func(ctx context.Context, method string) error
+	before []func(ctx context.Context, method string) error
 }
 
 type muxEntry struct {
@@ -145,23 +145,35 @@ func (mux *Mux) Prepare() error {
 	return nil
 }
 
-// Before sets f to run before every handler of mux, in the handler's
-// goroutine, with the handler's context and the method's name. If f
-// returns an error, the handler does not run, the request's descriptors
-// are closed, and the caller gets the error as if the handler had returned
-// it. A program uses it to hold requests until it is ready for them: a
-// renderer holds every request until the one that binds it has been
-// handled.
+// Before adds f to the functions that run before every handler of mux,
+// in the order they were added, in the handler's goroutine, with the
+// handler's context and the method's name. The first that returns an
+// error stops the request: the handler does not run, the request's
+// descriptors are closed, and the caller gets the error as if the handler
+// had returned it. A program uses it to hold requests until it is ready
+// for them: a renderer holds every request until the one that binds it
+// has been handled. A function once added cannot be removed, so code that
+// is handed a Mux cannot undo what its owner set.
 func (mux *Mux) Before(f func(ctx context.Context, method string) error) {
+	if f == nil {
+		panic("ipc: Before: nil function")
+	}
 	mux.mu.Lock()
 	defer mux.mu.Unlock()
-	mux.before = f
+	mux.before = append(mux.before, f)
 }
 
-func (mux *Mux) beforeHook() func(ctx context.Context, method string) error {
+// runBefore runs the Before functions for a request of method.
+func (mux *Mux) runBefore(ctx context.Context, method string) error {
 	mux.mu.RLock()
-	defer mux.mu.RUnlock()
-	return mux.before
+	hooks := mux.before
+	mux.mu.RUnlock()
+	for _, f := range hooks {
+		if err := f(ctx, method); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (mux *Mux) lookup(name string) *muxEntry {

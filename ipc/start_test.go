@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,4 +105,44 @@ func readOnlyFile(t *testing.T) *os.File {
 	f, err := os.Open("/proc/self/exe")
 	require.NoError(t, err)
 	return f
+}
+
+// Before functions run in the order they were added; the first error
+// stops the request, and later functions do not run for it.
+func TestMuxBeforeOrder(t *testing.T) {
+	mux := testMux()
+	var (
+		mu    sync.Mutex
+		order []string
+	)
+	record := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, s)
+	}
+	mux.Before(func(_ context.Context, method string) error {
+		record("first:" + method)
+		if method == "readonly" {
+			return Errorf(CodePermissionDenied, "refused first")
+		}
+		return nil
+	})
+	mux.Before(func(_ context.Context, method string) error {
+		record("second:" + method)
+		return nil
+	})
+	a, _ := newPair(t, nil, mux, Limits{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := Call(ctx, a, mEcho, &testMsg{})
+	require.NoError(t, err)
+	f := readOnlyFile(t)
+	defer f.Close()
+	_, _, err = Call(ctx, a, mReadOnly, &testMsg{}, f)
+	var se *StatusError
+	require.True(t, errors.As(err, &se), "%v", err)
+	require.Equal(t, "refused first", se.Message)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"first:echo", "second:echo", "first:readonly"}, order)
 }
