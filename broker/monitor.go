@@ -40,8 +40,11 @@ func (r *Renderer) monitor(listener *os.File) {
 		r.kill(ExitBadMessage, "seccomp listener unusable: "+err.Error())
 		return
 	}
-	var notif *seccomp.ScmpNotifReq
-	var hup bool
+	var (
+		notif  *seccomp.ScmpNotifReq
+		hup    bool
+		monErr error
+	)
 	err = lrc.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, perr := unix.Poll(pfd, 0)
@@ -49,19 +52,38 @@ func (r *Renderer) monitor(listener *os.File) {
 		case errors.Is(perr, unix.EINTR) || n == 0:
 			return false // nothing pending: wait on the poller
 		case perr != nil:
-			hup = true
+			monErr = perr
 		case pfd[0].Revents&unix.POLLIN != 0:
 			notif, perr = seccomp.NotifReceive(seccomp.ScmpFd(fd))
-			if perr != nil {
-				// ENOENT: the task died before we read it.
-				hup = true
+			if errors.Is(perr, unix.ENOENT) {
+				// The notification went away between poll and
+				// receive: its task was interrupted by a signal
+				// (it will retry the syscall, and notify again)
+				// or died (the hang-up follows). Either way, keep
+				// watching: giving up here would close the
+				// listener, and every later disallowed syscall
+				// would fail with ENOSYS instead of being caught.
+				notif = nil
+				r.b.log.Debug("violation monitor: notification withdrawn before it was read", "pid", r.pid)
+				return false
 			}
+			monErr = perr
 		default:
 			hup = true // POLLHUP: every task of the filter is gone
 		}
 		return true
 	})
-	if err != nil || hup || notif == nil {
+	if err == nil {
+		err = monErr
+	}
+	if err != nil {
+		// Fail closed: a renderer whose violations nobody watches
+		// must not run.
+		r.kill(ExitBadMessage, "seccomp listener unusable: "+err.Error())
+		return
+	}
+	if hup || notif == nil {
+		r.b.log.Debug("violation monitor: every task of the filter is gone", "pid", r.pid)
 		return
 	}
 	name, nerr := seccomp.ScmpSyscall(notif.Data.Syscall).GetNameByArch(notif.Data.Arch)
