@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 
@@ -48,28 +49,24 @@ func (r *Renderer) monitor(listener *os.File) {
 	err = lrc.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, perr := unix.Poll(pfd, 0)
-		switch {
-		case errors.Is(perr, unix.EINTR) || n == 0:
-			return false // nothing pending: wait on the poller
-		case perr != nil:
-			monErr = perr
-		case pfd[0].Revents&unix.POLLIN != 0:
-			notif, perr = seccomp.NotifReceive(seccomp.ScmpFd(fd))
-			if errors.Is(perr, unix.ENOENT) {
-				// The notification went away between poll and
-				// receive: its task was interrupted by a signal
-				// (it will retry the syscall, and notify again)
-				// or died (the hang-up follows). Either way, keep
-				// watching: giving up here would close the
-				// listener, and every later disallowed syscall
-				// would fail with ENOSYS instead of being caught.
+		switch step, serr := afterPoll(n, pfd[0].Revents, perr); step {
+		case stepWait:
+			return false // on the runtime's poller
+		case stepBroken:
+			monErr = serr
+		case stepHangUp:
+			hup = true
+		case stepRead:
+			var rerr error
+			notif, rerr = seccomp.NotifReceive(seccomp.ScmpFd(fd))
+			switch step, serr := afterReceive(rerr); step {
+			case stepWait:
 				notif = nil
 				r.b.log.Debug("violation monitor: notification withdrawn before it was read", "pid", r.pid)
 				return false
+			case stepBroken:
+				monErr = serr
 			}
-			monErr = perr
-		default:
-			hup = true // POLLHUP: every task of the filter is gone
 		}
 		return true
 	})
@@ -112,4 +109,47 @@ func dupFD(f *os.File) (int, error) {
 		return -1, err
 	}
 	return dup, dupErr
+}
+
+// monitorStep is what the violation monitor does next.
+type monitorStep int
+
+const (
+	stepWait   monitorStep = iota // nothing to read: wait for the listener
+	stepRead                      // a notification is pending: read it
+	stepReport                    // a violation was read: report it, kill
+	stepHangUp                    // every task of the filter is gone
+	stepBroken                    // the listener failed: kill, fail closed
+)
+
+// afterPoll decides from a zero-timeout poll of the listener.
+func afterPoll(n int, revents int16, err error) (monitorStep, error) {
+	switch {
+	case errors.Is(err, unix.EINTR) || (err == nil && n == 0):
+		return stepWait, nil
+	case err != nil:
+		return stepBroken, err
+	case revents&unix.POLLIN != 0:
+		return stepRead, nil
+	case revents == unix.POLLHUP:
+		return stepHangUp, nil
+	}
+	return stepBroken, fmt.Errorf("unexpected poll events %#x", revents)
+}
+
+// afterReceive decides from SECCOMP_IOCTL_NOTIF_RECV's error.
+//
+// ENOENT means the notification went away between poll and receive: its
+// task was interrupted by a signal (it retries the syscall, which notifies
+// again) or died (the hang-up follows). Either way the monitor keeps
+// watching. Giving up there closed the listener, and the retried syscall,
+// with nobody listening, failed with ENOSYS instead of being caught.
+func afterReceive(err error) (monitorStep, error) {
+	switch {
+	case err == nil:
+		return stepReport, nil
+	case errors.Is(err, unix.ENOENT):
+		return stepWait, nil
+	}
+	return stepBroken, err
 }

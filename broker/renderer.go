@@ -230,8 +230,12 @@ func (r *Renderer) bind(ctx context.Context, k key) error {
 	r.mu.Unlock()
 	// The caller's ctx ends when the caller likes; the answer is awaited
 	// for ReadyTimeout whatever it does.
+	// Tracked like the renderer's other goroutines, so that Close leaves
+	// none behind; it ends when the answer comes or the connection dies.
 	waitCtx, cancelWait := context.WithTimeout(context.WithoutCancel(ctx), r.b.cfg.ReadyTimeout)
+	r.b.wg.Add(1)
 	go func() {
+		defer r.b.wg.Done()
 		defer cancelWait()
 		_, _, err := started.Wait(waitCtx)
 		var status *ipc.StatusError
