@@ -31,7 +31,7 @@ type Renderer struct {
 	cgroup  *cgroup
 
 	ready  chan struct{} // closed when the renderer reported ready
-	bound  chan struct{} // closed when Bind succeeded
+	bound  chan struct{} // closed once Bind is sent (or failed to be)
 	exited chan struct{} // closed once reaped and classified
 	// logsRead is closed when the renderer's stderr reaches EOF: its last
 	// words (what classify reads) have all been read.
@@ -228,10 +228,10 @@ func (r *Renderer) bind(ctx context.Context, k key) error {
 	r.mu.Lock()
 	r.armIdleLocked()
 	r.mu.Unlock()
-	// The caller's ctx ends when the caller likes; the answer is awaited
-	// for ReadyTimeout whatever it does.
-	// Tracked like the renderer's other goroutines, so that Close leaves
-	// none behind; it ends when the answer comes or the connection dies.
+	// The answer is awaited for ReadyTimeout whatever the caller's ctx
+	// does. The goroutine is counted like the renderer's others, so that
+	// Close leaves none behind; it ends when the answer comes or the
+	// connection dies.
 	waitCtx, cancelWait := context.WithTimeout(context.WithoutCancel(ctx), r.b.cfg.ReadyTimeout)
 	r.b.wg.Add(1)
 	go func() {
