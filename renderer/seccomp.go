@@ -21,10 +21,7 @@ import (
 // monitored reports which of the two is in force; listener is the
 // notification fd the broker needs, nil without the monitor.
 func loadSeccomp(p *policy.Policy) (listener *os.File, monitored bool, err error) {
-	deny := seccomp.ActKillProcess
-	if p.Seccomp.Monitor && notifySupported() {
-		deny = seccomp.ActNotify
-	}
+	deny, notify := denyAction(p)
 	filter, err := buildFilter(p, deny, os.Getpid())
 	if err != nil {
 		return nil, false, err
@@ -33,7 +30,7 @@ func loadSeccomp(p *policy.Policy) (listener *os.File, monitored bool, err error
 	if err := filter.Load(); err != nil {
 		return nil, false, fmt.Errorf("load seccomp filter: %w", err)
 	}
-	if deny != seccomp.ActNotify {
+	if !notify {
 		return nil, false, nil
 	}
 	fd, err := filter.GetNotifFd()
@@ -41,6 +38,16 @@ func loadSeccomp(p *policy.Policy) (listener *os.File, monitored bool, err error
 		return nil, false, fmt.Errorf("seccomp listener: %w", err)
 	}
 	return os.NewFile(uintptr(fd), "seccomp-listener"), true, nil
+}
+
+// denyAction is the default action of p's filter: user notification to
+// the broker's monitor when p asks for it and the kernel and libseccomp
+// support it (notify reports which), killing the process otherwise.
+func denyAction(p *policy.Policy) (deny seccomp.ScmpAction, notify bool) {
+	if p.Seccomp.Monitor && notifySupported() {
+		return seccomp.ActNotify, true
+	}
+	return seccomp.ActKillProcess, false
 }
 
 // notifySupported reports whether libseccomp and the kernel both support
@@ -139,11 +146,7 @@ func compileSeccomp(p *policy.Policy) (*seccompProgram, error) {
 	if !p.Seccomp.Enabled || !p.Namespaces.PID {
 		return nil, nil
 	}
-	notify := p.Seccomp.Monitor && notifySupported()
-	deny := seccomp.ActKillProcess
-	if notify {
-		deny = seccomp.ActNotify
-	}
+	deny, notify := denyAction(p)
 	filter, err := buildFilter(p, deny, 1)
 	if err != nil {
 		return nil, err
