@@ -373,6 +373,7 @@ func (r *Renderer) classify() *ExitError {
 	cpu := ps.UserTime() + ps.SystemTime()
 	limits := r.b.policy.Limits
 	last := r.logs.lastLine()
+	exhausted := r.logs.exhausted()
 	switch {
 	case ws.Signaled() && ws.Signal() == syscall.SIGXCPU,
 		ws.Signaled() && ws.Signal() == syscall.SIGKILL && limits.CPUTime > 0 && cpu >= limits.CPUTime-time.Second:
@@ -381,9 +382,9 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
-	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.exhausted() == ExitMemoryLimit:
+	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit:
 		e.Reason, e.Detail = ExitMemoryLimit, "memory limit (RLIMIT_DATA) reached: "+last
-	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.exhausted() == ExitThreadLimit:
+	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitThreadLimit:
 		e.Reason, e.Detail = ExitThreadLimit, "thread limit (RLIMIT_NPROC) reached: "+last
 	case ws.Signaled():
 		e.Reason, e.Detail = ExitCrash, "signal "+ws.Signal().String()
