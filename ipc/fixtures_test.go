@@ -1,9 +1,12 @@
 package ipc
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
+	"strconv"
 	"testing"
 	"time"
 	"unsafe"
@@ -14,32 +17,63 @@ import (
 // Test fixtures shared by the internal tests: descriptors of every kind the
 // checks must tell apart, and descriptor counting.
 
-// openFDs counts this process's open descriptors.
-func openFDs(t testing.TB) int {
+// openFDs returns this process's open descriptors and what each refers to.
+func openFDs(t testing.TB) map[int]string {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	dir, err := os.Open("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("open /proc/self/fd: %v", err)
+	}
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
 	if err != nil {
 		t.Fatalf("read /proc/self/fd: %v", err)
 	}
-	return len(ents) - 1 // the directory's own fd
+	fds := make(map[int]string, len(names))
+	for _, name := range names {
+		fd, err := strconv.Atoi(name)
+		if err != nil || fd == int(dir.Fd()) {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", name))
+		if err != nil {
+			continue // closed while we looked
+		}
+		fds[fd] = target
+	}
+	return fds
 }
 
-// waitFDs waits (briefly) until the open descriptor count is want, and
-// fails otherwise. Descriptors are closed synchronously by ipc, but a few
-// paths (late replies, background cancel senders) finish after the call
-// that triggered them returned.
-func waitFDs(t testing.TB, want int) {
+// newFDs lists the descriptors open now that were not open in base.
+func newFDs(base, now map[int]string) []string {
+	var added []string
+	for fd, target := range now {
+		if base[fd] != target {
+			added = append(added, fmt.Sprintf("%d -> %s", fd, target))
+		}
+	}
+	sort.Strings(added)
+	return added
+}
+
+// waitFDs waits (briefly) until no descriptor is open that was not open in
+// base, and fails naming the ones that stay. Descriptors are closed
+// synchronously by ipc, but a few paths (late replies, background cancel
+// senders) finish after the call that triggered them returned. It never
+// runs the collector: a descriptor that only a finalizer would close is a
+// leak. Descriptors of base that closed meanwhile (earlier tests' files
+// reaching their finalizers) are not this test's business.
+func waitFDs(t testing.TB, base map[int]string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		got := openFDs(t)
-		if got == want {
+		added := newFDs(base, openFDs(t))
+		if len(added) == 0 {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("open descriptors: got %d, want %d", got, want)
+			t.Fatalf("descriptors left open: %v", added)
 		}
-		runtime.GC() // finalizers of dropped *os.File must not be what saves us, but let them run so we report only real leaks
 		time.Sleep(5 * time.Millisecond)
 	}
 }
