@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"syscall"
@@ -148,6 +149,21 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 	return listener, nil
 }
 
+// pinGOMAXPROCS fixes GOMAXPROCS at the value the runtime chose, so that
+// the runtime stops reading its cgroup's CPU limit.
+//
+// Since Go 1.25 the runtime opens its cgroup's CPU limit files at start-up,
+// keeps the descriptors, and while the process is busy sysmon rereads them
+// by number about once a second. sanitizeStdio closes them, and their
+// numbers are reused for what the broker hands over: the runtime would
+// then read the first bytes of an untrusted input and take them for a CPU
+// limit. Setting GOMAXPROCS explicitly ends the rereads for good, and
+// returns only once a reread in progress has finished. (The other switch,
+// GODEBUG=updatemaxprocs=0, would need an environment; the renderer's is
+// empty.) A renderer's CPU share is the broker's business (cgroup
+// cpu.max, RLIMIT_CPU), not something to follow at run time.
+func pinGOMAXPROCS() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0)) }
+
 // sanitizeStdio closes every descriptor the renderer inherited besides
 // stdio and the broker socket, and makes sure none of 0-2 is a terminal:
 // a terminal would let the renderer inject input into the user's shell
@@ -155,7 +171,8 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 //
 // The runtime's own poller (an epoll instance and its eventfd) may already
 // exist — os registers non-blocking stdio with it during package
-// initialization — so descriptors are listed and only those are kept.
+// initialization — so descriptors are listed and only those are kept. The
+// runtime's cgroup files are closed too: call pinGOMAXPROCS first.
 func sanitizeStdio() error {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {

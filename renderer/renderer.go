@@ -129,14 +129,15 @@ func run(register func(*Session, *ipc.Mux)) int {
 		fmt.Fprintln(os.Stderr, "renderer: not started by a sandkit broker")
 		return ExitUsage
 	}
-	// Only the broker's fds may survive into the renderer. This runs
-	// before the runtime opens descriptors of its own (the poller).
 	p, prog, err := policyFromArg(os.Args[1])
 	if err != nil {
 		log.Error("renderer: bad policy argument", "err", err)
 		return ExitUsage
 	}
 	l := &lockdown{p: p, prog: prog}
+	// Only the broker's fds may survive into the renderer. The runtime
+	// must first stop using the ones it opened for itself.
+	pinGOMAXPROCS()
 	if err := sanitizeStdio(); err != nil {
 		log.Error("renderer: stdio", "err", err)
 		return ExitLockdown
