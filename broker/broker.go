@@ -348,7 +348,13 @@ func (b *Broker) Events() []Event {
 	return append([]Event(nil), b.events...)
 }
 
-func (b *Broker) emit(e Event) {
+// emit records e and publishes it.
+func (b *Broker) emit(e Event) { b.publish(b.record(e)) }
+
+// record timestamps e and adds it to Events. It is separate from publish
+// so that an event can be in Events before a channel says it happened
+// (see Renderer.Done) and published after, when OnEvent may look.
+func (b *Broker) record(e Event) Event {
 	e.Time = time.Now()
 	b.mu.Lock()
 	if len(b.events) == maxEvents {
@@ -357,6 +363,11 @@ func (b *Broker) emit(e Event) {
 	}
 	b.events = append(b.events, e)
 	b.mu.Unlock()
+	return e
+}
+
+// publish logs e and passes it to Config.OnEvent.
+func (b *Broker) publish(e Event) {
 	attrs := []any{"event", e.Kind, "origin", e.Origin, "pid", e.PID}
 	if e.Document != "" {
 		attrs = append(attrs, "document", e.Document)

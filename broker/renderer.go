@@ -82,7 +82,8 @@ func (r *Renderer) Layers() policy.Status {
 	return r.layers
 }
 
-// Done is closed once the renderer has exited and its end is classified.
+// Done is closed once the renderer has exited and its end is classified:
+// from then on Err says why, and the exit is in Broker.Events.
 func (r *Renderer) Done() <-chan struct{} { return r.exited }
 
 // Err returns why the renderer ended, or nil while it runs.

@@ -341,8 +341,9 @@ func (r *Renderer) supervise() {
 		r.exitErr.Origin, r.exitErr.Document = k.origin, k.document
 	}
 	r.b.forget(r)
+	e := r.b.record(Event{Kind: EventExited, Origin: r.exitErr.Origin, Document: r.exitErr.Document, PID: r.pid, Err: r.exitErr})
 	close(r.exited)
-	r.b.emit(Event{Kind: EventExited, Origin: r.exitErr.Origin, Document: r.exitErr.Document, PID: r.pid, Err: r.exitErr})
+	r.b.publish(e)
 }
 
 // classify explains the exit. A reason the broker recorded before killing
