@@ -16,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
@@ -221,12 +222,24 @@ func TestReadOnlyPaths(t *testing.T) {
 }
 
 func TestRendererHoldsOnlyItsSocket(t *testing.T) {
+	// Descriptors of the kinds the Go runtime's poller uses, left without
+	// close-on-exec, as a broker's own parent might leave them: every
+	// renderer inherits them, and only the renderer's ELF constructor,
+	// running before the runtime has a poller, can tell them apart from
+	// the runtime's.
+	ep, err := unix.EpollCreate(1)
+	require.NoError(t, err)
+	defer unix.Close(ep)
+	ev, err := unix.Eventfd(0, 0)
+	require.NoError(t, err)
+	defer unix.Close(ev)
+
 	b := newBroker(t, policy.Strict())
 	r, err := b.Acquire(context.Background(), "o", "")
 	require.NoError(t, err)
 	got, err := attempt(t, r, "fds")
 	require.NoError(t, err)
-	sockets := 0
+	sockets, anon := 0, 0
 	for _, entry := range strings.Fields(got) {
 		fd, kind, _ := strings.Cut(entry, "=")
 		switch {
@@ -241,9 +254,13 @@ func TestRendererHoldsOnlyItsSocket(t *testing.T) {
 			// Only the runtime's own poller descriptors (anonymous
 			// inodes) may exist besides those.
 			assert.Equal(t, "anon", kind, "fd %s is a %s", fd, kind)
+			anon++
 		}
 	}
 	assert.Equal(t, 1, sockets, "exactly one socket, the broker connection: %s", got)
+	// The runtime's poller and the ipc connection's wait set each hold an
+	// epoll instance and an eventfd.
+	assert.LessOrEqual(t, anon, 4, "more anonymous descriptors than the runtime's and ipc's own; inherited ones? %s", got)
 }
 
 func TestLimits(t *testing.T) {

@@ -6,7 +6,13 @@ package renderer
 #include <pthread.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <linux/securebits.h>
+
+#ifndef SYS_close_range
+#define SYS_close_range 436 // the same number on every architecture
+#endif
 
 // Per-thread credential state (the capability bounding and ambient sets,
 // securebits, no_new_privs) is inherited by every thread created later. A
@@ -25,14 +31,29 @@ package renderer
 // marker); in any other program importing this package it does nothing.
 int sandkit_early_step;  // 0: not a renderer; 6: every step done; else the failed step
 int sandkit_early_errno;
+int sandkit_early_fds_closed; // 1 once every descriptor above the socket is closed
+int sandkit_early_fds_errno;
 
 #define SANDKIT_FLAG "--sandkit-renderer="
 #define SANDKIT_THREAD_STACK (256 << 10)
+#define SANDKIT_SOCKET_FD 3 // the broker socket; renderer.SocketFD
 
 __attribute__((constructor)) static void sandkit_early(int argc, char **argv, char **envp) {
 	(void)envp;
 	if (argc < 2 || strncmp(argv[1], SANDKIT_FLAG, strlen(SANDKIT_FLAG)) != 0) {
 		return;
+	}
+	// Close every descriptor above the broker socket while the runtime
+	// has opened none of its own yet, so that whatever is open later is
+	// the runtime's or the renderer's. The broker passes nothing else, but
+	// a descriptor its own parent left without close-on-exec is inherited
+	// by every renderer; done later, from Go, a descriptor of the kinds the
+	// runtime's poller uses (epoll, eventfd) could not be told apart from
+	// the runtime's own.
+	if (syscall(SYS_close_range, SANDKIT_SOCKET_FD + 1, ~0U, 0) == 0) {
+		sandkit_early_fds_closed = 1;
+	} else {
+		sandkit_early_fds_errno = errno;
 	}
 	sandkit_early_step = 1;
 	for (int cap = 0; ; cap++) {
@@ -92,9 +113,26 @@ __attribute__((constructor)) static void sandkit_early(int argc, char **argv, ch
 import "C"
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 )
+
+// The constructor keeps the descriptors up to SANDKIT_SOCKET_FD open, which
+// must be the broker socket: this fails to compile if the two disagree.
+const _ = uint(SocketFD-C.SANDKIT_SOCKET_FD) + uint(C.SANDKIT_SOCKET_FD-SocketFD)
+
+// earlyFDsErr reports whether the constructor closed every descriptor
+// above the broker socket.
+func earlyFDsErr() error {
+	switch {
+	case C.sandkit_early_fds_closed == 1:
+		return nil
+	case C.sandkit_early_step == 0:
+		return errors.New("early lockdown not run (argv[1] is not a renderer marker)")
+	}
+	return fmt.Errorf("early lockdown: close inherited descriptors: %w", syscall.Errno(C.sandkit_early_fds_errno))
+}
 
 // earlyErr reports whether the constructor ran to the end. The names match
 // the constructor's steps.

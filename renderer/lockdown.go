@@ -169,11 +169,15 @@ func pinGOMAXPROCS() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0)) }
 // a terminal would let the renderer inject input into the user's shell
 // (TIOCSTI) or read what is typed there.
 //
-// The runtime's own poller (an epoll instance and its eventfd) may already
-// exist — os registers non-blocking stdio with it during package
-// initialization — so descriptors are listed and only those are kept. The
-// runtime's cgroup files are closed too: call pinGOMAXPROCS first.
+// The ELF constructor closed everything the renderer inherited above the
+// socket before the runtime started (see early.go). What is open above it
+// now is the runtime's: its poller (an epoll instance and its eventfd,
+// which os may create during package initialization), kept; and its
+// cgroup files, closed: call pinGOMAXPROCS first.
 func sanitizeStdio() error {
+	if err := earlyFDsErr(); err != nil {
+		return err
+	}
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return fmt.Errorf("list descriptors: %w", err)
