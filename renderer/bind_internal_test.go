@@ -18,9 +18,17 @@ var mWhoAmI = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ip
 
 // sessionPair serves a fresh Session as Main does (Bind, the hold, and a
 // method that reports the session's origin) and returns the broker's end.
+// The session's lockdown is complete.
 func sessionPair(t *testing.T) *ipc.Conn {
 	t.Helper()
-	s := &Session{boundCh: make(chan struct{})}
+	s := &Session{boundCh: make(chan struct{}), lockedCh: make(chan struct{})}
+	close(s.lockedCh)
+	return servedSession(t, s)
+}
+
+// servedSession serves s as Main does and returns the broker's end.
+func servedSession(t *testing.T, s *Session) *ipc.Conn {
+	t.Helper()
 	mux := ipc.NewMux()
 	ipc.Handle(mux, control.Bind, s.bind)
 	mux.Before(s.holdUntilBound)
@@ -81,4 +89,32 @@ func TestRequestHeldUntilBound(t *testing.T) {
 	_, _, err := ipc.Call(ctx, c, control.Bind, &controlpb.BindRequest{Origin: "https://late.example"})
 	require.NoError(t, err)
 	require.Equal(t, "https://late.example", <-got)
+}
+
+// A bound renderer still holds requests while its lockdown is incomplete:
+// Main hands the seccomp listener to the broker and closes its own copy,
+// and the broker may send Bind and a request in between.
+func TestRequestHeldUntilLocked(t *testing.T) {
+	s := &Session{boundCh: make(chan struct{}), lockedCh: make(chan struct{})}
+	c := servedSession(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := ipc.Call(ctx, c, control.Bind, &controlpb.BindRequest{Origin: "https://a.example"})
+	require.NoError(t, err, "Bind itself is never held")
+	got := make(chan string, 1)
+	go func() {
+		resp, _, err := ipc.Call(ctx, c, mWhoAmI, wrapperspb.String(""))
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- resp.GetValue()
+	}()
+	select {
+	case v := <-got:
+		t.Fatalf("served before the lockdown was complete: %q", v)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(s.lockedCh)
+	require.Equal(t, "https://a.example", <-got)
 }

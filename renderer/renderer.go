@@ -58,6 +58,9 @@ type Session struct {
 	doc     string
 	bound   bool
 	boundCh chan struct{} // closed once bound
+	// lockedCh is closed once the lockdown is complete in this process:
+	// the seccomp listener, handed to the broker, is closed here.
+	lockedCh chan struct{}
 }
 
 // Origin returns the origin and document the broker bound this renderer
@@ -97,19 +100,24 @@ func (s *Session) bind(_ context.Context, req *controlpb.BindRequest, _ []*os.Fi
 }
 
 // holdUntilBound keeps every request but Bind from its handler until the
-// renderer is bound. The broker sends Bind before any other request and
-// does not wait for its answer, and the Conn may run handlers
-// concurrently: this is what makes Bind come first.
+// renderer is bound and its lockdown complete. The broker sends Bind
+// before any other request and does not wait for its answer, and the Conn
+// may run handlers concurrently: this is what makes Bind come first. The
+// broker may also send Bind as soon as it has read the ready report, while
+// this process still holds the seccomp listener it just handed over: no
+// program handler runs until that copy is closed.
 func (s *Session) holdUntilBound(ctx context.Context, method string) error {
 	if method == bindMethod {
 		return nil
 	}
-	select {
-	case <-s.boundCh:
-		return nil
-	case <-ctx.Done():
-		return ipc.Errorf(ipc.CodeFailedPrecondition, "renderer not bound: %v", ctx.Err())
+	for _, ch := range []chan struct{}{s.lockedCh, s.boundCh} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ipc.Errorf(ipc.CodeFailedPrecondition, "renderer not bound: %v", ctx.Err())
+		}
 	}
+	return nil
 }
 
 var bindMethod = control.Bind.Spec().Name
@@ -142,7 +150,7 @@ func run(register func(*Session, *ipc.Mux)) int {
 		log.Error("renderer: stdio", "err", err)
 		return ExitLockdown
 	}
-	s := &Session{boundCh: make(chan struct{})}
+	s := &Session{boundCh: make(chan struct{}), lockedCh: make(chan struct{})}
 	mux := ipc.NewMux()
 	ipc.Handle(mux, control.Bind, s.bind)
 	mux.Before(s.holdUntilBound)
@@ -176,9 +184,17 @@ func run(register func(*Session, *ipc.Mux)) int {
 		return ExitLockdown
 	}
 	if listener != nil {
-		_, _, err = ipc.Call(ctx, conn, control.Ready, req, listener)
-		listener.Close() // the broker holds it now; the renderer must not
+		var ready *ipc.Started[*controlpb.ReadyResponse]
+		ready, err = ipc.Start(ctx, conn, control.Ready, req, listener)
+		// The sent datagram holds the broker's copy; the renderer must
+		// not keep one, and closes it before the answer can arrive.
+		listener.Close()
+		close(s.lockedCh)
+		if err == nil {
+			_, _, err = ready.Wait(ctx)
+		}
 	} else {
+		close(s.lockedCh)
 		_, _, err = ipc.Call(ctx, conn, control.ReadyUnmonitored, req)
 	}
 	cancel()
