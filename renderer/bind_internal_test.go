@@ -72,20 +72,7 @@ func TestRequestHeldUntilBound(t *testing.T) {
 	c := sessionPair(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got := make(chan string, 1)
-	go func() {
-		resp, _, err := ipc.Call(ctx, c, mWhoAmI, wrapperspb.String(""))
-		if err != nil {
-			got <- "error: " + err.Error()
-			return
-		}
-		got <- resp.GetValue()
-	}()
-	select {
-	case v := <-got:
-		t.Fatalf("served before Bind: %q", v)
-	case <-time.After(50 * time.Millisecond):
-	}
+	got := whoAmIHeld(t, ctx, c, "Bind")
 	_, _, err := ipc.Call(ctx, c, control.Bind, &controlpb.BindRequest{Origin: "https://late.example"})
 	require.NoError(t, err)
 	require.Equal(t, "https://late.example", <-got)
@@ -101,6 +88,16 @@ func TestRequestHeldUntilLocked(t *testing.T) {
 	defer cancel()
 	_, _, err := ipc.Call(ctx, c, control.Bind, &controlpb.BindRequest{Origin: "https://a.example"})
 	require.NoError(t, err, "Bind itself is never held")
+	got := whoAmIHeld(t, ctx, c, "the lockdown was complete")
+	close(s.lockedCh)
+	require.Equal(t, "https://a.example", <-got)
+}
+
+// whoAmIHeld sends a WhoAmI request, checks that it is not answered within
+// 50 ms (it is held until what), and returns where its answer, or error,
+// will arrive.
+func whoAmIHeld(t *testing.T, ctx context.Context, c *ipc.Conn, until string) <-chan string {
+	t.Helper()
 	got := make(chan string, 1)
 	go func() {
 		resp, _, err := ipc.Call(ctx, c, mWhoAmI, wrapperspb.String(""))
@@ -112,9 +109,8 @@ func TestRequestHeldUntilLocked(t *testing.T) {
 	}()
 	select {
 	case v := <-got:
-		t.Fatalf("served before the lockdown was complete: %q", v)
+		t.Fatalf("served before %s: %q", until, v)
 	case <-time.After(50 * time.Millisecond):
 	}
-	close(s.lockedCh)
-	require.Equal(t, "https://a.example", <-got)
+	return got
 }
