@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/fdtest"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 	"github.com/sandkit/sandkit/policy"
 	"github.com/sandkit/sandkit/renderer"
@@ -587,35 +588,16 @@ func TestSpawnCloseCyclesLeakNothing(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	assert.LessOrEqual(t, runtime.NumGoroutine(), goroutinesBefore, "goroutines leaked")
-	assert.Empty(t, fdsAdded(fdsBefore, openFDs(t)), "descriptors leaked")
+	assert.Empty(t, fdtest.Added(fdsBefore, openFDs(t)), "descriptors leaked")
 	assert.Empty(t, children(t), "child processes (zombies) left")
 }
 
-// openFDs maps this process's open descriptors to what they refer to.
-// Leak checks compare sets, not counts: the Go runtime opens and closes
-// descriptors of its own (cgroup CPU limit files) at times of its choosing.
-func openFDs(t testing.TB) map[string]string {
+// openFDs returns this process's open descriptors and what each refers to.
+func openFDs(t testing.TB) map[int]string {
 	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
+	fds, err := fdtest.Open()
 	require.NoError(t, err)
-	fds := make(map[string]string, len(entries))
-	for _, e := range entries {
-		if target, err := os.Readlink(filepath.Join("/proc/self/fd", e.Name())); err == nil {
-			fds[e.Name()] = target
-		}
-	}
 	return fds
-}
-
-// fdsAdded lists the descriptors of now that base did not have.
-func fdsAdded(base, now map[string]string) []string {
-	var added []string
-	for fd, target := range now {
-		if base[fd] != target {
-			added = append(added, fd+" -> "+target)
-		}
-	}
-	return added
 }
 
 // children lists processes whose parent is this one.

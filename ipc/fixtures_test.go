@@ -1,59 +1,29 @@
 package ipc
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
-	"strconv"
 	"testing"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/internal/fdtest"
 )
 
 // Test fixtures shared by the internal tests: descriptors of every kind the
-// checks must tell apart, and descriptor counting.
+// checks must tell apart, and descriptor leak checks.
 
 // openFDs returns this process's open descriptors and what each refers to.
 func openFDs(t testing.TB) map[int]string {
 	t.Helper()
-	dir, err := os.Open("/proc/self/fd")
+	fds, err := fdtest.Open()
 	if err != nil {
-		t.Fatalf("open /proc/self/fd: %v", err)
-	}
-	defer dir.Close()
-	names, err := dir.Readdirnames(-1)
-	if err != nil {
-		t.Fatalf("read /proc/self/fd: %v", err)
-	}
-	fds := make(map[int]string, len(names))
-	for _, name := range names {
-		fd, err := strconv.Atoi(name)
-		if err != nil || fd == int(dir.Fd()) {
-			continue
-		}
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", name))
-		if err != nil {
-			continue // closed while we looked
-		}
-		fds[fd] = target
+		t.Fatalf("list descriptors: %v", err)
 	}
 	return fds
-}
-
-// newFDs lists the descriptors open now that were not open in base.
-func newFDs(base, now map[int]string) []string {
-	var added []string
-	for fd, target := range now {
-		if base[fd] != target {
-			added = append(added, fmt.Sprintf("%d -> %s", fd, target))
-		}
-	}
-	sort.Strings(added)
-	return added
 }
 
 // waitFDs waits (briefly) until no descriptor is open that was not open in
@@ -67,7 +37,7 @@ func waitFDs(t testing.TB, base map[int]string) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		added := newFDs(base, openFDs(t))
+		added := fdtest.Added(base, openFDs(t))
 		if len(added) == 0 {
 			return
 		}

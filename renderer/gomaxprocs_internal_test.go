@@ -12,6 +12,8 @@ import (
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/internal/fdtest"
 )
 
 // The child modes of TestPinnedRuntimeStopsReadingCgroupFiles, selected by
@@ -68,13 +70,12 @@ func cgroupChild(pinned bool) int {
 // runtimeHasCgroupFiles reports whether the runtime holds its cgroup's
 // CPU limit files open.
 func runtimeHasCgroupFiles() bool {
-	ents, err := os.ReadDir("/proc/self/fd")
+	fds, err := fdtest.Open()
 	if err != nil {
 		return false
 	}
-	for _, e := range ents {
-		target, err := os.Readlink("/proc/self/fd/" + e.Name())
-		if err == nil && strings.HasPrefix(target, "/sys/fs/cgroup/") {
+	for _, target := range fds {
+		if strings.HasPrefix(target, "/sys/fs/cgroup/") {
 			return true
 		}
 	}
