@@ -168,3 +168,26 @@ func ExampleStart() {
 	// renderer greets broker <nil>
 	// <nil>
 }
+
+// A process whose only remaining job is to serve (a renderer once it is
+// ready) serves on its main goroutine until the peer hangs up.
+func ExampleConn_Serve() {
+	mux := ipc.NewMux()
+	ipc.Handle(mux, greet, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		return wrapperspb.String("hello, " + req.Value), nil, nil
+	})
+	server, client, err := ipc.Pair(ipc.WithMux(mux))
+	if err != nil {
+		panic(err)
+	}
+	served := make(chan error)
+	go func() { served <- server.Serve() }()
+
+	resp, _, err := ipc.Call(context.Background(), client, greet, wrapperspb.String("renderer"))
+	fmt.Println(resp.GetValue(), err)
+	client.Close()
+	fmt.Println(errors.Is(<-served, ipc.ErrPeerClosed))
+	// Output:
+	// hello, renderer <nil>
+	// true
+}

@@ -111,6 +111,31 @@ func (r *readState) shutdown() {
 // Only after shutdown.
 func (r *readState) wait() { r.users.Wait() }
 
+// Serve receives and serves the peer's requests on the calling goroutine
+// until the Conn dies, then returns Err. It is for a program whose work
+// from now on is only to serve (a renderer once it has reported ready):
+// the next request is read at once.
+//
+// Without Serve, a Conn starts receiving on its own standbyDelay after the
+// last call returned. The delay is a Go timer, and in a process with
+// nothing else to do the runtime sleeps in epoll, which counts in whole
+// milliseconds: a request that arrives then waits up to a millisecond in
+// the socket. Calls made while Serve runs work as usual; Serve yields the
+// socket to them and takes it back.
+func (c *Conn) Serve() error {
+	r := &c.rd
+	r.mu.Lock()
+	if !r.shut {
+		r.users.Add(1) // under mu with shut false, as in take
+		r.mu.Unlock()
+		r.loop()
+	} else {
+		r.mu.Unlock()
+	}
+	<-c.done
+	return c.Err()
+}
+
 // take tries to take the token; byLoop says who takes it. It reports
 // false if the token is held or the Conn is dead. Called with mu held.
 func (r *readState) take(byLoop bool) bool {

@@ -216,3 +216,51 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 		require.Equal(t, "from a", string(resp.Value))
 	}
 }
+
+// Serve serves the peer's requests on the calling goroutine, lets calls on
+// the same Conn through meanwhile (it yields the socket to them), and
+// returns why the Conn died: the peer's hang-up, or at once on a Conn that
+// is already closed.
+func TestServe(t *testing.T) {
+	a, b := newPair(t, testMux(), testMux(), Limits{})
+	served := make(chan error, 1)
+	go func() { served <- b.Serve() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Add(2)
+		go func() { // a's requests, served by b.Serve
+			defer wg.Done()
+			resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte{byte(i)}})
+			if err != nil || resp.Value[0] != byte(i) {
+				t.Errorf("a→b call %d: %v, %v", i, resp, err)
+			}
+		}()
+		go func() { // b's own calls while Serve holds the socket
+			defer wg.Done()
+			resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: []byte{byte(i)}})
+			if err != nil || resp.Value[0] != byte(i) {
+				t.Errorf("b→a call %d: %v, %v", i, resp, err)
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned while the Conn was alive: %v", err)
+	default:
+	}
+	require.NoError(t, a.Close())
+	select {
+	case err := <-served:
+		require.ErrorIs(t, err, ErrPeerClosed)
+	case <-ctx.Done():
+		t.Fatal("Serve did not return after the peer closed")
+	}
+	require.ErrorIs(t, b.Serve(), ErrPeerClosed, "Serve on a dead Conn")
+
+	c, _ := newPair(t, nil, nil, Limits{})
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, c.Serve(), ErrClosed)
+}

@@ -201,7 +201,7 @@ func run(register func(*Session, *ipc.Mux)) int {
 	if err != nil {
 		return ExitLockdown
 	}
-	<-conn.Done()
+	_ = conn.Serve() // until the broker hangs up
 	return ExitOK
 }
 
