@@ -115,18 +115,30 @@ func TestLockedRendererCannotEscape(t *testing.T) {
 	noPIDNS.Namespaces.PID = false
 	noPIDNS.Namespaces.Mount = false
 	for _, p := range []struct {
-		name   string
-		policy *policy.Policy
+		name      string
+		policy    *policy.Policy
+		dedicated bool
 	}{
-		{"broker-compiled", policy.Strict()},
-		{"renderer-compiled", noPIDNS},
+		{"broker-compiled", policy.Strict(), false},
+		{"renderer-compiled", noPIDNS, false},
+		// The statically linked renderer binary the cold-spawn benchmarks
+		// use must be exactly as locked down as this one.
+		{"dedicated-static", policy.Strict(), true},
 	} {
-		t.Run(p.name, func(t *testing.T) { testCannotEscape(t, p.policy) })
+		t.Run(p.name, func(t *testing.T) {
+			path := ""
+			if p.dedicated {
+				var err error
+				path, err = testrenderer.BuildDedicated(context.Background(), t.TempDir())
+				require.NoError(t, err)
+			}
+			testCannotEscape(t, p.policy, path)
+		})
 	}
 }
 
-func testCannotEscape(t *testing.T, p *policy.Policy) {
-	b := newBroker(t, p)
+func testCannotEscape(t *testing.T, p *policy.Policy, path string) {
+	b := newBroker(t, p, func(c *broker.Config) { c.Path = path })
 	tests := []struct {
 		action    string
 		wantErrno string // the renderer survives and reports this
@@ -185,6 +197,9 @@ func testCannotEscape(t *testing.T, p *policy.Policy) {
 	require.NoError(t, err)
 	_, _, err = broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil))
 	require.NoError(t, err)
+	for _, l := range p.Requested() {
+		assert.True(t, r.Layers().Active(l), "layer %s not in force: %v", l, r.Layers())
+	}
 }
 
 func TestSignalToOwnPID1HasNoEffect(t *testing.T) {

@@ -161,38 +161,25 @@ func reportMedian(b *testing.B, lat []time.Duration) {
 	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "median-us")
 }
 
-// BenchmarkSpawn measures spawn-to-first-reply of the same binary three
-// ways. sandkit-cold is the framework's cold path: broker.Acquire (new
-// namespaces, exec, full lockdown, ready, bind) and one Ping through ipc.
-// bwrap is bubblewrap with every namespace (--unshare-all) around the
-// binary in its "ping" mode, which answers one datagram on fd 3 without
-// any lockdown of its own; forkexec is the same without bwrap: the floor
-// of starting a Go process at all. Each op is one spawn; the median is
-// reported because the first spawns pay for page cache and the tail
-// follows the machine's load.
+// BenchmarkSpawn measures spawn-to-first-reply three ways. sandkit-cold
+// is the framework's cold path: broker.Acquire (new namespaces, exec, full
+// lockdown, ready, bind) and one Ping through ipc, with the renderer being
+// this test binary re-executed (self-exec); sandkit-cold-dedicated is the
+// same with a dedicated, statically linked renderer binary
+// (internal/testrenderer/cmd/testrenderer, built here), which is what a
+// program ships when cold spawns matter. bwrap is bubblewrap with every
+// namespace (--unshare-all) around this binary in its "ping" mode, which
+// answers one datagram on fd 3 without any lockdown of its own; forkexec is
+// the same without bwrap: the floor of starting this binary at all. Each op
+// is one spawn; the median is reported because the first spawns pay for
+// page cache and the tail follows the machine's load.
 func BenchmarkSpawn(b *testing.B) {
 	ping := []byte("ping")
 	b.Run("sandkit-cold", func(b *testing.B) {
-		br := newBroker(b, func(c *broker.Config) { c.MaxRenderers = 4 })
-		ctx := context.Background()
-		req := wrapperspb.Bytes(ping)
-		var lat []time.Duration
-		for i := 0; b.Loop(); i++ {
-			start := time.Now()
-			r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, _, err := broker.Call(ctx, r, testrenderer.Ping, req); err != nil {
-				b.Fatal(err)
-			}
-			lat = append(lat, time.Since(start))
-			b.StopTimer()
-			r.Close()
-			<-r.Done()
-			b.StartTimer()
-		}
-		reportMedian(b, lat)
+		benchColdSpawn(b, "")
+	})
+	b.Run("sandkit-cold-dedicated", func(b *testing.B) {
+		benchColdSpawn(b, buildTestRenderer(b))
 	})
 	exe := executable(b)
 	raw := func(b *testing.B, argv []string) {
@@ -236,6 +223,42 @@ func BenchmarkSpawn(b *testing.B) {
 	b.Run("forkexec", func(b *testing.B) {
 		raw(b, []string{exe, modeFlag + "ping"})
 	})
+}
+
+// benchColdSpawn measures broker.Acquire of a new origin and a first Ping,
+// with the renderer executable at path ("" is this binary).
+func benchColdSpawn(b *testing.B, path string) {
+	br := newBroker(b, func(c *broker.Config) { c.MaxRenderers = 4; c.Path = path })
+	ctx := context.Background()
+	req := wrapperspb.Bytes([]byte("ping"))
+	var lat []time.Duration
+	for i := 0; b.Loop(); i++ {
+		start := time.Now()
+		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, _, err := broker.Call(ctx, r, testrenderer.Ping, req); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+		b.StopTimer()
+		r.Close()
+		<-r.Done()
+		b.StartTimer()
+	}
+	reportMedian(b, lat)
+}
+
+// buildTestRenderer builds the dedicated renderer (see
+// testrenderer.BuildDedicated) into a temporary directory.
+func buildTestRenderer(tb testing.TB) string {
+	tb.Helper()
+	path, err := testrenderer.BuildDedicated(context.Background(), tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return path
 }
 
 // bwrapArgv is the bubblewrap command line around exe: every namespace,

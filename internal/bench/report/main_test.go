@@ -11,6 +11,9 @@ BenchmarkSpawn/sandkit-cold-2   20  4000000 ns/op  4000 median-us
 BenchmarkSpawn/sandkit-cold-2   20  4000000 ns/op  6000 median-us
 BenchmarkSpawn/sandkit-cold-2   20  4000000 ns/op  5000 median-us
 BenchmarkSpawn/bwrap-2          20  4000000 ns/op  5500 median-us
+BenchmarkSpawn/sandkit-cold-dedicated-2   20  4000000 ns/op  5200 median-us
+BenchmarkSpawn/sandkit-cold-dedicated-2   20  4000000 ns/op  4900 median-us
+BenchmarkSpawn/sandkit-cold-dedicated-2   20  4000000 ns/op  4800 median-us
 BenchmarkRoundTrip64/ipc-2      1000  30000 ns/op  231 B/op  3 allocs/op
 BenchmarkRoundTrip64/raw-seqpacket-2  1000  15000 ns/op  0 B/op  0 allocs/op
 --- BENCH: some log line
@@ -29,8 +32,14 @@ func TestParseAndRows(t *testing.T) {
 	for _, r := range rows(s) {
 		got[r.what] = r
 	}
-	if r := got["cold spawn vs bubblewrap (spawn to first reply, median)"]; r.st != met || !strings.HasPrefix(r.value, "0.91×") {
+	if r := got["cold spawn vs bubblewrap (spawn to first reply, median; both run this test binary)"]; r.st != met || !strings.HasPrefix(r.value, "0.91×") {
 		t.Errorf("cold vs bwrap: %+v", r)
+	}
+	if r := got["cold spawn, absolute (Acquire + first Ping, median), dedicated static renderer binary"]; r.st != met || r.value != "4.9 ms" {
+		t.Errorf("cold, dedicated: %+v", r)
+	}
+	if r := got["cold spawn, absolute, the 18 MB test binary re-executed as its own renderer"]; r.st != info || r.value != "5 ms" {
+		t.Errorf("cold, self-exec: %+v", r)
 	}
 	if r := got["64-byte round trip: ipc vs raw SEQPACKET"]; r.st != missed || !strings.HasPrefix(r.value, "2.00×") {
 		t.Errorf("ipc vs raw: %+v", r)
