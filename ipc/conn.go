@@ -95,8 +95,8 @@ type Conn struct {
 	done   chan struct{}
 	bg     sync.WaitGroup // background cancel senders
 
-	// ev is an eventfd that wakes whoever waits in ppoll holding the read
-	// token (see read.go).
+	// ev is an eventfd that wakes a holder of the read token waiting in
+	// the netpoller (see read.go).
 	ev   *os.File
 	evrc syscall.RawConn
 	// ep is an epoll instance holding the socket and ev, registered with
@@ -109,6 +109,14 @@ type Conn struct {
 	// so arming fails, on a Conn that is already dead.
 	sockFD, evFD int
 	rd           readState
+
+	// A token holder expecting a short wait blocks in recvmsg on the
+	// socket itself (see read.go, "Short waits block in recvmsg"): the
+	// thread it blocks on, while it does, and a count of wake calls, which
+	// the holder compares before blocking.
+	blockTID atomic.Int32
+	wakes    atomic.Uint64
+	pid      int
 
 	sem    chan struct{} // outgoing call slots
 	work   chan *job     // idle handler workers wait here
@@ -147,6 +155,7 @@ type Conn struct {
 	renv     wirepb.Envelope
 	rfds     []int
 	recvFn   func(fd uintptr)
+	recvWFn  func(fd uintptr)
 	pollFn   func(fd uintptr)
 	pollEv   func(fd uintptr)
 	epollFn  func(fd uintptr) bool
@@ -203,13 +212,15 @@ func Pair(opts ...Option) (*Conn, *Conn, error) {
 }
 
 // NewConn wraps f, which must be an AF_UNIX SOCK_SEQPACKET socket, and
-// starts the read loop. It takes ownership of f (closing it even on error).
+// starts the read loop. It takes ownership of f (closing it even on error):
+// it puts the socket in blocking mode and sets its receive timeout, which
+// a descriptor of the same socket kept elsewhere would see too.
 //
 // The Conn works on a duplicate that is kept out of Go's netpoller: the
-// goroutine that receives waits in ppoll(2) itself, so the kernel wakes it
-// directly when a datagram arrives, with no netpoller or goroutine hand-off
-// in between (see read.go). The price is that an idle Conn parks one OS
-// thread in ppoll.
+// goroutine that receives blocks in recvmsg(2) itself, so the kernel wakes
+// it directly when a datagram arrives, with no netpoller or goroutine
+// hand-off in between (see read.go). Waits expected to be long go to the
+// netpoller.
 func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	if f == nil {
 		return nil, errors.New("ipc: NewConn: nil file")
@@ -248,6 +259,14 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 			return
 		}
 		nfd, cerr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+		if cerr != nil {
+			return
+		}
+		if cerr = blockingReceives(nfd); cerr != nil {
+			unix.Close(nfd)
+			nfd = -1
+			cerr = fmt.Errorf("ipc: NewConn: %w", cerr)
+		}
 	})
 	if err == nil {
 		err = cerr
@@ -260,9 +279,10 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		unix.Close(nfd)
 		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
 	}
-	// Both are only ever waited for in ppoll or through the wait set
-	// (read.go), never registered with the netpoller themselves; every
-	// send and receive on the socket passes MSG_DONTWAIT.
+	// Both are only ever waited for in a blocking recvmsg, in ppoll or
+	// through the wait set (read.go), never registered with the netpoller
+	// themselves; every send and every other receive on the socket passes
+	// MSG_DONTWAIT.
 	nf, err := newUnpolledFile(nfd, "ipc-conn")
 	if err != nil {
 		unix.Close(efd)
@@ -321,6 +341,8 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.sendFn = c.doSend
 	c.recvFn = c.doRecv
+	c.recvWFn = c.doRecvWait
+	c.pid = os.Getpid()
 	c.pollFn = c.doPoll
 	c.pollEv = c.doPollEv
 	c.epollFn = c.doEpoll
@@ -388,10 +410,10 @@ func (c *Conn) fail(err error) {
 
 	close(c.done)
 	c.cancel()
-	c.rd.shutdown() // wakes whoever waits in ppoll; no one takes the token again
+	c.rd.shutdown() // wakes whoever waits holding the token; no one takes it again
 	// The descriptors close once the last syscall using them returns
 	// (os.File reference counts), so their numbers are never reused under
-	// a goroutine still in ppoll.
+	// a goroutine still blocked in recvmsg or ppoll.
 	c.f.Close()
 	c.ev.Close()
 	c.ep.Close()
@@ -429,6 +451,22 @@ func (c *Conn) deadErr() error {
 }
 
 // ---- receiving ----
+
+// doRecvWait is doRecv blocking: a system call the scheduler knows may
+// block (syscall.Syscall), without MSG_DONTWAIT.
+func (c *Conn) doRecvWait(fd uintptr) {
+	c.riov.Base = &c.rbuf[0]
+	c.riov.SetLen(len(c.rbuf))
+	c.rmsg = unix.Msghdr{Iov: &c.riov, Iovlen: 1, Control: &c.roob[0]}
+	c.rmsg.SetControllen(len(c.roob))
+	n, _, e := syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC)
+	c.rErr = nil
+	if e != 0 {
+		c.rErr = e
+		return
+	}
+	c.rN, c.rOOBN, c.rFlags = int(n), int(c.rmsg.Controllen), int(c.rmsg.Flags)
+}
 
 func (c *Conn) doRecv(fd uintptr) {
 	c.riov.Base = &c.rbuf[0]

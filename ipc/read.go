@@ -13,8 +13,8 @@ import (
 )
 
 // Receiving is organised around a read token so that a datagram is
-// received by the goroutine that wants it, woken straight from ppoll by the
-// kernel.
+// received by the goroutine that wants it, woken straight from recvmsg by
+// the kernel.
 //
 // Measured between two processes on a 2-core machine, waiting in Go's
 // netpoller costs about 10 µs per side on top of a thread blocked in
@@ -23,9 +23,10 @@ import (
 // spinning thread that competes with the peer for a core). A round trip
 // through a read loop and a handler goroutine paid both on both sides.
 //
-// So whoever holds the token is the only goroutine that receives, and it
-// waits in ppoll on the socket and on an eventfd that other goroutines use
-// to interrupt it:
+// So whoever holds the token is the only goroutine that receives. For a
+// short wait it blocks in recvmsg on the socket; other goroutines that need
+// to interrupt it (wake) send its thread a signal. For a long wait it waits
+// in Go's netpoller, on the socket and an eventfd that wake writes:
 //
 //   - A caller waiting for its reply takes the token when it is free and
 //     receives until its own reply arrives: the common case (one call at a
@@ -35,7 +36,7 @@ import (
 //     reply or for the token, whichever comes first.
 //   - A loop goroutine holds the token when no caller does, so that the
 //     peer's requests and cancels are read while nothing is being called.
-//     It yields to a caller on request (the eventfd). It runs a request's
+//     It yields to a caller on request (wake). It runs a request's
 //     handler itself, after releasing the token, so serving a call has no
 //     hand-off either.
 //   - Releasing the token arms a timer (standbyDelay). If nobody has taken
@@ -52,7 +53,8 @@ import (
 const standbyDelay = 50 * time.Microsecond
 
 // longWait is the wait beyond which the token holder waits in Go's
-// netpoller rather than in ppoll. A thread in ppoll keeps its P; once the
+// netpoller rather than blocked in recvmsg. A thread blocked in a system
+// call keeps its P; once the
 // wait outlasts a few of sysmon's 20 µs ticks, sysmon takes the P back,
 // starts a spinning thread to look for work and keeps ticking, which on a
 // busy machine preempts the goroutines doing the work. The netpoller
@@ -60,8 +62,11 @@ const standbyDelay = 50 * time.Microsecond
 //
 // A wait is expected to be long from the last one like it: a call's from
 // the last reply time of its method on this Conn, the loop's from its own
-// last wait. Timing a ppoll out instead costs a kernel timer on every
-// wait, measured at 8 µs per side of a round trip on a virtual machine.
+// last wait; a call not yet known to be slow moves to the netpoller once
+// it has waited longWait. (Timing a ppoll out instead cost a kernel
+// high-resolution timer on every wait, measured at 8 µs per side of a round
+// trip on a virtual machine; the socket's receive timeout, recvTick, is a
+// coarse timer and did not measurably cost anything.)
 const longWait = 100 * time.Microsecond
 
 type readState struct {
@@ -100,6 +105,9 @@ func (r *readState) shutdown() {
 	r.mu.Unlock()
 	r.standby.Stop()
 	r.c.wake()
+	// A holder blocked in recvmsg returns at once (EOF) once the socket
+	// cannot receive any more, whether or not wake's signal reached it.
+	_ = r.c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) })
 	// Wake a parked loop goroutine so it can exit.
 	select {
 	case r.loopWake <- struct{}{}:
@@ -229,6 +237,7 @@ func (r *readState) loop() {
 func (c *Conn) receiveAsLoop() *job {
 	r := &c.rd
 	for {
+		seq := c.wakes.Load() // before the checks: see recvWait
 		r.mu.Lock()
 		stop := r.yieldAsked || r.shut
 		r.mu.Unlock()
@@ -237,7 +246,7 @@ func (c *Conn) receiveAsLoop() *job {
 		}
 		c.waitLong = r.loopLong
 		start := time.Now()
-		j, err := c.receiveOne(true)
+		j, err := c.receiveOne(true, seq)
 		r.loopLong = time.Since(start) > longWait
 		if err != nil {
 			return nil
@@ -296,7 +305,9 @@ func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool
 		stop := context.AfterFunc(ctx, c.wake)
 		defer stop()
 	}
+	start := time.Now()
 	for {
+		seq := c.wakes.Load() // before the checks: see recvWait
 		select {
 		case res := <-p.ch:
 			return res, true
@@ -308,20 +319,31 @@ func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool
 		if c.dead() {
 			return <-p.ch, true
 		}
-		c.waitLong = p.long
-		c.receiveOne(false)
+		// A call of a method not yet known to be slow blocks in recvmsg
+		// until it has waited longWait (woken every recvTick), then goes
+		// to the netpoller like a known slow one.
+		c.waitLong = p.long || time.Since(start) > longWait
+		c.receiveOne(false, seq)
 	}
 }
 
-// receiveOne waits in ppoll until a datagram, EOF or a wakeup arrives, and
-// handles what arrived. It returns a request to serve (inline only), or an
-// error when the Conn is dead. The token is held.
-func (c *Conn) receiveOne(inline bool) (*job, error) {
-	// Try recvmsg before ppoll only when the last receive found a
-	// datagram (more may be queued); a reader that has just sent a request
-	// or a reply would only get EAGAIN.
+// receiveOne waits until a datagram, EOF or a wakeup arrives, and handles
+// what arrived. It returns a request to serve (inline only), or an error
+// when the Conn is dead. The token is held; seq is the wake count the
+// caller read before it checked its reasons to stop waiting.
+func (c *Conn) receiveOne(inline bool, seq uint64) (*job, error) {
 	n, oobn, flags, err := 0, 0, 0, error(unix.EAGAIN)
-	if c.rMore {
+	if !c.waitLong {
+		// A short wait: block in recvmsg, which also returns at once
+		// with a datagram that is already queued.
+		n, oobn, flags, err = c.recvWait(seq)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return nil, nil // woken, timed out or interrupted: the caller re-checks
+		}
+		c.rMore = err == nil
+	} else if c.rMore {
+		// Try recvmsg before waiting only when the last receive found a
+		// datagram (more may be queued).
 		n, oobn, flags, err = c.recv()
 	}
 	c.rMore = err == nil
@@ -473,13 +495,71 @@ func newWaitSet(fds ...int) (*os.File, error) {
 	return os.NewFile(uintptr(epfd), "ipc-waitset"), nil
 }
 
-// wake interrupts the goroutine waiting in ppoll with the token, if any.
-// A wakeup nobody needed costs the next holder one extra loop.
+// wake interrupts the token holder's wait, if any: a thread blocked in
+// recvmsg by a signal, a wait in the netpoller or ppoll through the
+// eventfd. A wakeup nobody needed costs the next holder one extra loop.
 func (c *Conn) wake() {
+	c.wakes.Add(1)
+	if tid := c.blockTID.Load(); tid != 0 {
+		// To this process's own thread only (tgkill checks the thread
+		// group). SIGURG is the runtime's own preemption signal: every
+		// Go program already takes it at any time, and a thread in a
+		// system call only sees EINTR.
+		_ = unix.Tgkill(c.pid, int(tid), unix.SIGURG)
+	}
 	one := uint64(1)
 	c.evrc.Control(func(fd uintptr) {
 		unix.Write(int(fd), (*[8]byte)(unsafe.Pointer(&one))[:])
 	})
+}
+
+// recvTick is the socket's receive timeout: how long a blocked recvmsg
+// waits at most before its holder re-checks why it waits. It only matters
+// when a wake's signal lands in the few instructions between the holder's
+// last check and its entry into recvmsg; a timeout also makes recvmsg
+// return EINTR on a signal rather than restart (signal(7)).
+const recvTick = 2 * time.Millisecond
+
+// blockingReceives puts the socket fd in blocking mode, with the receive
+// timeout recvTick. Every other receive and send passes MSG_DONTWAIT.
+func blockingReceives(fd int) error {
+	if err := unix.SetNonblock(fd, false); err != nil {
+		return fmt.Errorf("clear O_NONBLOCK: %w", err)
+	}
+	tv := unix.NsecToTimeval(recvTick.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		return fmt.Errorf("SO_RCVTIMEO: %w", err)
+	}
+	return nil
+}
+
+// recvWait receives one datagram, blocking in recvmsg for at most
+// recvTick. It returns EAGAIN or EINTR without a datagram when it timed
+// out, when a signal interrupted it, or when a wake happened since seq.
+//
+// The holder publishes its thread before it compares the wake count, and
+// wake counts before it reads the thread, so a wake either shows in the
+// comparison or finds the thread to signal. The signal misses only if it
+// arrives in the few instructions between the comparison and the system
+// call, or if the scheduler moved the goroutine to another thread in
+// between (the stray signal then costs that thread an EINTR, which Go code
+// retries): recvTick bounds the delay. The goroutine is not locked to its
+// thread for this, because a locked goroutine that loses its P while
+// blocked needs a thread hand-off to get one back, which made the round
+// trip with a one-P peer 17 % slower.
+func (c *Conn) recvWait(seq uint64) (n, oobn, flags int, err error) {
+	c.blockTID.Store(int32(unix.Gettid()))
+	defer c.blockTID.Store(0)
+	if c.wakes.Load() != seq {
+		return 0, 0, 0, unix.EAGAIN
+	}
+	if err := c.rc.Control(c.recvWFn); err != nil {
+		return 0, 0, 0, err
+	}
+	if c.rErr != nil {
+		return 0, 0, 0, c.rErr
+	}
+	return c.rN, c.rOOBN, c.rFlags, nil
 }
 
 // drainWake resets the eventfd. Only the token holder does, and only after

@@ -1,7 +1,9 @@
 package ipc
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // These tests exercise the read token (read.go): who receives when, and
@@ -263,4 +266,87 @@ func TestServe(t *testing.T) {
 	c, _ := newPair(t, nil, nil, Limits{})
 	require.NoError(t, c.Close())
 	require.ErrorIs(t, c.Serve(), ErrClosed)
+}
+
+// A wait blocked in recvmsg ends on a wake, not on the socket's receive
+// timeout: with the timeout raised to an hour and a peer that never sends
+// anything, a caller's cancellation (a signal to the blocked thread) and
+// Close (the socket's receive side shut down, and the signal) must each end
+// it within the test's deadline.
+func TestWakeInterruptsBlockedReceive(t *testing.T) {
+	tests := []struct {
+		name   string
+		byLoop bool // who blocks: the receive loop, or a caller
+		run    func(a *Conn, cancel context.CancelFunc) error
+	}{
+		{"cancelled caller", false, func(a *Conn, cancel context.CancelFunc) error {
+			cancel()
+			return nil
+		}},
+		{"Close", true, func(a *Conn, _ context.CancelFunc) error {
+			return a.Close()
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mine, theirs, err := SocketPair()
+			require.NoError(t, err)
+			defer theirs.Close() // never read, never written
+			a, err := NewConn(mine)
+			require.NoError(t, err)
+			defer a.Close()
+			hour := unix.NsecToTimeval(time.Hour.Nanoseconds())
+			require.NoError(t, a.rc.Control(func(fd uintptr) {
+				require.NoError(t, unix.SetsockoptTimeval(int(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO, &hour))
+			}))
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			called := make(chan error, 1)
+			if !tt.byLoop {
+				go func() {
+					_, _, err := Call(ctx, a, mEcho, &testMsg{})
+					called <- err
+				}()
+			}
+			waitBlockedInReceive(t, a, tt.byLoop)
+			done := make(chan error, 1)
+			go func() { done <- tt.run(a, cancel) }()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(20 * time.Second):
+				t.Fatal("the blocked receive was not interrupted")
+			}
+			if !tt.byLoop {
+				select {
+				case err := <-called:
+					require.ErrorIs(t, err, context.Canceled)
+				case <-time.After(20 * time.Second):
+					t.Fatal("the blocked caller was not interrupted")
+				}
+			}
+		})
+	}
+}
+
+// waitBlockedInReceive waits until the holder of c's read token (its loop,
+// or a caller) is asleep in recvmsg: its thread is published and the
+// kernel reports it sleeping.
+func waitBlockedInReceive(t *testing.T, c *Conn, byLoop bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c.rd.mu.Lock()
+		holder := c.rd.held && c.rd.heldByLoop == byLoop
+		c.rd.mu.Unlock()
+		if tid := c.blockTID.Load(); holder && tid != 0 {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
+			// The state follows the command name in parentheses.
+			if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] == 'S' && c.blockTID.Load() == tid {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no goroutine blocked in recvmsg")
 }

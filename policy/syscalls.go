@@ -150,7 +150,7 @@ func BaseSyscalls() []SyscallRule {
 		allow("rt_sigprocmask", "runtime signal masks"),
 		allow("rt_sigreturn", "return from signal handlers"),
 		allow("sigaltstack", "runtime signal stacks"),
-		allowIf("tgkill", "goroutine preemption: signals to its own threads only",
+		allowIf("tgkill", "goroutine preemption and ipc wakeups: signals to its own threads only",
 			[]ArgCond{{Arg: 0, Op: Equal, Self: true}}),
 		allowIf("kill", "runtime raise: signals to itself only",
 			[]ArgCond{{Arg: 0, Op: Equal, Self: true}}),
