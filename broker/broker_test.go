@@ -1,10 +1,12 @@
 package broker_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -33,7 +35,33 @@ func TestMain(m *testing.M) {
 	if renderer.Requested() {
 		renderer.Main(testrenderer.Register)
 	}
+	if os.Getenv(brokerChildEnv) != "" {
+		os.Exit(brokerChild())
+	}
 	os.Exit(m.Run())
+}
+
+// brokerChildEnv makes the test binary a broker with one renderer, whose
+// pid it prints before it waits to be killed (TestRendererDiesWithBroker).
+const brokerChildEnv = "SANDKIT_BROKER_TEST_CHILD"
+
+func brokerChild() int {
+	b, err := broker.New(context.Background(), broker.Config{Policy: strict()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	r, err := b.Acquire(context.Background(), "o", "")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, _, err := broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(r.PID())
+	select {}
 }
 
 // strict is policy.Strict as a test binary can run it: under the race
@@ -637,4 +665,59 @@ func children(t testing.TB) []int {
 		}
 	}
 	return out
+}
+
+// A renderer does not outlive its broker: killed with SIGKILL the moment
+// the broker's spawning thread ends (the parent-death signal), not only
+// once it notices that its socket hung up, which would end it cleanly.
+// The test process becomes the orphaned renderer's reaper to see how it
+// ended.
+func TestRendererDiesWithBroker(t *testing.T) {
+	require.NoError(t, unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), brokerChildEnv+"=1")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	line, err := bufio.NewReader(out).ReadString('\n')
+	require.NoError(t, err, "the broker child printed no renderer pid")
+	rpid, err := strconv.Atoi(strings.TrimSpace(line))
+	require.NoError(t, err)
+
+	require.NoError(t, cmd.Process.Kill())
+	_ = cmd.Wait()
+	reaped := make(chan unix.WaitStatus, 1)
+	go func() {
+		var ws unix.WaitStatus
+		_, err := unix.Wait4(rpid, &ws, 0, nil) // ours once orphaned
+		if err != nil {
+			t.Errorf("wait for the renderer: %v", err)
+		}
+		reaped <- ws
+	}()
+	select {
+	case ws := <-reaped:
+		assert.True(t, ws.Signaled() && ws.Signal() == unix.SIGKILL, "renderer ended with %v, want killed by SIGKILL", ws)
+	case <-time.After(20 * time.Second):
+		unix.Kill(rpid, unix.SIGKILL)
+		t.Fatal("the renderer outlived its broker")
+	}
+}
+
+// A renderer that cannot be exec'd fails Acquire with the step and errno
+// of the child, and leaves neither a descriptor nor a child behind.
+func TestSpawnFailureBeforeExec(t *testing.T) {
+	notExecutable := filepath.Join(t.TempDir(), "renderer")
+	require.NoError(t, os.WriteFile(notExecutable, []byte("#!/bin/sh\n"), 0o644))
+	b := newBroker(t, strict(), func(c *broker.Config) { c.Path = notExecutable })
+	fdsBefore := openFDs(t)
+	_, err := b.Acquire(context.Background(), "o", "")
+	require.ErrorIs(t, err, syscall.EACCES)
+	assert.Contains(t, err.Error(), "exec")
+	assert.Empty(t, fdtest.Added(fdsBefore, openFDs(t)), "descriptors leaked")
+	assert.Empty(t, children(t), "child processes left")
 }

@@ -22,7 +22,9 @@ import (
 // Renderer is the broker's handle on one renderer process.
 type Renderer struct {
 	b       *Broker
-	cmd     *exec.Cmd
+	cmd     *exec.Cmd   // set when started through os/exec (see spawn)
+	proc    *os.Process // the renderer process, reaped by supervise
+	state   *os.ProcessState
 	pid     int
 	pidfd   *os.File
 	conn    *ipc.Conn

@@ -26,33 +26,29 @@ import (
 // renderers were started from arbitrary runtime threads, the runtime
 // retiring one of them would kill renderers at random.
 type spawner struct {
-	reqs chan spawnReq
+	reqs chan func()
 	done chan struct{}
 }
 
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
-}
-
 func newSpawner() *spawner {
-	s := &spawner{reqs: make(chan spawnReq), done: make(chan struct{})}
+	s := &spawner{reqs: make(chan func()), done: make(chan struct{})}
 	go func() {
 		// Never unlocked: when this goroutine returns, the runtime ends
 		// the thread, and Pdeathsig kills anything still running.
 		runtime.LockOSThread()
 		defer close(s.done)
-		for req := range s.reqs {
-			req.errc <- req.cmd.Start()
+		for f := range s.reqs {
+			f()
 		}
 	}()
 	return s
 }
 
-func (s *spawner) start(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	s.reqs <- spawnReq{cmd, errc}
-	return <-errc
+// run runs f on the spawner's thread and returns once it has.
+func (s *spawner) run(f func()) {
+	done := make(chan struct{})
+	s.reqs <- func() { defer close(done); f() }
+	<-done
 }
 
 func (s *spawner) stop() {
@@ -121,6 +117,36 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
 	}
 	var pidfd int = -1
+	if b.cfg.CgroupDir == "" {
+		var pid int
+		b.spawner.run(func() {
+			pid, pidfd, err = spawnVfork(vforkSpec{
+				path: b.exe, argv: b.args, ns: cloneFlags(p.Namespaces),
+				mapIDs: p.Namespaces.User, log: logW, sock: remote,
+			})
+		})
+		remote.Close()
+		logW.Close()
+		if err != nil {
+			local.Close()
+			logR.Close()
+			return nil, spawnErr(p, err)
+		}
+		proc, err := os.FindProcess(pid)
+		if err != nil { // cannot fail for a child not yet reaped
+			unix.Kill(pid, unix.SIGKILL)
+			var info unix.Siginfo
+			_ = unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED, nil)
+			unix.Close(pidfd)
+			local.Close()
+			logR.Close()
+			return nil, fmt.Errorf("broker: renderer process: %w", err)
+		}
+		return b.started(ctx, &counted, proc, nil, pidfd, local, logR, nil)
+	}
+	// A writable cgroup directory: Go's fork, which can start the child
+	// straight in its cgroup (CLONE_INTO_CGROUP) but copies the broker's
+	// page tables (see spawnVfork).
 	attr := &syscall.SysProcAttr{
 		Cloneflags: cloneFlags(p.Namespaces),
 		Pdeathsig:  syscall.SIGKILL,
@@ -157,7 +183,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		ExtraFiles:  []*os.File{remote}, // fd 3
 		SysProcAttr: attr,
 	}
-	err = b.spawner.start(cmd)
+	b.spawner.run(func() { err = cmd.Start() })
 	remote.Close()
 	logW.Close()
 	if cg != nil {
@@ -169,17 +195,32 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		if cg != nil {
 			cg.remove()
 		}
-		if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
-			return nil, fmt.Errorf("broker: %w", &policy.UnavailableError{Layer: policy.LayerUserNS, Err: fmt.Errorf("cannot create the renderer's namespaces: %w", err)})
-		}
-		return nil, fmt.Errorf("broker: start renderer: %w", err)
+		return nil, spawnErr(p, err)
 	}
+	return b.started(ctx, &counted, cmd.Process, cmd, pidfd, local, logR, cg)
+}
+
+// spawnErr explains a failed spawn: a *policy.UnavailableError naming the
+// user namespace when the kernel refused to create the namespaces.
+func spawnErr(p *policy.Policy, err error) error {
+	if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
+		return fmt.Errorf("broker: %w", &policy.UnavailableError{Layer: policy.LayerUserNS, Err: fmt.Errorf("cannot create the renderer's namespaces: %w", err)})
+	}
+	return fmt.Errorf("broker: start renderer: %w", err)
+}
+
+// started supervises a renderer process that was just started (cmd is set
+// when it was started through os/exec) until it reports ready; see spawn,
+// whose count of the spawn it moves to b.live (counted).
+func (b *Broker) started(ctx context.Context, counted *bool, proc *os.Process, cmd *exec.Cmd, pidfd int, local, logR *os.File, cg *cgroup) (*Renderer, error) {
+	p := b.policy
 	// Non-blocking, so that supervise waits for the exit on the poller.
 	_ = unix.SetNonblock(pidfd, true)
 	r := &Renderer{
 		b:        b,
 		cmd:      cmd,
-		pid:      cmd.Process.Pid,
+		proc:     proc,
+		pid:      proc.Pid,
 		pidfd:    os.NewFile(uintptr(pidfd), "pidfd"),
 		started:  time.Now(),
 		logs:     &logTail{},
@@ -192,7 +233,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	b.mu.Lock()
 	b.live[r] = struct{}{}
 	b.spawning--
-	counted = false
+	*counted = false
 	b.mu.Unlock()
 	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
@@ -297,7 +338,7 @@ func (r *Renderer) supervise() {
 	if rc, err := r.pidfd.SyscallConn(); err == nil {
 		_ = rc.Read(func(fd uintptr) bool {
 			var info unix.Siginfo
-			// WNOWAIT: only learn that it exited; cmd.Wait reaps.
+			// WNOWAIT: only learn that it exited; Wait below reaps.
 			err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
 			if errors.Is(err, unix.EAGAIN) {
 				return false
@@ -305,7 +346,12 @@ func (r *Renderer) supervise() {
 			return err != nil || info.Signo != 0
 		})
 	}
-	_ = r.cmd.Wait()
+	if r.cmd != nil {
+		_ = r.cmd.Wait()
+		r.state = r.cmd.ProcessState
+	} else {
+		r.state, _ = r.proc.Wait()
+	}
 	// The renderer is gone, so its end of the socket is closed: let the
 	// connection read what it sent last, up to the hang-up, before
 	// judging. A renderer that breaks the protocol and exits at once
@@ -369,7 +415,11 @@ func (r *Renderer) classify() *ExitError {
 		e.PID, e.Lifetime = r.pid, time.Since(r.started)
 		return e
 	}
-	ps := r.cmd.ProcessState
+	ps := r.state
+	if ps == nil { // wait failed: nothing to classify by
+		e.Reason, e.Detail = ExitCrash, "exit status unknown: "+r.logs.lastLine()
+		return e
+	}
 	ws, _ := ps.Sys().(syscall.WaitStatus)
 	cpu := ps.UserTime() + ps.SystemTime()
 	limits := r.b.policy.Limits

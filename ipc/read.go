@@ -340,7 +340,6 @@ func (c *Conn) receiveOne(inline bool, seq uint64) (*job, error) {
 		if err == unix.EAGAIN || err == unix.EINTR {
 			return nil, nil // woken, timed out or interrupted: the caller re-checks
 		}
-		c.rMore = err == nil
 	} else if c.rMore {
 		// Try recvmsg before waiting only when the last receive found a
 		// datagram (more may be queued).
