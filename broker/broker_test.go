@@ -56,6 +56,14 @@ func brokerChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// Keep the renderer busy in a handler that ignores cancellation, so
+	// that it does not end on its own when the broker's socket hangs up:
+	// only the parent-death signal ends it then. The Ping sent after the
+	// hang request is answered only once the renderer has dispatched it.
+	go broker.Call(context.Background(), r, testrenderer.Attempt, wrapperspb.String("hang"))
+	for r.Status().InFlight == 0 {
+		time.Sleep(time.Millisecond)
+	}
 	if _, _, err := broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -667,11 +675,11 @@ func children(t testing.TB) []int {
 	return out
 }
 
-// A renderer does not outlive its broker: killed with SIGKILL the moment
-// the broker's spawning thread ends (the parent-death signal), not only
-// once it notices that its socket hung up, which would end it cleanly.
-// The test process becomes the orphaned renderer's reaper to see how it
-// ended.
+// A renderer does not outlive its broker: it is killed with SIGKILL when
+// the broker's spawning thread ends (the parent-death signal), even while
+// a handler that ignores cancellation keeps it from ending on the socket's
+// hang-up. The test process becomes the orphaned renderer's reaper to see
+// how it ended.
 func TestRendererDiesWithBroker(t *testing.T) {
 	require.NoError(t, unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
 	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)

@@ -6,7 +6,6 @@ package broker
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -55,6 +54,26 @@ static int sandkit_write_file(const char *path, const char *s) {
 	return n < 0 ? -1 : 0;
 }
 
+// sandkit_id_map formats "0 <id> 1" into buf (at least 16 bytes): a map
+// line, without stdio, which is not async-signal-safe.
+static void sandkit_id_map(char *buf, unsigned id) {
+	char digits[10];
+	int n = 0;
+	do {
+		digits[n++] = '0' + id % 10;
+		id /= 10;
+	} while (id != 0);
+	char *p = buf;
+	*p++ = '0';
+	*p++ = ' ';
+	while (n > 0) {
+		*p++ = digits[--n];
+	}
+	*p++ = ' ';
+	*p++ = '1';
+	*p = '\0';
+}
+
 static int sandkit_fail(struct sandkit_spawn *s, int step) {
 	s->step = step;
 	s->err = errno;
@@ -66,7 +85,7 @@ static int sandkit_fail(struct sandkit_spawn *s, int step) {
 // runtime keeps running on other threads.
 static int sandkit_child(void *arg) {
 	struct sandkit_spawn *s = arg;
-	char buf[64];
+	char buf[32];
 	// Signal handlers are the parent's (Go's), and so is the signal
 	// mask (everything blocked, see sandkit_spawn): make both the
 	// defaults before any signal can be delivered here.
@@ -87,11 +106,11 @@ static int sandkit_child(void *arg) {
 		if (sandkit_write_file("/proc/self/setgroups", "deny") < 0) {
 			sandkit_fail(s, SANDKIT_STEP_SETGROUPS);
 		}
-		snprintf(buf, sizeof buf, "0 %u 1", s->uid);
+		sandkit_id_map(buf, s->uid);
 		if (sandkit_write_file("/proc/self/uid_map", buf) < 0) {
 			sandkit_fail(s, SANDKIT_STEP_UID_MAP);
 		}
-		snprintf(buf, sizeof buf, "0 %u 1", s->gid);
+		sandkit_id_map(buf, s->gid);
 		if (sandkit_write_file("/proc/self/gid_map", buf) < 0) {
 			sandkit_fail(s, SANDKIT_STEP_GID_MAP);
 		}
