@@ -103,10 +103,34 @@ func fakeReadyRenderer(path string) int {
 	if slices.Contains(os.Args, fakeExitFlag) {
 		return 0
 	}
-	// The broker's answer; if it rejects the report it kills us.
+	// The broker's answer; if it rejects the report it kills us. The
+	// broker binds a renderer as soon as it has read the report, so Bind
+	// (and then the test's Ping) may arrive before the answer: requests
+	// are answered here, by hand, until the answer has come.
 	buf := make([]byte, 1<<16)
-	if _, _, _, _, err := unix.Recvmsg(3, buf, nil, 0); err != nil {
-		return 73
+	for {
+		n, _, _, _, err := unix.Recvmsg(3, buf, nil, 0)
+		if err != nil {
+			return 73
+		}
+		var got wirepb.Envelope
+		if err := proto.Unmarshal(buf[:n], &got); err != nil {
+			return 75
+		}
+		if got.GetKind() == wirepb.Kind_KIND_REPLY {
+			break
+		}
+		if got.GetKind() != wirepb.Kind_KIND_REQUEST {
+			continue
+		}
+		resp := got.GetPayload() // Ping echoes
+		if got.GetMethod() == control.Bind.Spec().Name {
+			resp, _ = proto.Marshal(&controlpb.BindResponse{})
+		}
+		reply, _ := proto.Marshal(&wirepb.Envelope{Kind: wirepb.Kind_KIND_REPLY, Id: got.GetId(), Payload: resp})
+		if err := unix.Sendmsg(3, reply, nil, nil, 0); err != nil {
+			return 76
+		}
 	}
 	mux := ipc.NewMux()
 	ipc.Handle(mux, control.Bind, func(context.Context, *controlpb.BindRequest, []*os.File) (*controlpb.BindResponse, []*os.File, error) {
