@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -22,8 +21,7 @@ import (
 // Renderer is the broker's handle on one renderer process.
 type Renderer struct {
 	b       *Broker
-	cmd     *exec.Cmd   // set when started through os/exec (see spawn)
-	proc    *os.Process // the renderer process, reaped by supervise
+	reap    func() *os.ProcessState // waits for the process; supervise calls it once
 	state   *os.ProcessState
 	pid     int
 	pidfd   *os.File

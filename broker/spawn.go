@@ -116,115 +116,29 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		remote.Close()
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
 	}
-	var pidfd int = -1
+	var proc process
 	if b.cfg.CgroupDir == "" {
-		var pid int
-		b.spawner.run(func() {
-			pid, pidfd, err = spawnVfork(vforkSpec{
-				path: b.exe, argv: b.args, ns: cloneFlags(p.Namespaces),
-				mapIDs: p.Namespaces.User, log: logW, sock: remote,
-			})
-		})
-		remote.Close()
-		logW.Close()
-		if err != nil {
-			local.Close()
-			logR.Close()
-			return nil, spawnErr(p, err)
-		}
-		proc, err := os.FindProcess(pid)
-		if err != nil { // cannot fail for a child not yet reaped
-			unix.Kill(pid, unix.SIGKILL)
-			var info unix.Siginfo
-			_ = unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED, nil)
-			unix.Close(pidfd)
-			local.Close()
-			logR.Close()
-			return nil, fmt.Errorf("broker: renderer process: %w", err)
-		}
-		return b.started(ctx, &counted, proc, nil, pidfd, local, logR, nil)
+		proc, err = b.startVfork(logW, remote)
+	} else {
+		proc, err = b.startExec(logW, remote)
 	}
-	// A writable cgroup directory: Go's fork, which can start the child
-	// straight in its cgroup (CLONE_INTO_CGROUP) but copies the broker's
-	// page tables (see spawnVfork).
-	attr := &syscall.SysProcAttr{
-		Cloneflags: cloneFlags(p.Namespaces),
-		Pdeathsig:  syscall.SIGKILL,
-		PidFD:      &pidfd,
-		Setsid:     true,
-	}
-	if p.Namespaces.User {
-		// The broker's own uid and gid become 0 inside, which lets the
-		// renderer mount its empty root; it drops every capability
-		// before it reads input. setgroups stays denied.
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
-		attr.GidMappingsEnableSetgroups = false
-	}
-	var cg *cgroup
-	if b.cfg.CgroupDir != "" {
-		cg, err = newCgroup(b.cfg.CgroupDir, fmt.Sprintf("sandkit-%d-%d", os.Getpid(), b.cgroupSeq.Add(1)), p.Limits.Cgroup)
-		if err != nil {
-			local.Close()
-			remote.Close()
-			logR.Close()
-			logW.Close()
-			return nil, &policy.UnavailableError{Layer: policy.LayerCgroup, Err: err}
-		}
-		attr.UseCgroupFD = true
-		attr.CgroupFD = int(cg.dir.Fd())
-	}
-	cmd := &exec.Cmd{
-		Path:        b.exe,
-		Args:        b.args,
-		Env:         []string{}, // empty, not inherited
-		Stdout:      logW,
-		Stderr:      logW,
-		ExtraFiles:  []*os.File{remote}, // fd 3
-		SysProcAttr: attr,
-	}
-	b.spawner.run(func() { err = cmd.Start() })
 	remote.Close()
 	logW.Close()
-	if cg != nil {
-		cg.dir.Close()
-	}
 	if err != nil {
 		local.Close()
 		logR.Close()
-		if cg != nil {
-			cg.remove()
-		}
-		return nil, spawnErr(p, err)
+		return nil, err
 	}
-	return b.started(ctx, &counted, cmd.Process, cmd, pidfd, local, logR, cg)
-}
-
-// spawnErr explains a failed spawn: a *policy.UnavailableError naming the
-// user namespace when the kernel refused to create the namespaces.
-func spawnErr(p *policy.Policy, err error) error {
-	if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
-		return fmt.Errorf("broker: %w", &policy.UnavailableError{Layer: policy.LayerUserNS, Err: fmt.Errorf("cannot create the renderer's namespaces: %w", err)})
-	}
-	return fmt.Errorf("broker: start renderer: %w", err)
-}
-
-// started supervises a renderer process that was just started (cmd is set
-// when it was started through os/exec) until it reports ready; see spawn,
-// whose count of the spawn it moves to b.live (counted).
-func (b *Broker) started(ctx context.Context, counted *bool, proc *os.Process, cmd *exec.Cmd, pidfd int, local, logR *os.File, cg *cgroup) (*Renderer, error) {
-	p := b.policy
 	// Non-blocking, so that supervise waits for the exit on the poller.
-	_ = unix.SetNonblock(pidfd, true)
+	_ = unix.SetNonblock(proc.pidfd, true)
 	r := &Renderer{
 		b:        b,
-		cmd:      cmd,
-		proc:     proc,
-		pid:      proc.Pid,
-		pidfd:    os.NewFile(uintptr(pidfd), "pidfd"),
+		reap:     proc.reap,
+		pid:      proc.pid,
+		pidfd:    os.NewFile(uintptr(proc.pidfd), "pidfd"),
 		started:  time.Now(),
 		logs:     &logTail{},
-		cgroup:   cg,
+		cgroup:   proc.cg,
 		ready:    make(chan struct{}),
 		bound:    make(chan struct{}),
 		exited:   make(chan struct{}),
@@ -233,7 +147,7 @@ func (b *Broker) started(ctx context.Context, counted *bool, proc *os.Process, c
 	b.mu.Lock()
 	b.live[r] = struct{}{}
 	b.spawning--
-	*counted = false
+	counted = false
 	b.mu.Unlock()
 	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
@@ -293,6 +207,97 @@ func (b *Broker) started(ctx context.Context, counted *bool, proc *os.Process, c
 	return r, nil
 }
 
+// process is a renderer process just started: its pid and pidfd, how to
+// reap it, and its cgroup (nil without Config.CgroupDir).
+type process struct {
+	pid   int
+	pidfd int
+	reap  func() *os.ProcessState // nil if the wait failed
+	cg    *cgroup
+}
+
+// startVfork starts a renderer with spawnVfork, from the spawner's thread.
+func (b *Broker) startVfork(logW, remote *os.File) (process, error) {
+	p := b.policy
+	var (
+		pid, pidfd int
+		err        error
+	)
+	b.spawner.run(func() {
+		pid, pidfd, err = spawnVfork(vforkSpec{
+			path: b.exe, argv: b.args, ns: cloneFlags(p.Namespaces),
+			mapIDs: p.Namespaces.User, log: logW, sock: remote,
+		})
+	})
+	if err != nil {
+		return process{}, spawnErr(p, err)
+	}
+	proc, _ := os.FindProcess(pid) // never fails on Unix
+	reap := func() *os.ProcessState {
+		state, _ := proc.Wait()
+		return state
+	}
+	return process{pid: pid, pidfd: pidfd, reap: reap}, nil
+}
+
+// startExec starts a renderer in a new child of the cgroup directory,
+// through os/exec from the spawner's thread: Go's fork can start the child
+// straight in its cgroup (CLONE_INTO_CGROUP), but copies the broker's page
+// tables (see spawnVfork).
+func (b *Broker) startExec(logW, remote *os.File) (process, error) {
+	p := b.policy
+	pidfd := -1
+	attr := &syscall.SysProcAttr{
+		Cloneflags: cloneFlags(p.Namespaces),
+		Pdeathsig:  syscall.SIGKILL,
+		PidFD:      &pidfd,
+		Setsid:     true,
+	}
+	if p.Namespaces.User {
+		// The broker's own uid and gid become 0 inside, which lets the
+		// renderer mount its empty root; it drops every capability
+		// before it reads input. setgroups stays denied.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cg, err := newCgroup(b.cfg.CgroupDir, fmt.Sprintf("sandkit-%d-%d", os.Getpid(), b.cgroupSeq.Add(1)), p.Limits.Cgroup)
+	if err != nil {
+		return process{}, &policy.UnavailableError{Layer: policy.LayerCgroup, Err: err}
+	}
+	attr.UseCgroupFD = true
+	attr.CgroupFD = int(cg.dir.Fd())
+	cmd := &exec.Cmd{
+		Path:        b.exe,
+		Args:        b.args,
+		Env:         []string{}, // empty, not inherited
+		Stdout:      logW,
+		Stderr:      logW,
+		ExtraFiles:  []*os.File{remote}, // fd 3
+		SysProcAttr: attr,
+	}
+	b.spawner.run(func() { err = cmd.Start() })
+	cg.dir.Close()
+	if err != nil {
+		cg.remove()
+		return process{}, spawnErr(p, err)
+	}
+	reap := func() *os.ProcessState {
+		_ = cmd.Wait()
+		return cmd.ProcessState
+	}
+	return process{pid: cmd.Process.Pid, pidfd: pidfd, reap: reap, cg: cg}, nil
+}
+
+// spawnErr explains a failed spawn: a *policy.UnavailableError naming the
+// user namespace when the kernel refused to create the namespaces.
+func spawnErr(p *policy.Policy, err error) error {
+	if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
+		return fmt.Errorf("broker: %w", &policy.UnavailableError{Layer: policy.LayerUserNS, Err: fmt.Errorf("cannot create the renderer's namespaces: %w", err)})
+	}
+	return fmt.Errorf("broker: start renderer: %w", err)
+}
+
 // watchConn kills a renderer whose connection dies under it: at once for
 // a protocol violation, even when no call was in flight to notice it; and
 // after a grace period when the renderer hung up, so that a renderer on its
@@ -338,7 +343,7 @@ func (r *Renderer) supervise() {
 	if rc, err := r.pidfd.SyscallConn(); err == nil {
 		_ = rc.Read(func(fd uintptr) bool {
 			var info unix.Siginfo
-			// WNOWAIT: only learn that it exited; Wait below reaps.
+			// WNOWAIT: only learn that it exited; reap below reaps.
 			err := unix.Waitid(unix.P_PIDFD, int(fd), &info, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
 			if errors.Is(err, unix.EAGAIN) {
 				return false
@@ -346,12 +351,7 @@ func (r *Renderer) supervise() {
 			return err != nil || info.Signo != 0
 		})
 	}
-	if r.cmd != nil {
-		_ = r.cmd.Wait()
-		r.state = r.cmd.ProcessState
-	} else {
-		r.state, _ = r.proc.Wait()
-	}
+	r.state = r.reap()
 	// The renderer is gone, so its end of the socket is closed: let the
 	// connection read what it sent last, up to the hang-up, before
 	// judging. A renderer that breaks the protocol and exits at once
