@@ -111,9 +111,9 @@ type Conn struct {
 	rd           readState
 
 	// A token holder expecting a short wait blocks in recvmsg on the
-	// socket itself (see read.go, "Short waits block in recvmsg"): the
-	// thread it blocks on, while it does, and a count of wake calls, which
-	// the holder compares before blocking.
+	// socket itself (see recvWait): the thread it blocks on, while it
+	// does, and a count of wake calls, which the holder compares before
+	// blocking.
 	blockTID atomic.Int32
 	wakes    atomic.Uint64
 	pid      int
@@ -452,28 +452,28 @@ func (c *Conn) deadErr() error {
 
 // ---- receiving ----
 
+// doRecv receives one datagram into rbuf/roob without blocking
+// (MSG_DONTWAIT): a raw system call, which never waits.
+func (c *Conn) doRecv(fd uintptr) { c.recvmsg(fd, false) }
+
 // doRecvWait is doRecv blocking: a system call the scheduler knows may
 // block (syscall.Syscall), without MSG_DONTWAIT.
-func (c *Conn) doRecvWait(fd uintptr) {
-	c.riov.Base = &c.rbuf[0]
-	c.riov.SetLen(len(c.rbuf))
-	c.rmsg = unix.Msghdr{Iov: &c.riov, Iovlen: 1, Control: &c.roob[0]}
-	c.rmsg.SetControllen(len(c.roob))
-	n, _, e := syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC)
-	c.rErr = nil
-	if e != 0 {
-		c.rErr = e
-		return
-	}
-	c.rN, c.rOOBN, c.rFlags = int(n), int(c.rmsg.Controllen), int(c.rmsg.Flags)
-}
+func (c *Conn) doRecvWait(fd uintptr) { c.recvmsg(fd, true) }
 
-func (c *Conn) doRecv(fd uintptr) {
+func (c *Conn) recvmsg(fd uintptr, block bool) {
 	c.riov.Base = &c.rbuf[0]
 	c.riov.SetLen(len(c.rbuf))
 	c.rmsg = unix.Msghdr{Iov: &c.riov, Iovlen: 1, Control: &c.roob[0]}
 	c.rmsg.SetControllen(len(c.roob))
-	n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	var (
+		n uintptr
+		e syscall.Errno
+	)
+	if block {
+		n, _, e = syscall.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC)
+	} else {
+		n, _, e = unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&c.rmsg)), unix.MSG_CMSG_CLOEXEC|unix.MSG_DONTWAIT)
+	}
 	c.rErr = nil
 	if e != 0 {
 		c.rErr = e

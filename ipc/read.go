@@ -389,15 +389,12 @@ func (c *Conn) die(err error) error {
 }
 
 // poll waits until the socket is readable (or at EOF) or the wake eventfd
-// fires; pollOK reports the latter.
-//
-// A wait expected to be long (c.waitLong) first waits in Go's netpoller
-// (waitSlow); ppoll then only reads what is ready.
+// fires; pollOK reports the latter. It is for waits expected to be long
+// (short ones block in recvWait): it waits in Go's netpoller (waitSlow),
+// and ppoll then only reports what is ready.
 func (c *Conn) poll() error {
-	if c.waitLong {
-		if err := c.waitSlow(); err != nil {
-			return err
-		}
+	if err := c.waitSlow(); err != nil {
+		return err
 	}
 	c.pollE, c.pollOK = nil, false
 	if err := c.rc.Control(c.pollFn); err != nil {
