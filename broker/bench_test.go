@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/spawnbench"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 )
 
@@ -34,25 +35,7 @@ func BenchmarkSpawnToReady(b *testing.B) {
 }
 
 func benchSpawnToReady(b *testing.B, path string) {
-	br := newBroker(b, strict(), func(c *broker.Config) { c.MaxRenderers = 4; c.Path = path })
-	ctx := context.Background()
-	var lat []time.Duration
-	for i := 0; b.Loop(); i++ {
-		start := time.Now()
-		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, _, err := broker.Call(ctx, r, testrenderer.Ping, wrapperspb.Bytes(nil)); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-		b.StopTimer()
-		r.Close()
-		<-r.Done()
-		b.StartTimer()
-	}
-	reportMedian(b, lat)
+	spawnbench.Cold(b, newBroker(b, strict(), func(c *broker.Config) { c.MaxRenderers = 4; c.Path = path }))
 }
 
 // BenchmarkWarmAcquire measures taking a locked renderer from the warm
@@ -96,7 +79,7 @@ func benchWarm(b *testing.B, call bool) {
 		r.Close()
 		b.StartTimer()
 	}
-	reportMedian(b, lat)
+	spawnbench.ReportMedian(b, lat)
 }
 
 // BenchmarkIdleRSS reports the resident memory of an idle, locked renderer
@@ -132,14 +115,6 @@ func rssKiB(b testing.TB, pid int) int {
 	}
 	b.Fatal("no VmRSS")
 	return 0
-}
-
-func reportMedian(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "median-us")
 }
 
 // BenchmarkCall measures one 64-byte call to a bound renderer.

@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/spawnbench"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
@@ -153,14 +154,6 @@ func newBroker(tb testing.TB, mod func(*broker.Config)) *broker.Broker {
 	return br
 }
 
-func reportMedian(b *testing.B, lat []time.Duration) {
-	if len(lat) == 0 {
-		return
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds())/1e3, "median-us")
-}
-
 // BenchmarkSpawn measures spawn-to-first-reply three ways. sandkit-cold
 // is the framework's cold path: broker.Acquire (new namespaces, exec, full
 // lockdown, ready, bind) and one Ping through ipc, with the renderer being
@@ -176,10 +169,11 @@ func reportMedian(b *testing.B, lat []time.Duration) {
 func BenchmarkSpawn(b *testing.B) {
 	ping := []byte("ping")
 	b.Run("sandkit-cold", func(b *testing.B) {
-		benchColdSpawn(b, "")
+		spawnbench.Cold(b, newBroker(b, func(c *broker.Config) { c.MaxRenderers = 4 }))
 	})
 	b.Run("sandkit-cold-dedicated", func(b *testing.B) {
-		benchColdSpawn(b, buildTestRenderer(b))
+		path := buildTestRenderer(b)
+		spawnbench.Cold(b, newBroker(b, func(c *broker.Config) { c.MaxRenderers = 4; c.Path = path }))
 	})
 	exe := executable(b)
 	raw := func(b *testing.B, argv []string) {
@@ -211,7 +205,7 @@ func BenchmarkSpawn(b *testing.B) {
 			}
 			b.StartTimer()
 		}
-		reportMedian(b, lat)
+		spawnbench.ReportMedian(b, lat)
 	}
 	b.Run("bwrap", func(b *testing.B) {
 		argv, err := bwrapArgv(exe, modeFlag+"ping")
@@ -223,31 +217,6 @@ func BenchmarkSpawn(b *testing.B) {
 	b.Run("forkexec", func(b *testing.B) {
 		raw(b, []string{exe, modeFlag + "ping"})
 	})
-}
-
-// benchColdSpawn measures broker.Acquire of a new origin and a first Ping,
-// with the renderer executable at path ("" is this binary).
-func benchColdSpawn(b *testing.B, path string) {
-	br := newBroker(b, func(c *broker.Config) { c.MaxRenderers = 4; c.Path = path })
-	ctx := context.Background()
-	req := wrapperspb.Bytes([]byte("ping"))
-	var lat []time.Duration
-	for i := 0; b.Loop(); i++ {
-		start := time.Now()
-		r, err := br.Acquire(ctx, "o"+strconv.Itoa(i), "")
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, _, err := broker.Call(ctx, r, testrenderer.Ping, req); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(start))
-		b.StopTimer()
-		r.Close()
-		<-r.Done()
-		b.StartTimer()
-	}
-	reportMedian(b, lat)
 }
 
 // buildTestRenderer builds the dedicated renderer (see
