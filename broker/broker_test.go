@@ -24,6 +24,7 @@ import (
 	"github.com/sandkit/sandkit/broker"
 	"github.com/sandkit/sandkit/internal/fdtest"
 	"github.com/sandkit/sandkit/internal/testrenderer"
+	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/policy"
 	"github.com/sandkit/sandkit/renderer"
 )
@@ -138,11 +139,66 @@ func TestSpawnReportsEveryLayerInForce(t *testing.T) {
 	assert.True(t, st.Bound)
 }
 
+// TestLockedRendererStreamsResults has a renderer make an shm stream and
+// write results into it while the broker reads: memfd_create, the shared
+// mapping and futex(2) on shared memory are all the producer needs, and
+// the sandbox allows them. RLIMIT_FSIZE bounds the memfd: Strict (0)
+// refuses any, and a policy must allow the ring and its control page.
+func TestLockedRendererStreamsResults(t *testing.T) {
+	const capacity = 256 << 10
+	withFileSize := func(n uint64) *policy.Policy {
+		p := policy.Strict()
+		p.Limits.FileSize = n
+		return p
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	open := func(t *testing.T, p *policy.Policy) (*broker.Renderer, *shm.StreamReader, error) {
+		r, err := newBroker(t, p).Acquire(ctx, "https://a.example", "")
+		require.NoError(t, err)
+		_, fds, err := broker.Call(ctx, r, testrenderer.OpenStream, wrapperspb.UInt32(capacity))
+		if err != nil {
+			return nil, nil, err
+		}
+		stream, err := shm.OpenStream(fds[0], capacity)
+		fds[0].Close()
+		require.NoError(t, err)
+		t.Cleanup(func() { stream.Close() })
+		return r, stream, nil
+	}
+	for _, tc := range []struct {
+		name     string
+		fileSize uint64
+	}{
+		{"Strict", 0},
+		{"one byte short", uint64(shm.StreamSize(capacity)) - 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := open(t, withFileSize(tc.fileSize))
+			require.ErrorContains(t, err, "ftruncate: "+syscall.EFBIG.Error())
+		})
+	}
+	t.Run("ring and control page allowed", func(t *testing.T) {
+		r, stream, err := open(t, withFileSize(uint64(shm.StreamSize(capacity))))
+		require.NoError(t, err)
+		for _, n := range []int{1, capacity, 3<<20 + 123} {
+			filled := make(chan error, 1)
+			go func() {
+				_, _, err := broker.Call(ctx, r, testrenderer.FillStream, wrapperspb.UInt64(uint64(n)))
+				filled <- err
+			}()
+			got := make([]byte, n)
+			require.NoError(t, stream.ReadFull(ctx, got))
+			require.NoError(t, <-filled)
+			require.Equal(t, testrenderer.StreamBytes(n), got, "%d bytes", n)
+		}
+	})
+}
+
 // TestLockedRendererCannotEscape runs each escape attempt in a fresh
 // renderer and checks the exact outcome: the errno the renderer saw, or
-// the violation the monitor reported when it was killed.
-// TestLockedRendererCannotEscape runs each escape attempt in a renderer
-// whose seccomp program the broker compiled (Strict: a pid namespace), and
+// the violation the monitor reported when it was killed. It runs them in
+// a renderer whose seccomp program the broker compiled (Strict: a pid namespace), and
 // the seccomp ones in a renderer that compiled its own (no pid namespace,
 // so its pid is not known in advance; without one, the fresh /proc of the
 // empty root cannot be mounted, so no mount namespace either).

@@ -6,6 +6,7 @@ package ipc_test
 // SOCK_STREAM socket is its fd 4.
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/stretchr/testify/require"
@@ -39,6 +41,8 @@ var (
 	mRegion     = ipc.NewMethod[*msg, *msg](ipc.MethodSpec{Name: "region", ResponseFDs: []ipc.FDKind{ipc.SharedRegion}})
 	mFillRegion = ipc.NewMethod[*msg, *msg](ipc.MethodSpec{Name: "fillregion"})
 	mSealed     = ipc.NewMethod[*msg, *msg](ipc.MethodSpec{Name: "sealed", ResponseFDs: []ipc.FDKind{ipc.SealedMemfd}})
+	mStream     = ipc.NewMethod[*msg, *msg](ipc.MethodSpec{Name: "stream", ResponseFDs: []ipc.FDKind{ipc.SharedRegion}})
+	mFillStream = ipc.NewMethod[*msg, *msg](ipc.MethodSpec{Name: "fillstream"})
 )
 
 const (
@@ -47,6 +51,7 @@ const (
 	deliverRegion = "shared region contents"
 	bulkSize      = 8 << 20
 	chunk         = 256 << 10
+	streamCap     = 1 << 20
 )
 
 func TestMain(m *testing.M) {
@@ -238,6 +243,11 @@ func childServe(seq *os.File) error {
 		return err
 	}
 	defer region.Close()
+	ring, err := shm.NewStream("bulk-stream", streamCap)
+	if err != nil {
+		return err
+	}
+	defer ring.Close()
 	var stream *os.File
 	if os.Getenv(childEnv+"_STREAM") != "" {
 		stream = os.NewFile(4, "stream")
@@ -253,7 +263,7 @@ func childServe(seq *os.File) error {
 		return req, nil, nil
 	})
 	ipc.Handle(mux, mRegion, func(ctx context.Context, req *msg, _ []*os.File) (*msg, []*os.File, error) {
-		f, err := dup(region.File())
+		f, err := region.Share()
 		if err != nil {
 			return nil, nil, err
 		}
@@ -264,9 +274,21 @@ func childServe(seq *os.File) error {
 		if len(req.Value) == 1 && req.Value[0] == 1 {
 			slot = 1
 		}
-		// "Produce" the result straight into the requested slot.
+		// Hand the result over: one copy into the requested slot.
 		copy(region.Bytes()[slot*bulkSize:(slot+1)*bulkSize], tmpl)
 		return &msg{}, nil, nil
+	})
+	ipc.Handle(mux, mStream, func(ctx context.Context, req *msg, _ []*os.File) (*msg, []*os.File, error) {
+		f, err := ring.Share()
+		if err != nil {
+			return nil, nil, err
+		}
+		return &msg{}, []*os.File{f}, nil
+	})
+	ipc.Handle(mux, mFillStream, func(ctx context.Context, req *msg, _ []*os.File) (*msg, []*os.File, error) {
+		// Hand the result over: one copy into the ring, which the
+		// receiver empties as it goes.
+		return &msg{}, nil, ring.Write(ctx, tmpl)
 	})
 	ipc.Handle(mux, mSealed, func(ctx context.Context, req *msg, _ []*os.File) (*msg, []*os.File, error) {
 		w, err := shm.Create("bulk-sealed", bulkSize)
@@ -280,19 +302,18 @@ func childServe(seq *os.File) error {
 		}
 		return &msg{}, []*os.File{f}, nil
 	})
-	// The stream producer: one trigger byte in, bulkSize bytes out.
+	// The socket producer: one trigger byte in, the result out, written
+	// once from the producer's memory like the other paths.
 	go func() {
 		if stream == nil {
 			return
 		}
-		out := make([]byte, bulkSize)
 		var trig [1]byte
 		for {
 			if _, err := io.ReadFull(stream, trig[:]); err != nil {
 				return
 			}
-			copy(out, tmpl) // the same "produce" step as fillregion
-			if _, err := stream.Write(out); err != nil {
+			if _, err := stream.Write(tmpl); err != nil {
 				return
 			}
 		}
@@ -307,22 +328,6 @@ func childServe(seq *os.File) error {
 		return nil
 	}
 	return c.Err()
-}
-
-func dup(f *os.File) (*os.File, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, derr
-	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
 }
 
 func TestCrossProcessDelivery(t *testing.T) {
@@ -390,4 +395,33 @@ func verifyDelivery(fds []*os.File) error {
 		return fmt.Errorf("region: %q", dst)
 	}
 	return nil
+}
+
+// TestCrossProcessStream reads results that a child process writes into
+// an shm stream while the call that asked for each is in flight, and
+// checks every byte.
+func TestCrossProcessStream(t *testing.T) {
+	seq, _, _ := startChild(t, "serve", false)
+	c, err := ipc.NewConn(seq)
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, fds, err := ipc.Call(ctx, c, mStream, &msg{})
+	require.NoError(t, err)
+	r, err := shm.OpenStream(fds[0], streamCap)
+	fds[0].Close()
+	require.NoError(t, err)
+	defer r.Close()
+	want := template()
+	got := make([]byte, bulkSize)
+	for range 3 {
+		fill, err := ipc.Start(ctx, c, mFillStream, &msg{})
+		require.NoError(t, err)
+		clear(got)
+		require.NoError(t, r.ReadFull(ctx, got))
+		_, _, err = fill.Wait(ctx)
+		require.NoError(t, err)
+		require.True(t, bytes.Equal(want, got), "stream delivered different bytes")
+	}
 }

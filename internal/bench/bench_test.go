@@ -286,14 +286,15 @@ func sharedLibs(exe string) ([]string, error) {
 // Ping is testrenderer's, so the ipc round trip runs the very method a
 // renderer serves.
 var (
-	mRegion = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{
-		Name: "bench.Region", ResponseFDs: []ipc.FDKind{ipc.SharedRegion}})
+	mStream = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{
+		Name: "bench.Stream", ResponseFDs: []ipc.FDKind{ipc.SharedRegion}})
 	mFill = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{Name: "bench.Fill"})
 )
 
 const (
-	bulkSize = 8 << 20
-	chunk    = 256 << 10
+	bulkSize  = 8 << 20
+	chunk     = 256 << 10
+	streamCap = 1 << 20
 )
 
 // serveIPC serves Ping and, when stream is set, the bulk methods, until
@@ -305,25 +306,20 @@ func serveIPC(seq, stream *os.File) error {
 	})
 	if stream != nil {
 		tmpl := template()
-		region, err := shm.NewRegion("bulk", 2*bulkSize) // two slots, see BenchmarkBulk8MiB
+		ring, err := shm.NewStream("bulk", streamCap)
 		if err != nil {
 			return err
 		}
-		defer region.Close()
-		ipc.Handle(mux, mRegion, func(context.Context, *wrapperspb.BytesValue, []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
-			f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", region.File().Fd()), os.O_RDONLY, 0)
+		defer ring.Close()
+		ipc.Handle(mux, mStream, func(context.Context, *wrapperspb.BytesValue, []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+			f, err := ring.Share()
 			if err != nil {
 				return nil, nil, err
 			}
 			return &wrapperspb.BytesValue{}, []*os.File{f}, nil
 		})
-		ipc.Handle(mux, mFill, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
-			slot := 0
-			if len(req.Value) > 0 {
-				slot = int(req.Value[0]) % 2
-			}
-			copy(region.Bytes()[slot*bulkSize:(slot+1)*bulkSize], tmpl)
-			return &wrapperspb.BytesValue{}, nil, nil
+		ipc.Handle(mux, mFill, func(ctx context.Context, _ *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+			return &wrapperspb.BytesValue{}, nil, ring.Write(ctx, tmpl)
 		})
 		go func() {
 			one := make([]byte, 1)
@@ -449,10 +445,11 @@ func BenchmarkRoundTrip64(b *testing.B) {
 // (receiver), which validates every byte (a checksum per 256 KiB chunk)
 // of its own copy. It mirrors ipc's benchmark of the same name:
 //
-//   - shm: an ipc/shm shared region of two 8 MiB slots, shared once and
-//     pre-faulted, double-buffered: while the parent copies slot i out
-//     (RegionReader.CopyOut, the single fetch) and validates the copy, the
-//     child fills the other slot on an ipc.Call;
+//   - shm: an ipc/shm stream (a 1 MiB ring in a shared region, shared
+//     once): the parent asks for a result with ipc.Start, the child
+//     writes it into the ring (StreamWriter.Write) while the parent copies
+//     each 256 KiB out (StreamReader.ReadFull, the single fetch) and
+//     validates the copy;
 //   - socket: the child writes the 8 MiB into a SOCK_STREAM socket, the
 //     parent reads them into its reused buffer and validates them.
 func BenchmarkBulk8MiB(b *testing.B) {
@@ -478,37 +475,27 @@ func BenchmarkBulk8MiB(b *testing.B) {
 	}
 	b.Run("shm", func(b *testing.B) {
 		c, _ := start(b)
-		_, fds, err := ipc.Call(ctx, c, mRegion, &wrapperspb.BytesValue{})
+		_, fds, err := ipc.Call(ctx, c, mStream, &wrapperspb.BytesValue{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		r, err := shm.OpenRegion(fds[0], 2*bulkSize)
+		r, err := shm.OpenStream(fds[0], streamCap)
 		fds[0].Close()
 		if err != nil {
 			b.Fatal(err)
 		}
 		defer r.Close()
-		fill := func(slot int) chan error {
-			done := make(chan error, 1)
-			go func() {
-				_, _, err := ipc.Call(ctx, c, mFill, &wrapperspb.BytesValue{Value: []byte{byte(slot)}})
-				done <- err
-			}()
-			return done
-		}
 		buf := make([]byte, bulkSize)
 		b.SetBytes(bulkSize)
 		b.ResetTimer()
-		next := fill(0)
-		for i := 0; b.Loop(); i++ {
-			if err := <-next; err != nil {
+		for b.Loop() {
+			fill, err := ipc.Start(ctx, c, mFill, &wrapperspb.BytesValue{})
+			if err != nil {
 				b.Fatal(err)
 			}
-			next = fill((i + 1) % 2)
 			var sum uint64
-			base := (i % 2) * bulkSize
 			for off := 0; off < bulkSize; off += chunk {
-				if err := r.CopyOut(buf[off:off+chunk], base+off); err != nil {
+				if err := r.ReadFull(ctx, buf[off:off+chunk]); err != nil {
 					b.Fatal(err)
 				}
 				sum ^= checksum(buf[off : off+chunk])
@@ -516,9 +503,10 @@ func BenchmarkBulk8MiB(b *testing.B) {
 			if sum != want {
 				b.Fatal("checksum mismatch")
 			}
+			if _, _, err := fill.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
 		}
-		b.StopTimer()
-		<-next
 	})
 	b.Run("socket", func(b *testing.B) {
 		_, stream := start(b)

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -22,6 +23,7 @@ import (
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/renderer"
 )
 
@@ -48,8 +50,64 @@ var OpenResource = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValu
 	Name: "test.OpenResource", MaxRequestBytes: 4096, MaxResponseBytes: 32 << 10,
 })
 
+// OpenStream makes the renderer's shm stream, whose ring holds the
+// requested number of bytes, and answers its memfd. A renderer has one.
+var OpenStream = ipc.NewMethod[*wrapperspb.UInt32Value, *wrapperspb.BytesValue](ipc.MethodSpec{
+	Name: "test.OpenStream", MaxRequestBytes: 64, MaxResponseBytes: 64,
+	ResponseFDs: []ipc.FDKind{ipc.SharedRegion},
+})
+
+// FillStream writes the requested number of bytes of StreamBytes into the
+// stream and answers once they are all published.
+var FillStream = ipc.NewMethod[*wrapperspb.UInt64Value, *wrapperspb.BytesValue](ipc.MethodSpec{
+	Name: "test.FillStream", MaxRequestBytes: 64, MaxResponseBytes: 64,
+})
+
+// StreamBytes is what FillStream writes: n bytes of a fixed pattern.
+func StreamBytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>12)
+	}
+	return b
+}
+
 // Register adds the test methods to mux.
 func Register(s *renderer.Session, mux *ipc.Mux) {
+	var (
+		streamMu sync.Mutex
+		stream   *shm.StreamWriter
+	)
+	ipc.Handle(mux, OpenStream, func(_ context.Context, req *wrapperspb.UInt32Value, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+		streamMu.Lock()
+		defer streamMu.Unlock()
+		if stream != nil {
+			return nil, nil, ipc.Errorf(ipc.CodeAlreadyExists, "the stream is open")
+		}
+		w, err := shm.NewStream("test", int(req.GetValue()))
+		if err != nil {
+			return nil, nil, err
+		}
+		f, err := w.Share()
+		if err != nil {
+			w.Close()
+			return nil, nil, err
+		}
+		stream = w
+		return &wrapperspb.BytesValue{}, []*os.File{f}, nil
+	})
+	ipc.Handle(mux, FillStream, func(ctx context.Context, req *wrapperspb.UInt64Value, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+		streamMu.Lock()
+		w := stream
+		streamMu.Unlock()
+		if w == nil {
+			return nil, nil, ipc.Errorf(ipc.CodeFailedPrecondition, "no stream")
+		}
+		if req.GetValue() > 64<<20 {
+			return nil, nil, ipc.Errorf(ipc.CodeInvalidArgument, "%d bytes is too many", req.GetValue())
+		}
+		return &wrapperspb.BytesValue{}, nil, w.Write(ctx, StreamBytes(int(req.GetValue())))
+	})
 	ipc.Handle(mux, Ping, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
 		return req, nil, nil
 	})

@@ -2,7 +2,7 @@
 // shared memory, such that the receiver can validate bytes and then use them
 // knowing the sender cannot change them any more.
 //
-// There are two mechanisms, for two cost profiles:
+// There are three mechanisms, for three cost profiles:
 //
 // Sealed memfds (Create, Writer, Seal, Map, Mapping) are zero-copy and
 // immutable: the producer writes straight into a fresh memfd mapping, unmaps
@@ -22,10 +22,21 @@
 // Because the producer can change the bytes at any time, the receiver must
 // fetch them exactly once: RegionReader.CopyOut copies a range into the
 // receiver's own (reused) buffer, and the receiver validates and uses only
-// that copy. That costs one memcpy (about 0.3 ms for 8 MiB) instead of page
-// allocation, and is the fast path for repeated bulk results.
+// that copy. That costs one memcpy instead of page allocation. Use it when
+// the producer can build its result in place (a page rendered straight
+// into the region).
 //
-// In both cases the receiver never validates bytes the producer can still
+// Streams (NewStream, StreamWriter, OpenStream, StreamReader) are a byte
+// ring in a shared region: the producer writes its result into the ring
+// while the receiver copies it out, once, chunk by chunk, and validates
+// each copy as it arrives, the way the two ends of a socket overlap but
+// without the kernel's two copies. The ring is small (1 MiB serves
+// multi-megabyte results) and stays in the CPU's caches, and it bounds the
+// shared memory a renderer needs whatever the size of its results. It is
+// the fast path for large results that the producer holds in its own
+// memory.
+//
+// In every case the receiver never validates bytes the producer can still
 // change: there is no double fetch and no check-then-use window.
 package shm
 
@@ -33,7 +44,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 
 	"golang.org/x/sys/unix"
 
@@ -259,6 +269,22 @@ func (r *Region) Bytes() []byte { return r.mem }
 // owned by the Region.
 func (r *Region) File() *os.File { return r.f }
 
+// Share returns a new descriptor for the region's memfd (F_DUPFD_CLOEXEC),
+// to send as an ipc.SharedRegion. The caller owns it: a handler that
+// answers with it leaves the closing to ipc, and the Region keeps its own.
+func (r *Region) Share() (*os.File, error) {
+	var nfd int
+	err := withFD(r.f, func(fd int) error {
+		var err error
+		nfd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("shm: Share: %w", err)
+	}
+	return os.NewFile(uintptr(nfd), r.f.Name()), nil
+}
+
 // Close unmaps and closes the region. Receivers keep their own mappings.
 func (r *Region) Close() error {
 	var err error
@@ -320,18 +346,11 @@ func (r *RegionReader) Size() int { return len(r.mem) }
 // region again for the same data. A memory fault while copying (which the
 // size seals should make impossible) is returned as an error instead of
 // crashing the receiver.
-func (r *RegionReader) CopyOut(dst []byte, off int) (err error) {
+func (r *RegionReader) CopyOut(dst []byte, off int) error {
 	if off < 0 || off > len(r.mem) || len(dst) > len(r.mem)-off {
 		return fmt.Errorf("shm: CopyOut [%d, %d+%d) outside region of %d bytes", off, off, len(dst), len(r.mem))
 	}
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("shm: fault copying from region: %v", p)
-		}
-	}()
-	copy(dst, r.mem[off:off+len(dst)])
-	return nil
+	return copyOut(dst, r.mem[off:off+len(dst)])
 }
 
 // Close unmaps. It is idempotent.

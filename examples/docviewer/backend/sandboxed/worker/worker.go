@@ -25,8 +25,6 @@ import (
 	"os"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/renderer"
@@ -101,28 +99,11 @@ func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File)
 // descriptor (ipc closes what a handler returns, once sent; the region
 // keeps its own).
 func (w *Worker) opened() (*docpb.OpenResponse, []*os.File, error) {
-	f, err := dup(w.region.File())
+	f, err := w.region.Share()
 	if err != nil {
 		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region: %v", err)
 	}
 	return &docpb.OpenResponse{Pages: int32(w.doc.PageCount()), Format: w.doc.Format()}, []*os.File{f}, nil
-}
-
-// dup duplicates f's descriptor (F_DUPFD_CLOEXEC, which the policy allows).
-func dup(f *os.File) (*os.File, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var nfd int
-	var derr error
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return nil, err
-	}
-	if derr != nil {
-		return nil, fmt.Errorf("dup: %w", derr)
-	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
 }
 
 // readBounded reads f whole, refusing more than max bytes without reading
