@@ -181,6 +181,23 @@ func TestStreamWaitsEndWithTheContext(t *testing.T) {
 	})
 }
 
+// A cancelled wait returns only once the cancellation's wake is over, so
+// unmapping the stream right after cannot fault under the wake.
+func TestStreamCloseRightAfterCancelledWait(t *testing.T) {
+	for i := range 200 {
+		w, err := shm.NewStream("test", 4096)
+		require.NoError(t, err)
+		r, err := shm.OpenStream(w.File(), 4096)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(time.Duration(i%8)*20*time.Microsecond, cancel)
+		_, err = r.Read(ctx, make([]byte, 1))
+		require.ErrorIs(t, err, context.Canceled)
+		require.NoError(t, r.Close())
+		require.NoError(t, w.Close())
+	}
+}
+
 // The receiver never trusts the producer's count: whatever it claims, a
 // Read copies at most len(p) bytes from inside the ring, at the
 // receiver's own position.
