@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func FuzzStreamReader(f *testing.F) {
 	f.Add(uint8(2), []byte("f\x00\x10\x41w\x00\x20\x00\x00\x00\x00\x00\x00r\x00\x30x\x40\x01\x00\x00\x00r\x00\x10"))
 	f.Add(uint8(3), []byte("r\x01\x00"))
 	f.Fuzz(func(t *testing.T, pages uint8, script []byte) {
-		capacity := (1 + int(pages%4)) * 4096
+		capacity := (1 + int(pages%4)) * os.Getpagesize()
 		w, err := shm.NewStream("fuzz", capacity)
 		if err != nil {
 			t.Fatal(err)
@@ -52,7 +53,7 @@ func FuzzStreamReader(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer unix.Munmap(mem)
-		ctl, ring := mem[:4096], mem[4096:]
+		ctl, ring := mem[:shm.StreamSize(0)], mem[shm.StreamSize(0):]
 		written := (*atomic.Uint64)(unsafe.Pointer(&ctl[0]))
 		taken := (*atomic.Uint64)(unsafe.Pointer(&ctl[64]))
 

@@ -40,8 +40,6 @@ import (
 // receiver copy stale or torn bytes, which fail validation like any other
 // bad data, or make it wait until its context ends; nothing more.
 const (
-	streamCtlSize = 4096
-
 	offWritten       = 0
 	offReaderWake    = 8
 	offWriterWaiting = 12
@@ -69,11 +67,15 @@ const (
 // by more than the capacity). The stream is unusable afterwards.
 var ErrStreamCorrupt = errors.New("shm: stream control words corrupted")
 
+// controlSize is the control page's size: one page, so that the ring
+// starts at an offset mmap(2) accepts.
+func controlSize() int { return os.Getpagesize() }
+
 // checkCapacity accepts a whole number of pages, at least one.
 func checkCapacity(capacity int) error {
-	if capacity <= 0 || capacity%os.Getpagesize() != 0 || capacity > maxSize-streamCtlSize {
+	if capacity <= 0 || capacity%os.Getpagesize() != 0 || capacity > maxSize-controlSize() {
 		return fmt.Errorf("shm: invalid stream capacity %d (want a positive multiple of %d, at most %d)",
-			capacity, os.Getpagesize(), maxSize-streamCtlSize)
+			capacity, os.Getpagesize(), maxSize-controlSize())
 	}
 	return nil
 }
@@ -82,7 +84,7 @@ func checkCapacity(capacity int) error {
 // capacity: the ring and its control page. A renderer that makes a
 // stream needs a policy whose Limits.FileSize (RLIMIT_FSIZE, which bounds
 // memfds) allows at least that much.
-func StreamSize(capacity int) int { return streamCtlSize + capacity }
+func StreamSize(capacity int) int { return controlSize() + capacity }
 
 // streamWords points into a mapped control page.
 type streamWords struct {
@@ -199,8 +201,8 @@ func NewStream(name string, capacity int) (*StreamWriter, error) {
 	mem := r.Bytes()
 	return &StreamWriter{
 		region: r,
-		words:  newStreamWords(mem[:streamCtlSize]),
-		data:   mem[streamCtlSize:],
+		words:  newStreamWords(mem[:controlSize()]),
+		data:   mem[controlSize():],
 		// Publishing a quarter of the ring at a time lets the receiver
 		// copy out one quarter while the producer fills the next.
 		publish: max(capacity/4, os.Getpagesize()),
@@ -292,11 +294,11 @@ func OpenStream(f *os.File, capacity int) (*StreamReader, error) {
 		if want := int64(StreamSize(capacity)); size != want {
 			return fmt.Errorf("size %d, want %d", size, want)
 		}
-		r.ctl, err = unix.Mmap(fd, 0, streamCtlSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		r.ctl, err = unix.Mmap(fd, 0, controlSize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if err != nil {
 			return err
 		}
-		r.data, err = unix.Mmap(fd, streamCtlSize, capacity, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+		r.data, err = unix.Mmap(fd, int64(controlSize()), capacity, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 		return err
 	})
 	if err != nil {

@@ -20,12 +20,14 @@ import (
 )
 
 // Offsets of the stream's control words, as a peer that maps the memfd
-// itself sees them (see the layout in stream.go).
+// itself sees them (see the layout in stream.go); the ring follows the
+// control page.
 const (
 	ctlWritten = 0
 	ctlRead    = 64
-	dataOffset = 4096
 )
+
+var dataOffset = shm.StreamSize(0)
 
 func newStreamPair(t *testing.T, capacity int) (*shm.StreamWriter, *shm.StreamReader) {
 	t.Helper()
@@ -274,7 +276,8 @@ func TestOpenStreamChecksTheDescriptor(t *testing.T) {
 		protocol bool   // an ipc.ErrProtocol (wrong fd kind)
 		want     string // otherwise, in the message
 	}{
-		{name: "wrong capacity", file: good, capacity: 2 * capacity, want: "size 12288, want 20480"},
+		{name: "wrong capacity", file: good, capacity: 2 * capacity,
+			want: fmt.Sprintf("size %d, want %d", shm.StreamSize(capacity), shm.StreamSize(2*capacity))},
 		{name: "capacity not whole pages", file: good, capacity: capacity + 1, want: "invalid stream capacity"},
 		{name: "zero capacity", file: good, capacity: 0, want: "invalid stream capacity"},
 		{name: "read-only descriptor", capacity: capacity, want: "not opened read-write", file: func(t *testing.T) *os.File {
@@ -284,7 +287,7 @@ func TestOpenStreamChecksTheDescriptor(t *testing.T) {
 			return f
 		}},
 		{name: "size not sealed", capacity: capacity, protocol: true, file: func(t *testing.T) *os.File {
-			return memfd(t, 0, 4096+capacity)
+			return memfd(t, 0, shm.StreamSize(capacity))
 		}},
 		{name: "regular file", capacity: capacity, protocol: true, file: func(t *testing.T) *os.File {
 			f, err := os.Create(t.TempDir() + "/f")
