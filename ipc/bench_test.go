@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sandkit/sandkit/internal/bulkbench"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/ipc/wirepb"
@@ -153,7 +154,7 @@ func BenchmarkRoundTripWithFD(b *testing.B) {
 //   - sealed: a fresh sealed memfd per transfer, validated in place
 //     (zero-copy, immutable, but every transfer pays for new pages).
 func BenchmarkBulk8MiB(b *testing.B) {
-	want := chunkedSum(template())
+	want := bulkbench.ChunkedSum(bulkbench.Template())
 	ctx := context.Background()
 	b.Run("shared", func(b *testing.B) {
 		c := benchConn(b)
@@ -175,15 +176,9 @@ func BenchmarkBulk8MiB(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var sum uint64
-			for off := 0; off < bulkSize; off += chunk {
-				if err := r.ReadFull(ctx, buf[off:off+chunk]); err != nil {
-					b.Fatal(err)
-				}
-				sum ^= checksum(buf[off : off+chunk])
-			}
-			if sum != want {
-				b.Fatal("checksum mismatch")
+			err = bulkbench.Receive(buf, want, func(p []byte, _ int) error { return r.ReadFull(ctx, p) })
+			if err != nil {
+				b.Fatal(err)
 			}
 			if _, _, err := fill.Wait(ctx); err != nil {
 				b.Fatal(err)
@@ -219,16 +214,10 @@ func BenchmarkBulk8MiB(b *testing.B) {
 				b.Fatal(err)
 			}
 			next = fill((i + 1) % 2)
-			var sum uint64
 			base := (i % 2) * bulkSize
-			for off := 0; off < bulkSize; off += chunk {
-				if err := r.CopyOut(buf[off:off+chunk], base+off); err != nil {
-					b.Fatal(err)
-				}
-				sum ^= checksum(buf[off : off+chunk])
-			}
-			if sum != want {
-				b.Fatal("checksum mismatch")
+			err := bulkbench.Receive(buf, want, func(p []byte, off int) error { return r.CopyOut(p, base+off) })
+			if err != nil {
+				b.Fatal(err)
 			}
 		}
 		b.StopTimer()
@@ -248,15 +237,12 @@ func BenchmarkBulk8MiB(b *testing.B) {
 			if _, err := stream.Write([]byte{1}); err != nil {
 				b.Fatal(err)
 			}
-			var sum uint64
-			for off := 0; off < bulkSize; off += chunk {
-				if _, err := io.ReadFull(stream, buf[off:off+chunk]); err != nil {
-					b.Fatal(err)
-				}
-				sum ^= checksum(buf[off : off+chunk])
-			}
-			if sum != want {
-				b.Fatal("checksum mismatch")
+			err := bulkbench.Receive(buf, want, func(p []byte, _ int) error {
+				_, err := io.ReadFull(stream, p)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
 			}
 		}
 	})
@@ -274,21 +260,11 @@ func BenchmarkBulk8MiB(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			sum := chunkedSum(m.Bytes())
+			sum := bulkbench.ChunkedSum(m.Bytes())
 			m.Close()
 			if sum != want {
 				b.Fatal("checksum mismatch")
 			}
 		}
 	})
-}
-
-// chunkedSum is what the receiver computes: the XOR of the checksums of
-// each chunk.
-func chunkedSum(data []byte) uint64 {
-	var sum uint64
-	for off := 0; off+chunk <= len(data); off += chunk {
-		sum ^= checksum(data[off : off+chunk])
-	}
-	return sum
 }

@@ -8,7 +8,6 @@ package ipc_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/sandkit/sandkit/internal/bulkbench"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 )
@@ -49,8 +49,7 @@ const (
 	deliverSealed = "sealed memfd contents"
 	deliverFile   = "read-only file contents"
 	deliverRegion = "shared region contents"
-	bulkSize      = 8 << 20
-	chunk         = 256 << 10
+	bulkSize      = bulkbench.Size
 	streamCap     = 1 << 20
 )
 
@@ -100,32 +99,6 @@ func startChild(t testing.TB, mode string, stream bool, env ...string) (seq *os.
 		}
 	})
 	return a, str, cmd
-}
-
-// template is the deterministic bulk payload both processes know.
-func template() []byte {
-	b := make([]byte, bulkSize)
-	x := uint64(0x9e3779b97f4a7c15)
-	for i := 0; i < len(b); i += 8 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		binary.LittleEndian.PutUint64(b[i:], x)
-	}
-	return b
-}
-
-// checksum is the receiver's validation: it reads every byte.
-func checksum(b []byte) uint64 {
-	w := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/8)
-	var s0, s1, s2, s3 uint64
-	for i := 0; i+4 <= len(w); i += 4 {
-		s0 += w[i]
-		s1 ^= w[i+1]
-		s2 += w[i+2]
-		s3 ^= w[i+3]
-	}
-	return s0 ^ s1*3 ^ s2*5 ^ s3*7
 }
 
 func childMain(mode string) error {
@@ -237,7 +210,7 @@ func seccompListener() (*os.File, error) {
 
 // childServe is the producer for the benchmarks.
 func childServe(seq *os.File) error {
-	tmpl := template()
+	tmpl := bulkbench.Template()
 	region, err := shm.NewRegion("bulk", 2*bulkSize) // two slots
 	if err != nil {
 		return err
@@ -413,7 +386,7 @@ func TestCrossProcessStream(t *testing.T) {
 	fds[0].Close()
 	require.NoError(t, err)
 	defer r.Close()
-	want := template()
+	want := bulkbench.Template()
 	got := make([]byte, bulkSize)
 	for range 3 {
 		fill, err := ipc.Start(ctx, c, mFillStream, &msg{})

@@ -8,7 +8,6 @@ package bench_test
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -20,12 +19,12 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/bulkbench"
 	"github.com/sandkit/sandkit/internal/spawnbench"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 	"github.com/sandkit/sandkit/ipc"
@@ -292,8 +291,7 @@ var (
 )
 
 const (
-	bulkSize  = 8 << 20
-	chunk     = 256 << 10
+	bulkSize  = bulkbench.Size
 	streamCap = 1 << 20
 )
 
@@ -305,7 +303,7 @@ func serveIPC(seq, stream *os.File) error {
 		return req, nil, nil
 	})
 	if stream != nil {
-		tmpl := template()
+		tmpl := bulkbench.Template()
 		ring, err := shm.NewStream("bulk", streamCap)
 		if err != nil {
 			return err
@@ -339,41 +337,6 @@ func serveIPC(seq, stream *os.File) error {
 	}
 	<-c.Done()
 	return nil
-}
-
-// template is the deterministic bulk payload both processes know.
-func template() []byte {
-	b := make([]byte, bulkSize)
-	x := uint64(0x9e3779b97f4a7c15)
-	for i := 0; i < len(b); i += 8 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		binary.LittleEndian.PutUint64(b[i:], x)
-	}
-	return b
-}
-
-// checksum is the receiver's validation: it reads every byte.
-func checksum(b []byte) uint64 {
-	w := unsafe.Slice((*uint64)(unsafe.Pointer(unsafe.SliceData(b))), len(b)/8)
-	var s0, s1, s2, s3 uint64
-	for i := 0; i+4 <= len(w); i += 4 {
-		s0 += w[i]
-		s1 ^= w[i+1]
-		s2 += w[i+2]
-		s3 ^= w[i+3]
-	}
-	return s0 ^ s1*3 ^ s2*5 ^ s3*7
-}
-
-// chunkedSum is what the receiver computes: the XOR of per-chunk checksums.
-func chunkedSum(b []byte) uint64 {
-	var sum uint64
-	for off := 0; off < len(b); off += chunk {
-		sum ^= checksum(b[off : off+chunk])
-	}
-	return sum
 }
 
 // ipcChild starts an ipc-serve child and returns the parent's Conn and the
@@ -453,7 +416,7 @@ func BenchmarkRoundTrip64(b *testing.B) {
 //   - socket: the child writes the 8 MiB into a SOCK_STREAM socket, the
 //     parent reads them into its reused buffer and validates them.
 func BenchmarkBulk8MiB(b *testing.B) {
-	want := chunkedSum(template())
+	want := bulkbench.ChunkedSum(bulkbench.Template())
 	ctx := context.Background()
 	start := func(b *testing.B) (*ipc.Conn, *os.File) {
 		mine, theirs, err := ipc.SocketPair()
@@ -493,15 +456,9 @@ func BenchmarkBulk8MiB(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			var sum uint64
-			for off := 0; off < bulkSize; off += chunk {
-				if err := r.ReadFull(ctx, buf[off:off+chunk]); err != nil {
-					b.Fatal(err)
-				}
-				sum ^= checksum(buf[off : off+chunk])
-			}
-			if sum != want {
-				b.Fatal("checksum mismatch")
+			err = bulkbench.Receive(buf, want, func(p []byte, _ int) error { return r.ReadFull(ctx, p) })
+			if err != nil {
+				b.Fatal(err)
 			}
 			if _, _, err := fill.Wait(ctx); err != nil {
 				b.Fatal(err)
@@ -517,15 +474,12 @@ func BenchmarkBulk8MiB(b *testing.B) {
 			if _, err := stream.Write([]byte{1}); err != nil {
 				b.Fatal(err)
 			}
-			var sum uint64
-			for off := 0; off < bulkSize; off += chunk {
-				if _, err := io.ReadFull(stream, buf[off:off+chunk]); err != nil {
-					b.Fatal(err)
-				}
-				sum ^= checksum(buf[off : off+chunk])
-			}
-			if sum != want {
-				b.Fatal("checksum mismatch")
+			err := bulkbench.Receive(buf, want, func(p []byte, _ int) error {
+				_, err := io.ReadFull(stream, p)
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
 			}
 		}
 	})
