@@ -172,12 +172,16 @@ type Mapping struct {
 	mem []byte
 }
 
-func fileSize(fd int) (int64, error) {
+// checkFileSize reports whether the file behind fd is exactly want bytes.
+func checkFileSize(fd int, want int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return 0, err
+		return err
 	}
-	return st.Size, nil
+	if st.Size != int64(want) {
+		return fmt.Errorf("size %d, want %d", st.Size, want)
+	}
+	return nil
 }
 
 // Map checks that f is an ipc.SealedMemfd of exactly size bytes and maps it
@@ -194,12 +198,9 @@ func Map(f *os.File, size int) (*Mapping, error) {
 	}
 	m := &Mapping{}
 	err := withFD(f, func(fd int) error {
-		got, err := fileSize(fd)
+		err := checkFileSize(fd, size)
 		if err != nil {
 			return err
-		}
-		if got != int64(size) {
-			return fmt.Errorf("size %d, want %d", got, size)
 		}
 		if size == 0 {
 			return nil
@@ -321,12 +322,9 @@ func OpenRegion(f *os.File, size int) (*RegionReader, error) {
 	}
 	r := &RegionReader{}
 	err := withFD(f, func(fd int) error {
-		got, err := fileSize(fd)
+		err := checkFileSize(fd, size)
 		if err != nil {
 			return err
-		}
-		if got != int64(size) {
-			return fmt.Errorf("size %d, want %d", got, size)
 		}
 		r.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 		return err

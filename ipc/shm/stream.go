@@ -287,12 +287,8 @@ func OpenStream(f *os.File, capacity int) (*StreamReader, error) {
 		if fl&unix.O_ACCMODE != unix.O_RDWR {
 			return errors.New("memfd not opened read-write")
 		}
-		size, err := fileSize(fd)
-		if err != nil {
+		if err := checkFileSize(fd, StreamSize(capacity)); err != nil {
 			return err
-		}
-		if want := int64(StreamSize(capacity)); size != want {
-			return fmt.Errorf("size %d, want %d", size, want)
 		}
 		r.ctl, err = unix.Mmap(fd, 0, controlSize(), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if err != nil {
