@@ -15,14 +15,18 @@ type ExitReason string
 // Every way a renderer can end. Callers branch on these through
 // errors.As(err, &*ExitError) and ExitError.Reason.
 const (
-	ExitClean          ExitReason = "clean exit"
-	ExitCrash          ExitReason = "crashed"
-	ExitViolation      ExitReason = "sandbox violation"
-	ExitCPULimit       ExitReason = "cpu limit"
-	ExitMemoryLimit    ExitReason = "memory limit"
-	ExitThreadLimit    ExitReason = "thread limit"
-	ExitTimeout        ExitReason = "wall-clock timeout"
-	ExitBadMessage     ExitReason = "bad message"
+	ExitClean       ExitReason = "clean exit"
+	ExitCrash       ExitReason = "crashed"
+	ExitViolation   ExitReason = "sandbox violation"
+	ExitCPULimit    ExitReason = "cpu limit"
+	ExitMemoryLimit ExitReason = "memory limit"
+	ExitThreadLimit ExitReason = "thread limit"
+	ExitTimeout     ExitReason = "wall-clock timeout"
+	ExitBadMessage  ExitReason = "bad message"
+	// ExitBrokerLimit: the renderer made the broker hold or spend more
+	// than the fixed share one renderer may have (replies it does not
+	// read, datagrams, log output). Detail names the bound.
+	ExitBrokerLimit    ExitReason = "broker limit"
 	ExitLockdownFailed ExitReason = "lockdown failed"
 	ExitReleased       ExitReason = "released"
 	ExitIdle           ExitReason = "idle timeout"
