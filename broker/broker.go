@@ -226,7 +226,16 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 				}
 				return nil, err
 			}
-			r.touch()
+			if !r.touch() {
+				// Being ended for idleness: wait until it is gone
+				// from b.bound, then make another.
+				select {
+				case <-r.exited:
+				case <-ctx.Done():
+					return nil, fmt.Errorf("broker: waiting for an idle renderer to end: %w", ctx.Err())
+				}
+				continue
+			}
 			return r, nil
 		}
 		var r *Renderer
@@ -237,7 +246,7 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			wait := b.slotFreed
 			b.mu.Unlock()
 			if victim != nil {
-				victim.kill(ExitIdle, "evicted to make room (MaxRenderers)")
+				victim.endIfIdle(evictAfter, "evicted to make room (MaxRenderers)")
 			}
 			select {
 			case <-wait:

@@ -44,6 +44,7 @@ type Renderer struct {
 	gotReady   bool
 	bindErr    error
 	inflight   int
+	idleEnded  bool // endIfIdle decided to end r: Acquire must not hand it out
 	lastUsed   time.Time
 	idleTimer  *time.Timer
 	killReason *ExitError
@@ -159,13 +160,40 @@ func (r *Renderer) end() {
 
 // touch restarts r's idle clock: Acquire hands out an already bound
 // renderer, whose caller is about to use it, so neither eviction nor the
-// idle timeout may take it in between.
-func (r *Renderer) touch() {
+// idle timeout may take it in between. It reports false when r is already
+// being ended for idleness, and must not be handed out.
+func (r *Renderer) touch() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.idleEnded {
+		return false
+	}
 	r.lastUsed = time.Now()
 	if r.inflight == 0 {
 		r.armIdleLocked()
+	}
+	return true
+}
+
+// endIfIdle ends r, with detail as the reason, if it is bound, has no call
+// in flight and has not been used for at least idle. The check and the
+// decision are one step under r.mu, so a renderer that Acquire hands out
+// (touch) or a call begins on meanwhile is never taken.
+func (r *Renderer) endIfIdle(idle time.Duration, detail string) {
+	r.mu.Lock()
+	select {
+	case <-r.bound:
+	default:
+		r.mu.Unlock()
+		return
+	}
+	end := !r.idleEnded && r.inflight == 0 && time.Since(r.lastUsed) >= idle
+	if end {
+		r.idleEnded = true
+	}
+	r.mu.Unlock()
+	if end {
+		r.kill(ExitIdle, detail)
 	}
 }
 
@@ -174,9 +202,7 @@ func (r *Renderer) armIdleLocked() {
 	if r.b.cfg.IdleTimeout > 0 {
 		if r.idleTimer == nil {
 			r.idleTimer = time.AfterFunc(r.b.cfg.IdleTimeout, func() {
-				if since, ok := r.idleSince(); ok && time.Since(since) >= r.b.cfg.IdleTimeout {
-					r.kill(ExitIdle, fmt.Sprintf("no call for %v", r.b.cfg.IdleTimeout))
-				}
+				r.endIfIdle(r.b.cfg.IdleTimeout, fmt.Sprintf("no call for %v", r.b.cfg.IdleTimeout))
 			})
 		} else {
 			r.idleTimer.Reset(r.b.cfg.IdleTimeout)

@@ -63,6 +63,13 @@ var FillStream = ipc.NewMethod[*wrapperspb.UInt64Value, *wrapperspb.BytesValue](
 	Name: "test.FillStream", MaxRequestBytes: 64, MaxResponseBytes: 64,
 })
 
+// SealedEcho answers its argument in a sealed memfd of exactly that many
+// bytes: a call whose result comes back in shared memory.
+var SealedEcho = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{
+	Name: "test.SealedEcho", MaxRequestBytes: 4096, MaxResponseBytes: 64,
+	ResponseFDs: []ipc.FDKind{ipc.SealedMemfd},
+})
+
 // StreamBytes is what FillStream writes: n bytes of a fixed pattern.
 func StreamBytes(n int) []byte {
 	b := make([]byte, n)
@@ -107,6 +114,19 @@ func Register(s *renderer.Session, mux *ipc.Mux) {
 			return nil, nil, ipc.Errorf(ipc.CodeInvalidArgument, "%d bytes is too many", req.GetValue())
 		}
 		return &wrapperspb.BytesValue{}, nil, w.Write(ctx, StreamBytes(int(req.GetValue())))
+	})
+	ipc.Handle(mux, SealedEcho, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+		w, err := shm.Create("echo", len(req.GetValue()))
+		if err != nil {
+			return nil, nil, err
+		}
+		defer w.Close() // a no-op once sealed
+		copy(w.Bytes(), req.GetValue())
+		f, err := w.Seal()
+		if err != nil {
+			return nil, nil, err
+		}
+		return &wrapperspb.BytesValue{}, []*os.File{f}, nil
 	})
 	ipc.Handle(mux, Ping, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
 		return req, nil, nil
