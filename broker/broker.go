@@ -111,6 +111,16 @@ const maxEvents = 256
 // pool. It fails closed with a *policy.UnavailableError when a layer the
 // policy needs is missing and not allowed degraded.
 func New(ctx context.Context, cfg Config) (*Broker, error) {
+	if renderer.Requested() {
+		// This process was started as a renderer and went on to make a
+		// broker of its own: its main does not hand over to
+		// renderer.Main first. Left alone, each renderer would spawn
+		// another, nested one level deeper, until the kernel's limit on
+		// nested user namespaces stopped it with a confusing error.
+		return nil, errors.New("broker: this process was started as a renderer but is creating a broker: " +
+			"begin main with `if renderer.Requested() { renderer.Main(register) }`, " +
+			"or set Config.Path to a renderer executable")
+	}
 	if cfg.Policy == nil {
 		return nil, errors.New("broker: Config.Policy is required (start from policy.Strict())")
 	}
@@ -468,7 +478,13 @@ func (b *Broker) refillPool() {
 		defer b.wg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ReadyTimeout)
 		defer cancel()
-		if err := b.fillPool(ctx); err != nil && !errors.Is(err, ErrClosed) {
+		err := b.fillPool(ctx)
+		b.mu.Lock()
+		closed := b.closed
+		b.mu.Unlock()
+		// A refill that Close interrupted (its renderer ended as a
+		// broker shutdown) is the broker stopping, not a failure.
+		if err != nil && !closed {
 			b.log.Error("warm pool refill failed", "err", err)
 		}
 	}()

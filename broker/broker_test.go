@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/fdtest"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 	"github.com/sandkit/sandkit/ipc/shm"
@@ -33,6 +35,9 @@ import (
 // this test binary, which then locks itself down and serves the test
 // methods.
 func TestMain(m *testing.M) {
+	if os.Getenv(forgetfulEnv) != "" {
+		os.Exit(forgetfulProgram())
+	}
 	if renderer.Requested() {
 		renderer.Main(testrenderer.Register)
 	}
@@ -71,6 +76,37 @@ func brokerChild() int {
 	}
 	fmt.Println(r.PID())
 	select {}
+}
+
+// forgetfulEnv makes the test binary a program whose main creates a
+// broker without first checking renderer.Requested
+// (TestRendererThatMakesABrokerIsRefused).
+const forgetfulEnv = "SANDKIT_FORGETFUL_TEST_CHILD"
+
+func forgetfulProgram() int {
+	b, err := broker.New(context.Background(), broker.Config{Policy: strict()})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 3
+	}
+	b.Close()
+	return 0
+}
+
+// A program that forgets to hand over to renderer.Main is told so the
+// moment its renderer, started with the renderer flag, makes a broker,
+// instead of each renderer spawning another, nested one level deeper.
+func TestRendererThatMakesABrokerIsRefused(t *testing.T) {
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(exe, control.RendererFlag+"x")
+	cmd.Env = []string{forgetfulEnv + "=1"}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "output: %s", out)
+	assert.Equal(t, 3, exit.ExitCode(), "output: %s", out)
+	assert.Contains(t, string(out), "started as a renderer but is creating a broker")
+	assert.Contains(t, string(out), "renderer.Requested()")
 }
 
 // strict is policy.Strict as a test binary can run it: under the race
@@ -785,3 +821,36 @@ func TestSpawnFailureBeforeExec(t *testing.T) {
 	assert.Empty(t, fdtest.Added(fdsBefore, openFDs(t)), "descriptors leaked")
 	assert.Empty(t, children(t), "child processes left")
 }
+
+// Closing a broker while its warm pool refills is a shutdown, not a
+// failure: nothing is logged as an error.
+func TestCloseDuringRefillLogsNoError(t *testing.T) {
+	// A refill's spawn takes a few milliseconds; closing at several
+	// points into it catches one in progress.
+	for i := range 10 {
+		var errs errorCounter
+		b, err := broker.New(context.Background(), broker.Config{
+			Policy: strict(), WarmPool: 2,
+			Logger: slog.New(&errs),
+		})
+		require.NoError(t, err)
+		_, err = b.Acquire(context.Background(), fmt.Sprint("o", i), "") // starts a refill
+		require.NoError(t, err)
+		time.Sleep(time.Duration(i) * time.Millisecond / 2)
+		require.NoError(t, b.Close())
+		assert.Zero(t, errs.n.Load(), "error records logged at a normal Close")
+	}
+}
+
+// errorCounter is a slog.Handler that counts records at level Error.
+type errorCounter struct{ n atomic.Int64 }
+
+func (c *errorCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *errorCounter) Handle(_ context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		c.n.Add(1)
+	}
+	return nil
+}
+func (c *errorCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *errorCounter) WithGroup(string) slog.Handler      { return c }
