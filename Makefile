@@ -48,11 +48,18 @@ SAMPLES   := $(addprefix examples/imageparser/testdata/,png_640x480.png png_1x1.
 HOSTILE   := $(addprefix examples/imageparser/testdata/,png_bomb_20000x20000.png random_4k.bin png_truncated.png jpeg_header_65535x65535.jpg)
 
 demo: deps
-	@mkdir -p out
-	$(GO) run ./examples/imageparser -out $(CURDIR)/out/thumbnails $(SAMPLES)
-	@echo "--- hostile inputs: every one must FAIL, nothing else may"
-	-$(GO) run ./examples/imageparser -out $(CURDIR)/out/thumbnails $(HOSTILE)
-	cd $(DOCVIEWER) && $(GO) run . convert testdata/valid/multipage.pdf $(CURDIR)/out/multipage.safe.pdf
+	@mkdir -p out bin
+	@$(GO) build -o bin/imageparser ./examples/imageparser
+	@cd $(DOCVIEWER) && $(GO) build -o $(CURDIR)/bin/docviewer .
+	@echo "--- sample images, each decoded in a renderer of its own"
+	bin/imageparser -out $(CURDIR)/out/thumbnails $(SAMPLES)
+	@echo "--- hostile inputs: each must be refused (FAIL) while the others go on"
+	@out=$$(bin/imageparser -out $(CURDIR)/out/thumbnails $(HOSTILE)); status=$$?; echo "$$out"; \
+	refused=$$(echo "$$out" | grep -c '^FAIL '); \
+	if [ $$status -eq 1 ] && [ $$refused -eq $(words $(HOSTILE)) ]; then echo "ok: all $(words $(HOSTILE)) hostile inputs refused"; \
+	else echo "demo: $$refused of $(words $(HOSTILE)) hostile inputs refused (status $$status)"; exit 1; fi
+	@echo "--- a PDF converted to a safe, image-only PDF by the sandboxed document viewer"
+	bin/docviewer convert $(DOCVIEWER)/testdata/valid/multipage.pdf $(CURDIR)/out/multipage.safe.pdf
 	@echo "thumbnails: $(CURDIR)/out/thumbnails"
 	@echo "safe PDF:   $(CURDIR)/out/multipage.safe.pdf"
 	@echo "viewer:     make serve   (then open http://127.0.0.1:8080/)"

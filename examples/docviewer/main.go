@@ -27,6 +27,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
@@ -190,9 +192,18 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	}
 	defer closer.Close()
 	doc := lib.List()[0].ID
-	err = convert.ToPDF(ctx, be, doc, out, *dpi, func(done, total int) {
-		fmt.Fprintf(stderr, "page %d/%d\n", done, total)
-	})
+	// Page progress only on a terminal, as one line rewritten in place:
+	// in a log or a pipe it would only bury the result.
+	progress := func(int, int) {}
+	if isTerminal(stderr) {
+		progress = func(done, total int) {
+			fmt.Fprintf(stderr, "\rpage %d/%d", done, total)
+			if done == total {
+				fmt.Fprintln(stderr)
+			}
+		}
+	}
+	err = convert.ToPDF(ctx, be, doc, out, *dpi, progress)
 	if err != nil {
 		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
 	}
@@ -209,4 +220,14 @@ func same(a, b string) bool {
 	aa, err1 := filepath.Abs(a)
 	bb, err2 := filepath.Abs(b)
 	return err1 == nil && err2 == nil && aa == bb
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

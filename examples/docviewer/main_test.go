@@ -60,7 +60,8 @@ func TestConvert(t *testing.T) {
 			var stderr bytes.Buffer
 			code := run(context.Background(), []string{"convert", "-dpi", "72", filepath.Join("testdata", tt.in), out}, &stderr)
 			require.Equal(t, 0, code, stderr.String())
-			assert.Contains(t, stderr.String(), "page "+strconv.Itoa(tt.pages)+"/"+strconv.Itoa(tt.pages)+"\n")
+			// Page progress is for a terminal; stderr here is a buffer.
+			assert.NotContains(t, stderr.String(), "page ")
 			assert.Equal(t, tt.pages, pdfinfoPages(t, out))
 		})
 	}

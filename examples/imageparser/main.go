@@ -23,6 +23,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/imageparser/imagerenderer"
@@ -73,7 +75,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer p.Close()
-	failed, err := p.Run(ctx, fs.Args(), stdout, stderr)
+	// Progress is for a person watching results go elsewhere: on a
+	// terminal, while the result lines go to a file or a pipe.
+	var progress io.Writer
+	if isTerminal(stderr) && !isTerminal(stdout) {
+		progress = stderr
+	}
+	failed, err := p.Run(ctx, fs.Args(), stdout, progress)
 	if err != nil {
 		fmt.Fprintln(stderr, "imageparser:", err)
 		return 2
@@ -82,4 +90,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
