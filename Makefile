@@ -23,18 +23,23 @@ all: build
 deps:
 	@.ci/deps
 
-build: deps
+# build and vet only check for the packages they need (and name the
+# apt-get command); they never install anything.
+build:
+	@.ci/deps --check
 	$(GO) build ./...
 	cd $(DOCVIEWER) && $(GO) build ./...
 
-vet: deps
+vet:
+	@.ci/deps --check
 	$(GO) vet ./...
 	cd $(DOCVIEWER) && $(GO) vet ./...
 
 # The whole suite under the race detector, then the packages whose memory
 # limits the race detector's shadow memory cannot live under, without it.
-test: vet
+test: deps
 	@.ci/deps $(TEST_DEPS)
+	@$(MAKE) --no-print-directory vet
 	$(GO) test -race $(GOTESTFLAGS) ./...
 	$(GO) test $(GOTESTFLAGS) ./broker/... ./examples/imageparser/...
 	cd $(DOCVIEWER) && $(GO) test -race $(GOTESTFLAGS) ./...
