@@ -60,7 +60,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() == 0 || budget.MaxPixels < 1 || *timeout <= 0 || *warm < 0 {
+	var bad []string
+	if budget.MaxPixels < 1 {
+		bad = append(bad, fmt.Sprintf("-max-pixels %d: must be at least 1", budget.MaxPixels))
+	}
+	if *timeout <= 0 {
+		bad = append(bad, fmt.Sprintf("-timeout %v: must be positive", *timeout))
+	}
+	if *warm < 0 {
+		bad = append(bad, fmt.Sprintf("-warm %d: must not be negative", *warm))
+	}
+	if fs.NArg() == 0 {
+		bad = append(bad, "no FILE given")
+	}
+	if len(bad) > 0 {
+		for _, b := range bad {
+			fmt.Fprintln(stderr, "imageparser:", b)
+		}
 		fs.Usage()
 		return 2
 	}

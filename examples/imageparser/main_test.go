@@ -113,3 +113,30 @@ func TestCommand(t *testing.T) {
 		})
 	}
 }
+
+// A symbolic link among the inputs is refused, even to a valid image, so
+// that no input is a file a link's owner chose; nothing of the target is
+// quoted.
+func TestSymlinkRefused(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "link.png")
+	require.NoError(t, os.Symlink("/etc/passwd", link))
+	valid, err := filepath.Abs("testdata/png_1x1.png")
+	require.NoError(t, err)
+	validLink := filepath.Join(dir, "valid.png")
+	require.NoError(t, os.Symlink(valid, validLink))
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"-out", t.TempDir(), link, validLink}, &stdout, &stderr)
+	assert.Equal(t, 1, code, stderr.String())
+	assert.Equal(t, "FAIL "+link+": a symbolic link; name the file itself\nFAIL "+validLink+": a symbolic link; name the file itself\n", stdout.String())
+}
+
+// Each bad flag value is named with what is wrong with it.
+func TestBadFlagsSayWhy(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"-max-pixels", "0", "-warm", "-1", "-timeout", "0s"}, &stdout, &stderr)
+	assert.Equal(t, 2, code)
+	for _, want := range []string{"-max-pixels 0: must be at least 1", "-warm -1: must not be negative", "-timeout 0s: must be positive", "no FILE given"} {
+		assert.Contains(t, stderr.String(), "imageparser: "+want+"\n")
+	}
+}

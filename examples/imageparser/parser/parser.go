@@ -332,8 +332,15 @@ func (p *Parser) key(path string) (origin, document string) {
 // only accepts ipc.ReadOnlyFile), and so is a file already over the input
 // budget, without spending a renderer on it. The renderer still reads at
 // most MaxInputBytes+1 bytes, in case the file grows.
+//
+// A symbolic link is refused (O_NOFOLLOW): a link planted among the
+// inputs would otherwise hand the renderer, and the error messages that
+// quote an input's first bytes, a file the link's owner chose.
 func (p *Parser) open(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_NOFOLLOW, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, errors.New("a symbolic link; name the file itself")
+	}
 	if err != nil {
 		return nil, err // *PathError: "open <path>: <reason>"
 	}
