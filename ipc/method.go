@@ -29,6 +29,14 @@ const maxSpecFDs = 252
 // Method is a typed handle on a MethodSpec, shared by callers (Call) and
 // servers (Handle). Declare methods once, as package-level values of the
 // protocol package that both ends import.
+//
+// Requests and responses are protobuf messages: the receiving end decodes
+// them with proto.Unmarshal, which never trusts a length or a type from
+// the wire. For small methods the well-known wrapper types do
+// (wrapperspb.StringValue, wrapperspb.BytesValue, emptypb.Empty); for
+// anything larger, write a .proto file and generate its Go code with
+// protoc and protoc-gen-go, as `make proto` does for the framework's and
+// the examples' own (see examples/imageparser/imagepb).
 type Method[Req, Resp proto.Message] struct {
 	spec     MethodSpec
 	reqType  protoreflect.MessageType
