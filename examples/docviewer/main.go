@@ -80,6 +80,35 @@ const usage = `usage:
 (-` + unsandboxedFlag + ` renders in-process: trusted documents only)
 `
 
+// newFlagSet is a subcommand's flag set whose -h prints the command's
+// usage and flags once, and whose errors the caller reports.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: docviewer %s\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args into fs. -h is errHelp (the usage is printed,
+// exit 0); a bad flag is a usageError whose message the flag package has
+// already printed, with the usage.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	if err != nil {
+		return usageError{printed: true}
+	}
+	return nil
+}
+
+// errHelp ends a command that printed its usage because it was asked to.
+var errHelp = errors.New("help requested")
+
 func run(ctx context.Context, args []string, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	if len(args) == 0 {
@@ -98,6 +127,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	}
 	var ue usageError
 	switch {
+	case errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue) && ue.printed:
+		return 2
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "docviewer: %v\n%s", err, usage)
 		return 2
@@ -108,21 +141,33 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-type usageError struct{ msg string }
+// usageError is a mistake in the command line. printed: the flag package
+// has already said what and shown the usage.
+type usageError struct {
+	msg     string
+	printed bool
+}
 
 func (e usageError) Error() string { return e.msg }
 
 func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve", "serve [-addr 127.0.0.1:8080] [-dpi 110] DIR", stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 1 {
-		return usageError{"serve needs one directory"}
+		return usageError{msg: "serve needs one directory"}
+	}
+	if err := checkDPI(*dpi); err != nil {
+		return err
+	}
+	if host, _, err := net.SplitHostPort(*addr); err == nil {
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return usageError{msg: fmt.Sprintf("-addr %s: listening on every address is refused: the Host check needs the address clients use; give that one (for example -addr 192.0.2.10:8080)", *addr)}
+		}
 	}
 	lib, err := library.Open(fs.Arg(0))
 	if err != nil {
@@ -168,19 +213,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 }
 
 func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("convert", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("convert", "convert [-dpi 150] IN OUT.pdf", stderr)
 	dpi := fs.Float64("dpi", convert.DefaultDPI, "resolution of the converted pages")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err.Error()}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() != 2 {
-		return usageError{"convert needs IN and OUT.pdf"}
+		return usageError{msg: "convert needs IN and OUT.pdf"}
+	}
+	// Checked before any document is opened, let alone a sandbox spawned.
+	if err := checkDPI(*dpi); err != nil {
+		return err
 	}
 	in, out := fs.Arg(0), fs.Arg(1)
 	if same(in, out) {
-		return usageError{"OUT must differ from IN"}
+		return usageError{msg: "OUT must differ from IN"}
 	}
 	lib, err := library.Single(in)
 	if err != nil {
@@ -206,6 +254,16 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	err = convert.ToPDF(ctx, be, doc, out, *dpi, progress)
 	if err != nil {
 		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
+	}
+	return nil
+}
+
+// checkDPI refuses a resolution the renderer would refuse, before any
+// document is opened or a sandbox spawned.
+func checkDPI(dpi float64) error {
+	lim := render.DefaultLimits()
+	if !(dpi >= lim.MinDPI && dpi <= lim.MaxDPI) {
+		return usageError{msg: fmt.Sprintf("-dpi %g: must be between %g and %g", dpi, lim.MinDPI, lim.MaxDPI)}
 	}
 	return nil
 }

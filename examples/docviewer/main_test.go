@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -114,21 +116,48 @@ func TestConvertUnsandboxed(t *testing.T) {
 	assert.Equal(t, 3, pdfinfoPages(t, out))
 }
 
+// TestUsage: every command-line mistake exits 2 (1 for an input that is
+// not a document) with one message that says what is wrong, printed once,
+// and is caught before a document is opened; -h prints the command's usage
+// once and exits 0.
 func TestUsage(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.pdf")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	link := filepath.Join(dir, "link.pdf")
+	abs, err := filepath.Abs("testdata/valid/multipage.pdf")
+	require.NoError(t, err)
+	require.NoError(t, os.Symlink(abs, link))
+	out := filepath.Join(dir, "x.pdf")
 	tests := []struct {
 		args []string
 		code int
+		want string // in stderr, exactly once
 	}{
-		{nil, 2},
-		{[]string{"frobnicate"}, 2},
-		{[]string{"convert", "only-in"}, 2},
-		{[]string{"convert", "testdata/valid/picture.png", "testdata/valid/picture.png"}, 2},
-		{[]string{"convert", "testdata/no-such-file.pdf", filepath.Join(t.TempDir(), "x.pdf")}, 1},
-		{[]string{"serve"}, 2},
-		{[]string{"serve", "-addr", "0.0.0.0:0", "testdata/valid"}, 1},
+		{nil, 2, "usage:"},
+		{[]string{"frobnicate"}, 2, "usage:"},
+		{[]string{"convert", "only-in"}, 2, "convert needs IN and OUT.pdf"},
+		{[]string{"convert", "testdata/valid/picture.png", "testdata/valid/picture.png"}, 2, "OUT must differ from IN"},
+		{[]string{"convert", "testdata/no-such-file.pdf", out}, 1, "testdata/no-such-file.pdf: not found: no such file"},
+		{[]string{"convert", "testdata", out}, 1, "testdata: unsupported document: a directory; name a file"},
+		{[]string{"convert", fifo, out}, 1, "a named pipe (FIFO), not a regular file"},
+		{[]string{"convert", link, out}, 1, "a symbolic link; name the file itself"},
+		{[]string{"convert", "-dpi", "0", "testdata/valid/picture.png", out}, 2, "-dpi 0: must be between 36 and 1200"},
+		{[]string{"convert", "-dpi", "NaN", "testdata/valid/picture.png", out}, 2, "-dpi NaN: must be between"},
+		{[]string{"convert", "-h"}, 0, "usage: docviewer convert"},
+		{[]string{"convert", "-frobnicate", "a", "b"}, 2, "flag provided but not defined: -frobnicate"},
+		{[]string{"serve"}, 2, "serve needs one directory"},
+		{[]string{"serve", "-h"}, 0, "usage: docviewer serve"},
+		{[]string{"serve", "-dpi", "5000", "testdata/valid"}, 2, "-dpi 5000: must be between"},
+		{[]string{"serve", "-addr", "0.0.0.0:0", "testdata/valid"}, 2, "-addr 0.0.0.0:0: listening on every address is refused"},
+		{[]string{"serve", "-addr", "[::]:0", "testdata/valid"}, 2, "-addr [::]:0: listening on every address is refused"},
 	}
 	for _, tt := range tests {
 		var stderr bytes.Buffer
 		assert.Equal(t, tt.code, run(context.Background(), tt.args, &stderr), "%v: %s", tt.args, stderr.String())
+		assert.Equal(t, 1, strings.Count(stderr.String(), tt.want), "%v: want %q once in:\n%s", tt.args, tt.want, stderr.String())
+		assert.NotContains(t, stderr.String(), "help requested", "%v", tt.args)
 	}
+	_, err = os.Stat(out)
+	assert.ErrorIs(t, err, os.ErrNotExist, "no refused command may write OUT")
 }

@@ -9,8 +9,10 @@ package library
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,9 +62,38 @@ func Single(path string) (*Library, error) {
 		return nil, err
 	}
 	if len(l.docs) != 1 {
-		return nil, docerr.New(docerr.ErrNotFound, nil, "%s is not a regular file", path)
+		kind, why := whyNotListable(path)
+		return nil, docerr.New(kind, nil, "%s", why)
 	}
 	return l, nil
+}
+
+// whyNotListable says why path is not a document Single can open: that
+// it does not exist (ErrNotFound), or the kind of file it is instead of a
+// regular one (ErrUnsupported).
+func whyNotListable(path string) (kind error, why string) {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return docerr.ErrNotFound, "no such file"
+	case err != nil:
+		return docerr.ErrNotFound, err.Error()
+	case fi.Mode()&fs.ModeSymlink != 0:
+		why = "a symbolic link; name the file itself"
+	case fi.IsDir():
+		why = "a directory; name a file"
+	case fi.Mode()&fs.ModeNamedPipe != 0:
+		why = "a named pipe (FIFO), not a regular file"
+	case fi.Mode()&fs.ModeSocket != 0:
+		why = "a socket, not a regular file"
+	case fi.Mode()&fs.ModeDevice != 0:
+		why = "a device, not a regular file"
+	case strings.HasPrefix(filepath.Base(path), "."):
+		why = "a hidden file (its name starts with a dot)"
+	default:
+		why = "not a regular file"
+	}
+	return docerr.ErrUnsupported, why
 }
 
 // IDOf is the id of a document name: the first 8 bytes of its SHA-256.
