@@ -180,3 +180,22 @@ func waitNoFDsAdded(t *testing.T, base map[int]string) {
 	}
 	t.Errorf("descriptors left after the attacker: %v", added)
 }
+
+// A renderer that stops reading its socket leaves the broker's next
+// request unread: the call fails once CallTimeout passes, and the exit
+// says the renderer stopped reading, not that it was slow to answer.
+func TestRendererThatStopsReadingIsReportedAsSuch(t *testing.T) {
+	ctx := context.Background()
+	b := newBroker(t, strict(), func(c *broker.Config) { c.CallTimeout = time.Second })
+	r, err := b.Acquire(ctx, "https://attacker.example", "")
+	require.NoError(t, err)
+	out, err := attempt(t, r, "stop-reading")
+	require.NoError(t, err)
+	require.Equal(t, "ok", out)
+	time.Sleep(200 * time.Millisecond) // the reader stops 50 ms after answering
+	_, _, err = broker.Call(ctx, r, testrenderer.Ping, wrapperspb.Bytes([]byte("ping")))
+	var exit *broker.ExitError
+	require.ErrorAs(t, err, &exit)
+	assert.Equal(t, broker.ExitBrokerLimit, exit.Reason, "exit: %v", exit)
+	assert.Equal(t, "the renderer stopped reading its socket: test.Ping request not read within 1s", exit.Detail)
+}

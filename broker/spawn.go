@@ -355,6 +355,19 @@ func connExit(err error) (ExitReason, string) {
 	return ExitBrokerLimit, string(perr.Reason) + ": " + perr.Detail
 }
 
+// notReading reports whether the renderer leaves what the broker sent it
+// unread, and still does a moment later, having read nothing meanwhile: it
+// stopped reading its socket, rather than taking long to answer.
+func (r *Renderer) notReading() bool {
+	before, err := r.conn.Unread()
+	if err != nil || before == 0 {
+		return false
+	}
+	time.Sleep(50 * time.Millisecond)
+	after, err := r.conn.Unread()
+	return err == nil && after >= before
+}
+
 // startErr turns a renderer that ended before it was ready into the error
 // spawn returns: a *policy.UnavailableError when a layer could not be
 // applied, so callers learn which one, wrapping the *ExitError.

@@ -128,9 +128,11 @@ func TestUnreadRequest(t *testing.T) {
 	defer r.f.Close()
 	defer c.Close()
 	big := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "big"})
+	unread, err := c.Unread()
+	require.NoError(t, err)
+	require.Zero(t, unread)
 	// Fill the peer's queue with requests (Start: no reply awaited, so no
 	// cancels), until one finds no room before its context ends.
-	var err error
 	for range 100 {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 		_, err = Start(ctx, c, big, &testMsg{Value: make([]byte, 4000)})
@@ -142,6 +144,9 @@ func TestUnreadRequest(t *testing.T) {
 	require.ErrorIs(t, err, ErrPeerNotReading)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.NoError(t, c.Err())
+	unread, err = c.Unread()
+	require.NoError(t, err)
+	require.Positive(t, unread)
 	_, _, err = Call(context.Background(), c, big, &testMsg{Value: make([]byte, 4000)})
 	requireReason(t, err, ReasonNotReading)
 	require.Regexp(t, `request \d+ \(big\) not read within 300ms`, err.Error())

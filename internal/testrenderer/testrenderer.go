@@ -287,6 +287,16 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		count, res, _ := strings.Cut(arg, ":")
 		n, _ := strconv.Atoi(count)
 		return floodOpen(s, n, res, name == "flood-open-read")
+	case "stop-reading":
+		// Answers, then stops the renderer's own reader for good.
+		// The duplicate stays open: it keeps the socket from closing
+		// when its number is given to the pipe.
+		sock, _, err := ipcSocket()
+		if err != nil {
+			return result(err)
+		}
+		go stopReading(sock)
+		return "ok"
 	case "flood-cancel":
 		// "flood-cancel:N": N cancels of random ids.
 		n, _ := strconv.Atoi(arg)
