@@ -42,6 +42,12 @@ func TestRendererCannotMakeBrokerHoldOrSpendMore(t *testing.T) {
 		// Each Open reply carries a descriptor; unread, they fill the
 		// socket and then the 64 requests in flight.
 		{"unread replies", "flood-open:5000:a.txt", []string{"too many requests in flight", "64 already in flight"}},
+		// Fewer than 64: only the descriptors it leaves unread (8 at
+		// most: the kernel charges them to the broker's user, which the
+		// renderers share) and the 5 s each reply may wait bound them,
+		// and a newcomer can still pass its seccomp listener meanwhile.
+		{"unread replies within the in-flight bound", "flood-open:63:a.txt", []string{
+			"the renderer stopped reading its socket: reply to sandkit.Open", "not read within 5s: 8 descriptors already unread"}},
 		// Invalid names fail fast: only the request rate bounds them.
 		{"request rate", "flood-open-read:50000:", []string{"request rate exceeded", "more than 1000 requests/s (burst 1000)"}},
 		{"cancels", "flood-cancel:500000", []string{"unexpected cancel", "never sent"}},

@@ -306,3 +306,35 @@ func TestLegitimateLoadTripsNothing(t *testing.T) {
 	require.NoError(t, a.Err())
 	require.NoError(t, b.Err())
 }
+
+// A peer that leaves descriptors unread holds at most MaxUnreadFDs of
+// ours in its queue: the kernel charges them to our user, and refuses to
+// pass more for every process of that user once they pass its
+// RLIMIT_NOFILE. The next reply with a descriptor waits, and kills the
+// Conn after SendTimeout.
+func TestUnreadDescriptorsAreBounded(t *testing.T) {
+	warmUp(t)
+	base := openFDs(t)
+	lim := Limits{MaxFDs: 4, MaxInFlight: 64, SendTimeout: 300 * time.Millisecond}
+	c, r := newVictim(t, lim, givesFD(NewMux()), nil)
+	defer r.f.Close()
+	defer c.Close()
+	r.flood(c, 20, func(i int) []byte { return request(uint64(i+1), "givefd", nil, 0) })
+	err := waitDead(t, c)
+	requireReason(t, err, ReasonNotReading)
+	require.Contains(t, err.Error(), "not read within 300ms: 4 descriptors already unread")
+	queued := 0
+	buf, oob := make([]byte, 1<<16), make([]byte, 1024)
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(r.fd, buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+		if err != nil || n == 0 {
+			break
+		}
+		fds, _ := parseControl(oob[:oobn], nil)
+		queued += len(fds)
+		closeFDs(fds)
+	}
+	require.Equal(t, 4, queued, "descriptors queued for the peer")
+	r.f.Close()
+	waitFDs(t, base)
+}

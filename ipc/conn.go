@@ -53,6 +53,15 @@ type Limits struct {
 	// this side spend on requests that fail fast. Zero means unlimited.
 	MaxRequestRate int
 	RequestBurst   int
+	// MaxUnreadFDs bounds the descriptors this side has sent that the
+	// peer has not read yet: a message whose descriptors would exceed it
+	// waits until the peer has read everything sent before (at most
+	// SendTimeout). The kernel charges descriptors in a socket's queue to
+	// the sending user and refuses to pass more once that user has more in
+	// flight than the RLIMIT_NOFILE of whoever sends next, so a peer that
+	// leaves them unread could otherwise stop every process of the same
+	// user from passing descriptors. Default MaxFDs.
+	MaxUnreadFDs int
 }
 
 // DefaultLimits returns the defaults: 64 KiB datagrams, 8 fds per message,
@@ -84,10 +93,14 @@ func (l Limits) withDefaults() (Limits, error) {
 	if l.RequestBurst == 0 {
 		l.RequestBurst = l.MaxInFlight
 	}
+	if l.MaxUnreadFDs == 0 {
+		l.MaxUnreadFDs = max(l.MaxFDs, 1)
+	}
 	if l.MaxDatagram < 64 || l.MaxDatagram > maxDatagramLimit ||
 		l.MaxFDs < 0 || l.MaxFDs > maxSpecFDs ||
 		l.MaxInFlight < 0 || l.MaxInFlight > maxInFlightLimit ||
-		l.SendTimeout < 0 || l.MaxRequestRate < 0 || l.RequestBurst < 0 {
+		l.SendTimeout < 0 || l.MaxRequestRate < 0 || l.RequestBurst < 0 ||
+		l.MaxUnreadFDs < l.MaxFDs {
 		return l, fmt.Errorf("ipc: invalid limits %+v", l)
 	}
 	return l, nil
@@ -195,6 +208,9 @@ type Conn struct {
 	wiov   unix.Iovec
 	wErr   error
 	sendFn func(fd uintptr)
+	// unreadFDs counts the descriptors sent since the peer's queue was
+	// last seen empty (see roomForFDs).
+	unreadFDs int
 
 	// Receive state, owned by the holder of the read token.
 	rbuf     []byte
@@ -1007,6 +1023,9 @@ func (c *Conn) send(ctx context.Context, m *outMsg) error {
 				return fmt.Errorf("%w: fd %d: %v", ErrSpec, i, perr)
 			}
 		}
+		if err := c.roomForFDs(ctx, m, len(raw)); err != nil {
+			return err
+		}
 		c.woob = putRights(c.woob[:0], raw)
 		return c.write(ctx, m, c.woob)
 	})
@@ -1127,6 +1146,46 @@ func (c *Conn) write(ctx context.Context, m *outMsg, oob []byte) error {
 		return fmt.Errorf("ipc: sendmsg: %w", c.wErr)
 	}
 	return nil
+}
+
+// roomForFDs waits, holding the write lock, until n more descriptors keep
+// at most MaxUnreadFDs of ours unread in the peer's queue. It counts what
+// it sends since the queue was last seen empty (SIOCOUTQ 0), and asks the
+// kernel only when the count would pass the limit: a peer that reads
+// promptly costs an ioctl every few messages with descriptors. It gives up
+// like write: at ctx's end, or killing the Conn after SendTimeout.
+func (c *Conn) roomForFDs(ctx context.Context, m *outMsg, n int) error {
+	if c.unreadFDs+n <= c.lim.MaxUnreadFDs {
+		c.unreadFDs += n
+		return nil
+	}
+	var waitStart time.Time
+	for delay := 20 * time.Microsecond; ; delay = min(2*delay, writeWaitSlice) {
+		q, err := c.Unread()
+		if err != nil {
+			if c.dead() {
+				return c.deadErr()
+			}
+			return err
+		}
+		if q == 0 {
+			c.unreadFDs = n
+			return nil
+		}
+		if c.dead() {
+			return c.deadErr()
+		}
+		if waitStart.IsZero() {
+			waitStart = time.Now()
+		} else if time.Since(waitStart) >= c.lim.SendTimeout {
+			c.fail(violation(ReasonNotReading, "%s not read within %v: %d descriptors already unread", m.describe(), c.lim.SendTimeout, c.unreadFDs))
+			return c.deadErr()
+		}
+		if ctx != nil && ctx.Err() != nil {
+			return fmt.Errorf("%w (%d descriptors unread for %v): %w", ErrPeerNotReading, c.unreadFDs, time.Since(waitStart).Round(time.Millisecond), ctx.Err())
+		}
+		time.Sleep(delay)
+	}
 }
 
 // describe names m for errors.
