@@ -27,7 +27,8 @@ import (
 // Whatever the peer does, a Conn holds at most MaxInFlight+1 of the peer's
 // requests (each a handler goroutine with its request's and its reply's
 // descriptors, up to 2×MaxFDs), plus whatever the kernel keeps in the
-// socket's send buffer (SO_SNDBUF) for a peer that does not read it; no
+// socket's send buffer (SO_SNDBUF; at most MaxUnreadFDs descriptors) for a
+// peer that does not read it; no
 // message waits longer than SendTimeout for the peer to make room. Every
 // datagram the peer sends is either work it may ask for (a request, bounded
 // by MaxInFlight and MaxRequestRate), the answer to one of ours, or a cancel
