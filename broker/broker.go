@@ -558,10 +558,12 @@ func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Meth
 		return zero, nil, err
 	case ctx.Err() != nil:
 		return zero, nil, err // the caller gave up; the renderer lives on
+	case callCtx.Err() != nil && (errors.Is(err, ipc.ErrPeerNotReading) || r.notReading()):
+		r.kill(ExitBrokerLimit, fmt.Sprintf("the renderer stopped reading its socket: %s request not read within %v", m.Spec().Name, r.b.cfg.CallTimeout))
 	case callCtx.Err() != nil:
 		r.kill(ExitTimeout, fmt.Sprintf("%s did not answer within %v", m.Spec().Name, r.b.cfg.CallTimeout))
 	case errors.Is(err, ipc.ErrProtocol):
-		r.kill(ExitBadMessage, err.Error())
+		r.kill(connExit(err))
 	}
 	// The connection is dead or the renderer is being killed: report
 	// why it ended, once the supervisor knows.

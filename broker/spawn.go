@@ -149,7 +149,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 	b.spawning--
 	counted = false
 	b.mu.Unlock()
-	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLogger(b.log.With("pid", r.pid)))
+	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLimits(rendererLimits()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
 	b.wg.Add(3)
 	go func() {
@@ -313,7 +313,7 @@ func (r *Renderer) watchConn() {
 	}
 	err := r.conn.Err()
 	if errors.Is(err, ipc.ErrProtocol) {
-		r.kill(ExitBadMessage, err.Error())
+		r.kill(connExit(err))
 		return
 	}
 	grace := time.NewTimer(time.Second)
@@ -323,6 +323,49 @@ func (r *Renderer) watchConn() {
 	case <-grace.C:
 		r.kill(ExitBadMessage, fmt.Sprintf("connection closed while the renderer kept running: %v", err))
 	}
+}
+
+// rendererRequestRate bounds a renderer's requests to the broker, per
+// second and in a burst. A renderer asks little (Ready once, then Open per
+// resource), so this is room for any document; it bounds the CPU that one
+// spamming requests that fail fast can take from the broker.
+const rendererRequestRate = 1000
+
+// rendererLimits are the ipc limits of a renderer's connection: the
+// defaults, which the renderer uses too, and the request rate.
+func rendererLimits() ipc.Limits {
+	l := ipc.DefaultLimits()
+	l.MaxRequestRate, l.RequestBurst = rendererRequestRate, rendererRequestRate
+	return l
+}
+
+// connExit says how a renderer whose connection died of err (a protocol
+// violation) ends: ExitBrokerLimit, naming the bound, if it exceeded what
+// it may make the broker hold or spend (ipc.Reason.Bound: requests in
+// flight, replies or cancels it does not read, request rate, cancels that
+// match nothing); ExitBadMessage for anything malformed.
+func connExit(err error) (ExitReason, string) {
+	var perr *ipc.ProtocolError
+	if !errors.As(err, &perr) || !perr.Reason.Bound() {
+		return ExitBadMessage, err.Error()
+	}
+	if perr.Reason == ipc.ReasonNotReading {
+		return ExitBrokerLimit, "the renderer stopped reading its socket: " + perr.Detail
+	}
+	return ExitBrokerLimit, string(perr.Reason) + ": " + perr.Detail
+}
+
+// notReading reports whether the renderer leaves what the broker sent it
+// unread, and still does a moment later, having read nothing meanwhile: it
+// stopped reading its socket, rather than taking long to answer.
+func (r *Renderer) notReading() bool {
+	before, err := r.conn.Unread()
+	if err != nil || before == 0 {
+		return false
+	}
+	time.Sleep(50 * time.Millisecond)
+	after, err := r.conn.Unread()
+	return err == nil && after >= before
 }
 
 // startErr turns a renderer that ended before it was ready into the error
@@ -402,7 +445,8 @@ func (r *Renderer) classify() *ExitError {
 	r.mu.Unlock()
 	e := &ExitError{PID: r.pid, Lifetime: time.Since(r.started)}
 	if recorded == nil && r.conn != nil && errors.Is(r.conn.Err(), ipc.ErrProtocol) {
-		recorded = &ExitError{Reason: ExitBadMessage, Detail: r.conn.Err().Error()}
+		recorded = &ExitError{}
+		recorded.Reason, recorded.Detail = connExit(r.conn.Err())
 	}
 	if recorded == nil {
 		var ready *ExitError

@@ -19,22 +19,57 @@ import (
 	"github.com/sandkit/sandkit/ipc/wirepb"
 )
 
-// Limits bound what one Conn accepts from its peer. Both ends of a
-// connection must use the same Limits: each side's sending is held to the
-// limits the peer enforces on receipt.
+// Limits bound what one Conn accepts from its peer, and so what a peer
+// can make it hold and spend. Both ends of a connection must use the same
+// Limits: each side's sending is held to the limits the peer enforces on
+// receipt (MaxRequestRate aside, which only the side that sets it enforces).
+//
+// Whatever the peer does, a Conn holds at most MaxInFlight+1 of the peer's
+// requests (each a handler goroutine with its request's and its reply's
+// descriptors, up to 2×MaxFDs), plus whatever the kernel keeps in the
+// socket's send buffer (SO_SNDBUF; at most MaxUnreadFDs descriptors) for a
+// peer that does not read it; no
+// message waits longer than SendTimeout for the peer to make room. Every
+// datagram the peer sends is either work it may ask for (a request, bounded
+// by MaxInFlight and MaxRequestRate), the answer to one of ours, or a cancel
+// that matches one of its requests; anything else kills the Conn.
 type Limits struct {
 	MaxDatagram int // bytes of one envelope (one datagram); default 64 KiB, at most 1 MiB
 	MaxFDs      int // fds per message; default 8, at most 252
 	// MaxInFlight bounds, separately, this side's outgoing calls awaiting a
 	// reply (Call blocks for a free slot) and the peer's requests being
-	// handled (one more is ReasonTooManyInFlight). Default 64.
+	// handled or answered (one more is ReasonTooManyInFlight). A request
+	// counts until its reply is in the socket: a peer that stops reading
+	// its replies runs out of slots. Default 64.
 	MaxInFlight int
+	// SendTimeout bounds how long one message waits for room in the
+	// peer's receive queue. A peer that leaves it full that long has
+	// stopped reading its socket, and the Conn dies with ReasonNotReading:
+	// otherwise each unread reply would hold a goroutine and its
+	// descriptors for as long as the peer likes. Default 5 s.
+	SendTimeout time.Duration
+	// MaxRequestRate, when positive, bounds the peer's requests per second
+	// on average, with bursts of up to RequestBurst (default MaxInFlight);
+	// one more is ReasonRequestRate. It bounds the CPU a peer can make
+	// this side spend on requests that fail fast. Zero means unlimited.
+	MaxRequestRate int
+	RequestBurst   int
+	// MaxUnreadFDs bounds the descriptors this side has sent that the
+	// peer has not read yet: a message whose descriptors would exceed it
+	// waits until the peer has read everything sent before (at most
+	// SendTimeout). The kernel charges descriptors in a socket's queue to
+	// the sending user and refuses to pass more once that user has more in
+	// flight than the RLIMIT_NOFILE of whoever sends next, so a peer that
+	// leaves them unread could otherwise stop every process of the same
+	// user from passing descriptors. Default MaxFDs.
+	MaxUnreadFDs int
 }
 
 // DefaultLimits returns the defaults: 64 KiB datagrams, 8 fds per message,
-// 64 calls in flight each way.
+// 64 calls in flight each way, 5 s for the peer to make room for a
+// message, no request rate limit.
 func DefaultLimits() Limits {
-	return Limits{MaxDatagram: 64 << 10, MaxFDs: 8, MaxInFlight: 64}
+	return Limits{MaxDatagram: 64 << 10, MaxFDs: 8, MaxInFlight: 64, SendTimeout: 5 * time.Second}
 }
 
 const (
@@ -53,9 +88,20 @@ func (l Limits) withDefaults() (Limits, error) {
 	if l.MaxInFlight == 0 {
 		l.MaxInFlight = d.MaxInFlight
 	}
+	if l.SendTimeout == 0 {
+		l.SendTimeout = d.SendTimeout
+	}
+	if l.RequestBurst == 0 {
+		l.RequestBurst = l.MaxInFlight
+	}
+	if l.MaxUnreadFDs == 0 {
+		l.MaxUnreadFDs = max(l.MaxFDs, 1)
+	}
 	if l.MaxDatagram < 64 || l.MaxDatagram > maxDatagramLimit ||
 		l.MaxFDs < 0 || l.MaxFDs > maxSpecFDs ||
-		l.MaxInFlight < 0 || l.MaxInFlight > maxInFlightLimit {
+		l.MaxInFlight < 0 || l.MaxInFlight > maxInFlightLimit ||
+		l.SendTimeout < 0 || l.MaxRequestRate < 0 || l.RequestBurst < 0 ||
+		l.MaxUnreadFDs < l.MaxFDs {
 		return l, fmt.Errorf("ipc: invalid limits %+v", l)
 	}
 	return l, nil
@@ -122,11 +168,32 @@ type Conn struct {
 	work   chan *job     // idle handler workers wait here
 	pcPool sync.Pool     // *pendingCall, reused once their result is consumed
 
+	// busy counts the peer's requests against MaxInFlight: from receipt
+	// until their reply is handed to the kernel (see write). Only the
+	// read token's holder adds, so its check-then-add needs no lock.
+	busy atomic.Int64
+
 	mu      sync.Mutex
 	err     error // why the Conn died; nil while alive
 	nextID  uint64
-	pending map[uint64]*pendingCall       // our requests awaiting a reply
-	serving map[uint64]context.CancelFunc // peer's requests being handled
+	pending map[uint64]*pendingCall // our requests awaiting a reply
+	serving map[uint64]*job         // peer's requests being handled or answered
+	// maxReqID is the highest request id the peer has sent; a cancel
+	// above it cancels nothing the peer could have sent.
+	maxReqID uint64
+	// lateCancels is how many cancels for requests no longer in serving
+	// the peer may still send: one per reply sent for a request it had
+	// not cancelled (its cancel may have crossed the reply), at most
+	// MaxInFlight (the peer cannot have more calls waiting for a reply).
+	lateCancels int
+	// Token bucket for Limits.MaxRequestRate.
+	rateTokens float64
+	rateLast   time.Time
+	// cancelQ holds the ids of our calls whose cancel is still to be
+	// sent, by the one goroutine that sends them while cancelling is set.
+	// Each is a call that holds its slot, so there are at most MaxInFlight.
+	cancelQ    []uint64
+	cancelling bool
 	// longCalls records, per method called, whether its last reply took
 	// longer than longWait. Keys are the local methods' names.
 	longCalls map[string]bool
@@ -142,6 +209,9 @@ type Conn struct {
 	wiov   unix.Iovec
 	wErr   error
 	sendFn func(fd uintptr)
+	// unreadFDs counts the descriptors sent since the peer's queue was
+	// last seen empty (see roomForFDs).
+	unreadFDs int
 
 	// Receive state, owned by the holder of the read token.
 	rbuf     []byte
@@ -328,7 +398,7 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		sem:       make(chan struct{}, lim.MaxInFlight),
 		pending:   make(map[uint64]*pendingCall),
 		longCalls: make(map[string]bool),
-		serving:   make(map[uint64]context.CancelFunc),
+		serving:   make(map[uint64]*job),
 		wlock:     make(chan struct{}, 1),
 		work:      make(chan *job),
 		rbuf:      make([]byte, lim.MaxDatagram+1),
@@ -392,6 +462,25 @@ func (c *Conn) PeerCred() (*unix.Ucred, error) {
 		return nil, fmt.Errorf("ipc: SO_PEERCRED: %w", gerr)
 	}
 	return cred, nil
+}
+
+// Unread returns how much of what this side sent the peer has not read
+// yet, in bytes of kernel buffer (SIOCOUTQ: each datagram counts with its
+// overhead). Nonzero for long while the peer is alive means it stopped
+// reading its socket.
+func (c *Conn) Unread() (int, error) {
+	var n int
+	var ierr error
+	err := c.rc.Control(func(fd uintptr) {
+		n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
+	})
+	if err != nil {
+		return 0, c.deadErr()
+	}
+	if ierr != nil {
+		return 0, fmt.Errorf("ipc: SIOCOUTQ: %w", ierr)
+	}
+	return n, nil
 }
 
 // fail marks the Conn dead with err (first caller wins), closes the socket,
@@ -560,7 +649,7 @@ func (c *Conn) handleDatagram(data, oob []byte, flags int, inline bool) (*job, *
 		case wirepb.Kind_KIND_REPLY:
 			perr = c.handleReply(&c.renv, fds)
 		case wirepb.Kind_KIND_CANCEL:
-			c.handleCancel(c.renv.Id)
+			perr = c.handleCancel(c.renv.Id)
 		}
 	}
 	if perr != nil {
@@ -582,9 +671,13 @@ func payloadLimit(specLimit int, lim *Limits) int {
 func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int, inline bool) (*job, *ProtocolError) {
 	c.mu.Lock()
 	_, dup := c.serving[env.Id]
-	busy := len(c.serving)
+	limited := c.lim.MaxRequestRate > 0 && !c.takeRequestTokenLocked()
 	c.mu.Unlock()
-	e, req, perr := checkRequest(env, fds, c.mux, &c.lim, dup, busy)
+	if limited {
+		return nil, violation(ReasonRequestRate, "request %d (%s): more than %d requests/s (burst %d)",
+			env.Id, env.Method, c.lim.MaxRequestRate, c.lim.RequestBurst)
+	}
+	e, req, perr := checkRequest(env, fds, c.mux, &c.lim, dup, int(c.busy.Load()))
 	if perr != nil {
 		return nil, perr
 	}
@@ -603,9 +696,11 @@ func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int, inline bool) (*job
 		closeFDs(fds)
 		return nil, nil
 	}
-	c.serving[env.Id] = cancel
-	c.mu.Unlock()
 	j := &job{ctx: ctx, cancel: cancel, id: env.Id, e: e, req: req, fds: wrapFDs(fds)}
+	c.serving[env.Id] = j
+	c.busy.Add(1)
+	c.maxReqID = max(c.maxReqID, env.Id)
+	c.mu.Unlock()
 	if inline {
 		return j, nil
 	}
@@ -625,6 +720,28 @@ type job struct {
 	e      *muxEntry
 	req    proto.Message
 	fds    []*os.File
+	// cancelled: the peer cancelled it (once is all it may). Guarded by
+	// Conn.mu.
+	cancelled bool
+}
+
+// takeRequestTokenLocked takes one request from the MaxRequestRate token
+// bucket, reporting false if it is empty. Called with mu held, only when
+// MaxRequestRate is set: the clock is read for requests only.
+func (c *Conn) takeRequestTokenLocked() bool {
+	now := time.Now()
+	burst := float64(c.lim.RequestBurst)
+	if c.rateLast.IsZero() {
+		c.rateTokens = burst
+	} else {
+		c.rateTokens = min(burst, c.rateTokens+now.Sub(c.rateLast).Seconds()*float64(c.lim.MaxRequestRate))
+	}
+	c.rateLast = now
+	if c.rateTokens < 1 {
+		return false
+	}
+	c.rateTokens--
+	return true
 }
 
 // worker runs handlers: first j, then whatever the read loop hands it
@@ -689,28 +806,41 @@ func (c *Conn) serve(j *job) {
 	} else {
 		closeFiles(j.fds) // the handler that would have owned them never runs
 	}
-	// Leave the in-flight set before replying: once the peer has the reply
-	// it may reuse the slot, and we must not count this request then.
+	cancel()
+	// The request stays in flight (busy, and in serving) while its reply
+	// waits for room in the peer's queue: a peer that does not read holds
+	// at most MaxInFlight replies, each for at most SendTimeout. write
+	// stops counting it just before the reply enters the peer's queue,
+	// since the peer may reuse the slot as soon as it has the reply.
+	sent := c.reply(j, resp, out, herr)
+	closeFiles(out)
 	c.mu.Lock()
 	if c.serving != nil {
 		delete(c.serving, id)
+		if sent && !j.cancelled {
+			c.lateCancels = min(c.lateCancels+1, c.lim.MaxInFlight)
+		}
 	}
 	c.mu.Unlock()
-	cancel()
-	defer closeFiles(out)
+}
+
+// reply sends j's reply: resp and out, or herr's status. It reports
+// whether a reply was sent.
+func (c *Conn) reply(j *job, resp proto.Message, out []*os.File, herr error) bool {
+	e := j.e
 	if herr == nil {
-		m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: id, payload: resp,
+		m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: j.id, name: e.spec.Name, served: true, payload: resp,
 			maxPayload: payloadLimit(e.spec.MaxResponseBytes, &c.lim), fds: out, kinds: e.spec.ResponseFDs}
 		err := c.send(nil, &m)
 		if err == nil || !errors.Is(err, ErrSpec) {
-			return
+			return err == nil
 		}
 		c.log.Error("ipc: handler response violates its method spec", "method", e.spec.Name, "err", err)
 		herr = Errorf(CodeInternal, "response violates the method spec")
 	}
 	code, msg := statusOf(herr)
-	m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: id, code: code, msg: msg}
-	_ = c.send(nil, &m)
+	m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: j.id, name: e.spec.Name, served: true, code: code, msg: msg}
+	return c.send(nil, &m) == nil
 }
 
 // handleReply matches a reply with our pending call and validates it.
@@ -719,6 +849,9 @@ func (c *Conn) handleReply(env *wirepb.Envelope, fds []int) *ProtocolError {
 	p := c.pending[env.Id]
 	if p != nil {
 		delete(c.pending, env.Id)
+		if p.cancelled {
+			c.unqueueCancelLocked(env.Id)
+		}
 	}
 	c.mu.Unlock()
 	if p == nil {
@@ -767,14 +900,30 @@ func decodeReply(env *wirepb.Envelope, fds []int, spec *MethodSpec, respType pro
 }
 
 // handleCancel cancels the handler of the peer's request id. A cancel for
-// an id not being handled is ignored: the reply may have crossed it.
-func (c *Conn) handleCancel(id uint64) {
+// a request no longer in flight is legitimate only if it crossed our reply,
+// so each reply sent allows one (lateCancels); any other cancel is work
+// the peer gets for free, and a violation.
+func (c *Conn) handleCancel(id uint64) *ProtocolError {
 	c.mu.Lock()
-	cancel := c.serving[id]
-	c.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	j := c.serving[id]
+	var perr *ProtocolError
+	switch {
+	case j != nil && !j.cancelled:
+		j.cancelled = true
+	case j != nil:
+		perr = violation(ReasonUnexpectedCancel, "request %d (%s) cancelled twice", id, j.e.spec.Name)
+	case id == 0 || id > c.maxReqID:
+		perr = violation(ReasonUnexpectedCancel, "cancel of request %d, never sent (highest %d)", id, c.maxReqID)
+	case c.lateCancels > 0:
+		c.lateCancels--
+	default:
+		perr = violation(ReasonUnexpectedCancel, "cancel of request %d, already answered, and more cancels than replies they could have crossed", id)
 	}
+	c.mu.Unlock()
+	if j != nil && perr == nil {
+		j.cancel()
+	}
+	return perr
 }
 
 // ---- sending ----
@@ -783,6 +932,8 @@ type outMsg struct {
 	kind       wirepb.Kind
 	id         uint64
 	method     string
+	name       string // of the method a reply answers, for errors
+	served     bool   // a reply: counted in busy until it is in the peer's queue
 	timeout    time.Duration
 	code       Code
 	msg        string
@@ -860,7 +1011,7 @@ func (c *Conn) send(ctx context.Context, m *outMsg) error {
 		return fmt.Errorf("%w: %d fds, spec wants %d", ErrSpec, len(m.fds), len(m.kinds))
 	}
 	if len(m.fds) == 0 {
-		return c.write(ctx, nil)
+		return c.write(ctx, m, nil)
 	}
 	return withRawFDs(m.fds, make([]int, 0, len(m.fds)), func(raw []int) error {
 		for i, fd := range raw {
@@ -873,8 +1024,11 @@ func (c *Conn) send(ctx context.Context, m *outMsg) error {
 				return fmt.Errorf("%w: fd %d: %v", ErrSpec, i, perr)
 			}
 		}
+		if err := c.roomForFDs(ctx, m, len(raw)); err != nil {
+			return err
+		}
 		c.woob = putRights(c.woob[:0], raw)
-		return c.write(ctx, c.woob)
+		return c.write(ctx, m, c.woob)
 	})
 }
 
@@ -938,26 +1092,46 @@ func (c *Conn) doSend(fd uintptr) {
 // that a blocked sender notices its context ending or the Conn dying.
 const writeWaitSlice = 5 * time.Millisecond
 
-// write sends wbuf with oob in one sendmsg; the write lock is held. A
-// SEQPACKET datagram is sent whole or not at all, so abandoning a blocked
-// write never leaves half a message on the wire.
-func (c *Conn) write(ctx context.Context, oob []byte) error {
+// write sends wbuf with oob, m's encoding, in one sendmsg; the write lock
+// is held. A SEQPACKET datagram is sent whole or not at all, so abandoning
+// a blocked write never leaves half a message on the wire.
+//
+// A message that finds no room in the peer's queue for SendTimeout kills
+// the Conn (ReasonNotReading). A reply (m.served) stops counting against
+// MaxInFlight just before each sendmsg, and counts again if there was no
+// room: the peer cannot have the reply before sendmsg succeeds, so it
+// never sees its next request refused for a slot it got back, and at most
+// one reply (the write lock's holder's) is outside the count.
+func (c *Conn) write(ctx context.Context, m *outMsg, oob []byte) error {
 	c.woob = oob
 	defer func() { c.woob = nil }()
+	var waitStart time.Time
 	for {
+		if m.served {
+			c.busy.Add(-1)
+		}
 		if err := c.rc.Control(c.sendFn); err != nil {
 			return c.deadErr()
 		}
 		if c.wErr != unix.EAGAIN {
 			break
 		}
+		if m.served {
+			c.busy.Add(1)
+		}
 		// The peer's receive queue is full: wait for room, but no longer
-		// than ctx allows.
+		// than SendTimeout and ctx allow.
 		if c.dead() {
 			return c.deadErr()
 		}
+		if waitStart.IsZero() {
+			waitStart = time.Now()
+		} else if time.Since(waitStart) >= c.lim.SendTimeout {
+			c.fail(violation(ReasonNotReading, "%s not read within %v", m.describe(), c.lim.SendTimeout))
+			return c.deadErr()
+		}
 		if ctx != nil && ctx.Err() != nil {
-			return ctx.Err()
+			return fmt.Errorf("%w (its queue stayed full for %v): %w", ErrPeerNotReading, time.Since(waitStart).Round(time.Millisecond), ctx.Err())
 		}
 		if err := c.waitWritable(); err != nil {
 			if c.dead() {
@@ -973,6 +1147,58 @@ func (c *Conn) write(ctx context.Context, oob []byte) error {
 		return fmt.Errorf("ipc: sendmsg: %w", c.wErr)
 	}
 	return nil
+}
+
+// roomForFDs waits, holding the write lock, until n more descriptors keep
+// at most MaxUnreadFDs of ours unread in the peer's queue. It counts what
+// it sends since the queue was last seen empty (SIOCOUTQ 0), and asks the
+// kernel only when the count would pass the limit: a peer that reads
+// promptly costs an ioctl every few messages with descriptors. It gives up
+// like write: at ctx's end, or killing the Conn after SendTimeout.
+func (c *Conn) roomForFDs(ctx context.Context, m *outMsg, n int) error {
+	if c.unreadFDs+n <= c.lim.MaxUnreadFDs {
+		c.unreadFDs += n
+		return nil
+	}
+	var waitStart time.Time
+	for delay := 20 * time.Microsecond; ; delay = min(2*delay, writeWaitSlice) {
+		q, err := c.Unread()
+		if err != nil {
+			if c.dead() {
+				return c.deadErr()
+			}
+			return err
+		}
+		if q == 0 {
+			c.unreadFDs = n
+			return nil
+		}
+		if c.dead() {
+			return c.deadErr()
+		}
+		if waitStart.IsZero() {
+			waitStart = time.Now()
+		} else if time.Since(waitStart) >= c.lim.SendTimeout {
+			c.fail(violation(ReasonNotReading, "%s not read within %v: %d descriptors already unread", m.describe(), c.lim.SendTimeout, c.unreadFDs))
+			return c.deadErr()
+		}
+		if ctx != nil && ctx.Err() != nil {
+			return fmt.Errorf("%w (%d descriptors unread for %v): %w", ErrPeerNotReading, c.unreadFDs, time.Since(waitStart).Round(time.Millisecond), ctx.Err())
+		}
+		time.Sleep(delay)
+	}
+}
+
+// describe names m for errors.
+func (m *outMsg) describe() string {
+	switch m.kind {
+	case wirepb.Kind_KIND_REQUEST:
+		return fmt.Sprintf("request %d (%s)", m.id, m.method)
+	case wirepb.Kind_KIND_REPLY:
+		return fmt.Sprintf("reply to %s (request %d)", m.name, m.id)
+	default:
+		return fmt.Sprintf("cancel of request %d", m.id)
+	}
 }
 
 // waitWritable waits up to writeWaitSlice for the socket to take a
@@ -1146,6 +1372,7 @@ func (c *Conn) finish(ctx context.Context, sc startedCall) (proto.Message, []*os
 	waiting := c.pending != nil && c.pending[id] == p
 	if waiting {
 		p.cancelled = true
+		c.queueCancelLocked(id)
 	}
 	c.mu.Unlock()
 	if !waiting {
@@ -1157,7 +1384,6 @@ func (c *Conn) finish(ctx context.Context, sc startedCall) (proto.Message, []*os
 		}
 		return r.resp, r.fds, nil
 	}
-	c.sendCancel(id)
 	return nil, nil, fmt.Errorf("ipc: %s: %w", sc.name, ctx.Err())
 }
 
@@ -1168,20 +1394,52 @@ func (c *Conn) putPending(p *pendingCall) {
 	c.pcPool.Put(p)
 }
 
-// sendCancel tells the peer we no longer wait for request id. The call's
-// slot stays taken until the peer's (now ignored) reply arrives. The send
-// happens in the background (tracked, so Close waits for it) so that the
-// caller returns promptly even if the peer is not reading.
-func (c *Conn) sendCancel(id uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+// queueCancelLocked has the peer told that we no longer wait for request
+// id. The call's slot stays taken until the peer's (now ignored) reply
+// arrives. One goroutine (tracked, so Close waits for it) sends the queued
+// cancels, so that the caller returns promptly even if the peer is not
+// reading, and a peer that does not read costs one goroutine, not one per
+// cancel. Called with mu held.
+func (c *Conn) queueCancelLocked(id uint64) {
 	if c.err != nil {
 		return
 	}
+	c.cancelQ = append(c.cancelQ, id)
+	if c.cancelling {
+		return
+	}
+	c.cancelling = true
 	c.bg.Add(1) // under mu with the Conn alive: never concurrent with Close's Wait
-	go func() {
-		defer c.bg.Done()
+	go c.sendCancels()
+}
+
+// unqueueCancelLocked drops the cancel of request id if it is not sent
+// yet: its reply arrived, so there is nothing left to cancel. Called with
+// mu held.
+func (c *Conn) unqueueCancelLocked(id uint64) {
+	for i, q := range c.cancelQ {
+		if q == id {
+			c.cancelQ = append(c.cancelQ[:i], c.cancelQ[i+1:]...)
+			return
+		}
+	}
+}
+
+// sendCancels sends the queued cancels in order until none is left or the
+// Conn dies. Each waits at most SendTimeout for room, like any message.
+func (c *Conn) sendCancels() {
+	defer c.bg.Done()
+	for {
+		c.mu.Lock()
+		if c.err != nil || len(c.cancelQ) == 0 {
+			c.cancelling = false
+			c.mu.Unlock()
+			return
+		}
+		id := c.cancelQ[0]
+		c.cancelQ = append(c.cancelQ[:0], c.cancelQ[1:]...)
+		c.mu.Unlock()
 		m := outMsg{kind: wirepb.Kind_KIND_CANCEL, id: id}
 		_ = c.send(nil, &m)
-	}()
+	}
 }

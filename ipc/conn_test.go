@@ -345,18 +345,6 @@ func TestViolationFailsPendingCalls(t *testing.T) {
 	requireReason(t, err, ReasonMalformed)
 }
 
-func TestCancelForUnknownIDIsIgnored(t *testing.T) {
-	c, r := newVictim(t, DefaultLimits(), testMux(), nil)
-	defer r.f.Close()
-	defer c.Close()
-	r.send(envBytes(&wirepb.Envelope{Kind: wirepb.Kind_KIND_CANCEL, Id: 99}))
-	r.send(request(1, "echo", payloadOf(&testMsg{Value: []byte("hi")}), 0))
-	env := r.recvEnvelope()
-	require.Equal(t, wirepb.Kind_KIND_REPLY, env.Kind)
-	require.Equal(t, uint64(1), env.Id)
-	require.NoError(t, c.Err())
-}
-
 func TestPeerClose(t *testing.T) {
 	c, r := newVictim(t, DefaultLimits(), nil, nil)
 	errc := make(chan error, 1)

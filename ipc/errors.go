@@ -23,6 +23,10 @@ var (
 	// count or kind, payload too large). It is a local programming error, not
 	// a protocol violation, and the Conn stays usable.
 	ErrSpec = errors.New("ipc: message does not match the method spec")
+	// ErrPeerNotReading is wrapped, with the context's error, by a Call
+	// whose context ended while its request waited for room in the peer's
+	// receive queue: the peer had not read what was already there.
+	ErrPeerNotReading = errors.New("ipc: the peer is not reading its socket")
 )
 
 // Reason names one kind of protocol violation.
@@ -30,18 +34,33 @@ type Reason string
 
 // The protocol violations. Each one is fatal to the Conn.
 const (
-	ReasonTruncated       Reason = "truncated datagram"           // MSG_TRUNC, or larger than Limits.MaxDatagram
-	ReasonCtrlTruncated   Reason = "truncated control data"       // MSG_CTRUNC: more fds than the control buffer holds
-	ReasonFDCount         Reason = "fd count mismatch"            // fds attached != envelope's fd_count, != the method's spec, or > MaxFDs
-	ReasonUnknownMethod   Reason = "unknown method"               // no such method in the Mux, or no Mux at all
-	ReasonPayloadTooLarge Reason = "payload too large"            // over MaxRequestBytes / MaxResponseBytes
-	ReasonMalformed       Reason = "malformed message"            // undecodable envelope or payload, or invalid envelope fields
-	ReasonDuplicateID     Reason = "duplicate request id"         // a request id that is already in flight
-	ReasonUnknownReply    Reason = "reply to an id not in flight" // a reply nobody is waiting for
-	ReasonFDKind          Reason = "fd of the wrong kind"         // an fd that is not of the kind the spec requires
-	ReasonTooManyInFlight Reason = "too many requests in flight"  // more than Limits.MaxInFlight concurrent requests
-	ReasonBadControl      Reason = "unexpected control message"   // anything but SOL_SOCKET/SCM_RIGHTS, or malformed control data
+	ReasonTruncated        Reason = "truncated datagram"           // MSG_TRUNC, or larger than Limits.MaxDatagram
+	ReasonCtrlTruncated    Reason = "truncated control data"       // MSG_CTRUNC: more fds than the control buffer holds
+	ReasonFDCount          Reason = "fd count mismatch"            // fds attached != envelope's fd_count, != the method's spec, or > MaxFDs
+	ReasonUnknownMethod    Reason = "unknown method"               // no such method in the Mux, or no Mux at all
+	ReasonPayloadTooLarge  Reason = "payload too large"            // over MaxRequestBytes / MaxResponseBytes
+	ReasonMalformed        Reason = "malformed message"            // undecodable envelope or payload, or invalid envelope fields
+	ReasonDuplicateID      Reason = "duplicate request id"         // a request id that is already in flight
+	ReasonUnknownReply     Reason = "reply to an id not in flight" // a reply nobody is waiting for
+	ReasonFDKind           Reason = "fd of the wrong kind"         // an fd that is not of the kind the spec requires
+	ReasonTooManyInFlight  Reason = "too many requests in flight"  // more than Limits.MaxInFlight concurrent requests
+	ReasonBadControl       Reason = "unexpected control message"   // anything but SOL_SOCKET/SCM_RIGHTS, or malformed control data
+	ReasonNotReading       Reason = "peer stopped reading"         // a message found no room in the peer's receive queue within Limits.SendTimeout
+	ReasonUnexpectedCancel Reason = "unexpected cancel"            // a cancel matching no request in flight and no reply it could have crossed
+	ReasonRequestRate      Reason = "request rate exceeded"        // more requests than Limits.MaxRequestRate and RequestBurst allow
 )
+
+// Bound reports whether r is the peer exceeding one of the bounds on what
+// it may make this side hold or spend (Limits.MaxInFlight, SendTimeout,
+// MaxRequestRate, one cancel per request), rather than sending something
+// malformed.
+func (r Reason) Bound() bool {
+	switch r {
+	case ReasonTooManyInFlight, ReasonNotReading, ReasonUnexpectedCancel, ReasonRequestRate:
+		return true
+	}
+	return false
+}
 
 // ProtocolError reports a protocol violation by the peer.
 type ProtocolError struct {

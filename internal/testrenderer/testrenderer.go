@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"strconv"
@@ -18,12 +19,14 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
+	"github.com/sandkit/sandkit/ipc/wirepb"
 	"github.com/sandkit/sandkit/renderer"
 )
 
@@ -296,6 +299,28 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 	case "hang":
 		time.Sleep(time.Hour)
 		return "woke"
+	case "flood-open", "flood-open-read":
+		// "flood-open:N:name": N requests to open name, never reading
+		// a reply; "flood-open-read:N:name" reads each reply before the
+		// next request. Either way the renderer's own reader is stopped
+		// first.
+		count, res, _ := strings.Cut(arg, ":")
+		n, _ := strconv.Atoi(count)
+		return floodOpen(s, n, res, name == "flood-open-read")
+	case "stop-reading":
+		// Answers, then stops the renderer's own reader for good.
+		// The duplicate stays open: it keeps the socket from closing
+		// when its number is given to the pipe.
+		sock, _, err := ipcSocket()
+		if err != nil {
+			return result(err)
+		}
+		go stopReading(sock)
+		return "ok"
+	case "flood-cancel":
+		// "flood-cancel:N": N cancels of random ids.
+		n, _ := strconv.Atoi(arg)
+		return floodCancel(n)
 	case "crash":
 		var p *int
 		runtime.KeepAlive(p)
@@ -335,4 +360,118 @@ func openFDs() string {
 		out = append(out, fmt.Sprintf("%d=%s", fd, kind))
 	}
 	return strings.Join(out, " ")
+}
+
+// ipcSocket returns a duplicate of the renderer's socket to the broker:
+// the one socket it holds, at whatever number its ipc.Conn keeps it.
+func ipcSocket() (sock, dup int, err error) {
+	for fd := 0; fd < 1024; fd++ {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			dup, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+			return fd, dup, err
+		}
+	}
+	return -1, -1, errors.New("no socket")
+}
+
+// stopReading stops the renderer's own ipc reader without closing the
+// socket or hanging it up: after a quiet spell the reader waits in poll(2)
+// for the socket, and the socket's number is made to hold a pipe that
+// never has data instead (dup3), so the reader's next wait never ends.
+// The socket itself lives on in dup, for the attacker's raw datagrams.
+func stopReading(sock int) error {
+	time.Sleep(50 * time.Millisecond)
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	// The write end stays open, and never written, for the process's life.
+	return unix.Dup3(p[0], sock, unix.O_CLOEXEC)
+}
+
+// floodOpen sends n Open requests for name of the renderer's own origin
+// straight on the socket, with ids its ipc.Conn never uses, as fast as the
+// broker takes them. With read, it receives each reply (closing any
+// descriptor) before sending the next request; without, it leaves the
+// broker a moment to handle each request before the next.
+func floodOpen(s *renderer.Session, n int, name string, read bool) string {
+	sock, fd, err := ipcSocket()
+	if err != nil {
+		return result(err)
+	}
+	if err := stopReading(sock); err != nil {
+		return result(err)
+	}
+	origin, doc := s.Origin()
+	payload, err := proto.Marshal(&controlpb.OpenRequest{Origin: origin, Document: doc, Name: name})
+	if err != nil {
+		return result(err)
+	}
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(4*8))
+	for i := range n {
+		env, err := proto.Marshal(&wirepb.Envelope{Kind: wirepb.Kind_KIND_REQUEST, Id: 1<<32 + uint64(i),
+			Method: control.Open.Spec().Name, Payload: payload})
+		if err != nil {
+			return result(err)
+		}
+		if err := unix.Sendmsg(fd, env, nil, nil, 0); err != nil {
+			return fmt.Sprintf("request %d: %v", i, result(err))
+		}
+		if !read {
+			// Paced, so that the broker is done with each request
+			// but its reply: only unread replies pile up.
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		if err := recvReply(fd, buf, oob); err != nil {
+			return fmt.Sprintf("reply %d: %v", i, result(err))
+		}
+	}
+	return fmt.Sprintf("sent %d", n)
+}
+
+// recvReply receives one datagram on fd and closes the descriptors it
+// carried.
+func recvReply(fd int, buf, oob []byte) error {
+	// The socket has a receive timeout (ipc.NewConn set it).
+	_, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	for err == unix.EAGAIN || err == unix.EINTR {
+		_, oobn, _, _, err = unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	}
+	if err != nil {
+		return err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		fds, _ := unix.ParseUnixRights(&m)
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	return nil
+}
+
+// floodCancel sends n cancels of random request ids straight on the
+// socket. The renderer's own reader need not stop: cancels have no reply.
+func floodCancel(n int) string {
+	_, fd, err := ipcSocket()
+	if err != nil {
+		return result(err)
+	}
+	defer unix.Close(fd)
+	for i := range n {
+		env, err := proto.Marshal(&wirepb.Envelope{Kind: wirepb.Kind_KIND_CANCEL, Id: rand.Uint64() | 1})
+		if err != nil {
+			return result(err)
+		}
+		if err := unix.Sendmsg(fd, env, nil, nil, 0); err != nil {
+			return fmt.Sprintf("cancel %d: %v", i, result(err))
+		}
+	}
+	return fmt.Sprintf("sent %d", n)
 }
