@@ -510,7 +510,12 @@ func (b *Broker) Close() error {
 // Call sends one request to r and waits for the reply, within the
 // broker's CallTimeout. When the renderer dies before it answers — killed
 // by the monitor, a limit, a timeout — the error is the *ExitError that
-// says why. A renderer that breaks the protocol is killed.
+// says why. A renderer that breaks the protocol is killed. A request the
+// caller got wrong — descriptors that do not match the method's spec, a
+// payload too large or that does not marshal (a proto3 string that is not
+// valid UTF-8, such as a file name taken from an origin) — is never sent:
+// the error wraps ipc.ErrSpec (and proto.Error for a marshal failure) and
+// comes back at once, and the renderer lives on.
 func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
 	var zero Resp
 	if err := r.begin(); err != nil {
@@ -531,6 +536,8 @@ func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Meth
 	switch {
 	case errors.As(err, &status):
 		return zero, nil, err
+	case errors.Is(err, ipc.ErrSpec):
+		return zero, nil, err // the caller's own mistake: nothing was sent
 	case ctx.Err() != nil:
 		return zero, nil, err // the caller gave up; the renderer lives on
 	case callCtx.Err() != nil:
