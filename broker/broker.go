@@ -271,6 +271,15 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			r.kill(ExitShutdown, "")
 			return nil, ErrClosed
 		}
+		if _, alive := b.live[r]; !alive {
+			// It died since it left the pool or was spawned, and forget
+			// has run: published now, it would never be removed.
+			b.mu.Unlock()
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("broker: acquire: %w", err)
+			}
+			continue
+		}
 		if other := b.bound[k]; other != nil {
 			// Lost a race: return the fresh renderer to the pool if it
 			// has room, else end it.
@@ -283,9 +292,9 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			}
 			continue
 		}
-		b.bound[k] = r
+		b.bindLocked(k, r)
 		b.mu.Unlock()
-		if err := r.bind(ctx, k); err != nil {
+		if err := r.bind(ctx); err != nil {
 			if errors.Is(err, ErrRendererGone) && ctx.Err() == nil && fromPool {
 				continue // a warm renderer died in the pool: take another
 			}
@@ -391,11 +400,26 @@ func (b *Broker) publish(e Event) {
 	}
 }
 
+// bindLocked publishes live renderer r under k; b.mu is held. Its key is
+// set in the same critical section, under both locks, so that forget
+// (which runs under b.mu when r dies) either runs before, and then r is no
+// longer live and is not published, or after, and then finds r under its
+// key and removes it. A dead renderer never stays in bound.
+func (b *Broker) bindLocked(k key, r *Renderer) {
+	r.mu.Lock()
+	r.key = &k
+	r.lastUsed = time.Now()
+	r.mu.Unlock()
+	b.bound[k] = r
+}
+
 // forget removes r from every table once it has exited.
 func (b *Broker) forget(r *Renderer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.live, r)
+	// r.key is only written under b.mu (bindLocked), so reading it here
+	// needs no r.mu.
 	if r.key != nil && b.bound[*r.key] == r {
 		delete(b.bound, *r.key)
 	}
@@ -440,7 +464,11 @@ func (b *Broker) fillPool(ctx context.Context) error {
 				r.kill(ExitShutdown, "")
 				return ErrClosed
 			}
-			b.pool = append(b.pool, r)
+			// One that died since it was ready has been forgotten
+			// already: pooled, it would hold a slot until popped.
+			if _, alive := b.live[r]; alive {
+				b.pool = append(b.pool, r)
+			}
 		}
 		b.mu.Unlock()
 		if err != nil {

@@ -2,6 +2,9 @@ package broker_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,4 +68,74 @@ func TestCallerMistakeLeavesRendererAlive(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Warm renderers that die of their Lifetime while Acquire takes them from
+// the pool and binds them must never stay published under their origin:
+// every Acquire returns a renderer (perhaps one that dies under the next
+// call) or the typed error of one that died binding, promptly. Before, a
+// renderer that died between publication and bind stayed in the table and
+// every later Acquire for its origin spun until its context ended.
+func TestAcquireNeverKeepsADeadRenderer(t *testing.T) {
+	p := strict()
+	p.Limits.Lifetime = 500 * time.Millisecond
+	// Hundreds of renderers: no logger, their logs would drown the test's.
+	cfg := broker.Config{Policy: p, WarmPool: 3, MaxRenderers: 8}
+	var b *broker.Broker
+	for range 5 {
+		// On a loaded machine (the race detector, parallel tests) a
+		// spawn can outlast the Lifetime, and New fails with that
+		// renderer's end: not what this test is about, so try again.
+		var err error
+		if b, err = broker.New(context.Background(), cfg); err == nil {
+			break
+		}
+		var ee *broker.ExitError
+		require.ErrorAs(t, err, &ee)
+		require.Equal(t, broker.ExitTimeout, ee.Reason, "%v", err)
+	}
+	require.NotNil(t, b, "no warm pool within the renderers' Lifetime in 5 tries")
+	t.Cleanup(func() { b.Close() })
+	const workers = 6
+	stop := time.Now().Add(4 * time.Second)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		failures []string
+		served   int
+		slowest  time.Duration
+	)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				origin := fmt.Sprintf("https://%d.example", (w+i)%3)
+				// Generous: a renderer lives 500 ms, so an Acquire that is
+				// still waiting after 15 s waits for one that is gone.
+				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				start := time.Now()
+				r, err := b.Acquire(ctx, origin, "")
+				took := time.Since(start)
+				if err == nil {
+					_, _, err = broker.Call(ctx, r, testrenderer.Ping, wrapperspb.Bytes([]byte("x")))
+				}
+				cancel()
+				mu.Lock()
+				slowest = max(slowest, took)
+				switch {
+				case err == nil:
+					served++
+				case errors.Is(err, broker.ErrRendererGone):
+				default:
+					failures = append(failures, fmt.Sprintf("%s: %v", origin, err))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Empty(t, failures, "Acquire or Call failed with an error that is not a renderer's end")
+	assert.Positive(t, served)
+	t.Logf("%d calls served; slowest Acquire %v", served, slowest)
 }
