@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/sandkit/sandkit/broker"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/policy"
 )
 
 // A request the caller got wrong is never sent: the error says so at once
@@ -138,4 +142,42 @@ func TestAcquireNeverKeepsADeadRenderer(t *testing.T) {
 	require.Empty(t, failures, "Acquire or Call failed with an error that is not a renderer's end")
 	assert.Positive(t, served)
 	t.Logf("%d calls served; slowest Acquire %v", served, slowest)
+}
+
+// userNSChildEnv makes TestUserNSRefusedInSandbox, run again inside
+// bubblewrap, report what broker.New said.
+const userNSChildEnv = "SANDKIT_USERNS_PROBE_CHILD"
+
+// The broker asks the kernel for a user namespace rather than reading
+// sysctls: inside a sandbox that forbids nested user namespaces (bubblewrap
+// --disable-userns, where every sysctl looks permissive) it refuses to
+// start, naming the layer, the limit and the fix. Before, it read the
+// sysctls, found nothing wrong and started. The same probe lets a broker
+// that an AppArmor profile allows start although
+// kernel.apparmor_restrict_unprivileged_userns=1.
+func TestUserNSRefusedInSandbox(t *testing.T) {
+	if os.Getenv(userNSChildEnv) != "" {
+		_, err := broker.New(context.Background(), broker.Config{Policy: strict()})
+		var ue *policy.UnavailableError
+		if errors.As(err, &ue) {
+			fmt.Printf("userns-probe layer=%s\n", ue.Layer)
+		}
+		fmt.Printf("userns-probe err=%v\n", err)
+		return
+	}
+	bwrap, err := exec.LookPath("bwrap")
+	if err != nil {
+		t.Skip("bubblewrap is not installed")
+	}
+	exe, err := os.Executable()
+	require.NoError(t, err)
+	cmd := exec.Command(bwrap, "--unshare-user", "--disable-userns", "--bind", "/", "/", "--",
+		exe, "-test.run=^TestUserNSRefusedInSandbox$", "-test.count=1")
+	cmd.Env = append(os.Environ(), userNSChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Contains(t, string(out), "userns-probe layer="+string(policy.LayerUserNS)+"\n")
+	for _, want := range []string{"isolation layer user-namespace unavailable", "user.max_user_namespaces", "run the broker outside it", "no space left on device"} {
+		assert.Contains(t, strings.ToLower(string(out)), strings.ToLower(want))
+	}
 }
