@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
@@ -180,4 +182,35 @@ func TestUserNSRefusedInSandbox(t *testing.T) {
 	for _, want := range []string{"isolation layer user-namespace unavailable", "user.max_user_namespaces", "run the broker outside it", "no space left on device"} {
 		assert.Contains(t, strings.ToLower(string(out)), strings.ToLower(want))
 	}
+}
+
+// goLandlockNewestABI is the newest Landlock ABI go-landlock v0.11.2 knows
+// (landlock.V11): a newer kernel is held to it.
+const goLandlockNewestABI = 11
+
+// Each Landlock layer reports the ABI the renderer applied, the kernel's
+// up to go-landlock's newest, and what it handles; before, the detail was
+// the kernel's ABI whatever was applied (ABI 7 at most).
+func TestLandlockReportsAppliedABI(t *testing.T) {
+	kernel, err := llsys.LandlockGetABIVersion()
+	require.NoError(t, err)
+	applied := min(kernel, goLandlockNewestABI)
+	prefix := fmt.Sprintf("ABI %d: ", applied)
+	if applied != kernel {
+		prefix = fmt.Sprintf("ABI %d (the kernel has %d): ", applied, kernel)
+	}
+	udp := "{bind_tcp,connect_tcp}; no UDP before ABI 10"
+	if applied >= 10 {
+		udp = "{bind_tcp,connect_tcp,bind_udp,connect_send_udp}"
+	}
+	b := newBroker(t, strict())
+	r, err := b.Acquire(context.Background(), "https://a.example", "")
+	require.NoError(t, err)
+	details := map[policy.Layer]string{}
+	for _, l := range r.Layers() {
+		details[l.Layer] = l.Detail
+	}
+	assert.Regexp(t, "^"+regexp.QuoteMeta(prefix)+`\d+ filesystem rights$`, details[policy.LayerLandlockFS])
+	assert.Equal(t, prefix+udp, details[policy.LayerLandlockNet])
+	assert.Equal(t, prefix+"{abstract_unix_socket,signal}", details[policy.LayerLandlockScope])
 }
