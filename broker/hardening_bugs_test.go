@@ -15,6 +15,7 @@ import (
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -213,4 +214,51 @@ func TestLandlockReportsAppliedABI(t *testing.T) {
 	assert.Regexp(t, "^"+regexp.QuoteMeta(prefix)+`\d+ filesystem rights$`, details[policy.LayerLandlockFS])
 	assert.Equal(t, prefix+udp, details[policy.LayerLandlockNet])
 	assert.Equal(t, prefix+"{abstract_unix_socket,signal}", details[policy.LayerLandlockScope])
+}
+
+// clone is allowed with exactly the flags that start a thread, the Go
+// runtime's or glibc's pthread_create's, and nothing else: a task that
+// looks like a thread (CLONE_THREAD set) but has a descriptor table or
+// filesystem context of its own, or any further flag, is a violation the
+// monitor reports as "clone". Threads still start: with the runtime's
+// flags, through pthread_create (cgo, C libraries), and by the hundred
+// until the thread limit. Before, every clone with CLONE_THREAD passed.
+func TestCloneOnlyStartsThreads(t *testing.T) {
+	const goThread = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND | unix.CLONE_SYSVSEM | unix.CLONE_THREAD
+	task := func(flags uint64) string { return fmt.Sprintf("clone-task:%#x", flags) }
+	tests := []struct {
+		name     string
+		action   string
+		want     string            // the renderer survives and answers this
+		wantExit broker.ExitReason // or it ends for this reason
+	}{
+		{name: "the Go runtime's thread", action: task(goThread), want: "ok"},
+		{name: "pthread_create", action: "pthread", want: "ok"},
+		{name: "threads until the limit", action: "threads", wantExit: broker.ExitThreadLimit},
+		{name: "own descriptor table", action: task(goThread &^ unix.CLONE_FILES), wantExit: broker.ExitViolation},
+		{name: "own filesystem context", action: task(goThread &^ unix.CLONE_FS), wantExit: broker.ExitViolation},
+		{name: "own mount namespace", action: task(goThread&^unix.CLONE_FS | unix.CLONE_NEWNS), wantExit: broker.ExitViolation},
+		{name: "parent's sibling", action: task(goThread | unix.CLONE_PARENT), wantExit: broker.ExitViolation},
+		{name: "untraced", action: task(goThread | unix.CLONE_UNTRACED), wantExit: broker.ExitViolation},
+	}
+	b := newBroker(t, strict())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := b.Acquire(context.Background(), "origin-"+tt.name, "")
+			require.NoError(t, err)
+			got, err := attempt(t, r, tt.action)
+			if tt.wantExit == "" {
+				require.NoError(t, err)
+				assert.Equal(t, tt.want, got)
+				return
+			}
+			var ee *broker.ExitError
+			require.ErrorAs(t, err, &ee, "renderer answered %q", got)
+			assert.Equal(t, tt.wantExit, ee.Reason, "%v", ee)
+			if tt.wantExit == broker.ExitViolation {
+				assert.Equal(t, "clone", ee.Syscall)
+				assert.Equal(t, r.PID(), ee.PID)
+			}
+		})
+	}
 }
