@@ -290,6 +290,15 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			r.kill(ExitShutdown, "")
 			return nil, ErrClosed
 		}
+		if _, alive := b.live[r]; !alive {
+			// It died since it left the pool or was spawned, and forget
+			// has run: published now, it would never be removed.
+			b.mu.Unlock()
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("broker: acquire: %w", err)
+			}
+			continue
+		}
 		if other := b.bound[k]; other != nil {
 			// Lost a race: return the fresh renderer to the pool if it
 			// has room, else end it.
@@ -302,9 +311,9 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			}
 			continue
 		}
-		b.bound[k] = r
+		b.bindLocked(k, r)
 		b.mu.Unlock()
-		if err := r.bind(ctx, k); err != nil {
+		if err := r.bind(ctx); err != nil {
 			if errors.Is(err, ErrRendererGone) && ctx.Err() == nil && fromPool {
 				continue // a warm renderer died in the pool: take another
 			}
@@ -410,11 +419,26 @@ func (b *Broker) publish(e Event) {
 	}
 }
 
+// bindLocked publishes live renderer r under k; b.mu is held. Its key is
+// set in the same critical section, under both locks, so that forget
+// (which runs under b.mu when r dies) either runs before, and then r is no
+// longer live and is not published, or after, and then finds r under its
+// key and removes it. A dead renderer never stays in bound.
+func (b *Broker) bindLocked(k key, r *Renderer) {
+	r.mu.Lock()
+	r.key = &k
+	r.lastUsed = time.Now()
+	r.mu.Unlock()
+	b.bound[k] = r
+}
+
 // forget removes r from every table once it has exited.
 func (b *Broker) forget(r *Renderer) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.live, r)
+	// r.key is only written under b.mu (bindLocked), so reading it here
+	// needs no r.mu.
 	if r.key != nil && b.bound[*r.key] == r {
 		delete(b.bound, *r.key)
 	}
@@ -459,7 +483,11 @@ func (b *Broker) fillPool(ctx context.Context) error {
 				r.kill(ExitShutdown, "")
 				return ErrClosed
 			}
-			b.pool = append(b.pool, r)
+			// One that died since it was ready has been forgotten
+			// already: pooled, it would hold a slot until popped.
+			if _, alive := b.live[r]; alive {
+				b.pool = append(b.pool, r)
+			}
 		}
 		b.mu.Unlock()
 		if err != nil {
@@ -535,7 +563,12 @@ func (b *Broker) Close() error {
 // Call sends one request to r and waits for the reply, within the
 // broker's CallTimeout. When the renderer dies before it answers — killed
 // by the monitor, a limit, a timeout — the error is the *ExitError that
-// says why. A renderer that breaks the protocol is killed.
+// says why. A renderer that breaks the protocol is killed. A request the
+// caller got wrong — descriptors that do not match the method's spec, a
+// payload too large or that does not marshal (a proto3 string that is not
+// valid UTF-8, such as a file name taken from an origin) — is never sent:
+// the error wraps ipc.ErrSpec (and proto.Error for a marshal failure) and
+// comes back at once, and the renderer lives on.
 func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
 	var zero Resp
 	if err := r.begin(); err != nil {
@@ -556,6 +589,8 @@ func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Meth
 	switch {
 	case errors.As(err, &status):
 		return zero, nil, err
+	case errors.Is(err, ipc.ErrSpec):
+		return zero, nil, err // the caller's own mistake: nothing was sent
 	case ctx.Err() != nil:
 		return zero, nil, err // the caller gave up; the renderer lives on
 	case callCtx.Err() != nil && (errors.Is(err, ipc.ErrPeerNotReading) || r.notReading()):

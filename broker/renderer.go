@@ -233,11 +233,10 @@ func (r *Renderer) idleSince() (time.Time, bool) {
 // checked in the background: a renderer that refuses the binding, or does
 // not answer within ReadyTimeout, is killed, and calls to it fail with
 // its *ExitError like any other renderer's death.
-func (r *Renderer) bind(ctx context.Context, k key) error {
-	r.mu.Lock()
-	r.key = &k
-	r.lastUsed = time.Now()
-	r.mu.Unlock()
+//
+// Acquire has published r under its key (bindLocked) before it calls bind.
+func (r *Renderer) bind(ctx context.Context) error {
+	k := *r.key // written before bind, under b.mu, and never again
 	sendCtx, cancelSend := context.WithTimeout(ctx, r.b.cfg.ReadyTimeout)
 	started, err := ipc.Start(sendCtx, r.conn, control.Bind, &controlpb.BindRequest{Origin: k.origin, Document: k.document})
 	cancelSend()

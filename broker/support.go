@@ -3,8 +3,6 @@ package broker
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	seccomp "github.com/seccomp/libseccomp-golang"
@@ -16,7 +14,9 @@ import (
 // checkSupport fails early, with the layer named, when the kernel lacks
 // something p requires and p does not allow running without it. The
 // renderer checks again as it applies each layer (and fails the same way);
-// this is the cheap, clear first answer.
+// this is the cheap, clear first answer. For the user namespace, which
+// distributions and containers restrict in ways no setting fully tells,
+// it asks the kernel: it creates one (see probeUserNamespace).
 func checkSupport(p *policy.Policy) error {
 	var errs []error
 	need := func(layer policy.Layer, err error) {
@@ -25,7 +25,7 @@ func checkSupport(p *policy.Policy) error {
 		}
 	}
 	if p.Namespaces.User {
-		need(policy.LayerUserNS, userNamespacesAvailable())
+		need(policy.LayerUserNS, probeUserNamespace(p.Namespaces.Mount))
 	}
 	abi, abiErr := llsys.LandlockGetABIVersion()
 	landlockAt := func(layer policy.Layer) error {
@@ -58,29 +58,4 @@ func checkSupport(p *policy.Policy) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// userNamespacesAvailable reads the knobs distributions use to turn
-// unprivileged user namespaces off. Root is not affected by them.
-func userNamespacesAvailable() error {
-	read := func(path string) string {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return ""
-		}
-		return strings.TrimSpace(string(b))
-	}
-	if read("/proc/sys/user/max_user_namespaces") == "0" {
-		return errors.New("user.max_user_namespaces is 0")
-	}
-	if os.Geteuid() == 0 {
-		return nil
-	}
-	if read("/proc/sys/kernel/unprivileged_userns_clone") == "0" {
-		return errors.New("kernel.unprivileged_userns_clone is 0 (run: sudo sysctl kernel.unprivileged_userns_clone=1)")
-	}
-	if read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1" {
-		return errors.New("AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1); allow them for the broker binary with an AppArmor profile, or set the sysctl to 0")
-	}
-	return nil
 }

@@ -988,7 +988,10 @@ func (c *Conn) send(ctx context.Context, m *outMsg) error {
 		var err error
 		c.pbuf, err = proto.MarshalOptions{}.MarshalAppend(c.pbuf[:0], m.payload)
 		if err != nil {
-			return fmt.Errorf("ipc: marshal %v: %w", m.payload.ProtoReflect().Descriptor().FullName(), err)
+			// The caller's own message cannot be encoded (a proto3
+			// string that is not UTF-8, say): a local error, like a
+			// spec violation, and nothing was sent.
+			return fmt.Errorf("%w: marshal %v: %w", ErrSpec, m.payload.ProtoReflect().Descriptor().FullName(), err)
 		}
 		if len(c.pbuf) > m.maxPayload {
 			return fmt.Errorf("%w: payload of %d bytes, limit %d", ErrSpec, len(c.pbuf), m.maxPayload)

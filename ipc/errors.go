@@ -20,8 +20,10 @@ var (
 	ErrPeerClosed = errors.New("ipc: peer closed the connection")
 	// ErrSpec is returned by Call, before anything is sent, when the
 	// caller's own request does not fit the method's MethodSpec (wrong fd
-	// count or kind, payload too large). It is a local programming error, not
-	// a protocol violation, and the Conn stays usable.
+	// count or kind, payload too large) or cannot be marshalled (then the
+	// error also wraps proto.Error: a proto3 string that is not valid
+	// UTF-8, for one). It is a local error, not a protocol violation, and
+	// the Conn stays usable.
 	ErrSpec = errors.New("ipc: message does not match the method spec")
 	// ErrPeerNotReading is wrapped, with the context's error, by a Call
 	// whose context ended while its request waited for room in the peer's

@@ -45,9 +45,10 @@ type Namespaces struct {
 
 // Filesystem is the renderer's view of files.
 type Filesystem struct {
-	// Landlock handles every filesystem right the running kernel's
-	// Landlock ABI knows, with no rule granting any: every path-based
-	// access fails with EACCES, whatever the mount table shows.
+	// Landlock handles every filesystem right of the running kernel's
+	// Landlock ABI (up to the newest go-landlock knows), with no rule
+	// granting any: every path-based access fails with EACCES, whatever
+	// the mount table shows.
 	Landlock bool
 	// ReadOnlyPaths are absolute paths bind-mounted read-only at the same
 	// place inside the empty root, and allowed read-only by Landlock.
@@ -56,8 +57,10 @@ type Filesystem struct {
 
 // Network restricts sockets beyond what the empty network namespace does.
 type Network struct {
-	// Landlock handles TCP bind and connect (ABI 4 and later) and UDP
-	// where the ABI has it, with no port allowed.
+	// Landlock handles TCP bind and connect (ABI 4 and later), and UDP
+	// bind, connect and send from ABI 10 on, with no port allowed. Below
+	// ABI 10 (Linux 6.18 has 7) Landlock does not handle UDP: what stops it is the empty network namespace and
+	// the seccomp allowlist, which has no socket() or socketpair().
 	Landlock bool
 }
 

@@ -76,6 +76,23 @@ const (
 	ioctlFIOCLEX  = 0x5451
 )
 
+// The exact clone flags that start a thread, and the only ones a renderer
+// may pass, as Chromium's RestrictCloneToThreadsAndEPERMFork allows. A
+// rule that only required CLONE_THREAD let through thread-looking clones
+// that are something else: one with a descriptor table or filesystem
+// context of its own (no CLONE_FILES or CLONE_FS), or with any further
+// flag (CLONE_PARENT, CLONE_NEW*, CLONE_UNTRACED).
+const (
+	// cloneGoThread is the Go runtime's (runtime/os_linux.go
+	// cloneFlags), used for its threads in a program without cgo.
+	cloneGoThread = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+		unix.CLONE_SYSVSEM | unix.CLONE_THREAD
+	// cloneGlibcThread is glibc's pthread_create (nptl create_thread):
+	// cgo's threads and C libraries' (MuPDF's), after clone3 failed with
+	// ENOSYS.
+	cloneGlibcThread = cloneGoThread | unix.CLONE_SETTLS | unix.CLONE_PARENT_SETTID | unix.CLONE_CHILD_CLEARTID
+)
+
 func allow(name, why string) SyscallRule { return SyscallRule{Name: name, Why: why} }
 
 func allowIf(name, why string, alts ...[]ArgCond) SyscallRule {
@@ -132,8 +149,8 @@ func BaseSyscalls() []SyscallRule {
 		allow("madvise", "return memory to the kernel"),
 		allow("brk", "malloc (glibc)"),
 		// Threads, never processes.
-		allowIf("clone", "threads only: CLONE_THREAD must be set",
-			[]ArgCond{{Arg: 0, Op: MaskedEqual, Mask: unix.CLONE_THREAD, Value: unix.CLONE_THREAD}}),
+		allowIf("clone", "threads only: exactly the flags of a Go runtime thread or of glibc's pthread_create",
+			argEq(0, cloneGoThread, cloneGlibcThread)...),
 		{Name: "clone3", Errno: unix.ENOSYS, Why: "its flags are behind a pointer seccomp cannot check; ENOSYS makes glibc fall back to clone"},
 		allow("set_robust_list", "thread start (glibc)"),
 		allow("rseq", "thread start (glibc)"),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -431,27 +432,53 @@ func dropCapabilities() error {
 	return nil
 }
 
-// landlockConfig returns go-landlock's configuration for ABI version abi.
-func landlockConfig(abi int) landlock.Config {
-	configs := []landlock.Config{landlock.V1, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5, landlock.V6, landlock.V7}
-	if abi >= len(configs) {
-		abi = len(configs) - 1
-	}
-	return configs[abi]
+// landlockConfig returns the Landlock ABI the renderer applies on a kernel
+// whose ABI is kernel, and go-landlock's configuration for it, which
+// handles every right of that ABI: the kernel's own, or, on a kernel newer
+// than go-landlock, the newest go-landlock knows (V11 in v0.11.2; add the
+// next one here when go-landlock does).
+func landlockConfig(kernel int) (int, landlock.Config) {
+	configs := []landlock.Config{{}, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
+		landlock.V6, landlock.V7, landlock.V8, landlock.V9, landlock.V10, landlock.V11}
+	abi := min(max(kernel, 0), len(configs)-1)
+	return abi, configs[abi]
 }
 
-// landlock handles every right the kernel's ABI knows for each requested
-// kind (filesystem, network, scope) with no rule granting any, except
-// read access to the policy's read-only paths.
+// landlockDetail says, for a layer's status, which ABI was applied and
+// what it handles. kernel is the kernel's ABI, named when it is newer than
+// the one applied.
+func landlockDetail(layer policy.Layer, abi, kernel int, cfg landlock.Config) string {
+	d := fmt.Sprintf("ABI %d", abi)
+	if kernel != abi {
+		d += fmt.Sprintf(" (the kernel has %d)", kernel)
+	}
+	switch layer {
+	case policy.LayerLandlockFS:
+		d += fmt.Sprintf(": %d filesystem rights", bits.OnesCount64(uint64(cfg.HandledAccessFS)))
+	case policy.LayerLandlockNet:
+		d += ": " + cfg.HandledAccessNet.String()
+		if cfg.HandledAccessNet&llsys.AccessNetBindUDP == 0 {
+			d += "; no UDP before ABI 10"
+		}
+	case policy.LayerLandlockScope:
+		d += ": " + cfg.Scoped.String()
+	}
+	return d
+}
+
+// landlock handles every right of the applied ABI (see landlockConfig) for
+// each requested kind (filesystem, network, scope) with no rule granting
+// any, except read access to the policy's read-only paths.
 func (l *lockdown) landlock() error {
 	p := l.p
-	abi, abiErr := llsys.LandlockGetABIVersion()
-	if abiErr == nil && abi < 1 {
+	kernel, abiErr := llsys.LandlockGetABIVersion()
+	if abiErr == nil && kernel < 1 {
 		abiErr = errors.New("landlock ABI 0")
 	}
+	abi, full := landlockConfig(kernel)
 	var cfg landlock.Config
 	var pending []policy.Layer
-	want := func(on bool, layer policy.Layer, apply func(full landlock.Config)) error {
+	want := func(on bool, layer policy.Layer, apply func()) error {
 		minABI := policy.LandlockABI(layer)
 		switch {
 		case !on:
@@ -461,18 +488,18 @@ func (l *lockdown) landlock() error {
 		case abi < minABI:
 			return l.record(layer, fmt.Errorf("landlock ABI %d is older than %d", abi, minABI), "")
 		default:
-			apply(landlockConfig(abi))
+			apply()
 			pending = append(pending, layer)
 		}
 		return nil
 	}
-	if err := want(p.Filesystem.Landlock, policy.LayerLandlockFS, func(full landlock.Config) { cfg.HandledAccessFS = full.HandledAccessFS }); err != nil {
+	if err := want(p.Filesystem.Landlock, policy.LayerLandlockFS, func() { cfg.HandledAccessFS = full.HandledAccessFS }); err != nil {
 		return err
 	}
-	if err := want(p.Network.Landlock, policy.LayerLandlockNet, func(full landlock.Config) { cfg.HandledAccessNet = full.HandledAccessNet }); err != nil {
+	if err := want(p.Network.Landlock, policy.LayerLandlockNet, func() { cfg.HandledAccessNet = full.HandledAccessNet }); err != nil {
 		return err
 	}
-	if err := want(p.Scope.Landlock, policy.LayerLandlockScope, func(full landlock.Config) { cfg.Scoped = full.Scoped }); err != nil {
+	if err := want(p.Scope.Landlock, policy.LayerLandlockScope, func() { cfg.Scoped = full.Scoped }); err != nil {
 		return err
 	}
 	if len(pending) == 0 {
@@ -491,7 +518,7 @@ func (l *lockdown) landlock() error {
 	}
 	err := cfg.Restrict(rules...)
 	for _, layer := range pending {
-		if rerr := l.record(layer, err, fmt.Sprintf("ABI %d", abi)); rerr != nil {
+		if rerr := l.record(layer, err, landlockDetail(layer, abi, kernel, cfg)); rerr != nil {
 			return rerr
 		}
 	}

@@ -226,6 +226,15 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return raw(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0)
 	case "vfork":
 		return raw(unix.SYS_VFORK)
+	case "clone-task":
+		// Flags in hex (strconv base 0): a task that looks like a thread.
+		flags, err := strconv.ParseUint(arg, 0, 64)
+		if err != nil {
+			return "bad flags " + arg
+		}
+		return cloneTask(flags)
+	case "pthread":
+		return pthread()
 	case "clone-newuser":
 		return raw(unix.SYS_CLONE, uintptr(unix.CLONE_NEWUSER|unix.SIGCHLD), 0, 0, 0, 0)
 	case "ptrace":

@@ -1,0 +1,104 @@
+package broker
+
+/*
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int sandkit_probe_child(void *arg) {
+	(void)arg;
+	_exit(0);
+	return 0;
+}
+
+#define SANDKIT_PROBE_STACK (16 << 10)
+
+// sandkit_probe_ns clones a child into new namespaces (flags) that exits at
+// once, reaps it, and returns 0, or the errno clone failed with. The child
+// shares the caller's memory (CLONE_VM) and the caller waits for its exit
+// (CLONE_VFORK): nothing of the broker is copied. Every signal stays
+// blocked in the child, which runs no handler: it only exits.
+static int sandkit_probe_ns(int flags) {
+	char *stack = malloc(SANDKIT_PROBE_STACK);
+	if (stack == NULL) {
+		return ENOMEM;
+	}
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int pid = clone(sandkit_probe_child, stack + SANDKIT_PROBE_STACK,
+		CLONE_VM | CLONE_VFORK | flags | SIGCHLD, NULL);
+	int err = pid < 0 ? errno : 0;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid > 0) {
+		int status;
+		while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {
+		}
+	}
+	free(stack);
+	return err;
+}
+*/
+import "C"
+
+import (
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// probeUserNamespace creates a user namespace the way a renderer's spawn
+// does, in a child that exits at once, and explains a refusal. With mount
+// set it also creates a mount namespace inside it, which takes
+// CAP_SYS_ADMIN there: AppArmor's restriction of unprivileged user
+// namespaces may let an unconfined program create one but deny it every
+// capability in it, and a profile that allows the broker lifts both. The
+// sysctls decide nothing: what the kernel does is the answer, and they
+// only say why it refused.
+func probeUserNamespace(mount bool) error {
+	flags := unix.CLONE_NEWUSER
+	name := "CLONE_NEWUSER"
+	if mount {
+		flags |= unix.CLONE_NEWNS
+		name += "|CLONE_NEWNS"
+	}
+	if errno := C.sandkit_probe_ns(C.int(flags)); errno != 0 {
+		return explainUserNSRefusal(name, syscall.Errno(errno), readSysctl)
+	}
+	return nil
+}
+
+func readSysctl(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// explainUserNSRefusal names the setting that most likely refused a user
+// namespace and how to change it. read returns a /proc/sys file's value,
+// or "" when it does not exist.
+func explainUserNSRefusal(flags string, errno syscall.Errno, read func(string) string) error {
+	var why string
+	switch {
+	case read("/proc/sys/user/max_user_namespaces") == "0":
+		why = "user.max_user_namespaces is 0 (set it to a positive number: sudo sysctl user.max_user_namespaces=10000)"
+	case errno == unix.ENOSPC:
+		why = "the user.max_user_namespaces limit is reached, here or in an enclosing user namespace: a container or sandbox that allows no nested one (run the broker outside it, or raise the limit there)"
+	case read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
+		why = "kernel.unprivileged_userns_clone is 0 (run: sudo sysctl kernel.unprivileged_userns_clone=1)"
+	case read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
+		why = "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1): allow them for the broker binary with an AppArmor profile that grants \"userns,\", or set the sysctl to 0"
+	default:
+		why = "no sysctl explains it: a container's seccomp profile or a security module may forbid user namespaces"
+	}
+	return fmt.Errorf("cannot create a user namespace (clone %s: %w): %s", flags, errno, why)
+}
