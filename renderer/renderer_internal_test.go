@@ -7,6 +7,7 @@ import (
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/policy"
 )
@@ -109,5 +110,36 @@ func TestLandlockConfigCoversEveryABI(t *testing.T) {
 		c := landlockConfig(abi)
 		assert.GreaterOrEqual(t, uint64(c.HandledAccessFS), uint64(prev.HandledAccessFS), "ABI %d", abi)
 		prev = c
+	}
+}
+
+// The monitored program and its unmonitored fallback (a kernel without
+// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) differ only in what denies:
+// user notification in one, killing the process in the other, for
+// disallowed syscalls and foreign architectures alike.
+func TestKillingProgram(t *testing.T) {
+	p, err := compileSeccomp(policy.Strict())
+	require.NoError(t, err)
+	require.True(t, p.notify)
+	k := p.killing()
+	require.Len(t, k.insns, len(p.insns))
+	assert.False(t, k.notify)
+	rets := func(prog *seccompProgram, action uint32) int {
+		n := 0
+		for _, in := range prog.insns {
+			if in.Code == unix.BPF_RET|unix.BPF_K && in.K&unix.SECCOMP_RET_ACTION_FULL == action {
+				n++
+			}
+		}
+		return n
+	}
+	notifies := rets(p, unix.SECCOMP_RET_USER_NOTIF)
+	assert.NotZero(t, notifies)
+	assert.Zero(t, rets(k, unix.SECCOMP_RET_USER_NOTIF))
+	assert.Equal(t, rets(p, unix.SECCOMP_RET_KILL_PROCESS)+notifies, rets(k, unix.SECCOMP_RET_KILL_PROCESS))
+	for i := range p.insns {
+		if p.insns[i] != k.insns[i] {
+			assert.Equal(t, uint32(unix.SECCOMP_RET_USER_NOTIF), p.insns[i].K&unix.SECCOMP_RET_ACTION_FULL, "instruction %d", i)
+		}
 	}
 }

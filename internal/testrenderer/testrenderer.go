@@ -273,6 +273,12 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			}()
 			time.Sleep(time.Millisecond)
 		}
+	case "interrupted-ptrace":
+		// A disallowed syscall whose wait a flood of signals
+		// interrupts: the monitor must catch it all the same.
+		return interruptedPtrace(arg)
+	case "foreign-syscall":
+		return foreignSyscall(arg)
 	case "hang":
 		time.Sleep(time.Hour)
 		return "woke"

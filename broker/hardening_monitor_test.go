@@ -1,0 +1,122 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/policy"
+)
+
+// exitOf runs action in a fresh renderer of b and returns how it ended:
+// the renderer must not survive it.
+func exitOf(t *testing.T, b *broker.Broker, origin, action string) *broker.ExitError {
+	t.Helper()
+	r, err := b.Acquire(context.Background(), origin, "")
+	require.NoError(t, err)
+	got, err := attempt(t, r, action)
+	var ee *broker.ExitError
+	require.ErrorAs(t, err, &ee, "the renderer survived %s: %q", action, got)
+	assert.Equal(t, r.PID(), ee.PID)
+	return ee
+}
+
+// A renderer that floods its own thread with signals while it makes a
+// disallowed syscall must be caught every time. With a handler of its own
+// without SA_RESTART, a signal that withdrew the notification before the
+// monitor read it returned EINTR and the renderer lived on; the filter now
+// refuses new handlers (rt_sigaction with a new action), so the attempt
+// ends there. With the runtime's own handlers (SA_RESTART) the kernel
+// restarts the syscall after each signal, which notifies again, until the
+// monitor reads it. Each race is won or lost by the scheduler, hence the
+// repetitions, each in a fresh renderer.
+func TestViolationInterruptedBySignalIsCaught(t *testing.T) {
+	noPIDNS := policy.Strict()
+	noPIDNS.Namespaces.PID = false
+	noPIDNS.Namespaces.Mount = false
+	for _, tc := range []struct {
+		name    string
+		policy  *policy.Policy
+		handler string
+		syscall string
+		tries   int
+	}{
+		{"own handler", policy.Strict(), "own", "rt_sigaction", 50},
+		{"runtime handler", policy.Strict(), "runtime", "ptrace", 50},
+		{"runtime handler, renderer-compiled filter", noPIDNS, "runtime", "ptrace", 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBroker(t, tc.policy)
+			withdrawn := 0
+			for i := range tc.tries {
+				ee := exitOf(t, b, fmt.Sprintf("o%d", i), "interrupted-ptrace:"+tc.handler)
+				require.Equal(t, broker.ExitViolation, ee.Reason, "try %d: %v", i, ee)
+				if ee.Syscall == "" {
+					// Read too late: the renderer's signal withdrew it.
+					require.Equal(t, "disallowed syscall withdrawn by a signal before the monitor could read it (syscall unknown)", ee.Detail, "try %d", i)
+					withdrawn++
+					continue
+				}
+				require.Equal(t, tc.syscall, ee.Syscall, "try %d: %v", i, ee)
+				if tc.syscall == "rt_sigaction" {
+					require.Equal(t, uint64(unix.SIGUSR2), ee.Args[0], "try %d", i)
+					require.NotZero(t, ee.Args[1], "try %d: a new action", i)
+				}
+			}
+			t.Logf("%d tries, %d found withdrawn", tc.tries, withdrawn)
+		})
+	}
+}
+
+// Syscalls of another ABI than amd64's (i386 through int 0x80, x32 with
+// its number bit) are architecture violations: reported as such by the
+// monitor, killed by SIGSYS without it.
+func TestForeignArchitectureSyscalls(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("i386 and x32 syscalls exist on amd64 only")
+	}
+	unmonitored := policy.Strict()
+	unmonitored.Seccomp.Monitor = false
+	monitored := newBroker(t, policy.Strict())
+	killing := newBroker(t, unmonitored)
+	noSeccomp := policy.Strict()
+	noSeccomp.Seccomp.Enabled, noSeccomp.Seccomp.Monitor = false, false
+	unfiltered := newBroker(t, noSeccomp)
+	for _, tc := range []struct {
+		abi, syscall, detail string
+	}{
+		{"i386", "i386:getpid", "architecture violation: i386 syscall 0x14 (getpid)"},
+		{"x32", "x32:getpid", "architecture violation: x32 syscall 0x40000027 (getpid)"},
+	} {
+		// Without a filter the syscall works, where the kernel runs
+		// that ABI at all: some hypervisors fault on int 0x80.
+		r, err := unfiltered.Acquire(context.Background(), "u-"+tc.abi, "")
+		require.NoError(t, err)
+		got, err := attempt(t, r, "foreign-syscall:"+tc.abi)
+		skip := func(t *testing.T) {
+			if err != nil || got != "ok" && got != "ENOSYS" {
+				t.Skipf("this kernel does not run %s syscalls: %q, %v", tc.abi, got, err)
+			}
+		}
+		t.Run(tc.abi+"/monitored", func(t *testing.T) {
+			skip(t)
+			ee := exitOf(t, monitored, "m-"+tc.abi, "foreign-syscall:"+tc.abi)
+			assert.Equal(t, broker.ExitViolation, ee.Reason, "%v", ee)
+			assert.Equal(t, tc.syscall, ee.Syscall)
+			assert.Equal(t, tc.detail, ee.Detail)
+		})
+		t.Run(tc.abi+"/unmonitored", func(t *testing.T) {
+			skip(t)
+			ee := exitOf(t, killing, "k-"+tc.abi, "foreign-syscall:"+tc.abi)
+			assert.Equal(t, broker.ExitViolation, ee.Reason, "%v", ee)
+			assert.Empty(t, ee.Syscall)
+			assert.Equal(t, "disallowed syscall (SIGSYS; the violation monitor is off)", ee.Detail)
+		})
+	}
+}
