@@ -64,11 +64,11 @@ func TestViolationNamesTheArchitecture(t *testing.T) {
 		t.Skip("the foreign ABIs are amd64's")
 	}
 	for _, tt := range []struct {
-		name          string
-		arch          seccomp.ScmpArch
-		nr            int32
-		syscall       string
-		detail string
+		name    string
+		arch    seccomp.ScmpArch
+		nr      int32
+		syscall string
+		detail  string
 	}{
 		{"native", seccomp.ArchAMD64, unix.SYS_PTRACE, "ptrace", "disallowed by the seccomp policy"},
 		{"i386", seccomp.ArchX86, 20, "i386:getpid", "architecture violation: i386 syscall 0x14 (getpid)"},
