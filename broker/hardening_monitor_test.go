@@ -3,8 +3,11 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -119,4 +122,67 @@ func TestForeignArchitectureSyscalls(t *testing.T) {
 			assert.Equal(t, "disallowed syscall (SIGSYS; the violation monitor is off)", ee.Detail)
 		})
 	}
+}
+
+// countingHandler counts the bytes of the renderer log lines the broker
+// forwards (each line and its newline) instead of logging them, and
+// passes every other record on.
+type countingHandler struct {
+	slog.Handler
+	n *atomic.Int64
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != "renderer log" {
+		return h.Handler.Handle(ctx, r)
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "line" {
+			h.n.Add(int64(len(a.Value.String()) + 1))
+		}
+		return true
+	})
+	return nil
+}
+
+func (h countingHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return countingHandler{h.Handler.WithAttrs(as), h.n}
+}
+
+func (h countingHandler) WithGroup(name string) slog.Handler {
+	return countingHandler{h.Handler.WithGroup(name), h.n}
+}
+
+// A renderer that writes to stderr in a tight loop is killed once it
+// passes the broker's log budget (1 MiB at once, 256 KiB/s sustained,
+// broker/spawn.go), and the broker reads no more of it than that. Before
+// the budget, only the call timeout ended the flood.
+func TestLogFloodIsBounded(t *testing.T) {
+	const (
+		burst = 1 << 20
+		rate  = 256 << 10
+	)
+	var read atomic.Int64
+	b := newBroker(t, policy.Strict(), func(c *broker.Config) {
+		c.Logger = slog.New(countingHandler{testLogger(t).Handler(), &read})
+		c.CallTimeout = 10 * time.Second
+	})
+	ee := exitOf(t, b, "o", "log-flood")
+	assert.Equal(t, broker.ExitBrokerLimit, ee.Reason, "%v", ee)
+	assert.Equal(t, "log output over 1024 KiB at once or 256 KiB/s sustained", ee.Detail)
+	bound := burst + int64(ee.Lifetime.Seconds()*rate)
+	t.Logf("read %d bytes of log in %v; bound %d", read.Load(), ee.Lifetime, bound)
+	assert.LessOrEqual(t, read.Load(), bound)
+	assert.GreaterOrEqual(t, read.Load(), int64(burst-maxLine), "killed before the budget was spent")
+}
+
+// maxLine is the longest line the flood writes.
+const maxLine = 128
+
+// The budget leaves room for ordinary last words: a crash after a long
+// dump is still classified by its fatal line.
+func TestLongLastWordsFitTheLogBudget(t *testing.T) {
+	b := newBroker(t, policy.Strict())
+	ee := exitOf(t, b, "o", "long-last-words")
+	assert.Equal(t, broker.ExitMemoryLimit, ee.Reason, "%v", ee)
 }

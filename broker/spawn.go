@@ -558,14 +558,57 @@ func (t *logTail) spanQueueFault() bool {
 		strings.HasPrefix(frame, "runtime.(*spanQueue).tryDrain(")
 }
 
+// A renderer's stderr costs the broker CPU for every byte it reads,
+// splits and logs; a renderer that writes in a tight loop would make the
+// broker spend a core on it. The log budget bounds that cost: a token
+// bucket of logBurst bytes, refilled at logRate bytes a second. A renderer
+// that writes past it is killed (ExitBrokerLimit).
+const (
+	// logBurst is what a renderer may write at once: ample room for the
+	// runtime's last words, even a panic's dump of many goroutines (a few
+	// hundred KiB), after a long ordinary log.
+	logBurst = 1 << 20
+	// logRate is what a renderer may write per second, sustained.
+	logRate = 256 << 10
+)
+
+// logBudgetDetail names the bound in the renderer's ExitError.
+var logBudgetDetail = fmt.Sprintf("log output over %d KiB at once or %d KiB/s sustained", logBurst>>10, logRate>>10)
+
+// logBudget is a token bucket of log bytes.
+type logBudget struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLogBudget(now time.Time) *logBudget { return &logBudget{tokens: logBurst, last: now} }
+
+// take spends n bytes at time now and reports whether they were within
+// the budget.
+func (b *logBudget) take(n int, now time.Time) bool {
+	b.tokens = min(logBurst, b.tokens+now.Sub(b.last).Seconds()*logRate)
+	b.last = now
+	b.tokens -= float64(n)
+	return b.tokens >= 0
+}
+
 // readLogs forwards the renderer's stderr to the broker's logger, line by
-// line, truncating long lines, and keeps the tail for classify.
+// line, truncating long lines, and keeps the tail for classify. Past the
+// log budget it kills the renderer and reads the rest of the pipe (at
+// most what the renderer wrote before it died, a pipe buffer) without
+// looking at it.
 func (r *Renderer) readLogs(f *os.File) {
 	defer f.Close()
 	br := bufio.NewReaderSize(f, maxLogLine)
 	log := r.b.log.With("pid", r.pid)
+	budget := newLogBudget(time.Now())
 	for {
 		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && !budget.take(len(line), time.Now()) {
+			r.kill(ExitBrokerLimit, logBudgetDetail)
+			_, _ = io.Copy(io.Discard, f)
+			return
+		}
 		if len(line) > 0 {
 			s := strings.ToValidUTF8(strings.TrimRight(string(line), "\n"), "?")
 			r.logs.add(s)
