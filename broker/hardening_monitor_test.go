@@ -186,3 +186,37 @@ func TestLongLastWordsFitTheLogBudget(t *testing.T) {
 	ee := exitOf(t, b, "o", "long-last-words")
 	assert.Equal(t, broker.ExitMemoryLimit, ee.Reason, "%v", ee)
 }
+
+// A renderer that fails its lockdown says which step and errno, whether
+// the ready report gets through or only its last line on stderr does; a
+// renderer that says nothing is reported as such, never with an empty
+// detail.
+func TestLockdownFailureNamesStepAndErrno(t *testing.T) {
+	t.Run("ready report", func(t *testing.T) {
+		p := policy.Strict()
+		p.Filesystem.ReadOnlyPaths = []string{"/nonexistent-sandkit-test"}
+		b := newBroker(t, p)
+		_, err := b.Acquire(context.Background(), "o", "")
+		var ee *broker.ExitError
+		require.ErrorAs(t, err, &ee)
+		assert.Equal(t, broker.ExitLockdownFailed, ee.Reason)
+		assert.Equal(t, policy.LayerMountNS, ee.Layer)
+		assert.Equal(t, "mount-namespace: read-only path /nonexistent-sandkit-test: no such file or directory (ENOENT)", ee.Detail)
+		var ue *policy.UnavailableError
+		require.ErrorAs(t, err, &ue)
+		assert.Equal(t, policy.LayerMountNS, ue.Layer)
+	})
+	b := newBroker(t, policy.Strict())
+	for _, tc := range []struct {
+		name, action, detail string
+	}{
+		{"last line", "exit-lockdown:early lockdown step 3 (lock securebits): operation not permitted (EPERM)", "early lockdown step 3 (lock securebits): operation not permitted (EPERM)"},
+		{"nothing said", "exit-lockdown", "exit status 125 with no ready report and nothing on stderr"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ee := exitOf(t, b, tc.name, tc.action)
+			assert.Equal(t, broker.ExitLockdownFailed, ee.Reason, "%v", ee)
+			assert.Equal(t, tc.detail, ee.Detail)
+		})
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
 	"github.com/sandkit/sandkit/renderer"
@@ -442,7 +443,7 @@ func (r *Renderer) classify() *ExitError {
 	case ws.Exited() && ws.ExitStatus() == 0:
 		e.Reason = ExitClean
 	case ws.Exited() && ws.ExitStatus() == renderer.ExitLockdown:
-		e.Reason, e.Detail = ExitLockdownFailed, last
+		e.Reason, e.Detail = ExitLockdownFailed, r.logs.lockdownFailure()
 	default:
 		e.Reason, e.Detail = ExitCrash, fmt.Sprintf("exit status %d: %s", ws.ExitStatus(), last)
 	}
@@ -458,6 +459,9 @@ type logTail struct {
 	// kept past the stack dump, and after it the lines that follow it.
 	fatal string
 	after []string
+	// lockdown is the renderer's last control.LockdownFailedPrefix line,
+	// the prefix removed.
+	lockdown string
 }
 
 const (
@@ -482,6 +486,9 @@ func isFatal(line string) bool {
 func (t *logTail) add(line string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if failure, ok := strings.CutPrefix(line, control.LockdownFailedPrefix); ok {
+		t.lockdown = failure
+	}
 	switch {
 	case t.fatal == "" && isFatal(line):
 		t.fatal = line
@@ -509,6 +516,23 @@ func (t *logTail) lastLine() string {
 		}
 	}
 	return ""
+}
+
+// lockdownFailure explains an exit with renderer.ExitLockdown that no
+// ready report explained: the step and error the renderer wrote last
+// (control.LockdownFailedPrefix), else its last line. It is never empty:
+// a renderer that said nothing is reported as such.
+func (t *logTail) lockdownFailure() string {
+	t.mu.Lock()
+	failure := t.lockdown
+	t.mu.Unlock()
+	if failure != "" {
+		return failure
+	}
+	if last := t.lastLine(); last != "" {
+		return "no failing step reported; last log line: " + last
+	}
+	return fmt.Sprintf("exit status %d with no ready report and nothing on stderr", renderer.ExitLockdown)
 }
 
 // cgoThreadFailed starts the line the runtime of a cgo program writes

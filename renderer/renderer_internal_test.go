@@ -1,6 +1,8 @@
 package renderer
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 
@@ -141,5 +143,19 @@ func TestKillingProgram(t *testing.T) {
 		if p.insns[i] != k.insns[i] {
 			assert.Equal(t, uint32(unix.SECCOMP_RET_USER_NOTIF), p.insns[i].K&unix.SECCOMP_RET_ACTION_FULL, "instruction %d", i)
 		}
+	}
+}
+
+// The lockdown's errors reach the broker with their errno named.
+func TestDescribeNamesTheErrno(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("mount /proc: %w", unix.EPERM), "mount /proc: operation not permitted (EPERM)"},
+		{&os.PathError{Op: "open", Path: "/x", Err: unix.ENOENT}, "open /x: no such file or directory (ENOENT)"},
+		{errors.New("no_new_privs is not set"), "no_new_privs is not set"},
+	} {
+		assert.Equal(t, tt.want, describe(tt.err))
 	}
 }

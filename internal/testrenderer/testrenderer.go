@@ -283,6 +283,14 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 				return result(err)
 			}
 		}
+	case "exit-lockdown":
+		// Exits with the lockdown failure status after the ready
+		// report, saying why on its last line as the renderer package
+		// does ("exit-lockdown:reason"), or saying nothing.
+		if arg != "" {
+			fmt.Fprintln(os.Stderr, control.LockdownFailedPrefix+arg)
+		}
+		os.Exit(renderer.ExitLockdown)
 	case "threads":
 		// Each goroutine keeps its thread to itself, so every one costs
 		// the runtime a new thread, until a limit stops it.
