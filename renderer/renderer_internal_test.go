@@ -159,3 +159,14 @@ func TestDescribeNamesTheErrno(t *testing.T) {
 		assert.Equal(t, tt.want, describe(tt.err))
 	}
 }
+
+// The kernels this project is tested on (Linux 5.19 and later) have the
+// flag the monitor needs; the probe must see it without loading anything.
+func TestWaitKillableSupported(t *testing.T) {
+	var uts unix.Utsname
+	require.NoError(t, unix.Uname(&uts))
+	assert.True(t, waitKillableSupported(), "kernel %s", unix.ByteSliceToString(uts.Release[:]))
+	mode, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0)
+	require.NoError(t, err)
+	assert.Zero(t, mode, "the probe loaded a filter")
+}

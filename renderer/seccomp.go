@@ -239,33 +239,42 @@ var ErrWaitKillableUnsupported = errors.New("the kernel lacks SECCOMP_FILTER_FLA
 //
 // WAIT_KILLABLE_RECV makes a syscall the monitor has received wait for
 // its verdict through any signal but SIGKILL: without it, a renderer that
-// signals its own blocked thread (a handler without SA_RESTART) ends the
-// wait with EINTR and lives on while the monitor is still reporting.
-// Before the monitor has received it, a signal can still withdraw the
-// notification; the monitor treats that as the violation it is (see
-// broker's monitor). A kernel without the flag rejects it (EINVAL): then
-// the monitor is not in force. If allowUnmonitored, the same program is
-// loaded with every notification turned into a kill and unmonitored says
-// why; otherwise load fails with ErrWaitKillableUnsupported.
+// signals its own blocked thread ends the wait and lives on while the
+// monitor is still reporting. (Before the monitor has received it, a
+// signal can still withdraw the notification; see the filter's
+// rt_sigaction rule and the broker's monitor.) On a kernel without the
+// flag the monitor is not in force: if allowUnmonitored, the same program
+// is loaded with every notification turned into a kill and unmonitored
+// says why; otherwise load fails with ErrWaitKillableUnsupported.
 func (p *seccompProgram) load(allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
-	if !p.notify {
-		return nil, nil, p.install(unix.SECCOMP_FILTER_FLAG_TSYNC)
-	}
-	r, errno := p.syscall(unix.SECCOMP_FILTER_FLAG_TSYNC | unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH |
-		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
 	switch {
-	case errno == unix.EINVAL && !allowUnmonitored:
-		return nil, nil, fmt.Errorf("load seccomp filter: %w: %w", ErrWaitKillableUnsupported, errno)
-	case errno == unix.EINVAL:
+	case !p.notify:
+		return nil, nil, p.install(unix.SECCOMP_FILTER_FLAG_TSYNC)
+	case !waitKillableSupported() && !allowUnmonitored:
+		return nil, nil, fmt.Errorf("load seccomp filter: %w", ErrWaitKillableUnsupported)
+	case !waitKillableSupported():
 		if err := p.killing().install(unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
 			return nil, nil, err
 		}
 		return nil, ErrWaitKillableUnsupported, nil
-	case errno != 0:
+	}
+	r, errno := p.syscall(unix.SECCOMP_FILTER_FLAG_TSYNC | unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH |
+		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+	if errno != 0 {
 		return nil, nil, fmt.Errorf("load seccomp filter: %w", errno)
 	}
 	unix.CloseOnExec(int(r))
 	return os.NewFile(r, "seccomp-listener"), nil, nil
+}
+
+// waitKillableSupported reports whether the kernel knows
+// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV. Asked to load no program at all,
+// seccomp(2) checks the flags first (EINVAL for one it does not know) and
+// only then fails to read the program (EFAULT): nothing is loaded.
+func waitKillableSupported() bool {
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER|unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 0)
+	return errno == unix.EFAULT
 }
 
 // install loads a program without a listener.
