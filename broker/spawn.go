@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
 	"github.com/sandkit/sandkit/renderer"
@@ -486,7 +487,7 @@ func (r *Renderer) classify() *ExitError {
 	case ws.Exited() && ws.ExitStatus() == 0:
 		e.Reason = ExitClean
 	case ws.Exited() && ws.ExitStatus() == renderer.ExitLockdown:
-		e.Reason, e.Detail = ExitLockdownFailed, last
+		e.Reason, e.Detail = ExitLockdownFailed, r.logs.lockdownFailure()
 	default:
 		e.Reason, e.Detail = ExitCrash, fmt.Sprintf("exit status %d: %s", ws.ExitStatus(), last)
 	}
@@ -502,6 +503,9 @@ type logTail struct {
 	// kept past the stack dump, and after it the lines that follow it.
 	fatal string
 	after []string
+	// lockdown is the renderer's last control.LockdownFailedPrefix line,
+	// the prefix removed.
+	lockdown string
 }
 
 const (
@@ -526,6 +530,9 @@ func isFatal(line string) bool {
 func (t *logTail) add(line string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if failure, ok := strings.CutPrefix(line, control.LockdownFailedPrefix); ok {
+		t.lockdown = failure
+	}
 	switch {
 	case t.fatal == "" && isFatal(line):
 		t.fatal = line
@@ -553,6 +560,23 @@ func (t *logTail) lastLine() string {
 		}
 	}
 	return ""
+}
+
+// lockdownFailure explains an exit with renderer.ExitLockdown that no
+// ready report explained: the step and error the renderer wrote last
+// (control.LockdownFailedPrefix), else its last line. It is never empty:
+// a renderer that said nothing is reported as such.
+func (t *logTail) lockdownFailure() string {
+	t.mu.Lock()
+	failure := t.lockdown
+	t.mu.Unlock()
+	if failure != "" {
+		return failure
+	}
+	if last := t.lastLine(); last != "" {
+		return "no failing step reported; last log line: " + last
+	}
+	return fmt.Sprintf("exit status %d with no ready report and nothing on stderr", renderer.ExitLockdown)
 }
 
 // cgoThreadFailed starts the line the runtime of a cgo program writes
@@ -602,14 +626,57 @@ func (t *logTail) spanQueueFault() bool {
 		strings.HasPrefix(frame, "runtime.(*spanQueue).tryDrain(")
 }
 
+// A renderer's stderr costs the broker CPU for every byte it reads,
+// splits and logs; a renderer that writes in a tight loop would make the
+// broker spend a core on it. The log budget bounds that cost: a token
+// bucket of logBurst bytes, refilled at logRate bytes a second. A renderer
+// that writes past it is killed (ExitBrokerLimit).
+const (
+	// logBurst is what a renderer may write at once: ample room for the
+	// runtime's last words, even a panic's dump of many goroutines (a few
+	// hundred KiB), after a long ordinary log.
+	logBurst = 1 << 20
+	// logRate is what a renderer may write per second, sustained.
+	logRate = 256 << 10
+)
+
+// logBudgetDetail names the bound in the renderer's ExitError.
+var logBudgetDetail = fmt.Sprintf("log output over %d KiB at once or %d KiB/s sustained", logBurst>>10, logRate>>10)
+
+// logBudget is a token bucket of log bytes.
+type logBudget struct {
+	tokens float64
+	last   time.Time
+}
+
+func newLogBudget(now time.Time) *logBudget { return &logBudget{tokens: logBurst, last: now} }
+
+// take spends n bytes at time now and reports whether they were within
+// the budget.
+func (b *logBudget) take(n int, now time.Time) bool {
+	b.tokens = min(logBurst, b.tokens+now.Sub(b.last).Seconds()*logRate)
+	b.last = now
+	b.tokens -= float64(n)
+	return b.tokens >= 0
+}
+
 // readLogs forwards the renderer's stderr to the broker's logger, line by
-// line, truncating long lines, and keeps the tail for classify.
+// line, truncating long lines, and keeps the tail for classify. Past the
+// log budget it kills the renderer and reads the rest of the pipe (at
+// most what the renderer wrote before it died, a pipe buffer) without
+// looking at it.
 func (r *Renderer) readLogs(f *os.File) {
 	defer f.Close()
 	br := bufio.NewReaderSize(f, maxLogLine)
 	log := r.b.log.With("pid", r.pid)
+	budget := newLogBudget(time.Now())
 	for {
 		line, err := br.ReadSlice('\n')
+		if len(line) > 0 && !budget.take(len(line), time.Now()) {
+			r.kill(ExitBrokerLimit, logBudgetDetail)
+			_, _ = io.Copy(io.Discard, f)
+			return
+		}
 		if len(line) > 0 {
 			s := strings.ToValidUTF8(strings.TrimRight(string(line), "\n"), "?")
 			r.logs.add(s)

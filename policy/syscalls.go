@@ -163,7 +163,8 @@ func BaseSyscalls() []SyscallRule {
 		allow("exit", "thread exit"),
 		allow("exit_group", "process exit"),
 		// Signals, to the renderer itself only.
-		allow("rt_sigaction", "runtime signal handlers"),
+		allowIf("rt_sigaction", "read handlers only: the runtime installed its own, all SA_RESTART, before the filter; a new handler without SA_RESTART would let a signal turn a disallowed syscall into EINTR before the monitor reads it",
+			[]ArgCond{{Arg: 1, Op: Equal, Value: 0}}),
 		allow("rt_sigprocmask", "runtime signal masks"),
 		allow("rt_sigreturn", "return from signal handlers"),
 		allow("sigaltstack", "runtime signal stacks"),

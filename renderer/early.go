@@ -148,5 +148,5 @@ func earlyErr() error {
 	if step == 0 {
 		return fmt.Errorf("early lockdown %s", steps[0])
 	}
-	return fmt.Errorf("early lockdown: %s: %w", steps[step], syscall.Errno(C.sandkit_early_errno))
+	return fmt.Errorf("early lockdown step %d (%s): %w", step, steps[step], syscall.Errno(C.sandkit_early_errno))
 }

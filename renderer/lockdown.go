@@ -123,14 +123,17 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 		l.skip(policy.LayerSeccompMonitor, "disabled by the policy")
 		return nil, nil
 	}
-	var (
-		monitored bool
-		serr      error
-	)
+	allowUnmonitored := !p.Seccomp.Monitor || p.Degradable(policy.LayerSeccompMonitor)
+	var unmonitored, serr error
 	if l.prog != nil {
-		listener, monitored, serr = l.prog.load()
+		listener, unmonitored, serr = l.prog.load(allowUnmonitored)
 	} else {
-		listener, monitored, serr = loadSeccomp(p)
+		listener, unmonitored, serr = loadSeccomp(p, allowUnmonitored)
+	}
+	if errors.Is(serr, ErrWaitKillableUnsupported) {
+		// The filter is not loaded: the monitor it needs cannot be in
+		// force, and the policy does not allow it degraded.
+		return nil, &policy.UnavailableError{Layer: policy.LayerSeccompMonitor, Err: serr}
 	}
 	if err := l.record(policy.LayerSeccomp, serr, fmt.Sprintf("%d rules", len(p.SyscallRules()))); err != nil {
 		return nil, err
@@ -140,12 +143,14 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 		l.skip(policy.LayerSeccompMonitor, "disabled by the policy: violations kill without a report")
 	case serr != nil:
 		l.skip(policy.LayerSeccompMonitor, "seccomp degraded")
-	case !monitored:
+	case unmonitored != nil:
+		l.skip(policy.LayerSeccompMonitor, unmonitored.Error()+"; violations kill without a report")
+	case listener == nil:
 		if err := l.record(policy.LayerSeccompMonitor, errors.New("seccomp user notification unsupported; violations kill without a report"), ""); err != nil {
 			return nil, err
 		}
 	default:
-		l.status = append(l.status, policy.LayerStatus{Layer: policy.LayerSeccompMonitor, Active: true})
+		l.status = append(l.status, policy.LayerStatus{Layer: policy.LayerSeccompMonitor, Active: true, Detail: "wait killable once received"})
 	}
 	return listener, nil
 }

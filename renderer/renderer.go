@@ -26,7 +26,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
@@ -147,8 +150,7 @@ func run(register func(*Session, *ipc.Mux)) int {
 	// must first stop using the ones it opened for itself.
 	pinGOMAXPROCS()
 	if err := sanitizeStdio(); err != nil {
-		log.Error("renderer: stdio", "err", err)
-		return ExitLockdown
+		return lockdownFailed("descriptors", err)
 	}
 	s := &Session{boundCh: make(chan struct{}), lockedCh: make(chan struct{})}
 	mux := ipc.NewMux()
@@ -175,13 +177,15 @@ func run(register func(*Session, *ipc.Mux)) int {
 		req.Layers = append(req.Layers, &controlpb.Layer{Name: string(ls.Layer), Active: ls.Active, Detail: ls.Detail})
 	}
 	if lockErr != nil {
+		step := "lockdown"
 		var ue *policy.UnavailableError
-		req.Error = lockErr.Error()
 		if errors.As(lockErr, &ue) {
-			req.FailedLayer, req.Error = string(ue.Layer), ue.Err.Error()
+			step, lockErr = string(ue.Layer), ue.Err
+			req.FailedLayer = step
 		}
+		req.Error = step + ": " + describe(lockErr)
 		_, _, _ = ipc.Call(ctx, conn, control.ReadyUnmonitored, req)
-		return ExitLockdown
+		return lockdownFailed(step, lockErr)
 	}
 	if listener != nil {
 		var ready *ipc.Started[*controlpb.ReadyResponse]
@@ -199,10 +203,29 @@ func run(register func(*Session, *ipc.Mux)) int {
 	}
 	cancel()
 	if err != nil {
-		return ExitLockdown
+		return lockdownFailed("ready report", err)
 	}
 	_ = conn.Serve() // until the broker hangs up
 	return ExitOK
+}
+
+// lockdownFailed writes the failing step and its error as the renderer's
+// last line on stderr (control.LockdownFailedPrefix) and returns
+// ExitLockdown. The ready report, when it gets through, says the same;
+// this line is what the broker reports when it cannot.
+func lockdownFailed(step string, err error) int {
+	fmt.Fprintf(os.Stderr, "%s%s: %s\n", control.LockdownFailedPrefix, step, describe(err))
+	return ExitLockdown
+}
+
+// describe renders err with the name of its errno, if it wraps one:
+// "mount /proc: operation not permitted (EPERM)".
+func describe(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) && errno != 0 {
+		return fmt.Sprintf("%v (%s)", err, unix.ErrnoName(errno))
+	}
+	return err.Error()
 }
 
 // policyFromArg decodes the argument PolicyArg made: the policy and, when

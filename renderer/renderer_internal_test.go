@@ -1,12 +1,15 @@
 package renderer
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"testing"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/policy"
 )
@@ -138,4 +141,60 @@ func TestLandlockAppliedABI(t *testing.T) {
 	}
 	abi, cfg := landlockConfig(7)
 	assert.Equal(t, "ABI 7: {abstract_unix_socket,signal}", landlockDetail(policy.LayerLandlockScope, abi, 7, cfg))
+}
+
+// The monitored program and its unmonitored fallback (a kernel without
+// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) differ only in what denies:
+// user notification in one, killing the process in the other, for
+// disallowed syscalls and foreign architectures alike.
+func TestKillingProgram(t *testing.T) {
+	p, err := compileSeccomp(policy.Strict())
+	require.NoError(t, err)
+	require.True(t, p.notify)
+	k := p.killing()
+	require.Len(t, k.insns, len(p.insns))
+	assert.False(t, k.notify)
+	rets := func(prog *seccompProgram, action uint32) int {
+		n := 0
+		for _, in := range prog.insns {
+			if in.Code == unix.BPF_RET|unix.BPF_K && in.K&unix.SECCOMP_RET_ACTION_FULL == action {
+				n++
+			}
+		}
+		return n
+	}
+	notifies := rets(p, unix.SECCOMP_RET_USER_NOTIF)
+	assert.NotZero(t, notifies)
+	assert.Zero(t, rets(k, unix.SECCOMP_RET_USER_NOTIF))
+	assert.Equal(t, rets(p, unix.SECCOMP_RET_KILL_PROCESS)+notifies, rets(k, unix.SECCOMP_RET_KILL_PROCESS))
+	for i := range p.insns {
+		if p.insns[i] != k.insns[i] {
+			assert.Equal(t, uint32(unix.SECCOMP_RET_USER_NOTIF), p.insns[i].K&unix.SECCOMP_RET_ACTION_FULL, "instruction %d", i)
+		}
+	}
+}
+
+// The lockdown's errors reach the broker with their errno named.
+func TestDescribeNamesTheErrno(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("mount /proc: %w", unix.EPERM), "mount /proc: operation not permitted (EPERM)"},
+		{&os.PathError{Op: "open", Path: "/x", Err: unix.ENOENT}, "open /x: no such file or directory (ENOENT)"},
+		{errors.New("no_new_privs is not set"), "no_new_privs is not set"},
+	} {
+		assert.Equal(t, tt.want, describe(tt.err))
+	}
+}
+
+// The kernels this project is tested on (Linux 5.19 and later) have the
+// flag the monitor needs; the probe must see it without loading anything.
+func TestWaitKillableSupported(t *testing.T) {
+	var uts unix.Utsname
+	require.NoError(t, unix.Uname(&uts))
+	assert.True(t, waitKillableSupported(), "kernel %s", unix.ByteSliceToString(uts.Release[:]))
+	mode, err := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0)
+	require.NoError(t, err)
+	assert.Zero(t, mode, "the probe loaded a filter")
 }

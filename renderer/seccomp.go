@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"unsafe"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
@@ -15,29 +16,17 @@ import (
 	"github.com/sandkit/sandkit/policy"
 )
 
-// loadSeccomp installs p's allowlist on every thread (TSYNC). Everything
-// else goes to the broker's violation monitor when p asks for it and the
-// kernel supports user notification, and kills the process otherwise.
-// monitored reports which of the two is in force; listener is the
-// notification fd the broker needs, nil without the monitor.
-func loadSeccomp(p *policy.Policy) (listener *os.File, monitored bool, err error) {
-	deny, notify := denyAction(p)
-	filter, err := buildFilter(p, deny, os.Getpid())
+// loadSeccomp installs p's allowlist on every thread (TSYNC), for a
+// renderer that is not pid 1 of its own pid namespace: the program is
+// compiled here, with this process's pid in the rules that need it, and
+// loaded like the broker-compiled one (seccompProgram.load), because the
+// flags the monitor needs are not all within libseccomp 2.5's reach.
+func loadSeccomp(p *policy.Policy, allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
+	prog, err := compileFilter(p, os.Getpid())
 	if err != nil {
-		return nil, false, err
+		return nil, nil, err
 	}
-	defer filter.Release()
-	if err := filter.Load(); err != nil {
-		return nil, false, fmt.Errorf("load seccomp filter: %w", err)
-	}
-	if !notify {
-		return nil, false, nil
-	}
-	fd, err := filter.GetNotifFd()
-	if err != nil {
-		return nil, false, fmt.Errorf("seccomp listener: %w", err)
-	}
-	return os.NewFile(uintptr(fd), "seccomp-listener"), true, nil
+	return prog.load(allowUnmonitored)
 }
 
 // denyAction is the default action of p's filter: user notification to
@@ -68,8 +57,11 @@ func buildFilter(p *policy.Policy, deny seccomp.ScmpAction, self int) (*seccomp.
 	err = addRules(filter, p.SyscallRules(), self)
 	if err == nil {
 		// Syscalls of another architecture's table (i386 through int
-		// 0x80 on amd64) bypass every rule written for the native one.
-		err = filter.SetBadArchAction(seccomp.ActKillProcess)
+		// 0x80 on amd64, and x32's numbers, which libseccomp's amd64
+		// filter sends to the same action) bypass every rule written for
+		// the native one: they are denied like any other syscall, so
+		// that the monitor, when there is one, reports them.
+		err = filter.SetBadArchAction(deny)
 	}
 	if err != nil {
 		filter.Release()
@@ -139,15 +131,20 @@ type seccompProgram struct {
 // maxBPFInsns is the kernel's limit on a classic BPF program (BPF_MAXINSNS).
 const maxBPFInsns = 4096
 
-// compileSeccomp compiles p's filter as loadSeccomp would build it in a
-// renderer whose pid is 1. It returns nil when p has no seccomp layer or
-// no pid namespace.
+// compileSeccomp compiles p's filter for a renderer whose pid is 1. It
+// returns nil when p has no seccomp layer or no pid namespace.
 func compileSeccomp(p *policy.Policy) (*seccompProgram, error) {
 	if !p.Seccomp.Enabled || !p.Namespaces.PID {
 		return nil, nil
 	}
+	return compileFilter(p, 1)
+}
+
+// compileFilter compiles p's filter to classic BPF for a renderer whose
+// pid is self.
+func compileFilter(p *policy.Policy, self int) (*seccompProgram, error) {
 	deny, notify := denyAction(p)
-	filter, err := buildFilter(p, deny, 1)
+	filter, err := buildFilter(p, deny, self)
 	if err != nil {
 		return nil, err
 	}
@@ -230,27 +227,82 @@ func decodeSeccompProgram(s string) (*seccompProgram, error) {
 	return p, nil
 }
 
+// ErrWaitKillableUnsupported is why the violation monitor cannot be in
+// force on a kernel older than Linux 5.19.
+var ErrWaitKillableUnsupported = errors.New("the kernel lacks SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19): a signal could withdraw a violation the monitor has read")
+
 // load installs the program on every thread (TSYNC), as libseccomp's load
 // does: no_new_privs is already set (early.go). With the monitor, the
 // kernel returns the listener; TSYNC_ESRCH makes a failed thread sync an
 // error (ESRCH) rather than a thread id, which the listener's return value
 // would be confused with.
-func (p *seccompProgram) load() (listener *os.File, monitored bool, err error) {
-	prog := unix.SockFprog{Len: uint16(len(p.insns)), Filter: &p.insns[0]}
-	flags := uintptr(unix.SECCOMP_FILTER_FLAG_TSYNC)
-	if p.notify {
-		flags |= unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
-	}
-	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&prog)))
-	if errno != 0 {
-		return nil, false, fmt.Errorf("load seccomp filter: %w", errno)
-	}
-	if !p.notify {
-		if r != 0 {
-			return nil, false, fmt.Errorf("load seccomp filter: thread %d could not be synchronized", r)
+//
+// WAIT_KILLABLE_RECV makes a syscall the monitor has received wait for
+// its verdict through any signal but SIGKILL: without it, a renderer that
+// signals its own blocked thread ends the wait and lives on while the
+// monitor is still reporting. (Before the monitor has received it, a
+// signal can still withdraw the notification; see the filter's
+// rt_sigaction rule and the broker's monitor.) On a kernel without the
+// flag the monitor is not in force: if allowUnmonitored, the same program
+// is loaded with every notification turned into a kill and unmonitored
+// says why; otherwise load fails with ErrWaitKillableUnsupported.
+func (p *seccompProgram) load(allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
+	switch {
+	case !p.notify:
+		return nil, nil, p.install(unix.SECCOMP_FILTER_FLAG_TSYNC)
+	case !waitKillableSupported() && !allowUnmonitored:
+		return nil, nil, fmt.Errorf("load seccomp filter: %w", ErrWaitKillableUnsupported)
+	case !waitKillableSupported():
+		if err := p.killing().install(unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
+			return nil, nil, err
 		}
-		return nil, false, nil
+		return nil, ErrWaitKillableUnsupported, nil
+	}
+	r, errno := p.syscall(unix.SECCOMP_FILTER_FLAG_TSYNC | unix.SECCOMP_FILTER_FLAG_TSYNC_ESRCH |
+		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER | unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+	if errno != 0 {
+		return nil, nil, fmt.Errorf("load seccomp filter: %w", errno)
 	}
 	unix.CloseOnExec(int(r))
-	return os.NewFile(r, "seccomp-listener"), true, nil
+	return os.NewFile(r, "seccomp-listener"), nil, nil
+}
+
+// waitKillableSupported reports whether the kernel knows
+// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV. Asked to load no program at all,
+// seccomp(2) checks the flags first (EINVAL for one it does not know) and
+// only then fails to read the program (EFAULT): nothing is loaded.
+func waitKillableSupported() bool {
+	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
+		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER|unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 0)
+	return errno == unix.EFAULT
+}
+
+// install loads a program without a listener.
+func (p *seccompProgram) install(flags uintptr) error {
+	r, errno := p.syscall(flags)
+	if errno != 0 {
+		return fmt.Errorf("load seccomp filter: %w", errno)
+	}
+	if r != 0 {
+		return fmt.Errorf("load seccomp filter: thread %d could not be synchronized", r)
+	}
+	return nil
+}
+
+func (p *seccompProgram) syscall(flags uintptr) (uintptr, unix.Errno) {
+	prog := unix.SockFprog{Len: uint16(len(p.insns)), Filter: &p.insns[0]}
+	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&prog)))
+	return r, errno
+}
+
+// killing returns a copy of p in which every return of user notification
+// kills the process instead: the filter without its monitor.
+func (p *seccompProgram) killing() *seccompProgram {
+	k := &seccompProgram{insns: slices.Clone(p.insns)}
+	for i, in := range k.insns {
+		if in.Code == unix.BPF_RET|unix.BPF_K && in.K&unix.SECCOMP_RET_ACTION_FULL == unix.SECCOMP_RET_USER_NOTIF {
+			k.insns[i].K = unix.SECCOMP_RET_KILL_PROCESS
+		}
+	}
+	return k
 }

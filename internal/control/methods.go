@@ -13,6 +13,11 @@ import (
 // renderer's environment is empty.
 const RendererFlag = "--sandkit-renderer="
 
+// LockdownFailedPrefix starts the last line a renderer writes to stderr
+// before it exits with renderer.ExitLockdown: the failing step and errno,
+// for the broker's report when the ready report could not say it.
+const LockdownFailedPrefix = "sandkit: lockdown failed: "
+
 // SocketFD is the descriptor number of the broker connection in a renderer.
 const SocketFD = 3
 

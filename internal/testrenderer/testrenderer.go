@@ -5,6 +5,7 @@
 package testrenderer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -295,6 +296,33 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		}
 		fmt.Fprintln(os.Stderr, "fatal error: runtime: out of memory")
 		os.Exit(2)
+	case "long-last-words":
+		// Last words after a log as long as a panic's dump of many
+		// goroutines: within what the broker reads of a renderer's
+		// log at once.
+		for i := range 10000 {
+			fmt.Fprintf(os.Stderr, "goroutine %d [chan receive]: a frame of a long dump\n", i)
+		}
+		fmt.Fprintln(os.Stderr, "fatal error: runtime: out of memory")
+		os.Exit(2)
+	case "log-flood":
+		// Writes to stderr in a tight loop: only the broker's bound on
+		// a renderer's log output stops it.
+		line := []byte(strings.Repeat("flood ", 10) + "\n")
+		buf := bytes.Repeat(line, 4096/len(line))
+		for {
+			if _, err := os.Stderr.Write(buf); err != nil {
+				return result(err)
+			}
+		}
+	case "exit-lockdown":
+		// Exits with the lockdown failure status after the ready
+		// report, saying why on its last line as the renderer package
+		// does ("exit-lockdown:reason"), or saying nothing.
+		if arg != "" {
+			fmt.Fprintln(os.Stderr, control.LockdownFailedPrefix+arg)
+		}
+		os.Exit(renderer.ExitLockdown)
 	case "threads":
 		// Each goroutine keeps its thread to itself, so every one costs
 		// the runtime a new thread, until a limit stops it.
@@ -305,6 +333,12 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			}()
 			time.Sleep(time.Millisecond)
 		}
+	case "interrupted-ptrace":
+		// A disallowed syscall whose wait a flood of signals
+		// interrupts: the monitor must catch it all the same.
+		return interruptedPtrace(arg)
+	case "foreign-syscall":
+		return foreignSyscall(arg)
 	case "hang":
 		time.Sleep(time.Hour)
 		return "woke"
