@@ -248,6 +248,8 @@ func (p *Policy) Validate() error {
 			bad("seccomp: unknown syscall %q", name)
 		case isEscapeSurface(name):
 			bad("seccomp: %q is escape surface and cannot be allowed", name)
+		case uncheckable(name) != "":
+			bad("seccomp: %q cannot be allowed: %s", name, uncheckable(name))
 		case inBase(name):
 			bad("seccomp: %q is already in the base allowlist, with argument conditions that a policy cannot widen", name)
 		case seen[name]:

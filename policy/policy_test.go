@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/policy"
@@ -35,6 +36,8 @@ func TestValidate(t *testing.T) {
 		{"unknown syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"frobnicate"} }, `unknown syscall "frobnicate"`},
 		{"escape surface", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ptrace"} }, `"ptrace" is escape surface`},
 		{"widen a base rule", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ioctl"} }, `"ioctl" is already in the base allowlist`},
+		{"openat2 hides O_PATH", func(p *policy.Policy) { p.Seccomp.Allow = []string{"openat2"} }, `"openat2" cannot be allowed`},
+		{"open, without O_PATH", func(p *policy.Policy) { p.Seccomp.Allow = []string{"open"} }, ""},
 		{"duplicate syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity", "sched_setaffinity"} }, "listed twice"},
 		{"allow without seccomp", func(p *policy.Policy) {
 			p.Seccomp.Enabled, p.Seccomp.Monitor, p.Seccomp.Allow = false, false, []string{"sched_setaffinity"}
@@ -158,4 +161,25 @@ func TestStatusString(t *testing.T) {
 	assert.True(t, s.Active(policy.LayerSeccomp))
 	assert.False(t, s.Active(policy.LayerCgroup))
 	assert.False(t, s.Active(policy.LayerPIDNS))
+}
+
+// TestOPathIsNeverAllowed checks every way into open(2) a policy can
+// allow: each needs O_PATH clear, whatever else it allows.
+func TestOPathIsNeverAllowed(t *testing.T) {
+	p := policy.Strict()
+	p.Seccomp.Allow = []string{"open"}
+	require.NoError(t, p.Validate())
+	want := map[string]uint{"openat": 2, "open": 1} // the flags argument
+	for _, r := range p.SyscallRules() {
+		arg, ok := want[r.Name]
+		if !ok {
+			continue
+		}
+		delete(want, r.Name)
+		require.NotEmpty(t, r.AnyOf, "%s allowed unconditionally", r.Name)
+		for _, alt := range r.AnyOf {
+			assert.Contains(t, alt, policy.ArgCond{Arg: arg, Op: policy.MaskedEqual, Mask: unix.O_PATH, Value: 0}, r.Name)
+		}
+	}
+	assert.Empty(t, want, "rules missing")
 }

@@ -82,6 +82,11 @@ func allowIf(name, why string, alts ...[]ArgCond) SyscallRule {
 	return SyscallRule{Name: name, AnyOf: alts, Why: why}
 }
 
+// withoutFlag allows the call only when flag is clear in the argument.
+func withoutFlag(arg uint, flag uint64) []ArgCond {
+	return []ArgCond{{Arg: arg, Op: MaskedEqual, Mask: flag, Value: 0}}
+}
+
 func argEq(arg uint, values ...uint64) [][]ArgCond {
 	var alts [][]ArgCond
 	for _, v := range values {
@@ -104,7 +109,9 @@ func BaseSyscalls() []SyscallRule {
 		allow("writev", "vectored writes"),
 		allow("pwrite64", "positional writes into memfds"),
 		allow("lseek", "seek in handed-in files"),
-		allow("openat", "libraries that probe files get EACCES from Landlock or ENOENT from the empty root, not a crash"),
+		allowIf("openat", "libraries that probe files get EACCES from Landlock or ENOENT from the empty root, not a crash; "+
+			"never O_PATH, which needs no Landlock right and would let fstat tell the host's devices, inodes and sizes",
+			withoutFlag(2, unix.O_PATH)),
 		allow("close", "close descriptors"),
 		allow("dup", "duplicate descriptors"),
 		allow("dup3", "duplicate descriptors"),
@@ -213,14 +220,32 @@ func knownSyscall(name string) bool {
 	return err == nil
 }
 
+// uncheckable says why a policy cannot allow name, "" if it can: a rule
+// of the base list depends on an argument name keeps behind a pointer,
+// where seccomp cannot read it (openat2 would open with O_PATH, which
+// openat's rule refuses).
+func uncheckable(name string) string {
+	if name == "openat2" {
+		return "its flags are behind a pointer seccomp cannot check, and O_PATH is never allowed"
+	}
+	return ""
+}
+
 // SyscallRules returns the complete allowlist of p: BaseSyscalls plus
-// p.Seccomp.Allow, unconditionally allowed. Call it on a validated policy:
-// Validate refuses names that are unknown, duplicated, already in the base
-// list or escape surface.
+// p.Seccomp.Allow, allowed under the argument conditions every syscall of
+// their kind must meet (open never with O_PATH, as openat), otherwise
+// unconditionally. Call it on a validated policy: Validate refuses names
+// that are unknown, duplicated, already in the base list, escape surface
+// or uncheckable.
 func (p *Policy) SyscallRules() []SyscallRule {
 	rules := BaseSyscalls()
 	for _, name := range p.Seccomp.Allow {
-		rules = append(rules, SyscallRule{Name: name, Why: "allowed by the policy"})
+		r := SyscallRule{Name: name, Why: "allowed by the policy"}
+		if name == "open" {
+			r.AnyOf = [][]ArgCond{withoutFlag(1, unix.O_PATH)}
+			r.Why += "; never O_PATH"
+		}
+		rules = append(rules, r)
 	}
 	return rules
 }

@@ -240,6 +240,10 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return result(err)
 	case "fds":
 		return openFDs()
+	case "open-path":
+		// O_PATH opens pass Landlock (they grant no access), and fstat on
+		// the result would tell the host's device, inode and size.
+		return openPath(arg)
 	case "spin":
 		// A hostile renderer ignores cancellation: only limits stop it.
 		for {
@@ -315,4 +319,25 @@ func openFDs() string {
 		out = append(out, fmt.Sprintf("%d=%s", fd, kind))
 	}
 	return strings.Join(out, " ")
+}
+
+// openPath opens path with O_PATH, as raw syscalls (no library in between),
+// and answers the errno, or what fstat tells of the file.
+func openPath(path string) string {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return result(err)
+	}
+	cwd := unix.AT_FDCWD
+	fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(p)),
+		uintptr(unix.O_PATH|unix.O_CLOEXEC), 0, 0, 0)
+	if errno != 0 {
+		return unix.ErrnoName(errno)
+	}
+	defer unix.Close(int(fd))
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd), &st); err != nil {
+		return "fstat " + result(err)
+	}
+	return fmt.Sprintf("dev=%d ino=%d size=%d", st.Dev, st.Ino, st.Size)
 }
