@@ -511,8 +511,18 @@ func (b *Broker) Close() error {
 // broker's CallTimeout. When the renderer dies before it answers — killed
 // by the monitor, a limit, a timeout — the error is the *ExitError that
 // says why. A renderer that breaks the protocol is killed.
+//
+// A descriptor of a regular-file kind reaches the renderer as a fresh
+// open of the same file (see ownDescriptions), never as the caller's own
+// open file description: what the renderer does to its offset or status
+// flags stays with it. That needs /proc.
 func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
 	var zero Resp
+	fds, own, err := ownDescriptions(m, fds)
+	if err != nil {
+		return zero, nil, err
+	}
+	defer closeOwn(own)
 	if err := r.begin(); err != nil {
 		return zero, nil, err
 	}

@@ -2,12 +2,19 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/testrenderer"
 )
 
 // TestOPathIsAViolation opens paths with O_PATH from a locked renderer.
@@ -44,4 +51,50 @@ func TestOPathIsAViolation(t *testing.T) {
 			assert.Equal(t, r.PID(), ee.PID)
 		})
 	}
+}
+
+// TestRendererHasItsOwnFileDescription hands a locked renderer the
+// caller's file, opened and read up to offset 3; the renderer moves its
+// offset to the end and sets O_NONBLOCK and O_APPEND, as an attacker
+// would to disturb the broker. The caller's offset and flags are exactly
+// as before and its descriptor keeps reading where it was; the renderer
+// saw its copy start at the caller's offset and took the changes itself.
+func TestRendererHasItsOwnFileDescription(t *testing.T) {
+	const content = "0123456789abcdef"
+	path := filepath.Join(t.TempDir(), "input")
+	require.NoError(t, os.WriteFile(path, []byte(content), 0o644))
+	f, err := os.Open(path)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = f.Seek(3, io.SeekStart)
+	require.NoError(t, err)
+	flagsBefore, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	require.NoError(t, err)
+
+	r, err := newBroker(t, strict()).Acquire(context.Background(), "o", "")
+	require.NoError(t, err)
+	resp, _, err := broker.Call(context.Background(), r, testrenderer.Tamper, wrapperspb.String(""), f)
+	require.NoError(t, err)
+	var start, end int64
+	var flags int
+	_, err = fmt.Sscanf(resp.GetValue(), "start=%d end=%d flags=%v", &start, &end, &flags)
+	require.NoError(t, err, "renderer answered %q", resp.GetValue())
+	assert.Equal(t, int64(3), start, "the renderer's copy starts at the caller's offset")
+	assert.Equal(t, int64(len(content)), end)
+	assert.Equal(t, unix.O_NONBLOCK|unix.O_APPEND, flags&(unix.O_NONBLOCK|unix.O_APPEND), "the renderer's own flags changed")
+
+	off, err := f.Seek(0, io.SeekCurrent)
+	require.NoError(t, err)
+	assert.Equal(t, int64(3), off, "the renderer moved the caller's offset")
+	flagsAfter, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	require.NoError(t, err)
+	assert.Equal(t, flagsBefore, flagsAfter, "the renderer changed the caller's status flags")
+	b := make([]byte, 4)
+	_, err = io.ReadFull(f, b)
+	require.NoError(t, err)
+	assert.Equal(t, "3456", string(b))
+
+	// The renderer lives on and can be handed the file again.
+	_, _, err = broker.Call(context.Background(), r, testrenderer.Tamper, wrapperspb.String(""), f)
+	require.NoError(t, err)
 }

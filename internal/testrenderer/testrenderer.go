@@ -44,6 +44,16 @@ var ReadFile = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.BytesValue](ip
 	RequestFDs: []ipc.FDKind{ipc.ReadOnlyFile},
 })
 
+// Tamper does to the handed-in read-only file what a compromised renderer
+// could do to a description it shared with the broker: it moves the
+// offset to the end and sets O_NONBLOCK and O_APPEND. It answers
+// "start=S end=E flags=F": the offset it found, the one it left and its
+// status flags afterwards.
+var Tamper = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.MethodSpec{
+	Name: "test.Tamper", MaxRequestBytes: 64, MaxResponseBytes: 256,
+	RequestFDs: []ipc.FDKind{ipc.ReadOnlyFile},
+})
+
 // OpenResource asks the broker for a resource by name and answers its
 // contents, or the error text.
 var OpenResource = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.MethodSpec{
@@ -122,6 +132,10 @@ func Register(s *renderer.Session, mux *ipc.Mux) {
 			return nil, nil, err
 		}
 		return wrapperspb.Bytes(b[:n]), nil, nil
+	})
+	ipc.Handle(mux, Tamper, func(_ context.Context, _ *wrapperspb.StringValue, fds []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		defer fds[0].Close()
+		return wrapperspb.String(tamper(int(fds[0].Fd()))), nil, nil
 	})
 	ipc.Handle(mux, OpenResource, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
 		f, err := s.Open(ctx, req.GetValue())
@@ -340,4 +354,27 @@ func openPath(path string) string {
 		return "fstat " + result(err)
 	}
 	return fmt.Sprintf("dev=%d ino=%d size=%d", st.Dev, st.Ino, st.Size)
+}
+
+// tamper is Tamper's work, in raw syscalls.
+func tamper(fd int) string {
+	start, err := unix.Seek(fd, 0, unix.SEEK_CUR)
+	if err != nil {
+		return "lseek " + result(err)
+	}
+	end, err := unix.Seek(fd, 0, unix.SEEK_END)
+	if err != nil {
+		return "lseek " + result(err)
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK|unix.O_APPEND)
+	}
+	if err == nil {
+		fl, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	}
+	if err != nil {
+		return "fcntl " + result(err)
+	}
+	return fmt.Sprintf("start=%d end=%d flags=%#x", start, end, fl)
 }
