@@ -15,6 +15,7 @@ import (
 
 	"github.com/sandkit/sandkit/broker"
 	"github.com/sandkit/sandkit/internal/testrenderer"
+	"github.com/sandkit/sandkit/policy"
 )
 
 // TestOPathIsAViolation opens paths with O_PATH from a locked renderer.
@@ -97,4 +98,48 @@ func TestRendererHasItsOwnFileDescription(t *testing.T) {
 	// The renderer lives on and can be handed the file again.
 	_, _, err = broker.Call(context.Background(), r, testrenderer.Tamper, wrapperspb.String(""), f)
 	require.NoError(t, err)
+}
+
+// TestExecMemoryIsAViolation tries, from a locked renderer, each way to
+// get memory it could write code into and run. Under DenyExecMemory each
+// is a violation the monitor reports with its syscall; an ordinary
+// mapping still works. With the option off the same calls succeed, which
+// is what the option takes away.
+func TestExecMemoryIsAViolation(t *testing.T) {
+	deny := strict()
+	deny.Seccomp.DenyExecMemory = true
+	allow := strict()
+	allow.Seccomp.DenyExecMemory = false
+	tests := []struct {
+		action   string
+		wantKill string // under DenyExecMemory
+	}{
+		{action: "mmap-exec", wantKill: "mmap"},
+		{action: "mprotect-exec", wantKill: "mprotect"},
+		{action: "memfd-exec", wantKill: "mmap"},
+		{action: "mmap-rw"},
+	}
+	for _, p := range []struct {
+		name   string
+		policy *policy.Policy
+	}{{"deny", deny}, {"allow", allow}} {
+		b := newBroker(t, p.policy)
+		for _, tt := range tests {
+			t.Run(p.name+"/"+tt.action, func(t *testing.T) {
+				r, err := b.Acquire(context.Background(), "origin-"+tt.action, "")
+				require.NoError(t, err)
+				got, err := attempt(t, r, tt.action)
+				if !p.policy.Seccomp.DenyExecMemory || tt.wantKill == "" {
+					require.NoError(t, err)
+					assert.Equal(t, "ok", got)
+					return
+				}
+				var ee *broker.ExitError
+				require.ErrorAs(t, err, &ee, "renderer answered %q", got)
+				assert.Equal(t, broker.ExitViolation, ee.Reason)
+				assert.Equal(t, tt.wantKill, ee.Syscall)
+				assert.Equal(t, r.PID(), ee.PID)
+			})
+		}
+	}
 }

@@ -76,6 +76,9 @@ const (
 	ioctlFIOCLEX  = 0x5451
 )
 
+// shmExec is SHM_EXEC, shmat's flag for an executable attachment.
+const shmExec = 0o100000
+
 func allow(name, why string) SyscallRule { return SyscallRule{Name: name, Why: why} }
 
 func allowIf(name, why string, alts ...[]ArgCond) SyscallRule {
@@ -247,5 +250,42 @@ func (p *Policy) SyscallRules() []SyscallRule {
 		}
 		rules = append(rules, r)
 	}
+	if p.Seccomp.DenyExecMemory {
+		for i := range rules {
+			denyExec(&rules[i])
+		}
+	}
 	return rules
+}
+
+// execArg gives, for each syscall that can make memory executable, the
+// argument and the bit that asks for it.
+func execArg(name string) (arg uint, bit uint64, ok bool) {
+	switch name {
+	case "mmap", "mprotect", "pkey_mprotect":
+		return 2, unix.PROT_EXEC, true
+	case "shmat":
+		return 2, shmExec, true
+	}
+	return 0, 0, false
+}
+
+// denyExec makes r allow its syscall only without the bit that asks for
+// executable memory (Seccomp.DenyExecMemory), in every alternative.
+func denyExec(r *SyscallRule) {
+	arg, bit, ok := execArg(r.Name)
+	if !ok || r.Errno != 0 {
+		return
+	}
+	cond := ArgCond{Arg: arg, Op: MaskedEqual, Mask: bit, Value: 0}
+	if len(r.AnyOf) == 0 {
+		r.AnyOf = [][]ArgCond{{cond}}
+	} else {
+		alts := make([][]ArgCond, len(r.AnyOf))
+		for i, alt := range r.AnyOf {
+			alts[i] = append(slices.Clone(alt), cond)
+		}
+		r.AnyOf = alts
+	}
+	r.Why += "; never executable (deny_exec_memory)"
 }

@@ -254,6 +254,8 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return result(err)
 	case "fds":
 		return openFDs()
+	case "mmap-rw", "mmap-exec", "mprotect-exec", "memfd-exec":
+		return execMemory(name)
 	case "open-path":
 		// O_PATH opens pass Landlock (they grant no access), and fstat on
 		// the result would tell the host's device, inode and size.
@@ -377,4 +379,44 @@ func tamper(fd int) string {
 		return "fcntl " + result(err)
 	}
 	return fmt.Sprintf("start=%d end=%d flags=%#x", start, end, fl)
+}
+
+// execMemory tries to get memory an attacker could write code into and
+// run, one way per action, with raw syscalls: an anonymous RWX mapping,
+// a RW page made RWX, a memfd mapped executable (its bytes can be written
+// through the descriptor). "mmap-rw" is the ordinary mapping every
+// allocator makes.
+func execMemory(action string) string {
+	const page = 4096
+	anon := func(prot uintptr) (uintptr, unix.Errno) {
+		addr, _, errno := unix.Syscall6(unix.SYS_MMAP, 0, page, prot,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+		return addr, errno
+	}
+	var addr uintptr
+	var errno unix.Errno
+	switch action {
+	case "mmap-rw":
+		addr, errno = anon(unix.PROT_READ | unix.PROT_WRITE)
+	case "mmap-exec":
+		addr, errno = anon(unix.PROT_READ | unix.PROT_WRITE | unix.PROT_EXEC)
+	case "mprotect-exec":
+		if addr, errno = anon(unix.PROT_READ | unix.PROT_WRITE); errno != 0 {
+			return "mmap " + unix.ErrnoName(errno)
+		}
+		_, _, errno = unix.Syscall(unix.SYS_MPROTECT, addr, page, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC)
+	case "memfd-exec":
+		fd, err := unix.MemfdCreate("code", unix.MFD_CLOEXEC)
+		if err != nil {
+			return "memfd_create " + result(err)
+		}
+		defer unix.Close(fd)
+		addr, _, errno = unix.Syscall6(unix.SYS_MMAP, 0, page, unix.PROT_READ|unix.PROT_EXEC,
+			unix.MAP_SHARED, uintptr(fd), 0)
+	}
+	if errno != 0 {
+		return unix.ErrnoName(errno)
+	}
+	unix.Syscall(unix.SYS_MUNMAP, addr, page, 0)
+	return "ok"
 }
