@@ -569,8 +569,18 @@ func (b *Broker) Close() error {
 // valid UTF-8, such as a file name taken from an origin) — is never sent:
 // the error wraps ipc.ErrSpec (and proto.Error for a marshal failure) and
 // comes back at once, and the renderer lives on.
+//
+// A descriptor of a regular-file kind reaches the renderer as a fresh
+// open of the same file (see ownDescriptions), never as the caller's own
+// open file description: what the renderer does to its offset or status
+// flags stays with it. That needs /proc.
 func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Method[Req, Resp], req Req, fds ...*os.File) (Resp, []*os.File, error) {
 	var zero Resp
+	fds, own, err := ownDescriptions(m, fds)
+	if err != nil {
+		return zero, nil, err
+	}
+	defer closeOwn(own)
 	if err := r.begin(); err != nil {
 		return zero, nil, err
 	}

@@ -84,6 +84,17 @@ type Seccomp struct {
 	// Allow lists syscalls, by name, allowed on top of BaseSyscalls. The
 	// escape surface (see EscapeSurface) can never be allowed.
 	Allow []string
+	// DenyExecMemory forbids new executable memory once the renderer is
+	// locked down: mmap and mprotect (and pkey_mprotect or shmat, if
+	// Allow lists them) are allowed only without PROT_EXEC (SHM_EXEC),
+	// and a call with it is a violation. Code injected through a memory
+	// bug then has no executable page to land in: every executable
+	// mapping is one the program and its libraries made before
+	// lockdown, none of them writable. Neither the Go runtime (cgo and
+	// glibc's thread stacks included) nor glibc's allocator maps
+	// executable memory; a library that loads code or JITs after
+	// lockdown does, and needs this off.
+	DenyExecMemory bool
 }
 
 // Limits bounds the resources of one renderer.
@@ -163,8 +174,8 @@ type Policy struct {
 }
 
 // Strict returns the default renderer policy: every namespace, every
-// Landlock right, the base seccomp allowlist with the violation monitor,
-// and tight resource limits. Each call returns a fresh value that the
+// Landlock right, the base seccomp allowlist with the violation monitor
+// and no new executable memory, and tight resource limits. Each call returns a fresh value that the
 // caller may change.
 func Strict() *Policy {
 	return &Policy{
@@ -172,7 +183,7 @@ func Strict() *Policy {
 		Filesystem: Filesystem{Landlock: true},
 		Network:    Network{Landlock: true},
 		Scope:      Scope{Landlock: true},
-		Seccomp:    Seccomp{Enabled: true, Monitor: true},
+		Seccomp:    Seccomp{Enabled: true, Monitor: true, DenyExecMemory: true},
 		Limits: Limits{
 			Memory:       1 << 30,
 			OpenFiles:    64,
@@ -241,6 +252,9 @@ func (p *Policy) Validate() error {
 	if p.Seccomp.Monitor && !p.Seccomp.Enabled {
 		bad("seccomp: monitor needs seccomp enabled")
 	}
+	if p.Seccomp.DenyExecMemory && !p.Seccomp.Enabled {
+		bad("seccomp: deny_exec_memory needs seccomp enabled")
+	}
 	if len(p.Seccomp.Allow) > 0 && !p.Seccomp.Enabled {
 		bad("seccomp: allow lists syscalls but seccomp is disabled")
 	}
@@ -251,6 +265,8 @@ func (p *Policy) Validate() error {
 			bad("seccomp: unknown syscall %q", name)
 		case isEscapeSurface(name):
 			bad("seccomp: %q is escape surface and cannot be allowed", name)
+		case uncheckable(name) != "":
+			bad("seccomp: %q cannot be allowed: %s", name, uncheckable(name))
 		case inBase(name):
 			bad("seccomp: %q is already in the base allowlist, with argument conditions that a policy cannot widen", name)
 		case seen[name]:

@@ -1,12 +1,14 @@
 package policy_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/policy"
@@ -35,10 +37,16 @@ func TestValidate(t *testing.T) {
 		{"unknown syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"frobnicate"} }, `unknown syscall "frobnicate"`},
 		{"escape surface", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ptrace"} }, `"ptrace" is escape surface`},
 		{"widen a base rule", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ioctl"} }, `"ioctl" is already in the base allowlist`},
+		{"openat2 hides O_PATH", func(p *policy.Policy) { p.Seccomp.Allow = []string{"openat2"} }, `"openat2" cannot be allowed`},
+		{"open, without O_PATH", func(p *policy.Policy) { p.Seccomp.Allow = []string{"open"} }, ""},
 		{"duplicate syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity", "sched_setaffinity"} }, "listed twice"},
 		{"allow without seccomp", func(p *policy.Policy) {
 			p.Seccomp.Enabled, p.Seccomp.Monitor, p.Seccomp.Allow = false, false, []string{"sched_setaffinity"}
 		}, "seccomp is disabled"},
+		{"exec memory without seccomp", func(p *policy.Policy) {
+			p.Seccomp.Enabled, p.Seccomp.Monitor = false, false
+		}, "deny_exec_memory needs seccomp"},
+		{"exec memory allowed", func(p *policy.Policy) { p.Seccomp.DenyExecMemory = false }, ""},
 		{"monitor without seccomp", func(p *policy.Policy) { p.Seccomp.Enabled = false }, "monitor needs seccomp"},
 		{"namespaces without userns", func(p *policy.Policy) { p.Namespaces.User = false }, "need the user namespace"},
 		{"pid without mount", func(p *policy.Policy) { p.Namespaces.Mount = false }, "pid namespace needs a mount namespace"},
@@ -113,6 +121,68 @@ func TestRoundTrip(t *testing.T) {
 	assert.Equal(t, p, back)
 }
 
+// TestDenyExecMemoryRoundTrips: the option survives the text and wire
+// forms both ways, and a file that leaves it out keeps Strict's (on).
+func TestDenyExecMemoryRoundTrips(t *testing.T) {
+	p, err := policy.Parse([]byte(`seccomp { allow: "sched_setaffinity" }`))
+	require.NoError(t, err)
+	assert.True(t, p.Seccomp.DenyExecMemory, "left out, it keeps Strict's")
+	p, err = policy.Parse([]byte(`seccomp { deny_exec_memory: false }`))
+	require.NoError(t, err)
+	assert.False(t, p.Seccomp.DenyExecMemory)
+	for _, on := range []bool{false, true} {
+		p := policy.Strict()
+		p.Seccomp.DenyExecMemory = on
+		text, err := policy.Format(p)
+		require.NoError(t, err)
+		// prototext varies its spacing on purpose.
+		assert.Regexp(t, fmt.Sprintf(`deny_exec_memory:\s+%v\b`, on), string(text))
+		back, err := policy.Parse(text)
+		require.NoError(t, err)
+		assert.Equal(t, p, back)
+		wire, err := policy.Marshal(p)
+		require.NoError(t, err)
+		back, err = policy.Unmarshal(wire)
+		require.NoError(t, err)
+		assert.Equal(t, p, back)
+	}
+}
+
+// TestDenyExecMemoryRules checks every syscall that can make memory
+// executable, from the base list or a policy's Allow, carries the
+// condition in every alternative under the option, and none without it.
+func TestDenyExecMemoryRules(t *testing.T) {
+	want := map[string]policy.ArgCond{
+		"mmap":          {Arg: 2, Op: policy.MaskedEqual, Mask: unix.PROT_EXEC},
+		"mprotect":      {Arg: 2, Op: policy.MaskedEqual, Mask: unix.PROT_EXEC},
+		"pkey_mprotect": {Arg: 2, Op: policy.MaskedEqual, Mask: unix.PROT_EXEC},
+		"shmat":         {Arg: 2, Op: policy.MaskedEqual, Mask: 0o100000}, // SHM_EXEC
+	}
+	for _, on := range []bool{true, false} {
+		p := policy.Strict()
+		p.Seccomp.DenyExecMemory = on
+		p.Seccomp.Allow = []string{"pkey_mprotect", "shmat"}
+		require.NoError(t, p.Validate())
+		seen := 0
+		for _, r := range p.SyscallRules() {
+			cond, ok := want[r.Name]
+			if !ok {
+				continue
+			}
+			seen++
+			if !on {
+				assert.Empty(t, r.AnyOf, "%s without deny_exec_memory", r.Name)
+				continue
+			}
+			require.NotEmpty(t, r.AnyOf, "%s allowed unconditionally", r.Name)
+			for _, alt := range r.AnyOf {
+				assert.Contains(t, alt, cond, r.Name)
+			}
+		}
+		assert.Equal(t, len(want), seen)
+	}
+}
+
 func TestHugeDurationsClamp(t *testing.T) {
 	p, err := policy.Parse([]byte(`limits { call_timeout_ms: 18446744073709551615 }`))
 	require.NoError(t, err)
@@ -158,4 +228,25 @@ func TestStatusString(t *testing.T) {
 	assert.True(t, s.Active(policy.LayerSeccomp))
 	assert.False(t, s.Active(policy.LayerCgroup))
 	assert.False(t, s.Active(policy.LayerPIDNS))
+}
+
+// TestOPathIsNeverAllowed checks every way into open(2) a policy can
+// allow: each needs O_PATH clear, whatever else it allows.
+func TestOPathIsNeverAllowed(t *testing.T) {
+	p := policy.Strict()
+	p.Seccomp.Allow = []string{"open"}
+	require.NoError(t, p.Validate())
+	want := map[string]uint{"openat": 2, "open": 1} // the flags argument
+	for _, r := range p.SyscallRules() {
+		arg, ok := want[r.Name]
+		if !ok {
+			continue
+		}
+		delete(want, r.Name)
+		require.NotEmpty(t, r.AnyOf, "%s allowed unconditionally", r.Name)
+		for _, alt := range r.AnyOf {
+			assert.Contains(t, alt, policy.ArgCond{Arg: arg, Op: policy.MaskedEqual, Mask: unix.O_PATH, Value: 0}, r.Name)
+		}
+	}
+	assert.Empty(t, want, "rules missing")
 }

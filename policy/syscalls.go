@@ -93,10 +93,18 @@ const (
 	cloneGlibcThread = cloneGoThread | unix.CLONE_SETTLS | unix.CLONE_PARENT_SETTID | unix.CLONE_CHILD_CLEARTID
 )
 
+// shmExec is SHM_EXEC, shmat's flag for an executable attachment.
+const shmExec = 0o100000
+
 func allow(name, why string) SyscallRule { return SyscallRule{Name: name, Why: why} }
 
 func allowIf(name, why string, alts ...[]ArgCond) SyscallRule {
 	return SyscallRule{Name: name, AnyOf: alts, Why: why}
+}
+
+// withoutFlag allows the call only when flag is clear in the argument.
+func withoutFlag(arg uint, flag uint64) []ArgCond {
+	return []ArgCond{{Arg: arg, Op: MaskedEqual, Mask: flag, Value: 0}}
 }
 
 func argEq(arg uint, values ...uint64) [][]ArgCond {
@@ -121,7 +129,9 @@ func BaseSyscalls() []SyscallRule {
 		allow("writev", "vectored writes"),
 		allow("pwrite64", "positional writes into memfds"),
 		allow("lseek", "seek in handed-in files"),
-		allow("openat", "libraries that probe files get EACCES from Landlock or ENOENT from the empty root, not a crash"),
+		allowIf("openat", "libraries that probe files get EACCES from Landlock or ENOENT from the empty root, not a crash; "+
+			"never O_PATH, which needs no Landlock right and would let fstat tell the host's devices, inodes and sizes",
+			withoutFlag(2, unix.O_PATH)),
 		allow("close", "close descriptors"),
 		allow("dup", "duplicate descriptors"),
 		allow("dup3", "duplicate descriptors"),
@@ -231,14 +241,69 @@ func knownSyscall(name string) bool {
 	return err == nil
 }
 
+// uncheckable says why a policy cannot allow name, "" if it can: a rule
+// of the base list depends on an argument name keeps behind a pointer,
+// where seccomp cannot read it (openat2 would open with O_PATH, which
+// openat's rule refuses).
+func uncheckable(name string) string {
+	if name == "openat2" {
+		return "its flags are behind a pointer seccomp cannot check, and O_PATH is never allowed"
+	}
+	return ""
+}
+
 // SyscallRules returns the complete allowlist of p: BaseSyscalls plus
-// p.Seccomp.Allow, unconditionally allowed. Call it on a validated policy:
-// Validate refuses names that are unknown, duplicated, already in the base
-// list or escape surface.
+// p.Seccomp.Allow, allowed under the argument conditions every syscall of
+// their kind must meet (open never with O_PATH, as openat), otherwise
+// unconditionally. Call it on a validated policy: Validate refuses names
+// that are unknown, duplicated, already in the base list, escape surface
+// or uncheckable.
 func (p *Policy) SyscallRules() []SyscallRule {
 	rules := BaseSyscalls()
 	for _, name := range p.Seccomp.Allow {
-		rules = append(rules, SyscallRule{Name: name, Why: "allowed by the policy"})
+		r := SyscallRule{Name: name, Why: "allowed by the policy"}
+		if name == "open" {
+			r.AnyOf = [][]ArgCond{withoutFlag(1, unix.O_PATH)}
+			r.Why += "; never O_PATH"
+		}
+		rules = append(rules, r)
+	}
+	if p.Seccomp.DenyExecMemory {
+		for i := range rules {
+			denyExec(&rules[i])
+		}
 	}
 	return rules
+}
+
+// execArg gives, for each syscall that can make memory executable, the
+// argument and the bit that asks for it.
+func execArg(name string) (arg uint, bit uint64, ok bool) {
+	switch name {
+	case "mmap", "mprotect", "pkey_mprotect":
+		return 2, unix.PROT_EXEC, true
+	case "shmat":
+		return 2, shmExec, true
+	}
+	return 0, 0, false
+}
+
+// denyExec makes r allow its syscall only without the bit that asks for
+// executable memory (Seccomp.DenyExecMemory), in every alternative.
+func denyExec(r *SyscallRule) {
+	arg, bit, ok := execArg(r.Name)
+	if !ok || r.Errno != 0 {
+		return
+	}
+	cond := ArgCond{Arg: arg, Op: MaskedEqual, Mask: bit, Value: 0}
+	if len(r.AnyOf) == 0 {
+		r.AnyOf = [][]ArgCond{{cond}}
+	} else {
+		alts := make([][]ArgCond, len(r.AnyOf))
+		for i, alt := range r.AnyOf {
+			alts[i] = append(slices.Clone(alt), cond)
+		}
+		r.AnyOf = alts
+	}
+	r.Why += "; never executable (deny_exec_memory)"
 }

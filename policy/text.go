@@ -93,6 +93,7 @@ func FromProto(pb *policypb.Policy) *Policy {
 	if s := pb.GetSeccomp(); s != nil {
 		set(&p.Seccomp.Enabled, s.Enabled)
 		set(&p.Seccomp.Monitor, s.Monitor)
+		set(&p.Seccomp.DenyExecMemory, s.DenyExecMemory)
 		p.Seccomp.Allow = append([]string(nil), s.Allow...)
 	}
 	if l := pb.GetLimits(); l != nil {
@@ -139,7 +140,8 @@ func ToProto(p *Policy) *policypb.Policy {
 		Filesystem: &policypb.Filesystem{Landlock: b(p.Filesystem.Landlock), ReadOnlyPaths: append([]string(nil), p.Filesystem.ReadOnlyPaths...)},
 		Network:    &policypb.Network{Landlock: b(p.Network.Landlock)},
 		Scope:      &policypb.Scope{Landlock: b(p.Scope.Landlock)},
-		Seccomp:    &policypb.Seccomp{Enabled: b(p.Seccomp.Enabled), Monitor: b(p.Seccomp.Monitor), Allow: append([]string(nil), p.Seccomp.Allow...)},
+		Seccomp: &policypb.Seccomp{Enabled: b(p.Seccomp.Enabled), Monitor: b(p.Seccomp.Monitor),
+			Allow: append([]string(nil), p.Seccomp.Allow...), DenyExecMemory: b(p.Seccomp.DenyExecMemory)},
 		Limits: &policypb.Limits{
 			MemoryBytes:          u(p.Limits.Memory),
 			OpenFiles:            u(p.Limits.OpenFiles),

@@ -48,6 +48,16 @@ var ReadFile = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.BytesValue](ip
 	RequestFDs: []ipc.FDKind{ipc.ReadOnlyFile},
 })
 
+// Tamper does to the handed-in read-only file what a compromised renderer
+// could do to a description it shared with the broker: it moves the
+// offset to the end and sets O_NONBLOCK and O_APPEND. It answers
+// "start=S end=E flags=F": the offset it found, the one it left and its
+// status flags afterwards.
+var Tamper = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.MethodSpec{
+	Name: "test.Tamper", MaxRequestBytes: 64, MaxResponseBytes: 256,
+	RequestFDs: []ipc.FDKind{ipc.ReadOnlyFile},
+})
+
 // OpenResource asks the broker for a resource by name and answers its
 // contents, or the error text.
 var OpenResource = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.MethodSpec{
@@ -146,6 +156,10 @@ func Register(s *renderer.Session, mux *ipc.Mux) {
 			return nil, nil, err
 		}
 		return wrapperspb.Bytes(b[:n]), nil, nil
+	})
+	ipc.Handle(mux, Tamper, func(_ context.Context, _ *wrapperspb.StringValue, fds []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
+		defer fds[0].Close()
+		return wrapperspb.String(tamper(int(fds[0].Fd()))), nil, nil
 	})
 	ipc.Handle(mux, OpenResource, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
 		f, err := s.Open(ctx, req.GetValue())
@@ -273,6 +287,12 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return result(err)
 	case "fds":
 		return openFDs()
+	case "mmap-rw", "mmap-exec", "mprotect-exec", "memfd-exec":
+		return execMemory(name)
+	case "open-path":
+		// O_PATH opens pass Landlock (they grant no access), and fstat on
+		// the result would tell the host's device, inode and size.
+		return openPath(arg)
 	case "spin":
 		// A hostile renderer ignores cancellation: only limits stop it.
 		for {
@@ -517,4 +537,88 @@ func floodCancel(n int) string {
 		}
 	}
 	return fmt.Sprintf("sent %d", n)
+}
+
+// openPath opens path with O_PATH, as raw syscalls (no library in between),
+// and answers the errno, or what fstat tells of the file.
+func openPath(path string) string {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return result(err)
+	}
+	cwd := unix.AT_FDCWD
+	fd, _, errno := unix.Syscall6(unix.SYS_OPENAT, uintptr(cwd), uintptr(unsafe.Pointer(p)),
+		uintptr(unix.O_PATH|unix.O_CLOEXEC), 0, 0, 0)
+	if errno != 0 {
+		return unix.ErrnoName(errno)
+	}
+	defer unix.Close(int(fd))
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fd), &st); err != nil {
+		return "fstat " + result(err)
+	}
+	return fmt.Sprintf("dev=%d ino=%d size=%d", st.Dev, st.Ino, st.Size)
+}
+
+// tamper is Tamper's work, in raw syscalls.
+func tamper(fd int) string {
+	start, err := unix.Seek(fd, 0, unix.SEEK_CUR)
+	if err != nil {
+		return "lseek " + result(err)
+	}
+	end, err := unix.Seek(fd, 0, unix.SEEK_END)
+	if err != nil {
+		return "lseek " + result(err)
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl|unix.O_NONBLOCK|unix.O_APPEND)
+	}
+	if err == nil {
+		fl, err = unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	}
+	if err != nil {
+		return "fcntl " + result(err)
+	}
+	return fmt.Sprintf("start=%d end=%d flags=%#x", start, end, fl)
+}
+
+// execMemory tries to get memory an attacker could write code into and
+// run, one way per action, with raw syscalls: an anonymous RWX mapping,
+// a RW page made RWX, a memfd mapped executable (its bytes can be written
+// through the descriptor). "mmap-rw" is the ordinary mapping every
+// allocator makes.
+func execMemory(action string) string {
+	const page = 4096
+	anon := func(prot uintptr) (uintptr, unix.Errno) {
+		addr, _, errno := unix.Syscall6(unix.SYS_MMAP, 0, page, prot,
+			unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uintptr(0), 0)
+		return addr, errno
+	}
+	var addr uintptr
+	var errno unix.Errno
+	switch action {
+	case "mmap-rw":
+		addr, errno = anon(unix.PROT_READ | unix.PROT_WRITE)
+	case "mmap-exec":
+		addr, errno = anon(unix.PROT_READ | unix.PROT_WRITE | unix.PROT_EXEC)
+	case "mprotect-exec":
+		if addr, errno = anon(unix.PROT_READ | unix.PROT_WRITE); errno != 0 {
+			return "mmap " + unix.ErrnoName(errno)
+		}
+		_, _, errno = unix.Syscall(unix.SYS_MPROTECT, addr, page, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC)
+	case "memfd-exec":
+		fd, err := unix.MemfdCreate("code", unix.MFD_CLOEXEC)
+		if err != nil {
+			return "memfd_create " + result(err)
+		}
+		defer unix.Close(fd)
+		addr, _, errno = unix.Syscall6(unix.SYS_MMAP, 0, page, unix.PROT_READ|unix.PROT_EXEC,
+			unix.MAP_SHARED, uintptr(fd), 0)
+	}
+	if errno != 0 {
+		return unix.ErrnoName(errno)
+	}
+	unix.Syscall(unix.SYS_MUNMAP, addr, page, 0)
+	return "ok"
 }

@@ -361,9 +361,12 @@ type Seccomp struct {
 	Enabled *bool                  `protobuf:"varint,1,opt,name=enabled,proto3,oneof" json:"enabled,omitempty"`
 	Monitor *bool                  `protobuf:"varint,2,opt,name=monitor,proto3,oneof" json:"monitor,omitempty"`
 	// Syscalls allowed on top of the base allowlist, by name.
-	Allow         []string `protobuf:"bytes,3,rep,name=allow,proto3" json:"allow,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Allow []string `protobuf:"bytes,3,rep,name=allow,proto3" json:"allow,omitempty"`
+	// No new executable memory after lockdown: mmap, mprotect (and
+	// pkey_mprotect, shmat if allowed) only without PROT_EXEC (SHM_EXEC).
+	DenyExecMemory *bool `protobuf:"varint,4,opt,name=deny_exec_memory,json=denyExecMemory,proto3,oneof" json:"deny_exec_memory,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Seccomp) Reset() {
@@ -415,6 +418,13 @@ func (x *Seccomp) GetAllow() []string {
 		return x.Allow
 	}
 	return nil
+}
+
+func (x *Seccomp) GetDenyExecMemory() bool {
+	if x != nil && x.DenyExecMemory != nil {
+		return *x.DenyExecMemory
+	}
+	return false
 }
 
 type Limits struct {
@@ -592,15 +602,17 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\t_landlock\"5\n" +
 	"\x05Scope\x12\x1f\n" +
 	"\blandlock\x18\x01 \x01(\bH\x00R\blandlock\x88\x01\x01B\v\n" +
-	"\t_landlock\"u\n" +
+	"\t_landlock\"\xb9\x01\n" +
 	"\aSeccomp\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12\x1d\n" +
 	"\amonitor\x18\x02 \x01(\bH\x01R\amonitor\x88\x01\x01\x12\x14\n" +
-	"\x05allow\x18\x03 \x03(\tR\x05allowB\n" +
+	"\x05allow\x18\x03 \x03(\tR\x05allow\x12-\n" +
+	"\x10deny_exec_memory\x18\x04 \x01(\bH\x02R\x0edenyExecMemory\x88\x01\x01B\n" +
 	"\n" +
 	"\b_enabledB\n" +
 	"\n" +
-	"\b_monitor\"\xf3\x05\n" +
+	"\b_monitorB\x13\n" +
+	"\x11_deny_exec_memory\"\xf3\x05\n" +
 	"\x06Limits\x12&\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x04H\x00R\vmemoryBytes\x88\x01\x01\x12\"\n" +
 	"\n" +
