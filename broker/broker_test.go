@@ -414,6 +414,7 @@ func TestLimits(t *testing.T) {
 		cfg    func(*broker.Config)
 		action string
 		want   broker.ExitReason
+		detail string // in the exit's Detail, if set
 		race   string // why the case cannot run under -race
 	}{
 		{
@@ -435,9 +436,14 @@ func TestLimits(t *testing.T) {
 			want:   broker.ExitThreadLimit,
 		},
 		{
+			// The last line is the claim of a memory limit that the
+			// renderer's small resident peak does not back: a crash that
+			// quotes it (see TestMemoryClaimNeedsEvidence), which it can
+			// only do if the line was read before the exit was judged.
 			name:   "last words read before the exit is judged",
 			action: "last-words",
-			want:   broker.ExitMemoryLimit,
+			want:   broker.ExitCrash,
+			detail: "the renderer claimed: fatal error: runtime: out of memory",
 		},
 		{
 			name:   "call timeout",
@@ -477,6 +483,7 @@ func TestLimits(t *testing.T) {
 			var ee *broker.ExitError
 			require.ErrorAs(t, err, &ee)
 			assert.Equal(t, tt.want, ee.Reason, "%v", ee)
+			assert.Contains(t, ee.Detail, tt.detail)
 			assert.ErrorIs(t, err, broker.ErrRendererGone)
 		})
 	}

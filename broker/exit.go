@@ -55,6 +55,10 @@ type ExitError struct {
 	Layer policy.Layer
 	// Lifetime is how long the renderer ran.
 	Lifetime time.Duration
+	// PeakRSS is the renderer's resident memory at its peak, in bytes,
+	// as the kernel reported it when the broker reaped the renderer
+	// (rusage ru_maxrss); 0 if unknown.
+	PeakRSS uint64
 }
 
 func (e *ExitError) Error() string {

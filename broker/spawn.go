@@ -458,8 +458,10 @@ func (r *Renderer) classify() *ExitError {
 	if recorded != nil {
 		*e = *recorded
 		e.PID, e.Lifetime = r.pid, time.Since(r.started)
+		e.PeakRSS = peakRSS(r.state)
 		return e
 	}
+	e.PeakRSS = peakRSS(r.state)
 	ps := r.state
 	if ps == nil { // wait failed: nothing to classify by
 		e.Reason, e.Detail = ExitCrash, "exit status unknown: "+r.logs.lastLine()
@@ -478,8 +480,10 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
+	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit && memoryCorroborated(e.PeakRSS, limits.Memory):
+		e.Reason, e.Detail = ExitMemoryLimit, fmt.Sprintf("resident peak %d MiB of the %d MiB limit: %s", e.PeakRSS>>20, limits.Memory>>20, last)
 	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit:
-		e.Reason, e.Detail = ExitMemoryLimit, "memory limit (RLIMIT_DATA) reached: "+last
+		e.Reason, e.Detail = ExitCrash, fmt.Sprintf("exit status %d; the renderer claimed: %s (resident peak %d MiB, memory limit %d MiB: not corroborated)", ws.ExitStatus(), last, e.PeakRSS>>20, limits.Memory>>20)
 	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitThreadLimit:
 		e.Reason, e.Detail = ExitThreadLimit, "thread limit (RLIMIT_NPROC) reached: "+last
 	case ws.Signaled():
@@ -492,6 +496,37 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitCrash, fmt.Sprintf("exit status %d: %s", ws.ExitStatus(), last)
 	}
 	return e
+}
+
+// peakRSS returns the resident peak the kernel recorded for a reaped
+// renderer, in bytes; 0 if unknown.
+func peakRSS(ps *os.ProcessState) uint64 {
+	if ps == nil {
+		return 0
+	}
+	ru, ok := ps.SysUsage().(*syscall.Rusage)
+	if !ok || ru.Maxrss <= 0 {
+		return 0
+	}
+	return uint64(ru.Maxrss) << 10 // kilobytes on Linux
+}
+
+// memoryCorroborated reports whether the broker's own evidence backs a
+// renderer's claim that it ran out of memory: its resident peak, which the
+// kernel measured, reached half its memory limit. The renderer's stderr
+// is its own word: a compromised renderer that prints the runtime's
+// out-of-memory line to pass off a crash as a limit must first have made
+// half its limit resident. Without a limit there is none to have reached.
+//
+// Half, not all: the limit counts memory mapped, the resident peak
+// memory touched, and at the failing allocation a runtime holds untouched
+// reservations (a Go heap arena is 64 MiB) and the limit's last stretch
+// is never resident. The price is that a single allocation larger than
+// the limit, refused before anything was touched, is reported as a crash
+// with the claim quoted, not as the memory limit: the broker cannot tell
+// it from a lie. See SECURITY.md.
+func memoryCorroborated(peak, limit uint64) bool {
+	return limit != 0 && peak >= limit/2
 }
 
 // logTail keeps the last lines a renderer wrote to stderr, to explain its

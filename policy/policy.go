@@ -99,14 +99,24 @@ type Seccomp struct {
 
 // Limits bounds the resources of one renderer.
 type Limits struct {
-	// Memory is RLIMIT_DATA in bytes: the renderer's private writable
-	// memory (heap, anonymous mappings, glibc arenas, thread stacks),
-	// counted when mapped, not when touched: an idle renderer's runtime
-	// already maps about 75 MB. Allocations past it fail and the Go
-	// runtime dies ("out of memory" and kin), which the broker reports as
-	// the memory limit. RLIMIT_AS would be the wrong bound: Go and glibc
-	// reserve over a gigabyte of address space they never use. Zero
-	// leaves it unlimited.
+	// Memory bounds the renderer's memory in bytes, counted when mapped,
+	// not when touched, through two rlimits:
+	//   - RLIMIT_DATA = Memory: private writable memory (heap, malloc,
+	//     thread stacks); an idle renderer's runtime already maps about
+	//     75 MB of it;
+	//   - RLIMIT_AS = Memory + the address space mapped at lockdown: every
+	//     mapping, shared ones and memfds included. The address space at
+	//     lockdown, mostly the Go runtime's inaccessible start-up
+	//     reservations (measured 1.21 GiB for a small renderer, Go 1.26
+	//     amd64), would otherwise leave no room; a compromised renderer
+	//     can unmap them and reuse the room, so RLIMIT_AS, not Memory, is
+	//     the hard bound on what it can touch (see SECURITY.md).
+	// Shared memory a renderer hands the broker (result memfds, regions)
+	// counts, so include it. Allocations past the limit fail and the Go
+	// runtime dies; the broker reports the memory limit when the
+	// renderer's resident peak backs that, a crash otherwise. Kernel
+	// memory is not counted: only a cgroup bounds it. Zero leaves it
+	// unlimited.
 	Memory uint64
 	// OpenFiles is RLIMIT_NOFILE.
 	OpenFiles uint64

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -103,7 +104,8 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 			return nil, &policy.UnavailableError{Layer: policy.LayerUTSNS, Err: fmt.Errorf("sethostname: %w", err)}
 		}
 	}
-	if err := l.record(policy.LayerRlimits, setRlimits(p.Limits), ""); err != nil {
+	rdetail, rerr := setRlimits(p.Limits)
+	if err := l.record(policy.LayerRlimits, rerr, rdetail); err != nil {
 		return nil, err
 	}
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
@@ -335,7 +337,33 @@ func bindReadOnly(src *os.File, dst string) error {
 	return nil
 }
 
-func setRlimits(l policy.Limits) error {
+// setRlimits applies l. The memory limit is two rlimits:
+//
+//   - RLIMIT_DATA = Memory bounds private writable memory (the Go heap,
+//     malloc, thread stacks), counted when mapped;
+//   - RLIMIT_AS = Memory + the address space mapped now bounds every
+//     mapping, shared ones and memfds included, which RLIMIT_DATA does
+//     not count. What is mapped now is the executable, the libraries and
+//     above all the Go runtime's start-up reservations (page allocator
+//     summaries, the scavenger index: about 1.1 GiB of inaccessible
+//     address space), which would otherwise eat the limit; taking it as
+//     measured keeps the allowance exact for each renderer binary instead
+//     of a constant that is too small for one and too large for another.
+//
+// The detail names the address-space limit applied.
+func setRlimits(l policy.Limits) (detail string, err error) {
+	var as uint64
+	if l.Memory != 0 {
+		base, err := addressSpace()
+		if err != nil {
+			return "", fmt.Errorf("address space at lockdown: %w", err)
+		}
+		as = base + l.Memory
+		if as < base {
+			as = unix.RLIM_INFINITY
+		}
+		detail = fmt.Sprintf("address space %d MiB = %d MiB at lockdown + memory %d MiB", as>>20, base>>20, l.Memory>>20)
+	}
 	set := func(resource int, v uint64) error {
 		if err := unix.Setrlimit(resource, &unix.Rlimit{Cur: v, Max: v}); err != nil {
 			return fmt.Errorf("setrlimit(%d, %d): %w", resource, v, err)
@@ -353,6 +381,7 @@ func setRlimits(l policy.Limits) error {
 		{unix.RLIMIT_FSIZE, l.FileSize, true},
 		{unix.RLIMIT_MEMLOCK, l.LockedMemory, true},
 		{unix.RLIMIT_DATA, l.Memory, l.Memory != 0},
+		{unix.RLIMIT_AS, as, l.Memory != 0},
 		{unix.RLIMIT_NOFILE, l.OpenFiles, l.OpenFiles != 0},
 		{unix.RLIMIT_NPROC, l.Threads, l.Threads != 0},
 		{unix.RLIMIT_CPU, cpu, cpu != 0},
@@ -362,7 +391,7 @@ func setRlimits(l policy.Limits) error {
 			continue
 		}
 		if err := set(lim.resource, lim.value); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if l.Threads != 0 {
@@ -373,7 +402,25 @@ func setRlimits(l policy.Limits) error {
 		// thread's stack, and the broker could not tell the limits apart.
 		debug.SetMaxThreads(int(min(l.Threads, math.MaxInt32)) - threadMargin)
 	}
-	return nil
+	return detail, nil
+}
+
+// addressSpace returns the process's mapped address space, VmSize.
+func addressSpace() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmSize:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("VmSize %q: %w", v, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmSize in /proc/self/status")
 }
 
 // threadMargin is how far below RLIMIT_NPROC the runtime's thread limit

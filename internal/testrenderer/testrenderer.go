@@ -306,6 +306,32 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			}
 			keep = append(keep, b)
 		}
+	case "shm-anon", "shm-memfd":
+		// Touches shared memory, which RLIMIT_DATA does not count, 16 MiB
+		// at a time, keeping every mapping and (memfd) closing each
+		// descriptor at once, so that RLIMIT_NOFILE does not stop it
+		// either. arg caps the total, so that a limit that fails to hold
+		// ends the action with an answer instead of the machine's memory.
+		// When the kernel refuses a mapping the renderer carries on with
+		// the Go heap, as a program would, until the runtime dies.
+		total, _ := strconv.ParseUint(arg, 10, 64)
+		mapped, err := touchShared(name == "shm-memfd", total)
+		if err == nil {
+			return fmt.Sprintf("touched %d bytes", mapped)
+		}
+		var keep [][]byte
+		for {
+			b := make([]byte, 1<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+	case "claim-oom":
+		// Lies: claims the runtime's death by memory exhaustion, having
+		// used next to no memory.
+		fmt.Fprintln(os.Stderr, "fatal error: runtime: out of memory")
+		os.Exit(2)
 	case "last-words":
 		// Dies the way the runtime does when memory runs out, after a
 		// long log: the line that says why is the last one, still in
@@ -390,6 +416,41 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return strconv.Itoa(*p)
 	}
 	return "unknown action " + action
+}
+
+// touchShared maps and touches shared memory in 16 MiB steps up to total
+// bytes: anonymous shared mappings, or memfds sized with ftruncate whose
+// descriptors are closed once mapped. It returns the bytes touched, and
+// the first error.
+func touchShared(memfd bool, total uint64) (uint64, error) {
+	const step = 16 << 20
+	var done uint64
+	for done < total {
+		fd, flags := -1, unix.MAP_SHARED|unix.MAP_ANONYMOUS
+		if memfd {
+			var err error
+			if fd, err = unix.MemfdCreate("touch", unix.MFD_CLOEXEC); err != nil {
+				return done, fmt.Errorf("memfd_create: %w", err)
+			}
+			if err := unix.Ftruncate(fd, step); err != nil {
+				unix.Close(fd)
+				return done, fmt.Errorf("ftruncate: %w", err)
+			}
+			flags = unix.MAP_SHARED
+		}
+		b, err := unix.Mmap(fd, 0, step, unix.PROT_READ|unix.PROT_WRITE, flags)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return done, fmt.Errorf("mmap: %w", err)
+		}
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		done += step
+	}
+	return done, nil
 }
 
 // openFDs lists every open descriptor from 0 to 1023 with its file type,

@@ -2,7 +2,6 @@ package parser_test
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"os"
 	"strings"
@@ -166,9 +165,19 @@ func misbehave(mode string, in *os.File) (*imagepb.ThumbnailResponse, []*os.File
 	case "hang":
 		time.Sleep(time.Hour) // ignores the propagated deadline
 	case "memory":
-		hog := make([]byte, 8<<30) // over RLIMIT_DATA: the runtime dies
-		hog[len(hog)-1] = 1
-		return nil, nil, errors.New(string(hog[len(hog)-1:]))
+		// Fills memory, page by page, until the limit stops it and the
+		// runtime dies. The pages are touched: the broker reports the
+		// memory limit only when the kernel's resident peak backs the
+		// runtime's "out of memory" (one allocation past the limit,
+		// refused before anything was touched, is reported as a crash).
+		var hog [][]byte
+		for {
+			b := make([]byte, 64<<20)
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			hog = append(hog, b)
+		}
 	case "cpu":
 		for {
 		}

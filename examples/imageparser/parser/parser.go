@@ -54,7 +54,7 @@ const runtimeHeadroom = 256 << 20
 // policy.Strict() plus exactly what decoding one image under that budget
 // needs. Every exception:
 //
-//   - Limits.Memory (RLIMIT_DATA, 1 GiB in Strict) = 24 bytes ×
+//   - Limits.Memory (RLIMIT_DATA and RLIMIT_AS, 1 GiB in Strict) = 24 bytes ×
 //     MaxPixels + 2 × MaxInputBytes + 256 MiB. thumb's documentation puts
 //     the worst decoder (progressive CMYK JPEG, a 16-bit TIFF in one strip)
 //     at about 24 bytes per declared pixel plus the input; the input is
@@ -62,8 +62,10 @@ const runtimeHeadroom = 256 << 20
 //     and 256 MiB is the Go runtime's own. Anything past that is a decoder
 //     allocating more than the budget implies, and the renderer dies
 //     ("killed: memory limit") instead of the machine swapping. The
-//     result memfd is a shared mapping, which RLIMIT_DATA does not count.
-//     (Dropped in binaries built with -race, which cannot run under a
+//     result memfd, a shared mapping at most 4 × MaxSide² bytes, fits in
+//     the 256 MiB; the runtime's start-up reservations are not in it (the
+//     renderer adds its address space at lockdown, 1.21 GiB, to
+//     RLIMIT_AS). (Dropped in binaries built with -race, which cannot run under a
 //     memory rlimit; tests only.)
 //   - Limits.FileSize (RLIMIT_FSIZE, 0 in Strict) = 4 × MaxSide² bytes,
 //     the largest thumbnail: the renderer sizes the result memfd with

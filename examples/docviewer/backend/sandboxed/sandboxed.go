@@ -50,14 +50,16 @@ import (
 // Policy returns the renderer policy for documents under limits:
 // policy.Strict() plus exactly what MuPDF needs. Every exception:
 //
-//   - Limits.Memory (RLIMIT_DATA) = MaxHeapBytes + 2*MaxInputBytes +
+//   - Limits.Memory = MaxHeapBytes + 2*MaxInputBytes + MaxPageBytes +
 //     256 MiB: MuPDF's capped heap, the document read into Go memory and
-//     its copy in C memory (render.Open copies it), and room for the Go
-//     runtime and glibc's arenas. The page region is a shared memfd
-//     mapping, which RLIMIT_DATA does not count (FileSize bounds it). With
-//     doclimits.Default this is Strict's 1 GiB. (Dropped in binaries
-//     built with -race, which cannot run under a memory rlimit; tests
-//     only.)
+//     its copy in C memory (render.Open copies it), the page region (a
+//     shared memfd mapping, which the memory limit's RLIMIT_AS counts),
+//     and room for the Go heap's growth and glibc. The runtime's start-up
+//     reservations are not in it: the renderer adds its address space at
+//     lockdown to RLIMIT_AS (measured: 1.34 GiB for this renderer, MuPDF
+//     linked in). With doclimits.Default this is 1.125 GiB. (Dropped in
+//     binaries built with -race, which cannot run under a memory rlimit;
+//     tests only.)
 //   - Limits.FileSize (RLIMIT_FSIZE, 0 in Strict) = the largest page
 //     buffer, 4*MaxPixelsPerPage: the renderer ftruncates its page region
 //     to exactly that, and RLIMIT_FSIZE applies to that.
@@ -80,7 +82,7 @@ import (
 // all in the base list).
 func Policy(l doclimits.Limits) *policy.Policy {
 	p := policy.Strict()
-	p.Limits.Memory = uint64(l.MaxHeapBytes + 2*l.MaxInputBytes + runtimeHeadroom)
+	p.Limits.Memory = uint64(l.MaxHeapBytes + 2*l.MaxInputBytes + l.MaxPageBytes() + runtimeHeadroom)
 	p.Limits.FileSize = uint64(l.MaxPageBytes())
 	p.Limits.CallTimeout = l.MaxRenderTime + callSlack
 	p.Limits.CPUTime = 10 * time.Minute
@@ -92,8 +94,8 @@ func Policy(l doclimits.Limits) *policy.Policy {
 }
 
 const (
-	// runtimeHeadroom is the renderer's memory beyond MuPDF and the
-	// document: Go runtime, goroutine stacks, glibc arenas.
+	// runtimeHeadroom is the renderer's memory beyond MuPDF, the document
+	// and the page region: the Go heap's growth, goroutine stacks, glibc.
 	runtimeHeadroom = 256 << 20
 	// callSlack is how much longer than MaxRenderTime a page call may
 	// take before the broker kills the renderer.

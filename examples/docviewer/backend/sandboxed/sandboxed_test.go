@@ -145,11 +145,16 @@ func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
 		case "hang":
 			<-make(chan struct{}) // ignores ctx: only the call timeout ends it
 		case "oom":
-			// RLIMIT_DATA counts mappings, not touched pages: the
-			// allocations fail long before they could cost time.
+			// Fills memory page by page until the limit stops it: the
+			// broker reports the memory limit only when the kernel's
+			// resident peak backs the runtime's "out of memory".
 			var keep [][]byte
 			for {
-				keep = append(keep, make([]byte, 64<<20))
+				b := make([]byte, 64<<20)
+				for i := 0; i < len(b); i += 4096 {
+					b[i] = 1
+				}
+				keep = append(keep, b)
 			}
 		}
 		resp, out, err := w.Render(ctx, req, fds)
@@ -221,7 +226,7 @@ func TestPolicyExceptions(t *testing.T) {
 	assert.Equal(t, l.MaxRenderTime+callSlack, p.Limits.CallTimeout)
 	assert.Equal(t, []string{"sysinfo"}, p.Seccomp.Allow)
 	if !raceDetector {
-		assert.Equal(t, uint64(1<<30), p.Limits.Memory)
+		assert.Equal(t, uint64(1<<30+128<<20), p.Limits.Memory)
 	}
 }
 
@@ -396,6 +401,12 @@ func TestMisbehavingRenderer(t *testing.T) {
 	b := newBackend(t, func(c *Config) {
 		c.Policy = Policy(doclimits.Default())
 		c.Policy.Limits.CallTimeout = 2 * time.Second // for "hang"
+		if !raceDetector {
+			// "oom" touches its whole limit before it dies, which must
+			// fit in the call timeout on a loaded machine; the sample
+			// page needs far less.
+			c.Policy.Limits.Memory = 384 << 20
+		}
 		c.MaxRenderers = 4
 	}, samples...)
 	good := library.IDOf("multipage.pdf")
