@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -273,6 +274,14 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			}()
 			time.Sleep(time.Millisecond)
 		}
+	case "threads-unguarded":
+		// A compromised renderer lifts the runtime's own thread limit
+		// first, so that only the kernel's RLIMIT_NPROC can stop it.
+		debug.SetMaxThreads(100000)
+		return attempt(ctx, s, "threads")
+	case "uid":
+		// The renderer's ids as its user namespace shows them.
+		return fmt.Sprintf("%d %d", unix.Getuid(), unix.Getgid())
 	case "hang":
 		time.Sleep(time.Hour)
 		return "woke"
