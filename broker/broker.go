@@ -71,6 +71,26 @@ type Config struct {
 	// renderer is spawned straight into a child group of its own with
 	// the policy's cgroup limits.
 	CgroupDir string
+	// RendererIDs matters when the broker runs as root: each renderer
+	// then runs as a host uid of its own from this range, with the gid
+	// of the same number and no supplementary groups, mapped to 0 in its
+	// user namespace; no two live renderers share one, and an id is
+	// reused only once its renderer has been reaped. A renderer is thus
+	// never host root, which the kernel exempts from RLIMIT_NPROC (the
+	// policy's thread limit), and per-user kernel accounting (threads,
+	// descriptors in flight over unix sockets, pipe buffers, epoll
+	// watches, inotify and message queue counts) is its own, not shared
+	// with the broker or another renderer. The range must hold at least
+	// MaxRenderers ids and no other user's: two brokers need disjoint
+	// ranges. The renderer executable must be executable by others
+	// (o+x); it is exec'd through a descriptor the broker opened, so the
+	// directories above it need not be searchable by those ids.
+	//
+	// Zero means root's range in /etc/subuid if /etc/subgid gives root
+	// the same one, else DefaultRendererIDs. A broker that is not root
+	// cannot switch ids: its renderers run as its own uid, and what that
+	// shares is in SECURITY.md ("Threads and user ids").
+	RendererIDs IDRange
 	// Logger receives the broker's logs and the renderers' stderr lines.
 	// Nil discards them.
 	Logger *slog.Logger
@@ -97,6 +117,8 @@ type Broker struct {
 	slotFreed chan struct{} // closed and replaced whenever a renderer ends
 	dirs      map[string]*os.File
 	events    []Event
+	ids       *idPool  // host ids for renderers; nil unless root
+	exeFile   *os.File // the executable, for renderers with ids of their own
 
 	cgroupSeq atomic.Uint64 // names renderers' cgroups uniquely
 	wg        sync.WaitGroup
@@ -154,6 +176,23 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	var (
+		ids     *idPool
+		exeFile *os.File
+	)
+	if os.Geteuid() == 0 {
+		r := rendererIDs(cfg.RendererIDs)
+		if err := r.check(); err != nil {
+			return nil, fmt.Errorf("broker: RendererIDs %v: %w", r, err)
+		}
+		if r.Count < uint32(min(cfg.MaxRenderers, 1<<31)) {
+			return nil, fmt.Errorf("broker: RendererIDs %v holds %d ids, fewer than MaxRenderers %d", r, r.Count, cfg.MaxRenderers)
+		}
+		if exeFile, err = openExecutable(exe); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+		ids = &idPool{r: r, used: map[uint32]bool{}}
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -169,6 +208,8 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		live:      map[*Renderer]struct{}{},
 		slotFreed: make(chan struct{}),
 		dirs:      map[string]*os.File{},
+		ids:       ids,
+		exeFile:   exeFile,
 	}
 	if cfg.WarmPool > 0 {
 		if err := b.fillPool(ctx); err != nil {
@@ -556,6 +597,9 @@ func (b *Broker) Close() error {
 	b.spawner.stop()
 	for _, f := range dirs {
 		f.Close()
+	}
+	if b.exeFile != nil {
+		b.exeFile.Close()
 	}
 	return nil
 }

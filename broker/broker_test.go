@@ -347,6 +347,10 @@ func TestReadOnlyPaths(t *testing.T) {
 	dir := t.TempDir() // under /tmp, which the renderer's new root covers
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "font.ttf"), []byte("glyphs"), 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(t.TempDir(), "other"), []byte("x"), 0o644))
+	// A root broker's renderers run as unprivileged ids of their own:
+	// like fonts in /usr/share, the paths must be readable by others.
+	require.NoError(t, os.Chmod(dir, 0o755))
+	require.NoError(t, os.Chmod(filepath.Dir(dir), 0o755))
 	p := strict()
 	p.Filesystem.ReadOnlyPaths = []string{dir}
 	b := newBroker(t, p)
@@ -820,6 +824,14 @@ func TestRendererDiesWithBroker(t *testing.T) {
 func TestSpawnFailureBeforeExec(t *testing.T) {
 	notExecutable := filepath.Join(t.TempDir(), "renderer")
 	require.NoError(t, os.WriteFile(notExecutable, []byte("#!/bin/sh\n"), 0o644))
+	if os.Geteuid() == 0 {
+		// A root broker's renderers run as ids of their own, exec'd
+		// through a descriptor: New checks the mode up front.
+		_, err := broker.New(context.Background(), broker.Config{Policy: strict(), Path: notExecutable})
+		require.ErrorContains(t, err, notExecutable+" has mode 0644")
+		require.ErrorContains(t, err, "executable by others")
+		return
+	}
 	b := newBroker(t, strict(), func(c *broker.Config) { c.Path = notExecutable })
 	fdsBefore := openFDs(t)
 	_, err := b.Acquire(context.Background(), "o", "")

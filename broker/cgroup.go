@@ -86,3 +86,20 @@ func (c *cgroup) remove() {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// pidsMaxHit reports whether the kernel refused the group a task because
+// of pids.max: the "max" counter of pids.events.
+func (c *cgroup) pidsMaxHit() bool {
+	b, err := os.ReadFile(filepath.Join(c.path, "pids.events"))
+	if err != nil {
+		return false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		var n uint64
+		if _, err := fmt.Sscanf(sc.Text(), "max %d", &n); err == nil && n > 0 {
+			return true
+		}
+	}
+	return false
+}

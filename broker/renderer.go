@@ -29,6 +29,7 @@ type Renderer struct {
 	started time.Time
 	logs    *logTail
 	cgroup  *cgroup
+	hostID  int // the host uid and gid of its own, or -1 (see Config.RendererIDs)
 
 	ready  chan struct{} // closed when the renderer reported ready
 	bound  chan struct{} // closed once Bind is sent (or failed to be)

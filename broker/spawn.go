@@ -117,15 +117,30 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		remote.Close()
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
 	}
+	hostID := -1
+	if b.ids != nil {
+		b.mu.Lock()
+		id, err := b.ids.alloc()
+		b.mu.Unlock()
+		if err != nil {
+			local.Close()
+			remote.Close()
+			logR.Close()
+			logW.Close()
+			return nil, err
+		}
+		hostID = int(id)
+	}
 	var proc process
-	if b.cfg.CgroupDir == "" {
+	if b.cfg.CgroupDir == "" && hostID < 0 {
 		proc, err = b.startVfork(logW, remote)
 	} else {
-		proc, err = b.startExec(logW, remote)
+		proc, err = b.startExec(logW, remote, hostID)
 	}
 	remote.Close()
 	logW.Close()
 	if err != nil {
+		b.releaseID(hostID)
 		local.Close()
 		logR.Close()
 		return nil, err
@@ -140,6 +155,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		started:  time.Now(),
 		logs:     &logTail{},
 		cgroup:   proc.cg,
+		hostID:   hostID,
 		ready:    make(chan struct{}),
 		bound:    make(chan struct{}),
 		exited:   make(chan struct{}),
@@ -241,11 +257,13 @@ func (b *Broker) startVfork(logW, remote *os.File) (process, error) {
 	return process{pid: pid, pidfd: pidfd, reap: reap}, nil
 }
 
-// startExec starts a renderer in a new child of the cgroup directory,
-// through os/exec from the spawner's thread: Go's fork can start the child
-// straight in its cgroup (CLONE_INTO_CGROUP), but copies the broker's page
-// tables (see spawnVfork).
-func (b *Broker) startExec(logW, remote *os.File) (process, error) {
+// startExec starts a renderer through os/exec from the spawner's thread:
+// in a new child of the cgroup directory, if there is one, which Go's fork
+// can start the child in (CLONE_INTO_CGROUP); and as hostID, if it is not
+// -1, which needs maps naming an id other than the broker's, written by
+// the privileged parent while the child waits. Go's fork copies the
+// broker's page tables for that (see spawnVfork).
+func (b *Broker) startExec(logW, remote *os.File, hostID int) (process, error) {
 	p := b.policy
 	pidfd := -1
 	attr := &syscall.SysProcAttr{
@@ -254,7 +272,23 @@ func (b *Broker) startExec(logW, remote *os.File) (process, error) {
 		PidFD:      &pidfd,
 		Setsid:     true,
 	}
-	if p.Namespaces.User {
+	path := b.exe
+	extra := []*os.File{remote} // fd 3
+	switch {
+	case hostID >= 0 && p.Namespaces.User:
+		// hostID becomes 0 inside, which lets the renderer mount its
+		// empty root; it drops every capability before it reads input.
+		// The child starts as host root in the new namespace: it
+		// takes hostID by becoming 0 there, and drops the broker's
+		// supplementary groups, which needs setgroups allowed in the
+		// namespace; the renderer's seccomp filter never allows it.
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: hostID, Size: 1}}
+		attr.GidMappingsEnableSetgroups = true
+		attr.Credential = &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}
+	case hostID >= 0:
+		attr.Credential = &syscall.Credential{Uid: uint32(hostID), Gid: uint32(hostID), Groups: []uint32{}}
+	case p.Namespaces.User:
 		// The broker's own uid and gid become 0 inside, which lets the
 		// renderer mount its empty root; it drops every capability
 		// before it reads input. setgroups stays denied.
@@ -262,25 +296,41 @@ func (b *Broker) startExec(logW, remote *os.File) (process, error) {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	}
-	cg, err := newCgroup(b.cfg.CgroupDir, fmt.Sprintf("sandkit-%d-%d", os.Getpid(), b.cgroupSeq.Add(1)), p.Limits.Cgroup)
-	if err != nil {
-		return process{}, &policy.UnavailableError{Layer: policy.LayerCgroup, Err: err}
+	if hostID >= 0 {
+		// Exec through the broker's descriptor (fd 4 in the child),
+		// not the path, whose directories hostID may not search. The
+		// renderer closes fd 4 before its runtime starts (early.go).
+		extra = append(extra, b.exeFile)
+		path = "/proc/self/fd/4"
 	}
-	attr.UseCgroupFD = true
-	attr.CgroupFD = int(cg.dir.Fd())
+	var cg *cgroup
+	if b.cfg.CgroupDir != "" {
+		var err error
+		cg, err = newCgroup(b.cfg.CgroupDir, fmt.Sprintf("sandkit-%d-%d", os.Getpid(), b.cgroupSeq.Add(1)), p.Limits.Cgroup)
+		if err != nil {
+			return process{}, &policy.UnavailableError{Layer: policy.LayerCgroup, Err: err}
+		}
+		attr.UseCgroupFD = true
+		attr.CgroupFD = int(cg.dir.Fd())
+	}
 	cmd := &exec.Cmd{
-		Path:        b.exe,
+		Path:        path,
 		Args:        b.args,
 		Env:         []string{}, // empty, not inherited
 		Stdout:      logW,
 		Stderr:      logW,
-		ExtraFiles:  []*os.File{remote}, // fd 3
+		ExtraFiles:  extra,
 		SysProcAttr: attr,
 	}
+	var err error
 	b.spawner.run(func() { err = cmd.Start() })
-	cg.dir.Close()
+	if cg != nil {
+		cg.dir.Close()
+	}
 	if err != nil {
-		cg.remove()
+		if cg != nil {
+			cg.remove()
+		}
 		return process{}, spawnErr(p, err)
 	}
 	reap := func() *os.ProcessState {
@@ -288,6 +338,16 @@ func (b *Broker) startExec(logW, remote *os.File) (process, error) {
 		return cmd.ProcessState
 	}
 	return process{pid: cmd.Process.Pid, pidfd: pidfd, reap: reap, cg: cg}, nil
+}
+
+// releaseID returns a renderer's host id to the pool; -1 is none.
+func (b *Broker) releaseID(id int) {
+	if id < 0 {
+		return
+	}
+	b.mu.Lock()
+	b.ids.release(uint32(id))
+	b.mu.Unlock()
 }
 
 // spawnErr explains a failed spawn: a *policy.UnavailableError naming the
@@ -396,6 +456,8 @@ func (r *Renderer) supervise() {
 		})
 	}
 	r.state = r.reap()
+	// Reaped: no task runs as its id any more.
+	r.b.releaseID(r.hostID)
 	// The renderer is gone, so its end of the socket is closed: let the
 	// connection read what it sent last, up to the hang-up, before
 	// judging. A renderer that breaks the protocol and exits at once
@@ -480,6 +542,8 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
+	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.threadCreateFailed() && r.threadLimitHit(ps):
+		e.Reason, e.Detail = ExitThreadLimit, fmt.Sprintf("thread limit (RLIMIT_NPROC %d) reached: %s", limits.Threads, r.threadEvidence(ps))
 	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit && memoryCorroborated(e.PeakRSS, limits.Memory):
 		e.Reason, e.Detail = ExitMemoryLimit, fmt.Sprintf("resident peak %d MiB of the %d MiB limit: %s", e.PeakRSS>>20, limits.Memory>>20, last)
 	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit:
@@ -626,9 +690,10 @@ const cgoThreadFailed = "runtime/cgo: pthread_create failed:"
 // Memory runs out in more places than the heap:
 //   - the runtime's own metadata ("cannot allocate memory");
 //   - the stack of a new thread, where glibc turns ENOMEM into EAGAIN.
-//     That EAGAIN is the memory limit's and not RLIMIT_NPROC's, because
-//     the renderer sets the runtime's thread limit below RLIMIT_NPROC:
-//     running out of threads is "thread exhaustion";
+//     An honest renderer's runtime runs out of threads below
+//     RLIMIT_NPROC ("thread exhaustion"), but a compromised one lifts
+//     that guard and meets the kernel's EAGAIN: classify asks the
+//     broker's own evidence first (Renderer.threadLimitHit);
 //   - a span queue of the garbage collector. Go 1.26's collector does not
 //     check that allocation (newSpanSPMC uses sysAlloc's result unchecked)
 //     and faults on address 0 in spanQueue.tryDrain. Only that exact
@@ -645,6 +710,17 @@ func (t *logTail) exhausted() ExitReason {
 		return ExitMemoryLimit
 	}
 	return ""
+}
+
+// threadCreateFailed reports whether the runtime's last words say that
+// pthread_create failed with EAGAIN: glibc's answer both when the kernel
+// refused the thread (RLIMIT_NPROC, pids.max) and when the thread's stack
+// could not be mapped (the memory limit). Only the broker's own evidence
+// tells which (see Renderer.threadLimitHit).
+func (t *logTail) threadCreateFailed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.fatal == cgoThreadFailed+" Resource temporarily unavailable"
 }
 
 // spanQueueFault reports whether the lines after a SIGSEGV line are those
@@ -727,4 +803,44 @@ func (r *Renderer) readLogs(f *os.File) {
 			return
 		}
 	}
+}
+
+// threadLimitHit decides, from the broker's own evidence and not from
+// what the renderer printed, whether a thread creation that failed with
+// EAGAIN met the thread limit rather than the memory limit:
+//   - with a cgroup whose pids.max is set, its pids.events "max" counter
+//     says whether the kernel refused a task;
+//   - a renderer that is host root (a root broker without a user
+//     namespace of the renderer's own id) is exempt from RLIMIT_NPROC:
+//     the memory limit it was;
+//   - otherwise the kernel's count of the renderer's peak resident memory
+//     (ru_maxrss, from wait4) decides: the Go runtime touches the heap it
+//     maps, so a renderer that ran out of memory holds most of its limit,
+//     and a peak below a quarter of the limit (or no memory limit) leaves
+//     RLIMIT_NPROC. A thread bomb stays far below it: about 11 MiB for
+//     the 64 threads of policy.Strict, whose limit is 1 GiB.
+//
+// A renderer that maps most of its memory limit without touching it and
+// then fails to create a thread is reported as the thread limit; only a
+// compromised renderer does that, and it chose its own end.
+func (r *Renderer) threadLimitHit(ps *os.ProcessState) bool {
+	limits := r.b.policy.Limits
+	if r.cgroup != nil && limits.Cgroup.PidsMax > 0 && r.cgroup.pidsMaxHit() {
+		return true
+	}
+	if limits.Threads == 0 || (r.hostID < 0 && os.Geteuid() == 0) {
+		return false
+	}
+	return limits.Memory == 0 || peakRSS(ps) < limits.Memory/4
+}
+
+// threadEvidence says what threadLimitHit went by, for ExitError.Detail.
+func (r *Renderer) threadEvidence(ps *os.ProcessState) string {
+	if r.cgroup != nil && r.b.policy.Limits.Cgroup.PidsMax > 0 && r.cgroup.pidsMaxHit() {
+		return fmt.Sprintf("the kernel refused a task (cgroup pids.max %d)", r.b.policy.Limits.Cgroup.PidsMax)
+	}
+	if m := r.b.policy.Limits.Memory; m != 0 {
+		return fmt.Sprintf("a thread could not be created with the renderer's peak memory at %d of %d MiB", peakRSS(ps)>>20, m>>20)
+	}
+	return "a thread could not be created, with no memory limit"
 }

@@ -123,8 +123,11 @@ type Limits struct {
 	// Threads is RLIMIT_NPROC, counted inside the renderer's own user
 	// namespace: the renderer's threads. The renderer sets the Go
 	// runtime's own thread limit just below it (debug.SetMaxThreads), so
-	// running out of threads is reported as such, not as a failed thread
-	// creation that could also mean the memory limit.
+	// that an honest renderer's end reads "thread exhaustion". The kernel
+	// exempts host root from RLIMIT_NPROC, so a root broker runs each
+	// renderer as a host id of its own (broker.Config.RendererIDs); an
+	// ordinary broker's renderers also count against its user's
+	// RLIMIT_NPROC (SECURITY.md, "Threads and user ids").
 	Threads uint64
 	// CPUTime is RLIMIT_CPU, rounded up to whole seconds; at the limit the
 	// kernel sends SIGKILL.

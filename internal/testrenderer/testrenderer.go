@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -385,6 +386,14 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return interruptedPtrace(arg)
 	case "foreign-syscall":
 		return foreignSyscall(arg)
+	case "threads-unguarded":
+		// A compromised renderer lifts the runtime's own thread limit
+		// first, so that only the kernel's RLIMIT_NPROC can stop it.
+		debug.SetMaxThreads(100000)
+		return attempt(ctx, s, "threads")
+	case "uid":
+		// The renderer's ids as its user namespace shows them.
+		return fmt.Sprintf("%d %d", unix.Getuid(), unix.Getgid())
 	case "hang":
 		time.Sleep(time.Hour)
 		return "woke"
