@@ -71,6 +71,9 @@ func (r SyscallRule) Conditions() string {
 // architecture (asm-generic values, as on amd64 and arm64).
 const (
 	ioctlFIONREAD = 0x541b
+	// ioctlSIOCOUTQ is SIOCOUTQ (TIOCOUTQ): how many bytes a socket's
+	// peer has not read yet, for ipc's bound on unread descriptors.
+	ioctlSIOCOUTQ = 0x5411
 	ioctlFIONBIO  = 0x5421
 	ioctlFIONCLEX = 0x5450
 	ioctlFIOCLEX  = 0x5451
@@ -141,7 +144,7 @@ func BaseSyscalls() []SyscallRule {
 		allowIf("fcntl", "descriptor flags and memfd seals",
 			argEq(1, unix.F_GETFD, unix.F_SETFD, unix.F_GETFL, unix.F_SETFL, unix.F_DUPFD_CLOEXEC, unix.F_ADD_SEALS, unix.F_GET_SEALS)...),
 		allowIf("ioctl", "harmless descriptor queries; never TIOCSTI or device ioctls",
-			argEq(1, ioctlFIONREAD, ioctlFIOCLEX, ioctlFIONCLEX, ioctlFIONBIO, unix.TCGETS)...),
+			argEq(1, ioctlFIONREAD, ioctlSIOCOUTQ, ioctlFIOCLEX, ioctlFIONCLEX, ioctlFIONBIO, unix.TCGETS)...),
 		// The IPC socket.
 		allow("recvmsg", "receive IPC datagrams and descriptors"),
 		allow("sendmsg", "send IPC datagrams and descriptors"),

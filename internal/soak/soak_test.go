@@ -217,12 +217,9 @@ func (s *soak) call(rng *rand.Rand, n int64) {
 		}
 		s.judge(n, origin, pid, nil, err)
 	case 1:
-		f, err := os.Open(s.files[rng.IntN(len(s.files))].Name())
-		if err != nil {
-			s.tally.add(func(t *tally) { t.lost = append(t.lost, err.Error()) })
-			return
-		}
-		defer f.Close()
+		// One *os.File shared by every call: each renderer gets a
+		// description of its own, so no read moves another's offset.
+		f := s.files[rng.IntN(len(s.files))]
 		resp, _, err := broker.Call(ctx, r, testrenderer.ReadFile, wrapperspb.String(""), f)
 		if err == nil && string(resp.GetValue()) != f.Name() {
 			err = fmt.Errorf("read %q from %s", resp.GetValue(), f.Name())
