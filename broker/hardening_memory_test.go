@@ -120,5 +120,7 @@ func TestMemoryClaimNeedsEvidence(t *testing.T) {
 	assert.Contains(t, ee.Detail, "exit status 2; the renderer claimed: fatal error: runtime: out of memory")
 	assert.Contains(t, ee.Detail, "not corroborated")
 	assert.NotZero(t, ee.PeakRSS)
-	assert.Less(t, ee.PeakRSS, uint64(64<<20))
+	if !raceEnabled { // the race detector's shadow memory is resident too
+		assert.Less(t, ee.PeakRSS, uint64(64<<20))
+	}
 }

@@ -89,7 +89,7 @@ func TestForeignArchitectureSyscalls(t *testing.T) {
 	monitored := newBroker(t, policy.Strict())
 	killing := newBroker(t, unmonitored)
 	noSeccomp := policy.Strict()
-	noSeccomp.Seccomp.Enabled, noSeccomp.Seccomp.Monitor = false, false
+	noSeccomp.Seccomp.Enabled, noSeccomp.Seccomp.Monitor, noSeccomp.Seccomp.DenyExecMemory = false, false, false
 	unfiltered := newBroker(t, noSeccomp)
 	for _, tc := range []struct {
 		abi, syscall, detail string

@@ -242,7 +242,14 @@ func (r *Renderer) bind(ctx context.Context) error {
 	started, err := ipc.Start(sendCtx, r.conn, control.Bind, &controlpb.BindRequest{Origin: k.origin, Document: k.document})
 	cancelSend()
 	if err != nil {
-		r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
+		select {
+		case <-r.conn.Done():
+			// The connection died under the bind: the renderer
+			// crashed or was killed, and its exit says how (watchConn
+			// kills it if it lives on without its connection).
+		default:
+			r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
+		}
 		<-r.exited
 		r.mu.Lock()
 		r.bindErr = r.exitErr

@@ -82,7 +82,7 @@ func TestHostileRenderer(t *testing.T) {
 		// for, unless it is all valid: then the renderer survives
 		// and the test releases it.
 		switch {
-		case reason == broker.ExitBadMessage:
+		case reason == broker.ExitBadMessage, reason == broker.ExitBrokerLimit:
 		case reason == broker.ExitReleased && n == uint32(msgs):
 		default:
 			t.Fatalf("seed %d: renderer ended with %q after %d messages", seed, reason, n)

@@ -132,11 +132,18 @@ type connModel struct {
 	serving  map[uint64]bool       // peer requests in flight (blocked handlers)
 	pending  map[uint64]methodInfo // our calls awaiting the peer's reply
 	deadline map[uint64]bool       // blocked requests with a deadline
+	// Cancels must match work (ipc.ReasonUnexpectedCancel): one per
+	// request in flight, or a late one that crossed a reply, at most one
+	// per reply sent for a request not cancelled (late, capped at
+	// MaxInFlight), and never above the highest request id accepted.
+	maxReqID  uint64
+	late      int
+	cancelled map[uint64]bool
 }
 
 func newModel() *connModel {
 	return &connModel{lim: testLimits(), methods: served(), serving: map[uint64]bool{},
-		pending: map[uint64]methodInfo{}, deadline: map[uint64]bool{}}
+		pending: map[uint64]methodInfo{}, deadline: map[uint64]bool{}, cancelled: map[uint64]bool{}}
 }
 
 func payloadLimit(spec int, lim ipc.Limits) int {
@@ -191,6 +198,7 @@ func (m *connModel) predict(data []byte, pool *fdPool, idx []int) verdict {
 			}
 			return bad
 		}
+		m.maxReqID = max(m.maxReqID, env.Id)
 		if env.Method == "fuzz.Block" {
 			m.serving[env.Id] = true
 			if env.TimeoutNanos > 0 {
@@ -227,13 +235,33 @@ func (m *connModel) predict(data []byte, pool *fdPool, idx []int) verdict {
 		if m.serving[env.Id] {
 			// The handler returns and replies "canceled".
 			delete(m.serving, env.Id)
+			m.cancelled[env.Id] = true
 			if m.deadline[env.Id] {
 				delete(m.deadline, env.Id)
 				return verdict{env: env, uncertain: true}
 			}
 			return verdict{env: env, replies: true}
 		}
+		switch {
+		case env.Id > m.maxReqID:
+			return bad
+		case m.cancelled[env.Id] && m.late > 0:
+			// A second cancel: refused while its reply is unsent, a
+			// late cancel once it is.
+			return verdict{env: env, uncertain: true}
+		case m.cancelled[env.Id] || m.late == 0:
+			return bad
+		}
+		m.late--
 		return verdict{env: env}
 	}
 	return bad
+}
+
+// replied records a reply the Conn sent: one more late cancel allowed,
+// unless the request was cancelled.
+func (m *connModel) replied(id uint64) {
+	if !m.cancelled[id] {
+		m.late = min(m.late+1, m.lim.MaxInFlight)
+	}
 }

@@ -138,7 +138,7 @@ func (p *rawPeer) pump(timeout time.Duration) bool {
 	switch env.Kind {
 	case wirepb.Kind_KIND_REPLY:
 		p.replies[env.Id] = env
-		// A handler leaves the in-flight set before its reply is sent.
+		p.model.replied(env.Id)
 		delete(p.model.serving, env.Id)
 		delete(p.model.deadline, env.Id)
 	case wirepb.Kind_KIND_REQUEST:

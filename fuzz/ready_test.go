@@ -268,7 +268,7 @@ func FuzzReadyReport(f *testing.F) {
 	add(1, readyNoFD, &controlpb.ReadyRequest{FailedLayer: string(policy.LayerLandlockFS), Error: "no landlock"})
 	f.Add(byte(0), byte(readyListener), []byte{0xff})
 
-	input := filepath.Join(f.TempDir(), "report")
+	input := filepath.Join(renderersCanRead(f, f.TempDir()), "report")
 	b, err := broker.New(context.Background(), broker.Config{
 		Policy: p, Args: []string{fakeReadyFlag + input}, ReadyTimeout: 10 * time.Second,
 	})
@@ -277,7 +277,7 @@ func FuzzReadyReport(f *testing.F) {
 	}
 	f.Cleanup(func() { b.Close() })
 	try := func(tb testing.TB, method, fd byte, payload []byte) (*broker.Renderer, error) {
-		if err := os.WriteFile(input, readyInput(method, fd, payload), 0o600); err != nil {
+		if err := os.WriteFile(input, readyInput(method, fd, payload), 0o644); err != nil {
 			tb.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -345,12 +345,12 @@ func reportedActive(req *controlpb.ReadyRequest, l policy.Layer) bool {
 // must classify it ExitBadMessage, whichever of its goroutines notices
 // first (the broker drains the connection before it classifies the exit).
 func TestViolationThenExit(t *testing.T) {
-	input := filepath.Join(t.TempDir(), "report")
+	input := filepath.Join(renderersCanRead(t, t.TempDir()), "report")
 	report, err := proto.Marshal(fullReport(readyPolicy()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(input, readyInput(0, readyNoFD, report), 0o600); err != nil {
+	if err := os.WriteFile(input, readyInput(0, readyNoFD, report), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b, err := broker.New(context.Background(), broker.Config{Policy: readyPolicy(), Args: []string{fakeReadyFlag + input, fakeExitFlag}})
@@ -387,4 +387,16 @@ func TestViolationThenExit(t *testing.T) {
 	default:
 		t.Fatalf("classified %v, want %d × %s", got, runs, broker.ExitBadMessage)
 	}
+}
+
+// renderersCanRead opens dir to everyone: a root broker runs each renderer
+// as a host uid of its own, which reads the fake report by path.
+func renderersCanRead(tb testing.TB, dir string) string {
+	// t.TempDir's parent, made per test, is private too.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return dir
 }

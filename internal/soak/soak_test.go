@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -43,6 +44,7 @@ var (
 	calls     = flag.Int("soak.calls", 600, "calls in all")
 	workers   = flag.Int("soak.workers", 16, "concurrent callers")
 	hostile   = flag.Float64("soak.hostile", 0.03, "share of the calls to hostile origins that attack")
+	logFile   = flag.String("soak.log", "", "file for the broker's warnings (renderer ends), for diagnosis")
 	killEvery = flag.Duration("soak.kill-every", 250*time.Millisecond, "how often a random renderer is SIGKILLed from outside")
 )
 
@@ -107,13 +109,21 @@ func TestSoak(t *testing.T) {
 		p.Limits.Memory = 0
 	}
 	const callTimeout = 2 * time.Second
+	// Opened before the descriptor baseline: it outlives the broker.
+	logger := slog.New(slog.DiscardHandler)
+	if *logFile != "" {
+		f, err := os.Create(*logFile)
+		require.NoError(t, err)
+		defer f.Close()
+		logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	fdsBefore, err := fdtest.Open()
 	require.NoError(t, err)
 	goroutinesBefore := runtime.NumGoroutine()
 
 	var spawned atomic.Int64
 	b, err := broker.New(context.Background(), broker.Config{
-		Policy: p, MaxRenderers: *renderers, CallTimeout: callTimeout,
+		Policy: p, MaxRenderers: *renderers, CallTimeout: callTimeout, Logger: logger,
 		OnEvent: func(e broker.Event) {
 			if e.Kind == broker.EventReady {
 				spawned.Add(1)
