@@ -756,26 +756,9 @@ func openFDs(t testing.TB) map[int]string {
 
 // children lists processes whose parent is this one.
 func children(t testing.TB) []int {
-	entries, err := os.ReadDir("/proc")
+	pids, err := fdtest.Children()
 	require.NoError(t, err)
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...
-		s := string(b)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return pids
 }
 
 // A renderer does not outlive its broker: it is killed with SIGKILL when

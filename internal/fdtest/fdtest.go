@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 )
 
 // Open returns this process's open descriptors and what each refers to
@@ -53,4 +54,32 @@ func Added(base, now map[int]string) []string {
 	}
 	sort.Strings(added)
 	return added
+}
+
+// Children lists the processes whose parent is this one, from /proc: a
+// leak check's test for zombies and renderers left running.
+func Children() ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	self := strconv.Itoa(os.Getpid())
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		st := string(b)
+		fields := strings.Fields(st[strings.LastIndexByte(st, ')')+1:])
+		if len(fields) > 1 && fields[1] == self {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
 }

@@ -354,23 +354,7 @@ func sum(m map[broker.ExitReason]int) int {
 
 // children lists processes whose parent is this one.
 func children(t testing.TB) []int {
-	entries, err := os.ReadDir("/proc")
+	pids, err := fdtest.Children()
 	require.NoError(t, err)
-	var out []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		st := string(b)
-		fields := strings.Fields(st[strings.LastIndexByte(st, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return pids
 }
