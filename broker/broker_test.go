@@ -150,6 +150,24 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// expectAttempt makes r attempt action and asserts the outcome: the
+// answer want when wantKill is empty, else the violation monitor's kill
+// of r for the syscall wantKill.
+func expectAttempt(t *testing.T, r *broker.Renderer, action, want, wantKill string) {
+	t.Helper()
+	got, err := attempt(t, r, action)
+	if wantKill == "" {
+		require.NoError(t, err)
+		assert.Equal(t, want, got)
+		return
+	}
+	var ee *broker.ExitError
+	require.ErrorAs(t, err, &ee, "renderer answered %q", got)
+	assert.Equal(t, broker.ExitViolation, ee.Reason)
+	assert.Equal(t, wantKill, ee.Syscall)
+	assert.Equal(t, r.PID(), ee.PID)
+}
+
 func attempt(t *testing.T, r *broker.Renderer, action string) (string, error) {
 	t.Helper()
 	resp, _, err := broker.Call(context.Background(), r, testrenderer.Attempt, wrapperspb.String(action))
@@ -307,17 +325,7 @@ func testCannotEscape(t *testing.T, p *policy.Policy, path string) {
 			}
 			r, err := b.Acquire(context.Background(), "origin-"+tt.action, "")
 			require.NoError(t, err)
-			got, err := attempt(t, r, tt.action)
-			if tt.wantKill == "" {
-				require.NoError(t, err)
-				assert.Equal(t, tt.wantErrno, got)
-				return
-			}
-			var ee *broker.ExitError
-			require.ErrorAs(t, err, &ee, "renderer answered %q", got)
-			assert.Equal(t, broker.ExitViolation, ee.Reason)
-			assert.Equal(t, tt.wantKill, ee.Syscall)
-			assert.Equal(t, r.PID(), ee.PID)
+			expectAttempt(t, r, tt.action, tt.wantErrno, tt.wantKill)
 		})
 	}
 	// The broker keeps serving after every one of those.
