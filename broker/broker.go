@@ -637,6 +637,7 @@ func Call[Req, Resp proto.Message](ctx context.Context, r *Renderer, m *ipc.Meth
 	}
 	resp, rfds, err := ipc.Call(callCtx, r.conn, m, req, fds...)
 	if err == nil {
+		r.credit(rfds, m.Spec().ResponseFDs)
 		return resp, rfds, nil
 	}
 	var status *ipc.StatusError

@@ -26,6 +26,7 @@ import (
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/fdtest"
 	"github.com/sandkit/sandkit/internal/testrenderer"
+	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/policy"
 	"github.com/sandkit/sandkit/renderer"
@@ -194,15 +195,16 @@ func TestSpawnReportsEveryLayerInForce(t *testing.T) {
 }
 
 // TestLockedRendererStreamsResults has a renderer make an shm stream and
-// write results into it while the broker reads: memfd_create, the shared
-// mapping and futex(2) on shared memory are all the producer needs, and
-// the sandbox allows them. RLIMIT_FSIZE bounds the memfd: Strict (0)
-// refuses any, and a policy must allow the ring and its control page.
+// write results into it while the broker reads: a memfd from the broker
+// (sandkit.Alloc), the shared mapping and futex(2) on shared memory are
+// all the producer needs, and the sandbox allows them. The broker hands out
+// shared memory only within Limits.SharedMemory: Strict (0) refuses any,
+// and a policy must allow the ring and its control page.
 func TestLockedRendererStreamsResults(t *testing.T) {
 	const capacity = 256 << 10
-	withFileSize := func(n uint64) *policy.Policy {
+	withShared := func(n uint64) *policy.Policy {
 		p := policy.Strict()
-		p.Limits.FileSize = n
+		p.Limits.SharedMemory = n
 		return p
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -221,19 +223,22 @@ func TestLockedRendererStreamsResults(t *testing.T) {
 		return r, stream, nil
 	}
 	for _, tc := range []struct {
-		name     string
-		fileSize uint64
+		name   string
+		shared uint64
 	}{
 		{"Strict", 0},
 		{"one byte short", uint64(shm.StreamSize(capacity)) - 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := open(t, withFileSize(tc.fileSize))
-			require.ErrorContains(t, err, "ftruncate: "+syscall.EFBIG.Error())
+			_, _, err := open(t, withShared(tc.shared))
+			var st *ipc.StatusError
+			require.ErrorAs(t, err, &st)
+			require.Equal(t, ipc.CodeResourceExhausted, st.Code, "%v", err)
+			require.ErrorContains(t, err, fmt.Sprintf("of the renderer's %d bytes (Limits.SharedMemory) in use", tc.shared))
 		})
 	}
 	t.Run("ring and control page allowed", func(t *testing.T) {
-		r, stream, err := open(t, withFileSize(uint64(shm.StreamSize(capacity))))
+		r, stream, err := open(t, withShared(uint64(shm.StreamSize(capacity))))
 		require.NoError(t, err)
 		for _, n := range []int{1, capacity, 3<<20 + 123} {
 			filled := make(chan error, 1)

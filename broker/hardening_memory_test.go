@@ -81,7 +81,7 @@ func TestMemoryLimitCountsEveryMapping(t *testing.T) {
 		t.Run(action, func(t *testing.T) {
 			p := policy.Strict()
 			p.Limits.Memory = limit
-			p.Limits.FileSize = 16 << 20 // one memfd of the attack
+			p.Limits.SharedMemory = 4 * limit // the broker's memfds: RLIMIT_AS, not this budget, must stop the attack
 			b := newBroker(t, p)
 			r, err := b.Acquire(context.Background(), "o", "")
 			require.NoError(t, err)

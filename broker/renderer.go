@@ -45,6 +45,8 @@ type Renderer struct {
 	gotReady   bool
 	bindErr    error
 	inflight   int
+	shared     uint64            // shared memory charged (onAlloc), less what came back sealed
+	allocs     map[fileID]uint64 // memfds handed out and not back yet: their charge
 	idleEnded  bool // endIfIdle decided to end r: Acquire must not hand it out
 	lastUsed   time.Time
 	idleTimer  *time.Timer
@@ -309,6 +311,7 @@ func (r *Renderer) handlers() *ipc.Mux {
 	ipc.Handle(mux, control.Ready, ready)
 	ipc.Handle(mux, control.ReadyUnmonitored, ready)
 	ipc.Handle(mux, control.Open, r.onOpen)
+	ipc.Handle(mux, control.Alloc, r.onAlloc)
 	return mux
 }
 

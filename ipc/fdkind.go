@@ -38,14 +38,21 @@ const (
 	// sender may keep writing to it. Readers must copy out exactly once
 	// before validating; see package shm.
 	SharedRegion
+	// BlankMemfd is a readable and writable memfd whose seals include
+	// F_SEAL_GROW and F_SEAL_SHRINK but neither F_SEAL_WRITE nor
+	// F_SEAL_SEAL: a buffer of fixed size that the receiver fills and
+	// then seals as it needs (a SealedMemfd or a SharedRegion). It is
+	// what the broker hands a renderer that asks for shared memory.
+	BlankMemfd
 
-	maxFDKind = SharedRegion
+	maxFDKind = BlankMemfd
 )
 
 // Seal sets required by the memfd kinds.
 const (
 	SealsImmutable = unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
 	SealsFixedSize = unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
+	SealsBlank     = unix.F_SEAL_GROW | unix.F_SEAL_SHRINK
 )
 
 func (k FDKind) String() string {
@@ -58,6 +65,8 @@ func (k FDKind) String() string {
 		return "seccomp listener"
 	case SharedRegion:
 		return "shared region"
+	case BlankMemfd:
+		return "blank memfd"
 	}
 	return "FDKind(" + strconv.Itoa(int(k)) + ")"
 }
@@ -120,6 +129,20 @@ func checkFD(fd int, k FDKind) *ProtocolError {
 		}
 		if seals&need != need {
 			return violation(ReasonFDKind, "fd %d: want %v, seals %#x lack %#x", fd, k, seals, need&^seals)
+		}
+	case BlankMemfd:
+		if typ != unix.S_IFREG {
+			return violation(ReasonFDKind, "fd %d: want %v, got file type %#o", fd, k, typ)
+		}
+		if acc != unix.O_RDWR {
+			return violation(ReasonFDKind, "fd %d: want %v, access mode %#o", fd, k, acc)
+		}
+		seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+		if err != nil {
+			return violation(ReasonFDKind, "fd %d: want %v, not a memfd (F_GET_SEALS: %v)", fd, k, err)
+		}
+		if seals&SealsBlank != SealsBlank || seals&(unix.F_SEAL_WRITE|unix.F_SEAL_SEAL) != 0 {
+			return violation(ReasonFDKind, "fd %d: want %v, seals %#x", fd, k, seals)
 		}
 	case ReadOnlyFile:
 		if typ != unix.S_IFREG {

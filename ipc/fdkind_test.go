@@ -14,8 +14,9 @@ func TestCheckFD(t *testing.T) {
 		SharedRegion:    {"memfd-sealed", "memfd-sealed-extra", "memfd-readonly", "memfd-no-write"},
 		ReadOnlyFile:    {"readonly", "memfd-readonly"},
 		SeccompListener: {"seccomp-listener"},
+		BlankMemfd:      {"memfd-blank"},
 	}
-	for _, k := range []FDKind{SealedMemfd, SharedRegion, ReadOnlyFile, SeccompListener} {
+	for _, k := range []FDKind{SealedMemfd, SharedRegion, ReadOnlyFile, SeccompListener, BlankMemfd} {
 		for name, mk := range fixtures {
 			t.Run(k.String()+"/"+name, func(t *testing.T) {
 				fd := mk(t)

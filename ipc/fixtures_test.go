@@ -114,6 +114,8 @@ var fixtures = map[string]fixture{
 	"memfd-no-shrink":    memfdWithSeals(unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SEAL),
 	"memfd-no-seal":      memfdWithSeals(unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK),
 	"memfd-sealed":       memfdWithSeals(SealsImmutable),
+	"memfd-blank":        memfdWithSeals(SealsBlank),
+	"memfd-blank-grow":   memfdWithSeals(unix.F_SEAL_SHRINK),
 	"memfd-sealed-extra": memfdWithSeals(SealsImmutable | unix.F_SEAL_FUTURE_WRITE),
 	"memfd-opath": func(t testing.TB) int {
 		fd := memfdWithSeals(SealsImmutable)(t)

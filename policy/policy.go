@@ -132,10 +132,20 @@ type Limits struct {
 	// CPUTime is RLIMIT_CPU, rounded up to whole seconds; at the limit the
 	// kernel sends SIGKILL.
 	CPUTime time.Duration
-	// FileSize is RLIMIT_FSIZE in bytes. It also bounds memfds the
-	// renderer sizes with ftruncate, so renderers that return bulk
-	// results in shared memory need it at least as large as one result.
+	// FileSize is RLIMIT_FSIZE in bytes. A renderer has no file it could
+	// write to; shared memory comes from the broker (SharedMemory).
 	FileSize uint64
+	// SharedMemory is how many bytes of shared memory the broker
+	// allocates for the renderer over its whole life
+	// (renderer.Session.Alloc): the memfds its bulk results travel in.
+	// A renderer cannot create shared memory itself (memfd_create is not
+	// in the allowlist), because the kernel charges a memfd's pages to
+	// no rlimit unless they are mapped: one written with write(2) and
+	// kept open would escape Memory. The broker counts what it hands
+	// out and refuses past this budget, whatever the renderer does with
+	// the buffers afterwards; reusable regions and streams spend it once.
+	// Zero: no shared memory.
+	SharedMemory uint64
 	// LockedMemory is RLIMIT_MEMLOCK in bytes.
 	LockedMemory uint64
 	// Stack is RLIMIT_STACK in bytes.

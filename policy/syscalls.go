@@ -128,9 +128,9 @@ func BaseSyscalls() []SyscallRule {
 		allow("read", "read the broker's socket and handed-in files"),
 		allow("readv", "vectored reads"),
 		allow("pread64", "positional reads of handed-in files"),
-		allow("write", "log pipe, eventfd wakeups, memfd contents"),
+		allow("write", "log pipe, eventfd wakeups, shared memory from the broker"),
 		allow("writev", "vectored writes"),
-		allow("pwrite64", "positional writes into memfds"),
+		allow("pwrite64", "positional writes into shared memory from the broker"),
 		allow("lseek", "seek in handed-in files"),
 		allowIf("openat", "libraries that probe files get EACCES from Landlock or ENOENT from the empty root, not a crash; "+
 			"never O_PATH, which needs no Landlock right and would let fstat tell the host's devices, inodes and sizes",
@@ -151,9 +151,10 @@ func BaseSyscalls() []SyscallRule {
 		allowIf("getsockopt", "SO_TYPE/SO_DOMAIN checks of the IPC socket",
 			[]ArgCond{{Arg: 1, Op: Equal, Value: unix.SOL_SOCKET}}),
 		allow("shutdown", "close the IPC socket"),
-		// Shared memory for bulk results.
-		allow("memfd_create", "shared memory for bulk results"),
-		allow("ftruncate", "size a memfd (bounded by RLIMIT_FSIZE)"),
+		// No memfd_create or ftruncate: shared memory for bulk results
+		// comes from the broker, sized and counted there
+		// (Limits.SharedMemory), because the pages of a memfd the
+		// renderer wrote and kept open would count against no limit.
 		// Memory.
 		allow("mmap", "memory allocation and shared-memory mappings"),
 		allow("munmap", "memory release"),

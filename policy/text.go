@@ -103,6 +103,7 @@ func FromProto(pb *policypb.Policy) *Policy {
 		setD(&p.Limits.CPUTime, l.CpuSeconds, time.Second)
 		setU(&p.Limits.FileSize, l.FileSizeBytes)
 		setU(&p.Limits.LockedMemory, l.LockedMemoryBytes)
+		setU(&p.Limits.SharedMemory, l.SharedMemoryBytes)
 		setU(&p.Limits.Stack, l.StackBytes)
 		setD(&p.Limits.CallTimeout, l.CallTimeoutMs, time.Millisecond)
 		setD(&p.Limits.Lifetime, l.LifetimeMs, time.Millisecond)
@@ -149,6 +150,7 @@ func ToProto(p *Policy) *policypb.Policy {
 			CpuSeconds:           u(p.Limits.CPUSeconds()),
 			FileSizeBytes:        u(p.Limits.FileSize),
 			LockedMemoryBytes:    u(p.Limits.LockedMemory),
+			SharedMemoryBytes:    u(p.Limits.SharedMemory),
 			StackBytes:           u(p.Limits.Stack),
 			CallTimeoutMs:        u(uint64(p.Limits.CallTimeout / time.Millisecond)),
 			LifetimeMs:           u(uint64(p.Limits.Lifetime / time.Millisecond)),

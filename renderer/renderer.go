@@ -34,6 +34,7 @@ import (
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/ipc"
+	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -84,6 +85,55 @@ func (s *Session) Open(ctx context.Context, name string) (*os.File, error) {
 		return nil, fmt.Errorf("open %q: %w", name, err)
 	}
 	return fds[0], nil
+}
+
+// Alloc asks the broker for a memfd of exactly size bytes to return a bulk
+// result in: fill it through shm.CreateIn, shm.NewRegionIn or
+// shm.NewStreamIn, which take the file. A renderer cannot create shared
+// memory itself; the broker counts every byte it hands out against the
+// policy's Limits.SharedMemory, over the renderer's whole life, and refuses
+// past it (ipc.CodeResourceExhausted). Make a reusable region or stream
+// once rather than a memfd per result where results are many.
+func (s *Session) Alloc(ctx context.Context, size int) (*os.File, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("alloc %d bytes: negative size", size)
+	}
+	_, fds, err := ipc.Call(ctx, s.conn, control.Alloc, &controlpb.AllocRequest{Size: uint64(size)})
+	if err != nil {
+		return nil, fmt.Errorf("alloc %d bytes: %w", size, err)
+	}
+	return fds[0], nil
+}
+
+// Create is shm.Create for a renderer: a sealable memfd of size bytes
+// from the broker (Alloc), mapped for writing.
+func (s *Session) Create(ctx context.Context, size int) (*shm.Writer, error) {
+	f, err := s.Alloc(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	return shm.CreateIn(f, size)
+}
+
+// NewRegion is shm.NewRegion for a renderer (see Alloc).
+func (s *Session) NewRegion(ctx context.Context, size int) (*shm.Region, error) {
+	f, err := s.Alloc(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	return shm.NewRegionIn(f, size)
+}
+
+// NewStream is shm.NewStream for a renderer (see Alloc).
+func (s *Session) NewStream(ctx context.Context, capacity int) (*shm.StreamWriter, error) {
+	if capacity <= 0 {
+		return nil, fmt.Errorf("stream of %d bytes: capacity must be positive", capacity)
+	}
+	f, err := s.Alloc(ctx, shm.StreamSize(capacity))
+	if err != nil {
+		return nil, err
+	}
+	return shm.NewStreamIn(f, capacity)
 }
 
 // Conn is the connection to the broker, for programs that declare methods

@@ -1,5 +1,5 @@
 // Package control declares the framework's own methods between broker and
-// renderer: ready, bind and open.
+// renderer: ready, bind, open and alloc.
 package control
 
 import (
@@ -54,5 +54,13 @@ var (
 		MaxRequestBytes:  4096,
 		MaxResponseBytes: 64,
 		ResponseFDs:      []ipc.FDKind{ipc.ReadOnlyFile},
+	})
+	// Alloc asks the broker for a memfd to return a bulk result in,
+	// counted against the renderer's shared-memory budget.
+	Alloc = ipc.NewMethod[*controlpb.AllocRequest, *controlpb.AllocResponse](ipc.MethodSpec{
+		Name:             "sandkit.Alloc",
+		MaxRequestBytes:  64,
+		MaxResponseBytes: 64,
+		ResponseFDs:      []ipc.FDKind{ipc.BlankMemfd},
 	})
 )

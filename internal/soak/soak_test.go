@@ -104,7 +104,7 @@ func TestSoak(t *testing.T) {
 		t.Fatal("soak sizes must be positive")
 	}
 	p := policy.Strict()
-	p.Limits.FileSize = 64 << 10 // the sealed echo's memfd
+	p.Limits.SharedMemory = 64 << 20 // the sealed echoes' memfds, a page each, over each renderer's life
 	if raceEnabled {
 		p.Limits.Memory = 0
 	}

@@ -100,13 +100,13 @@ func Register(s *renderer.Session, mux *ipc.Mux) {
 		streamMu sync.Mutex
 		stream   *shm.StreamWriter
 	)
-	ipc.Handle(mux, OpenStream, func(_ context.Context, req *wrapperspb.UInt32Value, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+	ipc.Handle(mux, OpenStream, func(ctx context.Context, req *wrapperspb.UInt32Value, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
 		streamMu.Lock()
 		defer streamMu.Unlock()
 		if stream != nil {
 			return nil, nil, ipc.Errorf(ipc.CodeAlreadyExists, "the stream is open")
 		}
-		w, err := shm.NewStream("test", int(req.GetValue()))
+		w, err := s.NewStream(ctx, int(req.GetValue()))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -130,8 +130,8 @@ func Register(s *renderer.Session, mux *ipc.Mux) {
 		}
 		return &wrapperspb.BytesValue{}, nil, w.Write(ctx, StreamBytes(int(req.GetValue())))
 	})
-	ipc.Handle(mux, SealedEcho, func(_ context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
-		w, err := shm.Create("echo", len(req.GetValue()))
+	ipc.Handle(mux, SealedEcho, func(ctx context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
+		w, err := s.Create(ctx, len(req.GetValue()))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -289,7 +289,21 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 	case "fds":
 		return openFDs()
 	case "mmap-rw", "mmap-exec", "mprotect-exec", "memfd-exec":
-		return execMemory(name)
+		return execMemory(ctx, s, name)
+	case "memfd-create":
+		// Shared memory of the renderer's own making, which no rlimit
+		// would count unless mapped: not in the allowlist.
+		fd, err := unix.MemfdCreate("own", unix.MFD_CLOEXEC)
+		if err == nil {
+			unix.Close(fd)
+		}
+		return result(err)
+	case "hoard":
+		// "hoard:N": asks the broker for N-byte memfds, touches each
+		// through a mapping it drops again, and keeps every descriptor,
+		// until the broker refuses one.
+		n, _ := strconv.Atoi(arg)
+		return hoard(ctx, s, n)
 	case "open-path":
 		// O_PATH opens pass Landlock (they grant no access), and fstat on
 		// the result would tell the host's device, inode and size.
@@ -309,14 +323,14 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		}
 	case "shm-anon", "shm-memfd":
 		// Touches shared memory, which RLIMIT_DATA does not count, 16 MiB
-		// at a time, keeping every mapping and (memfd) closing each
-		// descriptor at once, so that RLIMIT_NOFILE does not stop it
-		// either. arg caps the total, so that a limit that fails to hold
+		// at a time, keeping every mapping and (memfd, from the broker)
+		// closing each descriptor at once, so that RLIMIT_NOFILE does
+		// not stop it either. arg caps the total, so that a limit that fails to hold
 		// ends the action with an answer instead of the machine's memory.
 		// When the kernel refuses a mapping the renderer carries on with
 		// the Go heap, as a program would, until the runtime dies.
 		total, _ := strconv.ParseUint(arg, 10, 64)
-		mapped, err := touchShared(name == "shm-memfd", total)
+		mapped, err := touchShared(ctx, s, name == "shm-memfd", total)
 		if err == nil {
 			return fmt.Sprintf("touched %d bytes", mapped)
 		}
@@ -428,22 +442,23 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 }
 
 // touchShared maps and touches shared memory in 16 MiB steps up to total
-// bytes: anonymous shared mappings, or memfds sized with ftruncate whose
+// bytes: anonymous shared mappings, or memfds from the broker whose
 // descriptors are closed once mapped. It returns the bytes touched, and
 // the first error.
-func touchShared(memfd bool, total uint64) (uint64, error) {
+func touchShared(ctx context.Context, s *renderer.Session, memfd bool, total uint64) (uint64, error) {
 	const step = 16 << 20
 	var done uint64
 	for done < total {
 		fd, flags := -1, unix.MAP_SHARED|unix.MAP_ANONYMOUS
 		if memfd {
-			var err error
-			if fd, err = unix.MemfdCreate("touch", unix.MFD_CLOEXEC); err != nil {
-				return done, fmt.Errorf("memfd_create: %w", err)
+			f, err := s.Alloc(ctx, step)
+			if err != nil {
+				return done, err
 			}
-			if err := unix.Ftruncate(fd, step); err != nil {
-				unix.Close(fd)
-				return done, fmt.Errorf("ftruncate: %w", err)
+			fd, err = unix.Dup(int(f.Fd()))
+			f.Close()
+			if err != nil {
+				return done, fmt.Errorf("dup: %w", err)
 			}
 			flags = unix.MAP_SHARED
 		}
@@ -658,7 +673,7 @@ func tamper(fd int) string {
 // a RW page made RWX, a memfd mapped executable (its bytes can be written
 // through the descriptor). "mmap-rw" is the ordinary mapping every
 // allocator makes.
-func execMemory(action string) string {
+func execMemory(ctx context.Context, s *renderer.Session, action string) string {
 	const page = 4096
 	anon := func(prot uintptr) (uintptr, unix.Errno) {
 		addr, _, errno := unix.Syscall6(unix.SYS_MMAP, 0, page, prot,
@@ -678,17 +693,48 @@ func execMemory(action string) string {
 		}
 		_, _, errno = unix.Syscall(unix.SYS_MPROTECT, addr, page, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC)
 	case "memfd-exec":
-		fd, err := unix.MemfdCreate("code", unix.MFD_CLOEXEC)
+		// Code written into shared memory, then mapped executable.
+		f, err := s.Alloc(ctx, page)
 		if err != nil {
-			return "memfd_create " + result(err)
+			return "alloc " + result(err)
 		}
-		defer unix.Close(fd)
+		defer f.Close()
 		addr, _, errno = unix.Syscall6(unix.SYS_MMAP, 0, page, unix.PROT_READ|unix.PROT_EXEC,
-			unix.MAP_SHARED, uintptr(fd), 0)
+			unix.MAP_SHARED, f.Fd(), 0)
 	}
 	if errno != 0 {
 		return unix.ErrnoName(errno)
 	}
 	unix.Syscall(unix.SYS_MUNMAP, addr, page, 0)
 	return "ok"
+}
+
+// hoard is the "hoard" action: it keeps n-byte memfds from the broker, each
+// mapped, touched in every page and unmapped again (so that RLIMIT_AS no
+// longer sees it; RLIMIT_FSIZE stops write(2)), until the broker refuses
+// one, and reports how many bytes it holds and the refusal.
+func hoard(ctx context.Context, s *renderer.Session, n int) string {
+	var held []*os.File
+	defer func() {
+		for _, f := range held {
+			f.Close()
+		}
+	}()
+	for {
+		f, err := s.Alloc(ctx, n)
+		if err != nil {
+			return fmt.Sprintf("held %d bytes; %v", len(held)*n, err)
+		}
+		held = append(held, f)
+		b, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Sprintf("held %d bytes; mmap: %v", len(held)*n, err)
+		}
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		if err := unix.Munmap(b); err != nil {
+			return fmt.Sprintf("held %d bytes; munmap: %v", len(held)*n, err)
+		}
+	}
 }

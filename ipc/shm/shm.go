@@ -94,7 +94,8 @@ type Writer struct {
 }
 
 // Create makes a memfd of exactly size bytes, mapped read-write, for the
-// producer to fill through Bytes.
+// producer to fill through Bytes. A renderer cannot create memfds: it
+// asks the broker for one (renderer.Session.Alloc) and uses CreateIn.
 func Create(name string, size int) (*Writer, error) {
 	if err := checkSize(size); err != nil {
 		return nil, err
@@ -103,7 +104,36 @@ func Create(name string, size int) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return writerFor(f, size)
+}
+
+// CreateIn is Create in a memfd someone else made: f must be an
+// ipc.BlankMemfd of exactly size bytes. The Writer takes ownership of f,
+// also when it fails.
+func CreateIn(f *os.File, size int) (*Writer, error) {
+	if err := checkBlank(f, size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shm: CreateIn: %w", err)
+	}
+	return writerFor(f, size)
+}
+
+// checkBlank checks that f is an ipc.BlankMemfd of exactly size bytes.
+func checkBlank(f *os.File, size int) error {
+	if err := checkSize(size); err != nil {
+		return err
+	}
+	if err := ipc.CheckFD(f, ipc.BlankMemfd); err != nil {
+		return err
+	}
+	return withFD(f, func(fd int) error { return checkFileSize(fd, size) })
+}
+
+// writerFor maps f, a memfd of size bytes, read-write; it closes f on
+// failure.
+func writerFor(f *os.File, size int) (*Writer, error) {
 	w := &Writer{f: f}
+	var err error
 	if size > 0 {
 		err = withFD(f, func(fd int) error {
 			w.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -248,17 +278,38 @@ func NewRegion(name string, size int) (*Region, error) {
 	if err != nil {
 		return nil, err
 	}
+	return regionFor(f, size)
+}
+
+// NewRegionIn is NewRegion in a memfd someone else made: f must be an
+// ipc.BlankMemfd of exactly size bytes (renderer.Session.Alloc). The
+// Region takes ownership of f, also when it fails.
+func NewRegionIn(f *os.File, size int) (*Region, error) {
+	if size == 0 {
+		f.Close()
+		return nil, errors.New("shm: empty region")
+	}
+	if err := checkBlank(f, size); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shm: NewRegionIn: %w", err)
+	}
+	return regionFor(f, size)
+}
+
+// regionFor seals f's size and maps it; it closes f on failure.
+func regionFor(f *os.File, size int) (*Region, error) {
 	r := &Region{f: f}
-	err = withFD(f, func(fd int) error {
+	err := withFD(f, func(fd int) error {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, ipc.SealsFixedSize); err != nil {
 			return fmt.Errorf("seal: %w", err)
 		}
+		var err error
 		r.mem, err = unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		return err
 	})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("shm: NewRegion: %w", err)
+		return nil, fmt.Errorf("shm: region: %w", err)
 	}
 	return r, nil
 }

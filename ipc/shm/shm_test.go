@@ -148,3 +148,67 @@ func TestEmpty(t *testing.T) {
 	require.Empty(t, m.Bytes())
 	require.NoError(t, m.Close())
 }
+
+// blank makes what a broker hands a renderer: a memfd of size bytes whose
+// size is sealed and nothing else (ipc.BlankMemfd), plus extra seals.
+func blank(t *testing.T, size int, extra int) *os.File {
+	t.Helper()
+	fd, err := unix.MemfdCreate("blank", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	require.NoError(t, err)
+	require.NoError(t, unix.Ftruncate(fd, int64(size)))
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, ipc.SealsBlank|extra)
+	require.NoError(t, err)
+	return os.NewFile(uintptr(fd), "blank")
+}
+
+// TestIn fills memfds made by someone else, as a renderer does with the
+// broker's: each constructor checks the kind and the exact size, and the
+// result is what the receiver expects (a sealed memfd, a region, a
+// stream).
+func TestIn(t *testing.T) {
+	const size = 3 * 4096
+	t.Run("CreateIn", func(t *testing.T) {
+		w, err := shm.CreateIn(blank(t, size, 0), size)
+		require.NoError(t, err)
+		copy(w.Bytes(), "filled in place")
+		f, err := w.Seal()
+		require.NoError(t, err)
+		defer f.Close()
+		m, err := shm.Map(f, size)
+		require.NoError(t, err)
+		require.Equal(t, "filled in place", string(m.Bytes()[:15]))
+		require.NoError(t, m.Close())
+	})
+	t.Run("NewRegionIn", func(t *testing.T) {
+		r, err := shm.NewRegionIn(blank(t, size, 0), size)
+		require.NoError(t, err)
+		defer r.Close()
+		rr, err := shm.OpenRegion(r.File(), size)
+		require.NoError(t, err)
+		require.NoError(t, rr.Close())
+	})
+	t.Run("NewStreamIn", func(t *testing.T) {
+		capacity := 2 * os.Getpagesize()
+		w, err := shm.NewStreamIn(blank(t, shm.StreamSize(capacity), 0), capacity)
+		require.NoError(t, err)
+		defer w.Close()
+		r, err := shm.OpenStream(w.File(), capacity)
+		require.NoError(t, err)
+		require.NoError(t, r.Close())
+	})
+	for name, tc := range map[string]struct {
+		extra, size int
+	}{
+		"wrong size":     {0, size - 1},
+		"already sealed": {unix.F_SEAL_SEAL, size},
+		"write sealed":   {unix.F_SEAL_WRITE, size},
+		"negative size":  {0, -1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := shm.CreateIn(blank(t, size, tc.extra), tc.size)
+			require.Error(t, err)
+			_, err = shm.NewRegionIn(blank(t, size, tc.extra), tc.size)
+			require.Error(t, err)
+		})
+	}
+}

@@ -198,6 +198,26 @@ func NewStream(name string, capacity int) (*StreamWriter, error) {
 	if err != nil {
 		return nil, err
 	}
+	return streamFor(r, capacity), nil
+}
+
+// NewStreamIn is NewStream in a memfd someone else made: f must be an
+// ipc.BlankMemfd of exactly StreamSize(capacity) bytes
+// (renderer.Session.Alloc). The StreamWriter takes ownership of f, also
+// when it fails.
+func NewStreamIn(f *os.File, capacity int) (*StreamWriter, error) {
+	if err := checkCapacity(capacity); err != nil {
+		f.Close()
+		return nil, err
+	}
+	r, err := NewRegionIn(f, StreamSize(capacity))
+	if err != nil {
+		return nil, err
+	}
+	return streamFor(r, capacity), nil
+}
+
+func streamFor(r *Region, capacity int) *StreamWriter {
 	mem := r.Bytes()
 	return &StreamWriter{
 		region: r,
@@ -206,7 +226,7 @@ func NewStream(name string, capacity int) (*StreamWriter, error) {
 		// Publishing a quarter of the ring at a time lets the receiver
 		// copy out one quarter while the producer fills the next.
 		publish: max(capacity/4, os.Getpagesize()),
-	}, nil
+	}
 }
 
 // File returns the stream's memfd. It stays owned by the StreamWriter.

@@ -441,8 +441,11 @@ type Limits struct {
 	CgroupMemoryMaxBytes *uint64                `protobuf:"varint,10,opt,name=cgroup_memory_max_bytes,json=cgroupMemoryMaxBytes,proto3,oneof" json:"cgroup_memory_max_bytes,omitempty"`
 	CgroupPidsMax        *uint64                `protobuf:"varint,11,opt,name=cgroup_pids_max,json=cgroupPidsMax,proto3,oneof" json:"cgroup_pids_max,omitempty"`
 	CgroupCpuPercent     *uint64                `protobuf:"varint,12,opt,name=cgroup_cpu_percent,json=cgroupCpuPercent,proto3,oneof" json:"cgroup_cpu_percent,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Bytes of shared memory the broker allocates for the renderer over its
+	// life (sandkit.Alloc); the renderer cannot make shared memory itself.
+	SharedMemoryBytes *uint64 `protobuf:"varint,13,opt,name=shared_memory_bytes,json=sharedMemoryBytes,proto3,oneof" json:"shared_memory_bytes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -559,6 +562,13 @@ func (x *Limits) GetCgroupCpuPercent() uint64 {
 	return 0
 }
 
+func (x *Limits) GetSharedMemoryBytes() uint64 {
+	if x != nil && x.SharedMemoryBytes != nil {
+		return *x.SharedMemoryBytes
+	}
+	return 0
+}
+
 var File_policy_policypb_policy_proto protoreflect.FileDescriptor
 
 const file_policy_policypb_policy_proto_rawDesc = "" +
@@ -612,7 +622,7 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\b_enabledB\n" +
 	"\n" +
 	"\b_monitorB\x13\n" +
-	"\x11_deny_exec_memory\"\xf3\x05\n" +
+	"\x11_deny_exec_memory\"\xc0\x06\n" +
 	"\x06Limits\x12&\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x04H\x00R\vmemoryBytes\x88\x01\x01\x12\"\n" +
 	"\n" +
@@ -631,7 +641,8 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	" \x01(\x04H\tR\x14cgroupMemoryMaxBytes\x88\x01\x01\x12+\n" +
 	"\x0fcgroup_pids_max\x18\v \x01(\x04H\n" +
 	"R\rcgroupPidsMax\x88\x01\x01\x121\n" +
-	"\x12cgroup_cpu_percent\x18\f \x01(\x04H\vR\x10cgroupCpuPercent\x88\x01\x01B\x0f\n" +
+	"\x12cgroup_cpu_percent\x18\f \x01(\x04H\vR\x10cgroupCpuPercent\x88\x01\x01\x123\n" +
+	"\x13shared_memory_bytes\x18\r \x01(\x04H\fR\x11sharedMemoryBytes\x88\x01\x01B\x0f\n" +
 	"\r_memory_bytesB\r\n" +
 	"\v_open_filesB\n" +
 	"\n" +
@@ -644,7 +655,8 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\f_lifetime_msB\x1a\n" +
 	"\x18_cgroup_memory_max_bytesB\x12\n" +
 	"\x10_cgroup_pids_maxB\x15\n" +
-	"\x13_cgroup_cpu_percentB,Z*github.com/sandkit/sandkit/policy/policypbb\x06proto3"
+	"\x13_cgroup_cpu_percentB\x16\n" +
+	"\x14_shared_memory_bytesB,Z*github.com/sandkit/sandkit/policy/policypbb\x06proto3"
 
 var (
 	file_policy_policypb_policy_proto_rawDescOnce sync.Once

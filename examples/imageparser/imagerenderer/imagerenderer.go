@@ -2,7 +2,7 @@
 // the code that touches untrusted image bytes. It runs only inside a
 // renderer that has already locked itself down, so it holds no path, no
 // network, no way to start a process — just the descriptor the broker
-// handed it and a memfd for the answer.
+// handed it and a memfd from the broker for the answer.
 package imagerenderer
 
 import (
@@ -12,7 +12,6 @@ import (
 	"os"
 
 	"github.com/sandkit/sandkit/ipc"
-	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/imageparser/imageipc"
@@ -22,13 +21,16 @@ import (
 
 // Register adds the renderer's one method to mux. renderer.Main calls it
 // before lockdown; thumb needs nothing prepared (no fonts, no tables).
-func Register(_ *renderer.Session, mux *ipc.Mux) {
-	ipc.Handle(mux, imageipc.Thumbnail, Thumbnail)
+func Register(s *renderer.Session, mux *ipc.Mux) {
+	ipc.Handle(mux, imageipc.Thumbnail, func(ctx context.Context, req *imagepb.ThumbnailRequest, fds []*os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
+		return Thumbnail(ctx, s, req, fds)
+	})
 }
 
 // Thumbnail decodes the image behind the request's descriptor and answers
-// with its metadata and a sealed memfd holding the thumbnail's RGBA pixels.
-func Thumbnail(_ context.Context, req *imagepb.ThumbnailRequest, fds []*os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
+// with its metadata and a sealed memfd holding the thumbnail's RGBA pixels,
+// in shared memory from the broker (s.Create).
+func Thumbnail(ctx context.Context, s *renderer.Session, req *imagepb.ThumbnailRequest, fds []*os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
 	in := fds[0] // ipc checked it: a regular file, opened read-only
 	defer in.Close()
 	budget := imageipc.BudgetFromProto(req.GetBudget())
@@ -55,7 +57,7 @@ func Thumbnail(_ context.Context, req *imagepb.ThumbnailRequest, fds []*os.File)
 	w, h := thumb.ThumbnailSize(info, maxSide)
 
 	// Decode and scale straight into a shared memfd: no copy of the result.
-	out, err := shm.Create("thumbnail", 4*w*h)
+	out, err := s.Create(ctx, 4*w*h)
 	if err != nil {
 		return nil, nil, ipc.Errorf(ipc.CodeInternal, "result memfd: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/ipc"
-	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/imageparser/imageipc"
@@ -55,13 +54,13 @@ func registerForTests(s *renderer.Session, mux *ipc.Mux) {
 		n, _ := fds[0].ReadAt(head[:], 0) // pread: the real handler still reads from 0
 		mode, found := strings.CutPrefix(string(head[:n]), misbehaveMagic)
 		if !found {
-			return imagerenderer.Thumbnail(ctx, req, fds)
+			return imagerenderer.Thumbnail(ctx, s, req, fds)
 		}
 		mode, _, _ = strings.Cut(mode, "\n")
 		if mode != "input-fd" {
 			fds[0].Close()
 		}
-		return misbehave(mode, fds[0])
+		return misbehave(ctx, s, mode, fds[0])
 	})
 }
 
@@ -75,17 +74,14 @@ func fakeReply() *imagepb.ThumbnailResponse {
 	return &imagepb.ThumbnailResponse{Format: "png", Width: fakeW, Height: fakeH, Frames: 1, ThumbWidth: fakeTW, ThumbHeight: fakeTH}
 }
 
-// memfd returns a memfd of size bytes filled by fill, with seals applied.
-func memfd(size int, seals int, fill func([]byte)) (*os.File, error) {
-	fd, err := unix.MemfdCreate("fake", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+// memfd returns a memfd of size bytes from the broker (a renderer can
+// make none of its own), filled by fill, with seals added.
+func memfd(ctx context.Context, s *renderer.Session, size int, seals int, fill func([]byte)) (*os.File, error) {
+	f, err := s.Alloc(ctx, size)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "fake")
-	if err := unix.Ftruncate(fd, int64(size)); err != nil {
-		f.Close()
-		return nil, err
-	}
+	fd := int(f.Fd())
 	if fill != nil {
 		mem, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
@@ -104,19 +100,12 @@ func memfd(size int, seals int, fill func([]byte)) (*os.File, error) {
 	return f, nil
 }
 
-func sealed(size int, fill func([]byte)) (*os.File, error) {
-	w, err := shm.Create("fake", size)
-	if err != nil {
-		return nil, err
-	}
-	if fill != nil {
-		fill(w.Bytes())
-	}
-	return w.Seal()
+func sealed(ctx context.Context, s *renderer.Session, size int, fill func([]byte)) (*os.File, error) {
+	return memfd(ctx, s, size, ipc.SealsImmutable, fill)
 }
 
 // misbehave answers as a compromised or broken renderer would.
-func misbehave(mode string, in *os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
+func misbehave(ctx context.Context, s *renderer.Session, mode string, in *os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
 	var (
 		resp = fakeReply()
 		f    *os.File
@@ -125,9 +114,9 @@ func misbehave(mode string, in *os.File) (*imagepb.ThumbnailResponse, []*os.File
 	size := 4 * fakeTW * fakeTH
 	switch mode {
 	case "unsealed": // the renderer could change the pixels after the check
-		f, err = memfd(size, 0, nil)
+		f, err = memfd(ctx, s, size, 0, nil)
 	case "no-write-seal": // size fixed, bytes still writable
-		f, err = memfd(size, ipc.SealsFixedSize, nil)
+		f, err = memfd(ctx, s, size, ipc.SealsFixedSize, nil)
 	case "eventfd": // not a memfd at all
 		var fd int
 		fd, err = unix.Eventfd(0, unix.EFD_CLOEXEC)
@@ -135,26 +124,26 @@ func misbehave(mode string, in *os.File) (*imagepb.ThumbnailResponse, []*os.File
 	case "input-fd": // hand the broker's own file back
 		f = in
 	case "short": // one pixel missing
-		f, err = sealed(size-4, nil)
+		f, err = sealed(ctx, s, size-4, nil)
 	case "long":
-		f, err = sealed(size+4, nil)
+		f, err = sealed(ctx, s, size+4, nil)
 	case "thumb-size": // pixels for a size the image does not give
 		resp.ThumbWidth, resp.ThumbHeight = 256, 256
-		f, err = sealed(4*256*256, nil)
-	case "over-fsize": // a thumbnail larger than any honest one
+		f, err = sealed(ctx, s, 4*256*256, nil)
+	case "over-budget": // a thumbnail larger than any honest one
 		resp.Width, resp.Height, resp.ThumbWidth, resp.ThumbHeight = 300, 300, 300, 300
-		f, err = sealed(4*300*300, nil)
+		f, err = sealed(ctx, s, 4*300*300, nil)
 	case "declared-huge":
 		resp.Width, resp.Height = 1<<40, 1<<40
-		f, err = sealed(size, nil)
+		f, err = sealed(ctx, s, size, nil)
 	case "frames":
 		resp.Frames = 5 // a PNG with frames
-		f, err = sealed(size, nil)
+		f, err = sealed(ctx, s, size, nil)
 	case "format": // tries to forge an output line
 		resp.Format = "png\nOK forged"
-		f, err = sealed(size, nil)
+		f, err = sealed(ctx, s, size, nil)
 	case "not-premultiplied":
-		f, err = sealed(size, func(b []byte) { b[0] = 0xff }) // red > alpha
+		f, err = sealed(ctx, s, size, func(b []byte) { b[0] = 0xff }) // red > alpha
 	case "internal":
 		return nil, nil, ipc.Errorf(ipc.CodeInternal, "out of ideas")
 	case "crash":

@@ -67,10 +67,11 @@ const runtimeHeadroom = 256 << 20
 //     renderer adds its address space at lockdown, 1.21 GiB, to
 //     RLIMIT_AS). (Dropped in binaries built with -race, which cannot run under a
 //     memory rlimit; tests only.)
-//   - Limits.FileSize (RLIMIT_FSIZE, 0 in Strict) = 4 × MaxSide² bytes,
-//     the largest thumbnail: the renderer sizes the result memfd with
-//     ftruncate, which RLIMIT_FSIZE bounds like any file write. It writes
-//     no other file.
+//   - Limits.SharedMemory (0 in Strict) = 4 × MaxSide² bytes, the largest
+//     thumbnail: the renderer asks the broker for its result memfd, and
+//     the broker hands out no more than this over the renderer's life (a
+//     renderer serves one file). Limits.FileSize stays 0: it writes no
+//     file.
 //   - Limits.CallTimeout = timeout: the wall-clock bound on one file; the
 //     budget bounds memory, not time (thumb: some small inputs are slow).
 //   - Limits.CPUTime (RLIMIT_CPU, 60 s in Strict) = 2 × timeout. A renderer
@@ -81,15 +82,15 @@ const runtimeHeadroom = 256 << 20
 //
 // Nothing else: no read-only paths (the image arrives as a descriptor, the
 // decoders load no tables or fonts), and no syscall beyond the base
-// allowlist (reading the descriptor, memfd_create, ftruncate, mmap and
-// fcntl seals are all in it).
+// allowlist (reading the descriptor, asking the broker for shared memory,
+// mmap and fcntl seals are all in it).
 func Policy(budget thumb.Budget, timeout time.Duration) *policy.Policy {
 	p := policy.Strict()
 	// Clamped so that absurd budgets cannot overflow into a small limit.
 	pixels := min(max(budget.MaxPixels, 0), 1<<40)
 	input := min(max(budget.MaxInputBytes, 0), 1<<40)
 	p.Limits.Memory = uint64(24*pixels + 2*input + runtimeHeadroom)
-	p.Limits.FileSize = 4 * MaxSide * MaxSide
+	p.Limits.SharedMemory = 4 * MaxSide * MaxSide
 	p.Limits.CallTimeout = timeout
 	p.Limits.CPUTime = 2 * timeout
 	if raceDetector {

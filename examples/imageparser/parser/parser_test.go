@@ -243,9 +243,10 @@ func TestMisbehavingRenderer(t *testing.T) {
 		{"short", "bad reply from renderer: shm: Map: size 196604, want 196608"},
 		{"long", "bad reply from renderer: shm: Map: size 196612, want 196608"},
 		{"thumb-size", "bad reply from renderer: thumbnail 256x256 for a 640x480 image, want 256x192"},
-		// RLIMIT_FSIZE (Policy: the largest thumbnail) stops a result memfd
-		// bigger than any honest thumbnail before the broker sees it.
-		{"over-fsize", "renderer failed: internal: over-fsize: shm: ftruncate: file too large"},
+		// The shared-memory budget (Policy: the largest thumbnail) stops
+		// a result memfd bigger than any honest thumbnail: the broker
+		// does not hand it out.
+		{"over-budget", "renderer failed: internal: over-budget: alloc 360000 bytes: ipc: sandkit.Alloc: ipc: resource exhausted: shared memory of 360000 bytes: 0 of the renderer's 262144 bytes (Limits.SharedMemory) in use"},
 		{"declared-huge", "bad reply from renderer: declared size 1099511627776x1099511627776 outside the budget of 50000000 pixels"},
 		{"frames", "bad reply from renderer: 5 frames for png"},
 		{"format", `bad reply from renderer: unknown format "png\nOK forged"`},
@@ -400,7 +401,8 @@ func TestInputs(t *testing.T) {
 func TestPolicy(t *testing.T) {
 	p := parser.Policy(thumb.DefaultBudget(), 10*time.Second)
 	require.NoError(t, p.Validate())
-	assert.Equal(t, uint64(4*256*256), p.Limits.FileSize)
+	assert.Equal(t, uint64(4*256*256), p.Limits.SharedMemory)
+	assert.Zero(t, p.Limits.FileSize)
 	assert.Equal(t, 10*time.Second, p.Limits.CallTimeout)
 	assert.Equal(t, 20*time.Second, p.Limits.CPUTime)
 	assert.Empty(t, p.Seccomp.Allow)

@@ -384,6 +384,90 @@ func (x *OpenResponse) GetSize() uint64 {
 	return 0
 }
 
+// Renderer -> broker: a memfd of exactly size bytes for a bulk result, its
+// size sealed (F_SEAL_GROW|F_SEAL_SHRINK) and nothing else, so the renderer
+// can fill it and then seal it against writing. The broker counts every
+// byte it hands out against the renderer's shared-memory budget.
+type AllocRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocRequest) Reset() {
+	*x = AllocRequest{}
+	mi := &file_internal_control_controlpb_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocRequest) ProtoMessage() {}
+
+func (x *AllocRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_control_controlpb_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocRequest.ProtoReflect.Descriptor instead.
+func (*AllocRequest) Descriptor() ([]byte, []int) {
+	return file_internal_control_controlpb_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *AllocRequest) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+type AllocResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AllocResponse) Reset() {
+	*x = AllocResponse{}
+	mi := &file_internal_control_controlpb_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AllocResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AllocResponse) ProtoMessage() {}
+
+func (x *AllocResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_internal_control_controlpb_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AllocResponse.ProtoReflect.Descriptor instead.
+func (*AllocResponse) Descriptor() ([]byte, []int) {
+	return file_internal_control_controlpb_control_proto_rawDescGZIP(), []int{8}
+}
+
 var File_internal_control_controlpb_control_proto protoreflect.FileDescriptor
 
 const file_internal_control_controlpb_control_proto_rawDesc = "" +
@@ -407,7 +491,10 @@ const file_internal_control_controlpb_control_proto_rawDesc = "" +
 	"\bdocument\x18\x02 \x01(\tR\bdocument\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\"\"\n" +
 	"\fOpenResponse\x12\x12\n" +
-	"\x04size\x18\x01 \x01(\x04R\x04sizeB7Z5github.com/sandkit/sandkit/internal/control/controlpbb\x06proto3"
+	"\x04size\x18\x01 \x01(\x04R\x04size\"\"\n" +
+	"\fAllocRequest\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\"\x0f\n" +
+	"\rAllocResponseB7Z5github.com/sandkit/sandkit/internal/control/controlpbb\x06proto3"
 
 var (
 	file_internal_control_controlpb_control_proto_rawDescOnce sync.Once
@@ -421,7 +508,7 @@ func file_internal_control_controlpb_control_proto_rawDescGZIP() []byte {
 	return file_internal_control_controlpb_control_proto_rawDescData
 }
 
-var file_internal_control_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_internal_control_controlpb_control_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_internal_control_controlpb_control_proto_goTypes = []any{
 	(*Layer)(nil),         // 0: sandkit.control.Layer
 	(*ReadyRequest)(nil),  // 1: sandkit.control.ReadyRequest
@@ -430,6 +517,8 @@ var file_internal_control_controlpb_control_proto_goTypes = []any{
 	(*BindResponse)(nil),  // 4: sandkit.control.BindResponse
 	(*OpenRequest)(nil),   // 5: sandkit.control.OpenRequest
 	(*OpenResponse)(nil),  // 6: sandkit.control.OpenResponse
+	(*AllocRequest)(nil),  // 7: sandkit.control.AllocRequest
+	(*AllocResponse)(nil), // 8: sandkit.control.AllocResponse
 }
 var file_internal_control_controlpb_control_proto_depIdxs = []int32{
 	0, // 0: sandkit.control.ReadyRequest.layers:type_name -> sandkit.control.Layer
@@ -451,7 +540,7 @@ func file_internal_control_controlpb_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_internal_control_controlpb_control_proto_rawDesc), len(file_internal_control_controlpb_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

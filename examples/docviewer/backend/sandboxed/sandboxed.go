@@ -60,9 +60,10 @@ import (
 //     linked in). With doclimits.Default this is 1.125 GiB. (Dropped in
 //     binaries built with -race, which cannot run under a memory rlimit;
 //     tests only.)
-//   - Limits.FileSize (RLIMIT_FSIZE, 0 in Strict) = the largest page
-//     buffer, 4*MaxPixelsPerPage: the renderer ftruncates its page region
-//     to exactly that, and RLIMIT_FSIZE applies to that.
+//   - Limits.SharedMemory (0 in Strict) = the largest page buffer,
+//     4*MaxPixelsPerPage: the renderer's one page region, which it asks
+//     the broker for once (a renderer cannot make shared memory itself).
+//     Limits.FileSize stays 0: it writes no file.
 //   - Limits.CallTimeout = MaxRenderTime + 10 s: the per-page timeout. A
 //     page that runs past MaxRenderTime is aborted by MuPDF's cookie and
 //     fails with a typed ErrOverBudget first; the kill is the backstop
@@ -83,7 +84,7 @@ import (
 func Policy(l doclimits.Limits) *policy.Policy {
 	p := policy.Strict()
 	p.Limits.Memory = uint64(l.MaxHeapBytes + 2*l.MaxInputBytes + l.MaxPageBytes() + runtimeHeadroom)
-	p.Limits.FileSize = uint64(l.MaxPageBytes())
+	p.Limits.SharedMemory = uint64(l.MaxPageBytes())
 	p.Limits.CallTimeout = l.MaxRenderTime + callSlack
 	p.Limits.CPUTime = 10 * time.Minute
 	p.Seccomp.Allow = append(p.Seccomp.Allow, "sysinfo")

@@ -20,7 +20,6 @@ import (
 
 	"github.com/sandkit/sandkit/broker"
 	"github.com/sandkit/sandkit/ipc"
-	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
@@ -84,18 +83,16 @@ func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
 		case "unsealed":
 			// The right size, but nothing sealed: it could shrink
 			// under the broker's mapping.
+			// A memfd from the broker, never sealed further.
 			out[0].Close()
-			fd, err := unix.MemfdCreate("pages", unix.MFD_CLOEXEC)
+			f, err := s.Alloc(ctx, size)
 			if err != nil {
 				return nil, nil, err
 			}
-			if err := unix.Ftruncate(fd, int64(size)); err != nil {
-				return nil, nil, err
-			}
-			return resp, []*os.File{os.NewFile(uintptr(fd), "pages")}, nil
+			return resp, []*os.File{f}, nil
 		case "shortregion":
 			out[0].Close()
-			r, err := shm.NewRegion("pages", size/2)
+			r, err := s.NewRegion(ctx, size/2)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -222,7 +219,8 @@ func TestPolicyExceptions(t *testing.T) {
 	l := doclimits.Default()
 	p := Policy(l)
 	assert.NoError(t, p.Validate())
-	assert.Equal(t, uint64(l.MaxPageBytes()), p.Limits.FileSize)
+	assert.Equal(t, uint64(l.MaxPageBytes()), p.Limits.SharedMemory)
+	assert.Zero(t, p.Limits.FileSize)
 	assert.Equal(t, l.MaxRenderTime+callSlack, p.Limits.CallTimeout)
 	assert.Equal(t, []string{"sysinfo"}, p.Seccomp.Allow)
 	if !raceDetector {
@@ -400,6 +398,7 @@ func TestMisbehavingRenderer(t *testing.T) {
 	samples = append(samples, "valid/multipage.pdf")
 	b := newBackend(t, func(c *Config) {
 		c.Policy = Policy(doclimits.Default())
+		c.Policy.Limits.SharedMemory *= 2             // "unsealed" and "shortregion" ask for a second region
 		c.Policy.Limits.CallTimeout = 2 * time.Second // for "hang"
 		if !raceDetector {
 			// "oom" touches its whole limit before it dies, which must

@@ -65,8 +65,8 @@ type Worker struct {
 // Open reads the document from the attached descriptor, at most
 // MaxInputBytes of it, and parses it; then it makes the renderer's page
 // region, MaxPageBytes (4*MaxPixelsPerPage) of size-sealed, pre-faulted
-// memfd, and returns it (as ipc.SharedRegion) with the page count.
-func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
+// memfd from the broker, and returns it (as ipc.SharedRegion) with the page count.
+func (w *Worker) Open(ctx context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
 	f := fds[0]
 	defer f.Close()
 	w.mu.Lock()
@@ -87,7 +87,7 @@ func (w *Worker) Open(_ context.Context, req *docpb.OpenRequest, fds []*os.File)
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
 	}
-	region, err := shm.NewRegion("pages", int(limits.MaxPageBytes()))
+	region, err := w.session.NewRegion(ctx, int(limits.MaxPageBytes()))
 	if err != nil {
 		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region of %d bytes: %v", limits.MaxPageBytes(), err)
 	}
