@@ -47,7 +47,7 @@ type Renderer struct {
 	inflight   int
 	shared     uint64            // shared memory charged (onAlloc), less what came back sealed
 	allocs     map[fileID]uint64 // memfds handed out and not back yet: their charge
-	idleEnded  bool // endIfIdle decided to end r: Acquire must not hand it out
+	idleEnded  bool              // endIfIdle decided to end r: Acquire must not hand it out
 	lastUsed   time.Time
 	idleTimer  *time.Timer
 	killReason *ExitError
