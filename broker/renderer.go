@@ -250,6 +250,11 @@ func (r *Renderer) bind(ctx context.Context) error {
 			// crashed or was killed, and its exit says how (watchConn
 			// kills it if it lives on without its connection).
 		default:
+			if errors.Is(err, ipc.ErrPeerClosed) {
+				// The same, seen by the send before the
+				// connection's reader has noticed.
+				break
+			}
 			r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
 		}
 		<-r.exited

@@ -291,6 +291,12 @@ func (s *soak) judge(n int64, origin string, pid int, atk *attack, err error) {
 		s.tally.add(func(t *tally) { t.attacked[ee.Reason]++ })
 	case killed && ee.Reason == broker.ExitCrash && strings.Contains(ee.Detail, "killed"):
 		s.tally.add(func(t *tally) { t.collateral[ee.Reason]++ })
+	case killed && doomedBy != nil && doomedBy.syscall != "" && ee.Reason == broker.ExitViolation && ee.Syscall == "":
+		// Killed from outside while its disallowed syscall waited for
+		// the monitor: the kernel withdrew the notification before
+		// the monitor read which syscall it was. A violation all the
+		// same, reported without the name.
+		s.tally.add(func(t *tally) { t.collateral[ee.Reason]++ })
 	case doomedBy != nil && isAttackReason(ee):
 		// Another call's attack ended the renderer this call shared
 		// (or ended it first, when this call attacked too).
