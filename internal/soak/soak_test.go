@@ -66,8 +66,12 @@ type attack struct {
 
 // attacks are the hostile renderers' repertoire.
 var attacks = []attack{
-	{action: "hang", reasons: []broker.ExitReason{broker.ExitTimeout}},
-	{action: "spin", reasons: []broker.ExitReason{broker.ExitTimeout}},
+	// A renderer whose handlers hang or spin stops reading its socket
+	// once its own in-flight bound is full; with many callers the
+	// broker finds requests it has not read when a call times out, and
+	// says so (broker limit) rather than a plain timeout.
+	{action: "hang", reasons: []broker.ExitReason{broker.ExitTimeout, broker.ExitBrokerLimit}},
+	{action: "spin", reasons: []broker.ExitReason{broker.ExitTimeout, broker.ExitBrokerLimit}},
 	{action: "crash", reasons: []broker.ExitReason{broker.ExitCrash}},
 	{action: "ptrace", reasons: []broker.ExitReason{broker.ExitViolation}, syscall: "ptrace"},
 	{action: "open-forged:elsewhere", reasons: []broker.ExitReason{broker.ExitBadMessage}},
