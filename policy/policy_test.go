@@ -35,6 +35,7 @@ func TestValidate(t *testing.T) {
 		{"strict", func(*policy.Policy) {}, ""},
 		{"extra syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity"} }, ""},
 		{"unknown syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"frobnicate"} }, `unknown syscall "frobnicate"`},
+		{"another architecture's syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"socketcall"} }, `unknown syscall "socketcall"`},
 		{"escape surface", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ptrace"} }, `"ptrace" is escape surface`},
 		{"widen a base rule", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ioctl"} }, `"ioctl" is already in the base allowlist`},
 		{"openat2 hides O_PATH", func(p *policy.Policy) { p.Seccomp.Allow = []string{"openat2"} }, `"openat2" cannot be allowed`},
