@@ -22,8 +22,9 @@ import (
 
 // Register adds the renderer's one method to mux. renderer.Main calls it
 // before lockdown; thumb needs nothing prepared (no fonts, no tables).
-func Register(_ *renderer.Session, mux *ipc.Mux) {
+func Register(_ *renderer.Session, mux *ipc.Mux) error {
 	ipc.Handle(mux, imageipc.Thumbnail, Thumbnail)
+	return nil
 }
 
 // Thumbnail decodes the image behind the request's descriptor and answers
