@@ -16,7 +16,7 @@ DOCVIEWER   := examples/docviewer
 # check converted PDFs, chromium for the viewer's browser test.
 TEST_DEPS   := poppler-utils chromium
 
-.PHONY: all deps build vet test test-race test-norace demo serve bench soak fuzz fuzz-smoke proto docs clean
+.PHONY: all deps build vet test test-race test-norace demo serve bench soak fuzz fuzz-smoke proto docs syscalls clean
 
 all: build
 
@@ -103,6 +103,12 @@ proto:
 # Regenerates the allowlist tables in SECURITY.md from policy.Strict().
 docs:
 	$(GO) run ./internal/gendoc -write SECURITY.md
+
+# Regenerates policy's table of syscall names (amd64, arm64) from the
+# installed libseccomp, so that policy needs neither cgo nor libseccomp.
+syscalls:
+	@.ci/deps --check
+	$(GO) run ./internal/gensyscalls -o internal/syscalltable/zsyscalls.go
 
 clean:
 	rm -rf bin out

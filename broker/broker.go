@@ -23,6 +23,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
 	"github.com/sandkit/sandkit/renderer"
@@ -133,7 +134,7 @@ const maxEvents = 256
 // pool. It fails closed with a *policy.UnavailableError when a layer the
 // policy needs is missing and not allowed degraded.
 func New(ctx context.Context, cfg Config) (*Broker, error) {
-	if renderer.Requested() {
+	if launch.Requested(os.Args) {
 		// This process was started as a renderer and went on to make a
 		// broker of its own: its main does not hand over to
 		// renderer.Main first. Left alone, each renderer would spawn

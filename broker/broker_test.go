@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,8 +24,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sandkit/sandkit/broker"
-	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/fdtest"
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/internal/testrenderer"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
@@ -40,12 +41,24 @@ func TestMain(m *testing.M) {
 		os.Exit(forgetfulProgram())
 	}
 	if renderer.Requested() {
-		renderer.Main(testrenderer.Register)
+		renderer.Main(registerForTests)
 	}
 	if os.Getenv(brokerChildEnv) != "" {
 		os.Exit(brokerChild())
 	}
 	os.Exit(m.Run())
+}
+
+// registerForTests serves the test methods and the examples' (which the
+// race detector leaves out: example_test.go).
+func registerForTests(s *renderer.Session, mux *ipc.Mux) error {
+	if slices.Contains(os.Args[2:], failRegisterArg) {
+		return errFailRegister
+	}
+	if err := testrenderer.Register(s, mux); err != nil {
+		return err
+	}
+	return registerExamples(s, mux)
 }
 
 // brokerChildEnv makes the test binary a broker with one renderer, whose
@@ -100,7 +113,7 @@ func forgetfulProgram() int {
 func TestRendererThatMakesABrokerIsRefused(t *testing.T) {
 	exe, err := os.Executable()
 	require.NoError(t, err)
-	cmd := exec.Command(exe, control.RendererFlag+"x")
+	cmd := exec.Command(exe, launch.Flag+"x")
 	cmd.Env = []string{forgetfulEnv + "=1"}
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError

@@ -16,10 +16,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/sandkit/sandkit/internal/control"
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
-	"github.com/sandkit/sandkit/renderer"
 )
 
 // spawner starts every renderer from one locked OS thread. Pdeathsig
@@ -554,7 +553,7 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitCrash, "signal "+ws.Signal().String()
 	case ws.Exited() && ws.ExitStatus() == 0:
 		e.Reason = ExitClean
-	case ws.Exited() && ws.ExitStatus() == renderer.ExitLockdown:
+	case ws.Exited() && ws.ExitStatus() == launch.ExitLockdown:
 		e.Reason, e.Detail = ExitLockdownFailed, r.logs.lockdownFailure()
 	default:
 		e.Reason, e.Detail = ExitCrash, fmt.Sprintf("exit status %d: %s", ws.ExitStatus(), last)
@@ -602,7 +601,7 @@ type logTail struct {
 	// kept past the stack dump, and after it the lines that follow it.
 	fatal string
 	after []string
-	// lockdown is the renderer's last control.LockdownFailedPrefix line,
+	// lockdown is the renderer's last launch.LockdownFailedPrefix line,
 	// the prefix removed.
 	lockdown string
 }
@@ -629,7 +628,7 @@ func isFatal(line string) bool {
 func (t *logTail) add(line string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if failure, ok := strings.CutPrefix(line, control.LockdownFailedPrefix); ok {
+	if failure, ok := strings.CutPrefix(line, launch.LockdownFailedPrefix); ok {
 		t.lockdown = failure
 	}
 	switch {
@@ -661,9 +660,9 @@ func (t *logTail) lastLine() string {
 	return ""
 }
 
-// lockdownFailure explains an exit with renderer.ExitLockdown that no
+// lockdownFailure explains an exit with launch.ExitLockdown that no
 // ready report explained: the step and error the renderer wrote last
-// (control.LockdownFailedPrefix), else its last line. It is never empty:
+// (launch.LockdownFailedPrefix), else its last line. It is never empty:
 // a renderer that said nothing is reported as such.
 func (t *logTail) lockdownFailure() string {
 	t.mu.Lock()
@@ -675,7 +674,7 @@ func (t *logTail) lockdownFailure() string {
 	if last := t.lastLine(); last != "" {
 		return "no failing step reported; last log line: " + last
 	}
-	return fmt.Sprintf("exit status %d with no ready report and nothing on stderr", renderer.ExitLockdown)
+	return fmt.Sprintf("exit status %d with no ready report and nothing on stderr", launch.ExitLockdown)
 }
 
 // cgoThreadFailed starts the line the runtime of a cgo program writes

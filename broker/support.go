@@ -8,6 +8,7 @@ import (
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -29,7 +30,7 @@ func checkSupport(p *policy.Policy) error {
 	}
 	abi, abiErr := llsys.LandlockGetABIVersion()
 	landlockAt := func(layer policy.Layer) error {
-		min := policy.LandlockABI(layer)
+		min := launch.LandlockABI(layer)
 		switch {
 		case abiErr != nil:
 			return fmt.Errorf("landlock unavailable: %w", abiErr)

@@ -1,6 +1,7 @@
 package fuzz
 
 import (
+	"bytes"
 	"slices"
 	"testing"
 	"time"
@@ -8,12 +9,15 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/policy"
+	"github.com/sandkit/sandkit/policy/policypb"
 )
 
-// checkAccepted holds a policy that Parse or Unmarshal accepted to what
-// acceptance promises: it validates, it survives Format → Parse and
-// Marshal → Unmarshal unchanged (compared as protobuf), its serialized
-// limits do not wrap around, and no escape-surface syscall is allowed.
+// checkAccepted holds a policy that Parse or UnmarshalBinary accepted to
+// what acceptance promises: it validates, it survives Format → Parse and
+// MarshalBinary → UnmarshalBinary unchanged (compared in the binary form,
+// which sets every field and has no maps, so it is deterministic), its
+// serialized limits do not wrap around, and no escape-surface syscall is
+// allowed.
 func checkAccepted(t *testing.T, p *policy.Policy) {
 	t.Helper()
 	if err := p.Validate(); err != nil {
@@ -27,16 +31,23 @@ func checkAccepted(t *testing.T, p *policy.Policy) {
 	if err != nil {
 		t.Fatalf("Format's output does not parse: %v\n%s", err, text)
 	}
-	if !proto.Equal(policy.ToProto(p), policy.ToProto(again)) {
-		t.Fatalf("Format → Parse changed the policy:\n%v\n%v", policy.ToProto(p), policy.ToProto(again))
-	}
-	wire, err := policy.Marshal(p)
+	wire, err := p.MarshalBinary()
 	if err != nil {
-		t.Fatalf("Marshal: %v", err)
+		t.Fatalf("MarshalBinary: %v", err)
 	}
-	again, err = policy.Unmarshal(wire)
-	if err != nil || !proto.Equal(policy.ToProto(p), policy.ToProto(again)) {
-		t.Fatalf("Marshal → Unmarshal changed the policy: %v", err)
+	if w, err := again.MarshalBinary(); err != nil || !bytes.Equal(w, wire) {
+		t.Fatalf("Format → Parse changed the policy (%v):\n%v\n%v", err, p, again)
+	}
+	again = new(policy.Policy)
+	if err := again.UnmarshalBinary(wire); err != nil {
+		t.Fatalf("MarshalBinary → UnmarshalBinary: %v", err)
+	}
+	if w, err := again.MarshalBinary(); err != nil || !bytes.Equal(w, wire) {
+		t.Fatalf("MarshalBinary → UnmarshalBinary changed the policy (%v):\n%v\n%v", err, p, again)
+	}
+	var pb policypb.Policy
+	if err := proto.Unmarshal(wire, &pb); err != nil {
+		t.Fatalf("MarshalBinary's output is not a policypb.Policy: %v", err)
 	}
 	// The serialized CPU limit is what a reader of the formatted file
 	// sees (and what the renderer turns into RLIMIT_CPU the same way):
@@ -45,7 +56,7 @@ func checkAccepted(t *testing.T, p *policy.Policy) {
 	if p.Limits.CPUTime%time.Second != 0 {
 		want++
 	}
-	if got := policy.ToProto(p).GetLimits().GetCpuSeconds(); got != want {
+	if got := pb.GetLimits().GetCpuSeconds(); got != want {
 		t.Fatalf("CPU limit %v serialized as %d seconds, want %d", p.Limits.CPUTime, got, want)
 	}
 	allowed := map[string]bool{}
@@ -99,12 +110,12 @@ func FuzzPolicyParse(f *testing.F) {
 	})
 }
 
-// FuzzPolicyUnmarshal feeds policy.Unmarshal — what every renderer
+// FuzzPolicyUnmarshal feeds Policy.UnmarshalBinary — what every renderer
 // decodes from its argv — arbitrary bytes: no panic, and whatever it
 // accepts holds to checkAccepted.
 func FuzzPolicyUnmarshal(f *testing.F) {
 	for _, p := range []*policy.Policy{policy.Strict(), {}} {
-		b, err := policy.Marshal(p)
+		b, err := p.MarshalBinary()
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -113,8 +124,8 @@ func FuzzPolicyUnmarshal(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0x2a, 0x07, 0x1a, 0x05, 'c', 'h', 'r', 'o', 'o'})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		p, err := policy.Unmarshal(b)
-		if err != nil {
+		p := new(policy.Policy)
+		if err := p.UnmarshalBinary(b); err != nil {
 			return
 		}
 		checkAccepted(t, p)

@@ -72,8 +72,10 @@ func encodeSend(op int, method string, body, fdKinds []byte) (*wrapperspb.BytesV
 }
 
 // registerRenderer adds the test renderer's methods and the fuzz ones.
-func registerRenderer(s *renderer.Session, mux *ipc.Mux) {
-	testrenderer.Register(s, mux)
+func registerRenderer(s *renderer.Session, mux *ipc.Mux) error {
+	if err := testrenderer.Register(s, mux); err != nil {
+		return err
+	}
 	ipc.Handle(mux, mSend, func(ctx context.Context, req *wrapperspb.BytesValue, _ []*os.File) (*wrapperspb.BytesValue, []*os.File, error) {
 		var sr wirepb.Envelope
 		if err := proto.Unmarshal(req.GetValue(), &sr); err != nil {
@@ -91,6 +93,7 @@ func registerRenderer(s *renderer.Session, mux *ipc.Mux) {
 		n := hostile(ctx, s, rand.New(rand.NewPCG(seed, 0x5eed)), int(b[8]), own)
 		return wrapperspb.UInt32(uint32(n)), nil, nil
 	})
+	return nil
 }
 
 // brokerSocket finds the broker connection: the renderer's only socket

@@ -94,19 +94,3 @@ func (e *UnavailableError) Error() string {
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }
-
-// LandlockABI returns the oldest Landlock ABI that provides layer l (1 for
-// filesystem rights, 4 for TCP, 6 for scoping), or 0 for a layer that is
-// not Landlock. The broker checks it up front and the renderer again as it
-// applies the layer, from this one table.
-func LandlockABI(l Layer) int {
-	switch l {
-	case LayerLandlockFS:
-		return 1
-	case LayerLandlockNet:
-		return 4
-	case LayerLandlockScope:
-		return 6
-	}
-	return 0
-}

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/policy"
 )
@@ -35,6 +34,7 @@ func TestValidate(t *testing.T) {
 		{"strict", func(*policy.Policy) {}, ""},
 		{"extra syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"sched_setaffinity"} }, ""},
 		{"unknown syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"frobnicate"} }, `unknown syscall "frobnicate"`},
+		{"another architecture's syscall", func(p *policy.Policy) { p.Seccomp.Allow = []string{"socketcall"} }, `unknown syscall "socketcall"`},
 		{"escape surface", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ptrace"} }, `"ptrace" is escape surface`},
 		{"widen a base rule", func(p *policy.Policy) { p.Seccomp.Allow = []string{"ioctl"} }, `"ioctl" is already in the base allowlist`},
 		{"openat2 hides O_PATH", func(p *policy.Policy) { p.Seccomp.Allow = []string{"openat2"} }, `"openat2" cannot be allowed`},
@@ -113,12 +113,37 @@ func TestRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	back, err := policy.Parse(text)
 	require.NoError(t, err)
-	assert.True(t, proto.Equal(policy.ToProto(p), policy.ToProto(back)))
-	wire, err := policy.Marshal(p)
-	require.NoError(t, err)
-	back, err = policy.Unmarshal(wire)
-	require.NoError(t, err)
 	assert.Equal(t, p, back)
+	wire, err := p.MarshalBinary()
+	require.NoError(t, err)
+	back = new(policy.Policy)
+	require.NoError(t, back.UnmarshalBinary(wire))
+	assert.Equal(t, p, back)
+}
+
+// TestUnmarshalBinary: bytes that are not a policy, or a policy that does
+// not validate, are refused with ErrInvalid and leave the target as it
+// was; fields the bytes leave out keep Strict's values.
+func TestUnmarshalBinary(t *testing.T) {
+	bad := policy.Strict()
+	bad.Seccomp.Allow = []string{"ptrace"}
+	invalid, err := bad.MarshalBinary()
+	require.NoError(t, err)
+	for name, b := range map[string][]byte{
+		"not protobuf":   {0xff, 0xff, 0xff},
+		"escape surface": invalid,
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := policy.Strict()
+			p.Limits.Threads = 99
+			err := p.UnmarshalBinary(b)
+			require.ErrorIs(t, err, policy.ErrInvalid)
+			assert.Equal(t, uint64(99), p.Limits.Threads, "left unchanged")
+		})
+	}
+	p := &policy.Policy{}
+	require.NoError(t, p.UnmarshalBinary(nil))
+	assert.Equal(t, policy.Strict(), p)
 }
 
 // TestDenyExecMemoryRoundTrips: the option survives the text and wire
@@ -140,10 +165,10 @@ func TestDenyExecMemoryRoundTrips(t *testing.T) {
 		back, err := policy.Parse(text)
 		require.NoError(t, err)
 		assert.Equal(t, p, back)
-		wire, err := policy.Marshal(p)
+		wire, err := p.MarshalBinary()
 		require.NoError(t, err)
-		back, err = policy.Unmarshal(wire)
-		require.NoError(t, err)
+		back = new(policy.Policy)
+		require.NoError(t, back.UnmarshalBinary(wire))
 		assert.Equal(t, p, back)
 	}
 }

@@ -5,8 +5,9 @@ import (
 	"slices"
 	"strings"
 
-	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/internal/syscalltable"
 )
 
 // CmpOp is how a syscall argument is compared.
@@ -240,10 +241,10 @@ func inBase(name string) bool {
 	return slices.ContainsFunc(BaseSyscalls(), func(r SyscallRule) bool { return r.Name == name })
 }
 
-func knownSyscall(name string) bool {
-	_, err := seccomp.GetSyscallFromName(name)
-	return err == nil
-}
+// knownSyscall reports whether name is a syscall of an architecture
+// sandkit supports, from a table generated from libseccomp: policy needs
+// neither cgo nor the library to check a name.
+func knownSyscall(name string) bool { return syscalltable.Known(name) }
 
 // uncheckable says why a policy cannot allow name, "" if it can: a rule
 // of the base list depends on an argument name keeps behind a pointer,

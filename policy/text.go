@@ -24,7 +24,7 @@ func Parse(text []byte) (*Policy, error) {
 	if err := (prototext.UnmarshalOptions{}).Unmarshal(text, &pb); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	p := FromProto(&pb)
+	p := fromProto(&pb)
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -33,28 +33,35 @@ func Parse(text []byte) (*Policy, error) {
 
 // Format renders p in protobuf text format, every field spelled out.
 func Format(p *Policy) ([]byte, error) {
-	return prototext.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(ToProto(p))
+	return prototext.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(toProto(p))
 }
 
-// Marshal encodes p for the wire (the broker hands it to each renderer).
-func Marshal(p *Policy) ([]byte, error) { return proto.Marshal(ToProto(p)) }
+// MarshalBinary encodes p compactly (binary protobuf, every field set): the
+// form the broker hands each renderer in its arguments. It implements
+// encoding.BinaryMarshaler; Format is the form for people.
+func (p *Policy) MarshalBinary() ([]byte, error) { return proto.Marshal(toProto(p)) }
 
-// Unmarshal decodes what Marshal produced and validates it.
-func Unmarshal(b []byte) (*Policy, error) {
+// UnmarshalBinary replaces p with the policy MarshalBinary encoded in b,
+// fields b leaves unset keeping their Strict value, and validates it. It
+// implements encoding.BinaryUnmarshaler. A renderer decodes its policy
+// with it before lockdown, so b is as hostile as a policy file: on error
+// p is left unchanged.
+func (p *Policy) UnmarshalBinary(b []byte) error {
 	var pb policypb.Policy
 	if err := proto.Unmarshal(b, &pb); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	p := FromProto(&pb)
-	if err := p.Validate(); err != nil {
-		return nil, err
+	q := fromProto(&pb)
+	if err := q.Validate(); err != nil {
+		return err
 	}
-	return p, nil
+	*p = *q
+	return nil
 }
 
-// FromProto overlays pb on Strict: fields pb leaves unset keep the strict
+// fromProto overlays pb on Strict: fields pb leaves unset keep the strict
 // default. It does not validate.
-func FromProto(pb *policypb.Policy) *Policy {
+func fromProto(pb *policypb.Policy) *Policy {
 	p := Strict()
 	set := func(dst *bool, src *bool) {
 		if src != nil {
@@ -128,8 +135,8 @@ func clampDuration(n uint64, unit time.Duration) time.Duration {
 	return time.Duration(n) * unit
 }
 
-// ToProto converts p to its serialized form, every field set.
-func ToProto(p *Policy) *policypb.Policy {
+// toProto converts p to its serialized form, every field set.
+func toProto(p *Policy) *policypb.Policy {
 	b := proto.Bool
 	u := proto.Uint64
 	pb := &policypb.Policy{

@@ -21,7 +21,7 @@ var Upper = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.
 // handlers run after it, on untrusted input.
 func ExampleMain() {
 	if renderer.Requested() {
-		renderer.Main(func(s *renderer.Session, mux *ipc.Mux) {
+		renderer.Main(func(s *renderer.Session, mux *ipc.Mux) error {
 			ipc.Handle(mux, Upper, func(ctx context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
 				b := []byte(req.GetValue())
 				for i, c := range b {
@@ -31,6 +31,7 @@ func ExampleMain() {
 				}
 				return wrapperspb.String(string(b)), nil, nil
 			})
+			return nil // an error here stops the renderer before lockdown, and Acquire reports it
 		})
 	}
 	// ... the broker side of main: see package broker.

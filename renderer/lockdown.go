@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 	"kernel.org/pub/linux/libs/security/libcap/psx"
 
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -531,7 +532,7 @@ func (l *lockdown) landlock() error {
 	var cfg landlock.Config
 	var pending []policy.Layer
 	want := func(on bool, layer policy.Layer, apply func()) error {
-		minABI := policy.LandlockABI(layer)
+		minABI := launch.LandlockABI(layer)
 		switch {
 		case !on:
 			l.skip(layer, "disabled by the policy")

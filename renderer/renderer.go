@@ -19,12 +19,10 @@ package renderer
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,26 +31,24 @@ import (
 
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/policy"
 )
 
-// SocketFD is the descriptor on which a renderer finds its broker.
-const SocketFD = control.SocketFD
+// socketFD is the descriptor on which a renderer finds its broker.
+const socketFD = launch.SocketFD
 
-// Exit codes of a renderer process, for the broker's classification.
-const (
-	ExitOK       = 0
-	ExitUsage    = 64  // not started by a broker, or a bad policy argument
-	ExitLockdown = 125 // lockdown failed; the broker has been told why
-)
+// SocketFD is socketFD under its old, exported name.
+//
+// Deprecated: no program needs it; it stays only while lockdown.go and
+// early.go still use this name, and goes once they use socketFD.
+const SocketFD = socketFD
 
 // Requested reports whether this process was started by a broker as a
 // renderer (os.Args[1] carries the policy).
-func Requested() bool {
-	return len(os.Args) > 1 && strings.HasPrefix(os.Args[1], control.RendererFlag)
-}
+func Requested() bool { return launch.Requested(os.Args) }
 
 // Session is what a renderer's handlers know of their renderer.
 type Session struct {
@@ -179,21 +175,24 @@ var bindMethod = control.Bind.Spec().Name
 // the process down, reports ready, and serves until the broker hangs up.
 // register adds the program's methods to mux; it runs before lockdown, so
 // it may prepare anything that needs the filesystem (fonts, tables), but it
-// must not touch untrusted input. Main exits the process.
-func Main(register func(s *Session, mux *ipc.Mux)) {
+// must not touch untrusted input. If register returns an error, the
+// renderer exits before lockdown and the broker's Acquire fails with a
+// *broker.ExitError whose Detail includes that error. Main exits the
+// process.
+func Main(register func(s *Session, mux *ipc.Mux) error) {
 	os.Exit(run(register))
 }
 
-func run(register func(*Session, *ipc.Mux)) int {
+func run(register func(*Session, *ipc.Mux) error) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	if !Requested() {
 		fmt.Fprintln(os.Stderr, "renderer: not started by a sandkit broker")
-		return ExitUsage
+		return launch.ExitUsage
 	}
 	p, prog, err := policyFromArg(os.Args[1])
 	if err != nil {
 		log.Error("renderer: bad policy argument", "err", err)
-		return ExitUsage
+		return launch.ExitUsage
 	}
 	l := &lockdown{p: p, prog: prog}
 	// Only the broker's fds may survive into the renderer. The runtime
@@ -206,15 +205,18 @@ func run(register func(*Session, *ipc.Mux)) int {
 	mux := ipc.NewMux()
 	ipc.Handle(mux, control.Bind, s.bind)
 	mux.Before(s.holdUntilBound)
-	register(s, mux)
+	if err := register(s, mux); err != nil {
+		log.Error("renderer: register methods", "err", err)
+		return launch.ExitUsage
+	}
 	if err := mux.Prepare(); err != nil {
 		log.Error("renderer: methods", "err", err)
-		return ExitUsage
+		return launch.ExitUsage
 	}
-	conn, err := ipc.NewConn(os.NewFile(SocketFD, "broker"), ipc.WithMux(mux), ipc.WithLogger(log))
+	conn, err := ipc.NewConn(os.NewFile(socketFD, "broker"), ipc.WithMux(mux), ipc.WithLogger(log))
 	if err != nil {
 		log.Error("renderer: broker connection", "err", err)
-		return ExitUsage
+		return launch.ExitUsage
 	}
 	s.conn = conn
 	defer conn.Close()
@@ -256,16 +258,16 @@ func run(register func(*Session, *ipc.Mux)) int {
 		return lockdownFailed("ready report", err)
 	}
 	_ = conn.Serve() // until the broker hangs up
-	return ExitOK
+	return launch.ExitOK
 }
 
 // lockdownFailed writes the failing step and its error as the renderer's
-// last line on stderr (control.LockdownFailedPrefix) and returns
-// ExitLockdown. The ready report, when it gets through, says the same;
+// last line on stderr (launch.LockdownFailedPrefix) and returns
+// launch.ExitLockdown. The ready report, when it gets through, says the same;
 // this line is what the broker reports when it cannot.
 func lockdownFailed(step string, err error) int {
-	fmt.Fprintf(os.Stderr, "%s%s: %s\n", control.LockdownFailedPrefix, step, describe(err))
-	return ExitLockdown
+	fmt.Fprintf(os.Stderr, "%s%s: %s\n", launch.LockdownFailedPrefix, step, describe(err))
+	return launch.ExitLockdown
 }
 
 // describe renders err with the name of its errno, if it wraps one:
@@ -281,17 +283,9 @@ func describe(err error) string {
 // policyFromArg decodes the argument PolicyArg made: the policy and, when
 // the broker compiled it, the seccomp program.
 func policyFromArg(arg string) (*policy.Policy, *seccompProgram, error) {
-	polPart, progPart, hasProg := strings.Cut(strings.TrimPrefix(arg, control.RendererFlag), ".")
-	raw, err := base64.RawURLEncoding.DecodeString(polPart)
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := policy.Unmarshal(raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !hasProg {
-		return p, nil, nil
+	p, progPart, err := launch.ParseArg(arg)
+	if err != nil || progPart == "" {
+		return p, nil, err
 	}
 	prog, err := decodeSeccompProgram(progPart)
 	if err != nil {
@@ -305,18 +299,18 @@ func policyFromArg(arg string) (*policy.Policy, *seccompProgram, error) {
 // own pid namespace, the argument also carries p's seccomp program,
 // compiled here once instead of in every renderer (about 0.35 ms of a
 // spawn: libseccomp builds and generates the program on each load).
+//
+// It is for package broker, and the one reason broker imports renderer:
+// the seccomp compiler lives here. Programs never call it; it moves to
+// internal/launch with the compiler.
 func PolicyArg(p *policy.Policy) (string, error) {
-	raw, err := policy.Marshal(p)
-	if err != nil {
-		return "", err
-	}
-	arg := control.RendererFlag + base64.RawURLEncoding.EncodeToString(raw)
 	prog, err := compileSeccomp(p)
 	if err != nil {
 		return "", err
 	}
+	var encoded string
 	if prog != nil {
-		arg += "." + prog.encode()
+		encoded = prog.encode()
 	}
-	return arg, nil
+	return launch.Arg(p, encoded)
 }

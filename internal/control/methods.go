@@ -7,20 +7,6 @@ import (
 	"github.com/sandkit/sandkit/ipc"
 )
 
-// RendererFlag is the argv[1] prefix that marks a process started by a
-// broker as a renderer; the rest of the argument is the base64url-encoded
-// policy (policy.Marshal). Arguments, not the environment, carry it: a
-// renderer's environment is empty.
-const RendererFlag = "--sandkit-renderer="
-
-// LockdownFailedPrefix starts the last line a renderer writes to stderr
-// before it exits with renderer.ExitLockdown: the failing step and errno,
-// for the broker's report when the ready report could not say it.
-const LockdownFailedPrefix = "sandkit: lockdown failed: "
-
-// SocketFD is the descriptor number of the broker connection in a renderer.
-const SocketFD = 3
-
 // The framework's methods. The message types live in package controlpb so
 // that they are registered before these values are built (package
 // initialization runs imports first). They are declared once here so that broker and

@@ -26,6 +26,7 @@ import (
 
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
+	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/ipc/wirepb"
@@ -95,7 +96,7 @@ func StreamBytes(n int) []byte {
 }
 
 // Register adds the test methods to mux.
-func Register(s *renderer.Session, mux *ipc.Mux) {
+func Register(s *renderer.Session, mux *ipc.Mux) error {
 	var (
 		streamMu sync.Mutex
 		stream   *shm.StreamWriter
@@ -172,6 +173,7 @@ func Register(s *renderer.Session, mux *ipc.Mux) {
 		n, _ := f.Read(b)
 		return wrapperspb.String(string(b[:n])), nil, nil
 	})
+	return nil
 }
 
 // result renders an error as its errno name ("EACCES"), "ok" for nil.
@@ -381,9 +383,9 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		// report, saying why on its last line as the renderer package
 		// does ("exit-lockdown:reason"), or saying nothing.
 		if arg != "" {
-			fmt.Fprintln(os.Stderr, control.LockdownFailedPrefix+arg)
+			fmt.Fprintln(os.Stderr, launch.LockdownFailedPrefix+arg)
 		}
-		os.Exit(renderer.ExitLockdown)
+		os.Exit(launch.ExitLockdown)
 	case "threads":
 		// Each goroutine keeps its thread to itself, so every one costs
 		// the runtime a new thread, until a limit stops it.

@@ -21,10 +21,11 @@ import (
 
 // Register adds the renderer's one method to mux. renderer.Main calls it
 // before lockdown; thumb needs nothing prepared (no fonts, no tables).
-func Register(s *renderer.Session, mux *ipc.Mux) {
+func Register(s *renderer.Session, mux *ipc.Mux) error {
 	ipc.Handle(mux, imageipc.Thumbnail, func(ctx context.Context, req *imagepb.ThumbnailRequest, fds []*os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
 		return Thumbnail(ctx, s, req, fds)
 	})
+	return nil
 }
 
 // Thumbnail decodes the image behind the request's descriptor and answers

@@ -48,7 +48,7 @@ var rawThumbnail = ipc.NewMethod[*imagepb.ThumbnailRequest, *imagepb.ThumbnailRe
 	ResponseFDs:      []ipc.FDKind{ipc.SeccompListener},
 })
 
-func registerForTests(s *renderer.Session, mux *ipc.Mux) {
+func registerForTests(s *renderer.Session, mux *ipc.Mux) error {
 	ipc.Handle(mux, rawThumbnail, func(ctx context.Context, req *imagepb.ThumbnailRequest, fds []*os.File) (*imagepb.ThumbnailResponse, []*os.File, error) {
 		var head [64]byte
 		n, _ := fds[0].ReadAt(head[:], 0) // pread: the real handler still reads from 0
@@ -62,6 +62,7 @@ func registerForTests(s *renderer.Session, mux *ipc.Mux) {
 		}
 		return misbehave(ctx, s, mode, fds[0])
 	})
+	return nil
 }
 
 // A plausible reply for a 640x480 PNG; each mode spoils one thing.

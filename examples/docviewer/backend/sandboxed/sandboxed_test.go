@@ -70,7 +70,7 @@ var testOpen = ipc.NewMethod[*docpb.OpenRequest, *docpb.OpenResponse](ipc.Method
 // region after every reply.
 const scribbleByte = 0x5a
 
-func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
+func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) error {
 	w := worker.New(s)
 	ipc.Handle(mux, testOpen, func(ctx context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
 		_, doc := s.Origin()
@@ -175,6 +175,7 @@ func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) {
 		}
 		return resp, out, nil
 	})
+	return nil
 }
 
 // testLogger sends the broker's logs, renderers' stderr included, to the

@@ -38,10 +38,11 @@ import (
 // Register adds the docviewer methods to mux. It runs before lockdown and
 // does nothing that needs the filesystem: MuPDF's fonts are built in, and
 // its context is created per document, in Open.
-func Register(s *renderer.Session, mux *ipc.Mux) {
+func Register(s *renderer.Session, mux *ipc.Mux) error {
 	w := New(s)
 	ipc.Handle(mux, docipc.Open, w.Open)
 	ipc.Handle(mux, docipc.Render, w.Render)
+	return nil
 }
 
 // New returns the worker of the renderer session s, for programs (and
