@@ -152,3 +152,38 @@ func copyExecutable(t *testing.T) string {
 	require.NoError(t, err)
 	return path
 }
+
+// TestRootRendererWithoutNamespacesSwitchesIDs checks, as root, a policy
+// without namespaces: one vfork child switches to the renderer's id after
+// its clone, so the renderer runs as that host uid and gid, with no
+// supplementary group, in the broker's user namespace (the identity map).
+func TestRootRendererWithoutNamespacesSwitchesIDs(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("renderers start as ids of their own only under a root broker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := policy.Strict()
+	p.Namespaces = policy.Namespaces{}
+	// An unprivileged id cannot drop the bounding set (CAP_SETPCAP).
+	p.AllowDegraded = []policy.Layer{policy.LayerNoNewPrivs, policy.LayerCapabilities}
+	ids := broker.IDRange{First: 1879048192 + 12288, Count: 1}
+	b := newBroker(t, p, func(c *broker.Config) { c.RendererIDs = ids; c.MaxRenderers = 1 })
+	r, err := b.Acquire(ctx, "https://a.example", "")
+	require.NoError(t, err)
+	uids, gids := hostIDs(t, r)
+	id := strconv.Itoa(int(ids.First))
+	assert.Equal(t, []string{id, id, id, id}, uids)
+	assert.Equal(t, []string{id, id, id, id}, gids)
+	groups, err := procStatus(r.PID(), "Groups:")
+	require.NoError(t, err)
+	assert.Empty(t, groups, "supplementary groups")
+	self, err := os.Readlink("/proc/self/ns/user")
+	require.NoError(t, err)
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", r.PID()))
+	require.NoError(t, err)
+	assert.Equal(t, self, ns, "the renderer's user namespace")
+	got, err := attempt(t, r, "uid")
+	require.NoError(t, err)
+	assert.Equal(t, id+" "+id, got, "uid and gid as the renderer sees them")
+}
