@@ -187,3 +187,28 @@ func TestRootRendererWithoutNamespacesSwitchesIDs(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, id+" "+id, got, "uid and gid as the renderer sees them")
 }
+
+// TestRootSpawnFallsBackToExec checks the fallback for a host where the
+// renderer's id may not start itself in its namespaces: broker.New tries
+// the two steps once, and when the first fails (here: the id is out of
+// processes, RLIMIT_NPROC 1, during New) renderers start through os/exec,
+// whose privileged parent writes the maps and allows setgroups in the
+// renderer's namespace. The renderer still runs as its own id.
+func TestRootSpawnFallsBackToExec(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("renderers start as ids of their own only under a root broker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var old unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_NPROC, &old))
+	require.NoError(t, unix.Setrlimit(unix.RLIMIT_NPROC, &unix.Rlimit{Cur: 1, Max: old.Max}))
+	ids := broker.IDRange{First: 1879048192 + 16384, Count: 1}
+	b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.RendererIDs = ids; c.MaxRenderers = 1 })
+	require.NoError(t, unix.Setrlimit(unix.RLIMIT_NPROC, &old))
+	r, err := b.Acquire(ctx, "https://a.example", "")
+	require.NoError(t, err)
+	uids, _ := hostIDs(t, r)
+	assert.Equal(t, strconv.Itoa(int(ids.First)), uids[0])
+	assert.Equal(t, "allow", procFile(t, r.PID(), "setgroups"), "maps written by os/exec's parent")
+}
