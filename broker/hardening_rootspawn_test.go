@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/internal/fdtest"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -91,7 +92,7 @@ func TestRootRendererStartsItselfAsItsID(t *testing.T) {
 // TestRootSpawnStepFailureIsReported makes each of the two steps of a root
 // broker's spawn fail the way a host can make them fail, and checks that
 // Acquire names the step and its errno, and that neither child is left
-// behind:
+// behind, nor a descriptor (the renderer's pidfd):
 //   - the first step, running as the renderer's id, cannot clone the
 //     renderer when that id is out of processes (RLIMIT_NPROC, here 1,
 //     the first step itself; root is exempt, so the broker is not);
@@ -123,6 +124,7 @@ func TestRootSpawnStepFailureIsReported(t *testing.T) {
 			exe := copyExecutable(t)
 			b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.Path = exe })
 			before := children(t)
+			fdsBefore := openFDs(t)
 			tc.setup(t, exe)
 			_, err := b.Acquire(ctx, "https://a.example", "")
 			require.Error(t, err)
@@ -131,6 +133,7 @@ func TestRootSpawnStepFailureIsReported(t *testing.T) {
 			var unavailable *policy.UnavailableError
 			assert.NotErrorAs(t, err, &unavailable, "a failed step of an unprivileged id is not a missing layer")
 			assert.ElementsMatch(t, before, children(t), "children left behind")
+			assert.Empty(t, fdtest.Added(fdsBefore, openFDs(t)), "descriptors leaked")
 		})
 	}
 }

@@ -148,9 +148,9 @@ func (p *idPool) release(id uint32) { delete(p.used, id) }
 
 // openExecutable opens the renderer executable for renderers that run as
 // an id of their own: they exec it through this descriptor (execveat, or
-// /proc/self/fd/N through os/exec), so that only the file's own mode matters, not
-// whether that id may search the directories above it (go test puts its
-// binaries in a 0700 directory). The file must be executable by others.
+// /proc/self/fd/N through os/exec), so that only the file's own mode
+// matters, not whether that id may search the directories above it (go
+// test puts its binaries in a 0700 directory). The file must be executable by others.
 func openExecutable(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -357,9 +357,11 @@ func (b *Broker) releaseID(id int) {
 }
 
 // spawnErr explains a failed spawn: a *policy.UnavailableError naming the
-// user namespace when the kernel refused to create the namespaces.
+// user namespace when the kernel refused to create the namespaces, not
+// when a child failed a step of its own (setsid, exec, a change of ids).
 func spawnErr(p *policy.Policy, err error) error {
-	if se := (*childStepError)(nil); errors.As(err, &se) && !se.namespace {
+	var step *childStepError
+	if errors.As(err, &step) && !step.namespace {
 		return fmt.Errorf("broker: start renderer: %w", err)
 	}
 	if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
