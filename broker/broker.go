@@ -192,11 +192,14 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		if exeFile, err = openExecutable(exe); err != nil {
 			return nil, fmt.Errorf("broker: %w", err)
 		}
-		ids = &idPool{r: r, used: map[uint32]bool{}}
+		ids = newIDPool(r, p, cfg.CgroupDir)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if ids != nil && ids.execReason != nil {
+		log.Info("renderers start through os/exec, which copies the broker's page tables", "why", ids.execReason)
 	}
 	b := &Broker{
 		cfg:       cfg,

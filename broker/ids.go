@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sandkit/sandkit/policy"
 )
 
 // IDRange is a range of host ids, First to First+Count-1, each used both
@@ -101,6 +103,28 @@ type idPool struct {
 	r    IDRange
 	used map[uint32]bool
 	next uint32 // offset to try first: ids are reused last
+	// execReason, if not nil, is why renderers with these ids start
+	// through os/exec (startExec) rather than in two vfork steps
+	// (spawnVfork): an id of the range may not create their namespaces.
+	// Set once, by newIDPool.
+	execReason error
+}
+
+// newIDPool returns the pool of r for renderers of p. Without a cgroup
+// directory (whose renderers start through os/exec anyway) and with a
+// user namespace, it first tries the two-step spawn as the range's first
+// id, up to the maps: a kernel that lets root create user namespaces but
+// not an unprivileged id refuses it, and the pool's renderers then start
+// through os/exec, as root creates their namespaces (execReason says why).
+// That costs the page-table copy, not isolation.
+func newIDPool(r IDRange, p *policy.Policy, cgroupDir string) *idPool {
+	pool := &idPool{r: r, used: map[uint32]bool{}}
+	if cgroupDir == "" && p.Namespaces.User {
+		if err := probeHostIDSpawn(int(r.First), cloneFlags(p.Namespaces)); err != nil {
+			pool.execReason = fmt.Errorf("an unprivileged renderer id cannot start itself in its namespaces: %w", err)
+		}
+	}
+	return pool
 }
 
 // ErrNoRendererIDs is returned by Acquire when every id of
@@ -123,10 +147,10 @@ func (p *idPool) alloc() (uint32, error) {
 func (p *idPool) release(id uint32) { delete(p.used, id) }
 
 // openExecutable opens the renderer executable for renderers that run as
-// an id of their own: they exec it through this descriptor
-// (/proc/self/fd/N), so that only the file's own mode matters, not
-// whether that id may search the directories above it (go test puts its
-// binaries in a 0700 directory). The file must be executable by others.
+// an id of their own: they exec it through this descriptor (execveat, or
+// /proc/self/fd/N through os/exec), so that only the file's own mode
+// matters, not whether that id may search the directories above it (go
+// test puts its binaries in a 0700 directory). The file must be executable by others.
 func openExecutable(path string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {

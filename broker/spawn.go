@@ -131,8 +131,8 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		hostID = int(id)
 	}
 	var proc process
-	if b.cfg.CgroupDir == "" && hostID < 0 {
-		proc, err = b.startVfork(logW, remote)
+	if b.cfg.CgroupDir == "" && (hostID < 0 || b.ids.execReason == nil) {
+		proc, err = b.startVfork(logW, remote, hostID)
 	} else {
 		proc, err = b.startExec(logW, remote, hostID)
 	}
@@ -232,19 +232,20 @@ type process struct {
 	cg    *cgroup
 }
 
-// startVfork starts a renderer with spawnVfork, from the spawner's thread.
-func (b *Broker) startVfork(logW, remote *os.File) (process, error) {
+// startVfork starts a renderer with spawnVfork, from the spawner's thread:
+// as hostID, if it is not -1, exec'd through the broker's descriptor of
+// the executable.
+func (b *Broker) startVfork(logW, remote *os.File, hostID int) (process, error) {
 	p := b.policy
 	var (
 		pid, pidfd int
 		err        error
 	)
-	b.spawner.run(func() {
-		pid, pidfd, err = spawnVfork(vforkSpec{
-			path: b.exe, argv: b.args, ns: cloneFlags(p.Namespaces),
-			mapIDs: p.Namespaces.User, log: logW, sock: remote,
-		})
-	})
+	spec := vforkSpec{path: b.exe, argv: b.args, ns: cloneFlags(p.Namespaces), hostID: hostID, log: logW, sock: remote}
+	if hostID >= 0 {
+		spec.exe = b.exeFile
+	}
+	b.spawner.run(func() { pid, pidfd, err = spawnVfork(spec) })
 	if err != nil {
 		return process{}, spawnErr(p, err)
 	}
@@ -256,12 +257,17 @@ func (b *Broker) startVfork(logW, remote *os.File) (process, error) {
 	return process{pid: pid, pidfd: pidfd, reap: reap}, nil
 }
 
-// startExec starts a renderer through os/exec from the spawner's thread:
-// in a new child of the cgroup directory, if there is one, which Go's fork
-// can start the child in (CLONE_INTO_CGROUP); and as hostID, if it is not
-// -1, which needs maps naming an id other than the broker's, written by
-// the privileged parent while the child waits. Go's fork copies the
-// broker's page tables for that (see spawnVfork).
+// startExec starts a renderer through os/exec from the spawner's thread,
+// which copies the broker's page tables (see spawnVfork). The broker uses
+// it in two cases only:
+//   - with a cgroup directory: Go's fork starts the child straight in a
+//     new child of it (clone3 with CLONE_INTO_CGROUP), so the renderer is
+//     never counted in the broker's cgroup. A vfork child on its own stack
+//     needs glibc's clone, which has no clone3 form;
+//   - as hostID, in a user namespace, when that id may not create one
+//     (idPool.execReason): the maps, which name an id other than the
+//     creator's, are then written by the privileged parent while the child
+//     waits.
 func (b *Broker) startExec(logW, remote *os.File, hostID int) (process, error) {
 	p := b.policy
 	pidfd := -1
@@ -350,8 +356,13 @@ func (b *Broker) releaseID(id int) {
 }
 
 // spawnErr explains a failed spawn: a *policy.UnavailableError naming the
-// user namespace when the kernel refused to create the namespaces.
+// user namespace when the kernel refused to create the namespaces, not
+// when a child failed a step of its own (setsid, exec, a change of ids).
 func spawnErr(p *policy.Policy, err error) error {
+	var step *childStepError
+	if errors.As(err, &step) && !step.namespace {
+		return fmt.Errorf("broker: start renderer: %w", err)
+	}
 	if p.Namespaces.User && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)) {
 		return fmt.Errorf("broker: %w", &policy.UnavailableError{Layer: policy.LayerUserNS, Err: fmt.Errorf("cannot create the renderer's namespaces: %w", err)})
 	}
