@@ -41,6 +41,7 @@ import (
 
 var (
 	renderers = flag.Int("soak.renderers", 8, "origins, one renderer each")
+	slots     = flag.Int("soak.max-renderers", 0, "the broker's MaxRenderers; 0 means soak.renderers, fewer makes origins compete for slots (eviction)")
 	calls     = flag.Int("soak.calls", 600, "calls in all")
 	workers   = flag.Int("soak.workers", 16, "concurrent callers")
 	hostile   = flag.Float64("soak.hostile", 0.03, "share of the calls to hostile origins that attack")
@@ -121,12 +122,22 @@ func TestSoak(t *testing.T) {
 	require.NoError(t, err)
 	goroutinesBefore := runtime.NumGoroutine()
 
-	var spawned atomic.Int64
+	maxRenderers := *renderers
+	if *slots > 0 {
+		maxRenderers = *slots
+	}
+	var spawned, evicted, unneeded atomic.Int64
 	b, err := broker.New(context.Background(), broker.Config{
-		Policy: p, MaxRenderers: *renderers, CallTimeout: callTimeout, Logger: logger,
+		Policy: p, MaxRenderers: maxRenderers, CallTimeout: callTimeout, Logger: logger,
 		OnEvent: func(e broker.Event) {
-			if e.Kind == broker.EventReady {
+			switch {
+			case e.Kind == broker.EventReady:
 				spawned.Add(1)
+			case e.Kind != broker.EventExited:
+			case e.Err.Reason == broker.ExitIdle:
+				evicted.Add(1)
+			case e.Err.Reason == broker.ExitReleased && e.Err.Detail == "not needed":
+				unneeded.Add(1)
 			}
 		},
 	})
@@ -171,8 +182,10 @@ func TestSoak(t *testing.T) {
 	}
 
 	tl := &s.tally
-	t.Logf("%d calls over %d renderers in %v (%.0f calls/s): %d answered correctly; attacks ended as expected %v; collateral %v; %d renderers spawned",
-		*calls, *renderers, elapsed.Round(time.Millisecond), float64(*calls)/elapsed.Seconds(), tl.ok, tl.attacked, tl.collateral, spawned.Load())
+	t.Logf("%d calls to %d origins over %d renderers in %v (%.0f calls/s): %d answered correctly; attacks ended as expected %v; collateral %v; "+
+		"%d renderers spawned (%.3f per call), %d evicted, %d ended as not needed",
+		*calls, *renderers, maxRenderers, elapsed.Round(time.Millisecond), float64(*calls)/elapsed.Seconds(), tl.ok, tl.attacked, tl.collateral,
+		spawned.Load(), float64(spawned.Load())/float64(*calls), evicted.Load(), unneeded.Load())
 	assert.Empty(t, tl.lost, "lost results")
 	assert.Empty(t, tl.misattributed, "misattributed results")
 	assert.Equal(t, *calls, tl.ok+sum(tl.attacked)+sum(tl.collateral)+len(tl.lost)+len(tl.misattributed), "every call accounted for once")
