@@ -66,9 +66,16 @@ type attack struct {
 }
 
 // attacks are the hostile renderers' repertoire.
+//
+// A hang or spin holds its handler for good; once several hold a
+// renderer's handlers (or its threads' CPU), it stops reading its socket,
+// and a call queued behind them ends it as a broker limit ("stopped
+// reading its socket") rather than as the timeout of the hang itself.
+// Which comes first depends on how many calls reach the renderer in one
+// call timeout, so both are how these attacks end.
 var attacks = []attack{
-	{action: "hang", reasons: []broker.ExitReason{broker.ExitTimeout}},
-	{action: "spin", reasons: []broker.ExitReason{broker.ExitTimeout}},
+	{action: "hang", reasons: []broker.ExitReason{broker.ExitTimeout, broker.ExitBrokerLimit}},
+	{action: "spin", reasons: []broker.ExitReason{broker.ExitTimeout, broker.ExitBrokerLimit}},
 	{action: "crash", reasons: []broker.ExitReason{broker.ExitCrash}},
 	{action: "ptrace", reasons: []broker.ExitReason{broker.ExitViolation}, syscall: "ptrace"},
 	{action: "open-forged:elsewhere", reasons: []broker.ExitReason{broker.ExitBadMessage}},
