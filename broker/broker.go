@@ -112,6 +112,7 @@ type Broker struct {
 	mu        sync.Mutex
 	closed    bool
 	bound     map[key]*Renderer
+	claims    map[key]*claim // keys an Acquire is getting a renderer for
 	live      map[*Renderer]struct{}
 	pool      []*Renderer
 	spawning  int           // spawns started and not yet in live; spawn decrements it
@@ -209,6 +210,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 		log:       log,
 		spawner:   newSpawner(),
 		bound:     map[key]*Renderer{},
+		claims:    map[key]*claim{},
 		live:      map[*Renderer]struct{}{},
 		slotFreed: make(chan struct{}),
 		dirs:      map[string]*os.File{},
@@ -262,6 +264,15 @@ func (b *Broker) keyFor(origin, document string) key {
 // PerDocument model), binding a fresh one when there is none: from the warm
 // pool if it has one, spawned otherwise. A renderer is bound exactly once
 // and never serves another origin or document.
+//
+// Concurrent Acquires for one origin start one renderer between them, not
+// one each: the first claims the origin (see claim) and gets the renderer,
+// and the others wait for it. When the claimant's own ctx ends first, the
+// next of them to look takes the claim over. When the renderer cannot be
+// had for any other reason — the broker closed, a layer the policy needs
+// is unavailable, the renderer died or timed out before it was ready — all
+// of them get the claimant's error: the attempt was made on their behalf,
+// and, like a lone Acquire's, it is not retried.
 func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Renderer, error) {
 	if origin == "" {
 		return nil, errors.New("broker: empty origin")
@@ -293,9 +304,85 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			}
 			return r, nil
 		}
-		var r *Renderer
+		if c := b.claims[k]; c != nil {
+			b.mu.Unlock()
+			select {
+			case <-c.done:
+				if c.err != nil {
+					return nil, c.err
+				}
+			case <-ctx.Done():
+				return nil, fmt.Errorf("broker: waiting for the renderer another Acquire is starting: %w", ctx.Err())
+			}
+			continue // published under k, or the claim is free to take
+		}
+		c := &claim{done: make(chan struct{})}
+		b.claims[k] = c
+		b.mu.Unlock()
+		r, fromPool, err := b.obtain(ctx, k, c)
+		if err != nil {
+			return nil, err
+		}
+		err = r.bind(ctx)
+		if fromPool {
+			// Refilled only now: a spawn running alongside the bind
+			// would compete with it for the CPU.
+			b.refillPool()
+		}
+		if err != nil {
+			if errors.Is(err, ErrRendererGone) && ctx.Err() == nil && fromPool {
+				continue // a warm renderer died in the pool: take another
+			}
+			return nil, err
+		}
+		return r, nil
+	}
+}
+
+// A claim marks a key for which one Acquire, the claimant, is getting a
+// renderer: taking one from the pool, waiting for a slot under
+// MaxRenderers, or spawning one. Other Acquires for the key wait on it
+// instead of starting renderers of their own, which only one of them
+// could bind; under a burst of calls to a new origin, each started
+// renderer would otherwise be ended again as not needed, and count
+// against MaxRenderers meanwhile, making room by evicting other origins'
+// renderers. A claim lives in b.claims until the claimant has published
+// its renderer under the key (bindLocked) or given up; from then on,
+// waiters find the renderer in b.bound, and wait for its bind there.
+type claim struct {
+	done chan struct{} // closed once the claim is resolved
+	// err is why the claimant gave up, for every waiter; nil when its
+	// own ctx ended, and then a waiter takes over. Written before done
+	// is closed, read after.
+	err error
+}
+
+// obtain gets a renderer for k, claimed by c: from the pool, else
+// spawned once a slot is free, evicting the longest-idle renderer to make
+// one. It publishes the renderer under k and resolves c, or, when it
+// fails, withdraws c.
+func (b *Broker) obtain(ctx context.Context, k key, c *claim) (r *Renderer, fromPool bool, err error) {
+	defer func() {
+		if err == nil {
+			return
+		}
+		if ctx.Err() == nil {
+			c.err = err
+		}
+		b.mu.Lock()
+		delete(b.claims, k)
+		b.mu.Unlock()
+		close(c.done)
+	}()
+	for {
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			return nil, false, ErrClosed
+		}
 		if n := len(b.pool); n > 0 {
 			r, b.pool = b.pool[n-1], b.pool[:n-1]
+			fromPool = true
 		} else if len(b.live)+b.spawning >= b.cfg.MaxRenderers {
 			victim := b.idlestLocked()
 			wait := b.slotFreed
@@ -308,63 +395,49 @@ func (b *Broker) Acquire(ctx context.Context, origin, document string) (*Rendere
 			case <-time.After(evictAfter / 2):
 				// Look again: a renderer may have become evictable.
 			case <-ctx.Done():
-				return nil, fmt.Errorf("broker: waiting for a renderer slot: %w", ctx.Err())
+				return nil, false, fmt.Errorf("broker: waiting for a renderer slot: %w", ctx.Err())
 			}
 			continue
-		}
-		fromPool := r != nil
-		if !fromPool {
+		} else {
+			fromPool = false
 			b.spawning++
 		}
 		b.mu.Unlock()
-		if fromPool {
-			// Refill once this renderer is bound: a spawn running
-			// alongside the bind would compete with it for the CPU.
-			defer b.refillPool()
-		} else {
-			var err error
+		if !fromPool {
 			if r, err = b.spawn(ctx); err != nil {
-				return nil, err
+				b.mu.Lock()
+				closed := b.closed
+				b.mu.Unlock()
+				if closed {
+					// Close ended it: a shutdown, not the renderer's fault.
+					return nil, false, ErrClosed
+				}
+				return nil, false, err
 			}
 		}
-		// Publish the renderer under its key before binding, so that
-		// concurrent Acquires for the same key wait for this one.
 		b.mu.Lock()
 		if b.closed {
 			b.mu.Unlock()
 			r.kill(ExitShutdown, "")
-			return nil, ErrClosed
+			return nil, false, ErrClosed
 		}
 		if _, alive := b.live[r]; !alive {
 			// It died since it left the pool or was spawned, and forget
 			// has run: published now, it would never be removed.
 			b.mu.Unlock()
-			if err := ctx.Err(); err != nil {
-				return nil, fmt.Errorf("broker: acquire: %w", err)
+			if fromPool {
+				b.refillPool()
 			}
-			continue
-		}
-		if other := b.bound[k]; other != nil {
-			// Lost a race: return the fresh renderer to the pool if it
-			// has room, else end it.
-			if len(b.pool) < b.cfg.WarmPool {
-				b.pool = append(b.pool, r)
-				b.mu.Unlock()
-			} else {
-				b.mu.Unlock()
-				r.kill(ExitReleased, "not needed")
+			if err := ctx.Err(); err != nil {
+				return nil, false, fmt.Errorf("broker: acquire: %w", err)
 			}
 			continue
 		}
 		b.bindLocked(k, r)
+		delete(b.claims, k)
 		b.mu.Unlock()
-		if err := r.bind(ctx); err != nil {
-			if errors.Is(err, ErrRendererGone) && ctx.Err() == nil && fromPool {
-				continue // a warm renderer died in the pool: take another
-			}
-			return nil, err
-		}
-		return r, nil
+		close(c.done)
+		return r, fromPool, nil
 	}
 }
 

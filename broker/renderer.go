@@ -251,11 +251,18 @@ func (r *Renderer) bind(ctx context.Context) error {
 			// kills it if it lives on without its connection).
 		default:
 			if errors.Is(err, ipc.ErrPeerClosed) {
-				// The same, seen by the send before the
-				// connection's reader has noticed.
-				break
+				// The send met the closed socket of a renderer that
+				// died (SIGKILLed from outside, say) before the
+				// connection's reader saw the end: its exit says how,
+				// if it comes within the grace watchConn gives.
+				grace := time.NewTimer(time.Second)
+				select {
+				case <-r.exited:
+				case <-grace.C:
+				}
+				grace.Stop()
 			}
-			r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err))
+			r.kill(ExitBadMessage, fmt.Sprintf("bind failed: %v", err)) // no effect once it has exited
 		}
 		<-r.exited
 		r.mu.Lock()
@@ -264,11 +271,14 @@ func (r *Renderer) bind(ctx context.Context) error {
 		close(r.bound)
 		return r.exitErr
 	}
-	close(r.bound)
-	r.b.emit(Event{Kind: EventBound, Origin: k.origin, Document: k.document, PID: r.pid})
+	// Bound, and so evictable, only from now on: its idle clock starts
+	// now, not when Acquire published it, however long the send took.
 	r.mu.Lock()
+	close(r.bound)
+	r.lastUsed = time.Now()
 	r.armIdleLocked()
 	r.mu.Unlock()
+	r.b.emit(Event{Kind: EventBound, Origin: k.origin, Document: k.document, PID: r.pid})
 	// The answer is awaited for ReadyTimeout whatever the caller's ctx
 	// does. The goroutine is counted like the renderer's others, so that
 	// Close leaves none behind; it ends when the answer comes or the

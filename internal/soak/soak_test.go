@@ -41,6 +41,7 @@ import (
 
 var (
 	renderers = flag.Int("soak.renderers", 8, "origins, one renderer each")
+	slots     = flag.Int("soak.max-renderers", 0, "the broker's MaxRenderers; 0 means soak.renderers, fewer makes origins compete for slots (eviction)")
 	calls     = flag.Int("soak.calls", 600, "calls in all")
 	workers   = flag.Int("soak.workers", 16, "concurrent callers")
 	hostile   = flag.Float64("soak.hostile", 0.03, "share of the calls to hostile origins that attack")
@@ -65,11 +66,14 @@ type attack struct {
 }
 
 // attacks are the hostile renderers' repertoire.
+//
+// A hang or spin holds its handler for good; once several hold a
+// renderer's handlers (or its threads' CPU), it stops reading its socket,
+// and a call queued behind them ends it as a broker limit ("stopped
+// reading its socket") rather than as the timeout of the hang itself.
+// Which comes first depends on how many calls reach the renderer in one
+// call timeout, so both are how these attacks end.
 var attacks = []attack{
-	// A renderer whose handlers hang or spin stops reading its socket
-	// once its own in-flight bound is full; with many callers the
-	// broker finds requests it has not read when a call times out, and
-	// says so (broker limit) rather than a plain timeout.
 	{action: "hang", reasons: []broker.ExitReason{broker.ExitTimeout, broker.ExitBrokerLimit}},
 	{action: "spin", reasons: []broker.ExitReason{broker.ExitTimeout, broker.ExitBrokerLimit}},
 	{action: "crash", reasons: []broker.ExitReason{broker.ExitCrash}},
@@ -125,12 +129,22 @@ func TestSoak(t *testing.T) {
 	require.NoError(t, err)
 	goroutinesBefore := runtime.NumGoroutine()
 
-	var spawned atomic.Int64
+	maxRenderers := *renderers
+	if *slots > 0 {
+		maxRenderers = *slots
+	}
+	var spawned, evicted, unneeded atomic.Int64
 	b, err := broker.New(context.Background(), broker.Config{
-		Policy: p, MaxRenderers: *renderers, CallTimeout: callTimeout, Logger: logger,
+		Policy: p, MaxRenderers: maxRenderers, CallTimeout: callTimeout, Logger: logger,
 		OnEvent: func(e broker.Event) {
-			if e.Kind == broker.EventReady {
+			switch {
+			case e.Kind == broker.EventReady:
 				spawned.Add(1)
+			case e.Kind != broker.EventExited:
+			case e.Err.Reason == broker.ExitIdle:
+				evicted.Add(1)
+			case e.Err.Reason == broker.ExitReleased && e.Err.Detail == "not needed":
+				unneeded.Add(1)
 			}
 		},
 	})
@@ -175,8 +189,10 @@ func TestSoak(t *testing.T) {
 	}
 
 	tl := &s.tally
-	t.Logf("%d calls over %d renderers in %v (%.0f calls/s): %d answered correctly; attacks ended as expected %v; collateral %v; %d renderers spawned",
-		*calls, *renderers, elapsed.Round(time.Millisecond), float64(*calls)/elapsed.Seconds(), tl.ok, tl.attacked, tl.collateral, spawned.Load())
+	t.Logf("%d calls to %d origins over %d renderers in %v (%.0f calls/s): %d answered correctly; attacks ended as expected %v; collateral %v; "+
+		"%d renderers spawned (%.3f per call), %d evicted, %d ended as not needed",
+		*calls, *renderers, maxRenderers, elapsed.Round(time.Millisecond), float64(*calls)/elapsed.Seconds(), tl.ok, tl.attacked, tl.collateral,
+		spawned.Load(), float64(spawned.Load())/float64(*calls), evicted.Load(), unneeded.Load())
 	assert.Empty(t, tl.lost, "lost results")
 	assert.Empty(t, tl.misattributed, "misattributed results")
 	assert.Equal(t, *calls, tl.ok+sum(tl.attacked)+sum(tl.collateral)+len(tl.lost)+len(tl.misattributed), "every call accounted for once")
