@@ -11,6 +11,8 @@ package renderer
 #include <unistd.h>
 #include <linux/securebits.h>
 
+#include "early_lockdown.h"
+
 #ifndef SYS_close_range
 #define SYS_close_range 436 // the same number on every architecture
 #endif
@@ -20,10 +22,10 @@ package renderer
 // renderer sets it here, in an ELF constructor, while the process still has
 // exactly one thread: before the Go runtime starts. Doing the same from Go
 // means one all-threads broadcast (psx) per call, over 40 of them, which
-// measured 3.5 ms of a 5 ms lockdown. The capability sets themselves are
-// emptied later, from Go, because mounting the empty root still needs
-// CAP_SYS_ADMIN in the renderer's user namespace; the bounding set only
-// limits what exec could grant, and emptying it takes nothing away now.
+// measured 3.5 ms of a 5 ms lockdown. The rest of the per-thread lockdown
+// follows in the same constructor, once these steps hold (see
+// early_lockdown.c): the empty root, which needs CAP_SYS_ADMIN in the
+// renderer's user namespace, then the capability sets and Landlock.
 //
 // The constructor also sets the stack size of threads started later
 // (see the last step), which has to happen before the runtime starts any.
@@ -120,6 +122,7 @@ __attribute__((constructor)) static void sandkit_early(int argc, char **argv, ch
 		return;
 	}
 	sandkit_early_step = 7;
+	sandkit_early_lockdown(argv[1]);
 }
 */
 import "C"
@@ -127,7 +130,10 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // The constructor keeps the descriptors up to SANDKIT_SOCKET_FD open, which
@@ -161,4 +167,113 @@ func earlyErr() error {
 		return fmt.Errorf("early lockdown %s", steps[0])
 	}
 	return fmt.Errorf("early lockdown step %d (%s): %w", step, steps[step], syscall.Errno(C.sandkit_early_errno))
+}
+
+// earlyLockdownErr reports whether the constructor's lockdown ran, from a
+// well-formed spec, while the process had one thread: the condition under
+// which what it set holds on every thread.
+func earlyLockdownErr() error {
+	if err := earlyErr(); err != nil {
+		return err
+	}
+	switch {
+	case C.sandkit_lockdown_ran != 1:
+		return errors.New("early lockdown did not run")
+	case C.sandkit_spec_errno != 0:
+		return fmt.Errorf("early lockdown: spec in argv[1]: %w", syscall.Errno(C.sandkit_spec_errno))
+	case C.sandkit_proc_errno != 0:
+		return fmt.Errorf("early lockdown: open /proc/self: %w", syscall.Errno(C.sandkit_proc_errno))
+	case C.sandkit_threads != 1:
+		return fmt.Errorf("early lockdown: the process had %d threads, not 1", int(C.sandkit_threads))
+	}
+	return nil
+}
+
+// earlyRootErr reports whether the constructor made the empty root.
+func earlyRootErr() error {
+	if C.sandkit_root_errno == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", C.GoString(&C.sandkit_root_what[0]), syscall.Errno(C.sandkit_root_errno))
+}
+
+// earlyHostnameErr reports whether the constructor set the hostname.
+func earlyHostnameErr() error {
+	if C.sandkit_hostname_errno == 0 {
+		return nil
+	}
+	return fmt.Errorf("sethostname: %w", syscall.Errno(C.sandkit_hostname_errno))
+}
+
+// earlyCapsErr reports whether the constructor emptied the capability sets.
+func earlyCapsErr() error {
+	if C.sandkit_caps_errno == 0 {
+		return nil
+	}
+	return fmt.Errorf("capset: %w", syscall.Errno(C.sandkit_caps_errno))
+}
+
+// earlyLandlockErr reports whether the constructor restricted the process
+// with Landlock.
+func earlyLandlockErr() error {
+	if C.sandkit_landlock_errno == 0 {
+		return nil
+	}
+	return fmt.Errorf("landlock: %s: %w", C.GoString(&C.sandkit_landlock_what[0]), syscall.Errno(C.sandkit_landlock_errno))
+}
+
+// earlyProc is the renderer's /proc/self/status and /proc/self/fd, which
+// the constructor opened from the procfs the renderer started with, before
+// the empty root hid it. The renderer mounts no procfs of its own (the
+// kernel refuses one inside an outer sandbox whose /proc is partly
+// covered); these two are all it reads there, and it closes them before it
+// reports ready.
+type earlyProc struct {
+	status, fdDir *os.File
+	openErr       error
+}
+
+// takeEarlyProc returns the constructor's /proc/self files.
+func takeEarlyProc() *earlyProc {
+	if C.sandkit_proc_status_fd < 0 || C.sandkit_proc_fd_dir < 0 {
+		for _, fd := range []C.int{C.sandkit_proc_status_fd, C.sandkit_proc_fd_dir} {
+			if fd >= 0 {
+				syscall.Close(int(fd))
+			}
+		}
+		err := errors.New("early lockdown did not run")
+		if C.sandkit_proc_errno != 0 {
+			err = fmt.Errorf("open /proc/self: %w", syscall.Errno(C.sandkit_proc_errno))
+		}
+		return &earlyProc{openErr: err}
+	}
+	return &earlyProc{
+		status: os.NewFile(uintptr(C.sandkit_proc_status_fd), "/proc/self/status"),
+		fdDir:  os.NewFile(uintptr(C.sandkit_proc_fd_dir), "/proc/self/fd"),
+	}
+}
+
+func (p *earlyProc) err() error { return p.openErr }
+
+// Close closes both files.
+func (p *earlyProc) Close() {
+	if p.openErr == nil {
+		p.status.Close()
+		p.fdDir.Close()
+	}
+}
+
+// readlinkAt reads the symbolic link name in the directory dirfd.
+func readlinkAt(dirfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
 }

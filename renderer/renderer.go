@@ -140,16 +140,18 @@ func run(register func(*Session, *ipc.Mux)) int {
 		fmt.Fprintln(os.Stderr, "renderer: not started by a sandkit broker")
 		return ExitUsage
 	}
-	p, prog, err := policyFromArg(os.Args[1])
+	proc := takeEarlyProc()
+	defer proc.Close()
+	p, prog, spec, err := policyFromArg(os.Args[1])
 	if err != nil {
 		log.Error("renderer: bad policy argument", "err", err)
 		return ExitUsage
 	}
-	l := &lockdown{p: p, prog: prog}
+	l := &lockdown{p: p, prog: prog, spec: spec, proc: proc}
 	// Only the broker's fds may survive into the renderer. The runtime
 	// must first stop using the ones it opened for itself.
 	pinGOMAXPROCS()
-	if err := sanitizeStdio(); err != nil {
+	if err := sanitizeStdio(proc); err != nil {
 		return lockdownFailed("descriptors", err)
 	}
 	s := &Session{boundCh: make(chan struct{}), lockedCh: make(chan struct{})}
@@ -170,6 +172,9 @@ func run(register func(*Session, *ipc.Mux)) int {
 	defer conn.Close()
 
 	listener, lockErr := l.apply()
+	// The renderer's /proc/self files go before anything untrusted can
+	// run: no handler runs before the ready report.
+	proc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req := &controlpb.ReadyRequest{}
@@ -228,33 +233,39 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// policyFromArg decodes the argument PolicyArg made: the policy and, when
-// the broker compiled it, the seccomp program.
-func policyFromArg(arg string) (*policy.Policy, *seccompProgram, error) {
-	polPart, progPart, hasProg := strings.Cut(strings.TrimPrefix(arg, control.RendererFlag), ".")
+// policyFromArg decodes the argument PolicyArg made: the policy, the
+// seccomp program when the broker compiled it, and the constructor's spec
+// (which the constructor has applied already; see earlySpec).
+func policyFromArg(arg string) (p *policy.Policy, prog *seccompProgram, spec string, err error) {
+	arg, spec, hasSpec := strings.Cut(strings.TrimPrefix(arg, control.RendererFlag), "~")
+	if !hasSpec {
+		return nil, nil, "", errors.New("no early lockdown spec")
+	}
+	polPart, progPart, hasProg := strings.Cut(arg, ".")
 	raw, err := base64.RawURLEncoding.DecodeString(polPart)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
-	p, err := policy.Unmarshal(raw)
-	if err != nil {
-		return nil, nil, err
+	if p, err = policy.Unmarshal(raw); err != nil {
+		return nil, nil, "", err
 	}
 	if !hasProg {
-		return p, nil, nil
+		return p, nil, spec, nil
 	}
-	prog, err := decodeSeccompProgram(progPart)
-	if err != nil {
-		return nil, nil, fmt.Errorf("seccomp program: %w", err)
+	if prog, err = decodeSeccompProgram(progPart); err != nil {
+		return nil, nil, "", fmt.Errorf("seccomp program: %w", err)
 	}
-	return p, prog, nil
+	return p, prog, spec, nil
 }
 
 // PolicyArg encodes p as the argument that marks a renderer process; the
 // broker puts it in argv[1]. When every renderer of p will be pid 1 of its
 // own pid namespace, the argument also carries p's seccomp program,
 // compiled here once instead of in every renderer (about 0.35 ms of a
-// spawn: libseccomp builds and generates the program on each load).
+// spawn: libseccomp builds and generates the program on each load). It
+// ends with what the renderer's ELF constructor applies before the Go
+// runtime starts (see earlySpec), which the constructor cannot decode from
+// the policy itself.
 func PolicyArg(p *policy.Policy) (string, error) {
 	raw, err := policy.Marshal(p)
 	if err != nil {
@@ -268,5 +279,9 @@ func PolicyArg(p *policy.Policy) (string, error) {
 	if prog != nil {
 		arg += "." + prog.encode()
 	}
-	return arg, nil
+	spec, err := earlySpec(p)
+	if err != nil {
+		return "", err
+	}
+	return arg + "~" + spec, nil
 }
