@@ -127,9 +127,12 @@ var bindMethod = control.Bind.Spec().Name
 
 // Main turns the process into a renderer: it connects to the broker, locks
 // the process down, reports ready, and serves until the broker hangs up.
-// register adds the program's methods to mux; it runs before lockdown, so
-// it may prepare anything that needs the filesystem (fonts, tables), but it
-// must not touch untrusted input. Main exits the process.
+// register adds the program's methods to mux; it runs before the ready
+// report and before seccomp, but already inside the empty root and
+// Landlock, which the process applied before the Go runtime started (see
+// lockdown): it may prepare what it needs from the policy's read-only paths
+// (fonts, tables), and must not touch untrusted input. Main exits the
+// process.
 func Main(register func(s *Session, mux *ipc.Mux)) {
 	os.Exit(run(register))
 }
