@@ -254,8 +254,8 @@ func TestLockedRendererStreamsResults(t *testing.T) {
 // the violation the monitor reported when it was killed. It runs them in
 // a renderer whose seccomp program the broker compiled (Strict: a pid namespace), and
 // the seccomp ones in a renderer that compiled its own (no pid namespace,
-// so its pid is not known in advance; without one, the fresh /proc of the
-// empty root cannot be mounted, so no mount namespace either).
+// so its pid is not known in advance; and no mount namespace either, the
+// host's files guarded by Landlock alone).
 func TestLockedRendererCannotEscape(t *testing.T) {
 	noPIDNS := policy.Strict()
 	noPIDNS.Namespaces.PID = false

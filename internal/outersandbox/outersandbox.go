@@ -51,8 +51,9 @@ const (
 )
 
 // Command returns the command that runs argv inside an outer sandbox of
-// kind k, in dir. The sandbox sees the host read-only, a fresh /tmp, and
-// writable the directories in rw (which may be under /tmp). The program
+// kind k, in dir. The sandbox sees the host read-only, a fresh /tmp (and
+// dir through it), and writable the directories in rw (which may be under
+// /tmp). The program
 // runs as uid 1000 there, mapped to the test's own uid, also when the test
 // runs as root: a root broker needs CAP_SETUID to give each renderer its
 // own uid, which no outer sandbox grants.
@@ -78,6 +79,9 @@ func Command(ctx context.Context, t testing.TB, k Kind, dir string, rw []string,
 			args = append(args, "--ro-bind", p, p)
 		}
 	}
+	// dir again, read-only, in case the fresh /tmp hid it (a checkout
+	// under /tmp).
+	args = append(args, "--ro-bind", dir, dir)
 	for _, p := range rw {
 		args = append(args, "--bind", p, p)
 	}
