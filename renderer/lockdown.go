@@ -231,14 +231,17 @@ func sanitizeStdio(proc *earlyProc) error {
 		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
 			continue // not a terminal
 		}
-		null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return err
+		// The root has no /dev/null by now: the read end of a pipe with
+		// no writer reads end of file, and refuses writes.
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			return fmt.Errorf("replace terminal %d: %w", fd, err)
 		}
-		err = unix.Dup3(null, fd, 0)
-		unix.Close(null)
+		unix.Close(p[1])
+		err := unix.Dup3(p[0], fd, 0)
+		unix.Close(p[0])
 		if err != nil {
-			return err
+			return fmt.Errorf("replace terminal %d: %w", fd, err)
 		}
 	}
 	return nil
