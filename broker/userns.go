@@ -84,21 +84,37 @@ func readSysctl(path string) string {
 }
 
 // explainUserNSRefusal names the setting that most likely refused a user
-// namespace and how to change it. read returns a /proc/sys file's value,
-// or "" when it does not exist.
+// namespace and the exact change that allows it; docs/deploying.md has one
+// section per environment. read returns a /proc file's content, or "" when
+// it does not exist.
 func explainUserNSRefusal(flags string, errno syscall.Errno, read func(string) string) error {
 	var why string
 	switch {
 	case read("/proc/sys/user/max_user_namespaces") == "0":
 		why = "user.max_user_namespaces is 0 (set it to a positive number: sudo sysctl user.max_user_namespaces=10000)"
 	case errno == unix.ENOSPC:
-		why = "the user.max_user_namespaces limit is reached, here or in an enclosing user namespace: a container or sandbox that allows no nested one (run the broker outside it, or raise the limit there)"
+		why = "the user.max_user_namespaces limit is reached, here or in an enclosing user namespace: a sandbox that allows no nested one, such as bwrap --disable-userns (drop that option), or a container whose user.max_user_namespaces is 0 (docker/podman run --sysctl user.max_user_namespaces=10000; or run the broker outside it)"
 	case read("/proc/sys/kernel/unprivileged_userns_clone") == "0":
 		why = "kernel.unprivileged_userns_clone is 0 (run: sudo sysctl kernel.unprivileged_userns_clone=1)"
 	case read("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == "1":
-		why = "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1): allow them for the broker binary with an AppArmor profile that grants \"userns,\", or set the sysctl to 0"
+		why = "AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns=1): allow them for the broker binary with an AppArmor profile that grants \"userns,\" (see docs/deploying.md), or set the sysctl to 0 (sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
+	case seccompFiltered(read("/proc/self/status")) && (errno == unix.EPERM || errno == unix.EACCES || errno == unix.ENOSYS):
+		why = "the broker runs under a seccomp filter that refuses namespaces: the default seccomp profile of Docker, Podman and containerd denies clone and unshare with namespace flags. " +
+			"Run the container with a profile that allows them (docker or podman run --security-opt seccomp=/path/to/profile.json; " +
+			"Kubernetes: securityContext.seccompProfile {type: Localhost, localhostProfile: profile.json}), see docs/deploying.md"
 	default:
-		why = "no sysctl explains it: a container's seccomp profile or a security module may forbid user namespaces"
+		why = "no sysctl explains it, and the broker runs under no seccomp filter: a security module (AppArmor, SELinux) may forbid user namespaces to this program; see docs/deploying.md"
 	}
 	return fmt.Errorf("cannot create a user namespace (clone %s: %w): %s", flags, errno, why)
+}
+
+// seccompFiltered reports whether status (/proc/self/status) says the
+// process runs under a seccomp filter (Seccomp: 2).
+func seccompFiltered(status string) bool {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "Seccomp:"); ok {
+			return strings.TrimSpace(v) == "2"
+		}
+	}
+	return false
 }

@@ -47,7 +47,23 @@ func TestExplainUserNSRefusal(t *testing.T) {
 		{
 			name: "AppArmor allows, something else refuses", errno: unix.EPERM,
 			sysctls: map[string]string{"/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "0"},
-			want:    []string{"no sysctl explains it", "seccomp"},
+			want:    []string{"no sysctl explains it", "no seccomp filter", "AppArmor, SELinux"},
+		},
+		{
+			name: "a container runtime's seccomp profile", errno: unix.EPERM,
+			sysctls: map[string]string{"/proc/self/status": "Name:\tbroker\nSeccomp:\t2\nSeccomp_filters:\t1\n"},
+			want: []string{"seccomp filter", "--security-opt seccomp=", "securityContext.seccompProfile {type: Localhost",
+				"docs/deploying.md"},
+		},
+		{
+			name: "strict seccomp is not a filter", errno: unix.EPERM,
+			sysctls: map[string]string{"/proc/self/status": "Seccomp:\t0\n"},
+			want:    []string{"no sysctl explains it"},
+		},
+		{
+			name: "bwrap --disable-userns", errno: unix.ENOSPC,
+			sysctls: map[string]string{"/proc/self/status": "Seccomp:\t2\n"},
+			want:    []string{"bwrap --disable-userns (drop that option)", "--sysctl user.max_user_namespaces="},
 		},
 	}
 	for _, tt := range tests {

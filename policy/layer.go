@@ -90,7 +90,33 @@ type UnavailableError struct {
 }
 
 func (e *UnavailableError) Error() string {
-	return fmt.Sprintf("isolation layer %s unavailable: %v (list it in allow_degraded to run without it)", e.Layer, e.Err)
+	return fmt.Sprintf("isolation layer %s unavailable: %v (%s)", e.Layer, e.Err, e.Layer.withoutIt())
+}
+
+// withoutIt says how a policy runs without l, naming only what Validate
+// accepts: a namespace cannot be degraded, only turned off.
+func (l Layer) withoutIt() string {
+	if !isNamespace(l) {
+		return "list it in allow_degraded to run without it"
+	}
+	// Validate wants the user namespace under every other one, and the
+	// mount namespace under the pid namespace.
+	off := []Layer{l}
+	switch l {
+	case LayerUserNS:
+		off = []Layer{LayerUserNS, LayerMountNS, LayerPIDNS, LayerNetNS, LayerIPCNS, LayerUTSNS, LayerCgroupNS}
+	case LayerMountNS:
+		off = []Layer{LayerMountNS, LayerPIDNS}
+	}
+	var b strings.Builder
+	for _, n := range off {
+		fmt.Fprintf(&b, " %s: false", strings.TrimSuffix(string(n), "-namespace"))
+	}
+	hint := "a namespace cannot be degraded; to run without it, set namespaces {" + b.String() + " } in the policy"
+	if l == LayerMountNS {
+		hint += " and list no read_only_paths"
+	}
+	return hint + ", or allow it where the renderer runs (docs/deploying.md)"
 }
 
 func (e *UnavailableError) Unwrap() error { return e.Err }

@@ -246,9 +246,8 @@ func (p *Policy) Validate() error {
 		bad("namespaces: mount/pid/net/ipc/uts/cgroup namespaces need the user namespace")
 	}
 	if ns.PID && !ns.Mount {
-		// A new PID namespace with the host's /proc still mounted breaks
-		// the thread walk that applies Landlock to every thread, and shows
-		// the host's processes.
+		// A new PID namespace with the host's /proc still mounted shows
+		// the host's processes; the empty root has no /proc at all.
 		bad("namespaces: a pid namespace needs a mount namespace for its own /proc")
 	}
 	if len(p.Filesystem.ReadOnlyPaths) > 0 {

@@ -17,8 +17,9 @@ var Upper = ipc.NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](ipc.
 })
 
 // A program that is its own renderer checks first thing in main whether
-// the broker started it as one. register runs before lockdown; the
-// handlers run after it, on untrusted input.
+// the broker started it as one. register runs before the lockdown is
+// complete (it sees only the policy's read-only paths); the handlers run
+// after it, on untrusted input.
 func ExampleMain() {
 	if renderer.Requested() {
 		renderer.Main(func(s *renderer.Session, mux *ipc.Mux) error {

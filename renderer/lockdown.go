@@ -1,23 +1,22 @@
 package renderer
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/bits"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
-	"kernel.org/pub/linux/libs/security/libcap/psx"
 
 	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/policy"
@@ -26,22 +25,21 @@ import (
 // lockdown applies p to the running process, in an order where each step
 // still has the privilege it needs and removes some for the next:
 //
-//  1. (before apply, in run) descriptors: everything but stdio and the
-//     broker socket is closed, stdio is never a terminal;
-//  2. mount namespace: rprivate, an empty tmpfs root with a fresh /proc
-//     (Landlock's thread walk needs a /proc of this pid namespace), the
-//     read-only paths, pivot_root, the old root detached, the root
-//     remounted read-only;
-//  3. hostname; rlimits; not dumpable;
-//  4. no_new_privs and every capability dropped, on every thread (the
-//     per-thread parts before the runtime started, see early.go; the
-//     capability sets through psx);
-//  5. Landlock, on every thread;
-//  6. seccomp, synchronized to every thread, its listener returned for
-//     the broker.
-//
-// Capabilities go before Landlock rather than after because psx finds
-// threads through /proc, which Landlock then forbids.
+//  1. before the Go runtime starts, while the process has one thread, in
+//     the ELF constructor (early.go, early_lockdown.c): no_new_privs, the
+//     bounding and ambient sets, securebits; the mount namespace (rprivate,
+//     an empty tmpfs root holding only the read-only paths, pivot_root,
+//     the old root detached, the root remounted read-only); the hostname;
+//     the permitted, effective and inheritable capability sets emptied;
+//     Landlock. Per-thread state set then is inherited by every thread the
+//     runtime creates later, so no step needs to reach other threads, nor
+//     to find them through a /proc of the renderer's pid namespace, which
+//     an outer sandbox with a partly covered /proc cannot give;
+//  2. (in run) descriptors: everything but stdio and the broker socket is
+//     closed, stdio is never a terminal;
+//  3. here: the record of 1; rlimits; not dumpable;
+//  4. seccomp, synchronized to every thread by the kernel (TSYNC), its
+//     listener returned for the broker.
 //
 // A step that fails for a layer the policy allows degraded is reported
 // inactive and skipped; any other failure is returned as a
@@ -49,6 +47,8 @@ import (
 type lockdown struct {
 	p      *policy.Policy
 	prog   *seccompProgram // compiled by the broker; nil to compile here
+	spec   string          // the constructor's spec, from argv[1]
+	proc   *earlyProc      // the renderer's /proc/self, opened by the constructor
 	status policy.Status
 }
 
@@ -73,6 +73,19 @@ func (l *lockdown) skip(layer policy.Layer, why string) {
 func (l *lockdown) apply() (listener *os.File, err error) {
 	p := l.p
 	ns := p.Namespaces
+	want, err := earlySpec(p)
+	if err != nil {
+		return nil, err
+	}
+	if l.spec != want {
+		// The broker computed the spec from the same policy on the same
+		// kernel: a difference means the constructor did not apply what
+		// the policy asks.
+		return nil, fmt.Errorf("the early lockdown spec %q does not match the policy's %q", l.spec, want)
+	}
+	if err := earlyLockdownErr(); err != nil {
+		return nil, err
+	}
 	// The broker created the namespaces (clone flags); it only spawns a
 	// renderer once they exist, so here they are recorded, and checked
 	// where a check is cheap.
@@ -94,18 +107,18 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 		}
 	}
 	if ns.Mount {
-		if err := l.record(policy.LayerMountNS, emptyRoot(p.Filesystem.ReadOnlyPaths), "empty read-only root"); err != nil {
+		if err := l.record(policy.LayerMountNS, earlyRootErr(), "empty read-only root, no /proc"); err != nil {
 			return nil, err
 		}
 	} else {
 		l.skip(policy.LayerMountNS, "disabled by the policy")
 	}
 	if ns.UTS {
-		if err := unix.Sethostname([]byte("sandkit")); err != nil {
-			return nil, &policy.UnavailableError{Layer: policy.LayerUTSNS, Err: fmt.Errorf("sethostname: %w", err)}
+		if err := earlyHostnameErr(); err != nil {
+			return nil, &policy.UnavailableError{Layer: policy.LayerUTSNS, Err: err}
 		}
 	}
-	rdetail, rerr := setRlimits(p.Limits)
+	rdetail, rerr := setRlimits(p.Limits, l.proc.status)
 	if err := l.record(policy.LayerRlimits, rerr, rdetail); err != nil {
 		return nil, err
 	}
@@ -115,7 +128,7 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 	if err := l.record(policy.LayerNoNewPrivs, checkNoNewPrivs(), "set before the runtime started"); err != nil {
 		return nil, err
 	}
-	if err := l.record(policy.LayerCapabilities, dropCapabilities(), "bounding, ambient, permitted, effective, inheritable"); err != nil {
+	if err := l.record(policy.LayerCapabilities, dropCapabilities(), "bounding, ambient, permitted, effective, inheritable; before the runtime started"); err != nil {
 		return nil, err
 	}
 	if err := l.landlock(); err != nil {
@@ -183,23 +196,29 @@ func pinGOMAXPROCS() { runtime.GOMAXPROCS(runtime.GOMAXPROCS(0)) }
 // now is the runtime's: its poller (an epoll instance and its eventfd,
 // which os may create during package initialization), kept; and its
 // cgroup files, closed: call pinGOMAXPROCS first.
-func sanitizeStdio() error {
+//
+// fdDir is /proc/self/fd, which the constructor opened before the new root
+// hid the procfs: it and /proc/self/status are kept (ours).
+func sanitizeStdio(proc *earlyProc) error {
 	if err := earlyFDsErr(); err != nil {
 		return err
 	}
-	entries, err := os.ReadDir("/proc/self/fd")
+	if err := proc.err(); err != nil {
+		return err
+	}
+	names, err := proc.fdDir.Readdirnames(-1)
 	if err != nil {
 		return fmt.Errorf("list descriptors: %w", err)
 	}
 	var doomed []int
-	for _, e := range entries {
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil || fd <= SocketFD {
+	for _, name := range names {
+		fd, err := strconv.Atoi(name)
+		if err != nil || fd <= socketFD || fd == int(proc.fdDir.Fd()) || fd == int(proc.status.Fd()) {
 			continue
 		}
-		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		target, err := readlinkAt(int(proc.fdDir.Fd()), name)
 		if err != nil {
-			continue // the directory's own descriptor, closed by now
+			continue // closed since the listing
 		}
 		if target == "anon_inode:[eventpoll]" || target == "anon_inode:[eventfd]" {
 			continue
@@ -213,127 +232,18 @@ func sanitizeStdio() error {
 		if _, err := unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
 			continue // not a terminal
 		}
-		null, err := unix.Open("/dev/null", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		// The root has no /dev/null by now: the read end of a pipe with
+		// no writer reads end of file, and refuses writes.
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			return fmt.Errorf("replace terminal %d: %w", fd, err)
+		}
+		unix.Close(p[1])
+		err := unix.Dup3(p[0], fd, 0)
+		unix.Close(p[0])
 		if err != nil {
-			return err
+			return fmt.Errorf("replace terminal %d: %w", fd, err)
 		}
-		err = unix.Dup3(null, fd, 0)
-		unix.Close(null)
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// emptyRoot replaces the root with a small tmpfs that holds only /proc
-// and the read-only paths, then detaches the host's root.
-func emptyRoot(readOnly []string) error {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / rprivate: %w", err)
-	}
-	// Any existing directory can hold the new root's mount point; the
-	// mount is private to this namespace and hides nothing of the host.
-	var base string
-	for _, dir := range []string{"/tmp", "/mnt", "/run", "/dev"} {
-		if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
-			base = dir
-			break
-		}
-	}
-	if base == "" {
-		return errors.New("no directory to mount the new root on")
-	}
-	// Hold the read-only paths open before the new root hides them: one
-	// of them may well live under base.
-	sources := make([]*os.File, 0, len(readOnly))
-	defer func() {
-		for _, f := range sources {
-			f.Close()
-		}
-	}()
-	for _, path := range readOnly {
-		fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("read-only path %s: %w", path, err)
-		}
-		sources = append(sources, os.NewFile(uintptr(fd), path))
-	}
-	const flags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
-	if err := unix.Mount("sandkit", base, "tmpfs", flags, "size=64k,nr_inodes=256,mode=0755"); err != nil {
-		return fmt.Errorf("mount tmpfs root: %w", err)
-	}
-	if err := os.Mkdir(filepath.Join(base, "proc"), 0o555); err != nil {
-		return err
-	}
-	if err := unix.Mount("proc", filepath.Join(base, "proc"), "proc", flags, ""); err != nil {
-		return fmt.Errorf("mount /proc: %w", err)
-	}
-	for i, path := range readOnly {
-		if err := bindReadOnly(sources[i], filepath.Join(base, path)); err != nil {
-			return fmt.Errorf("read-only path %s: %w", path, err)
-		}
-	}
-	if err := unix.Chdir(base); err != nil {
-		return err
-	}
-	// pivot_root(".", ".") stacks the old root under the new one at "/";
-	// detaching "." then removes the host's root from this namespace.
-	if err := unix.PivotRoot(".", "."); err != nil {
-		return fmt.Errorf("pivot_root: %w", err)
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("detach old root: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return err
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|flags, ""); err != nil {
-		return fmt.Errorf("remount root read-only: %w", err)
-	}
-	return nil
-}
-
-// bindReadOnly bind-mounts src (an O_PATH descriptor) at dst read-only.
-func bindReadOnly(src *os.File, dst string) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(src.Fd()), &st); err != nil {
-		return err
-	}
-	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-	var err error
-	if isDir {
-		err = os.MkdirAll(dst, 0o755)
-	} else {
-		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			var f *os.File
-			if f, err = os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o444); err == nil {
-				f.Close()
-			}
-		}
-	}
-	if err != nil {
-		return err
-	}
-	// The magic link names the file the descriptor holds, not a path
-	// that could have changed since it was opened.
-	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", src.Fd()), dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind: %w", err)
-	}
-	var sfs unix.Statfs_t
-	if err := unix.Statfs(dst, &sfs); err != nil {
-		return err
-	}
-	flags := uintptr(unix.MS_REMOUNT | unix.MS_BIND | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
-	for _, f := range []struct{ st, ms int64 }{
-		{unix.ST_NOATIME, unix.MS_NOATIME}, {unix.ST_NODIRATIME, unix.MS_NODIRATIME}, {unix.ST_RELATIME, unix.MS_RELATIME},
-	} {
-		if sfs.Flags&f.st != 0 {
-			flags |= uintptr(f.ms)
-		}
-	}
-	if err := unix.Mount("", dst, "", flags, ""); err != nil {
-		return fmt.Errorf("remount read-only: %w", err)
 	}
 	return nil
 }
@@ -352,10 +262,10 @@ func bindReadOnly(src *os.File, dst string) error {
 //     of a constant that is too small for one and too large for another.
 //
 // The detail names the address-space limit applied.
-func setRlimits(l policy.Limits) (detail string, err error) {
+func setRlimits(l policy.Limits, status *os.File) (detail string, err error) {
 	var as uint64
 	if l.Memory != 0 {
-		base, err := addressSpace()
+		base, err := addressSpace(status)
 		if err != nil {
 			return "", fmt.Errorf("address space at lockdown: %w", err)
 		}
@@ -406,12 +316,18 @@ func setRlimits(l policy.Limits) (detail string, err error) {
 	return detail, nil
 }
 
-// addressSpace returns the process's mapped address space, VmSize.
-func addressSpace() (uint64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
+// addressSpace returns the process's mapped address space now: VmSize of
+// status, the renderer's /proc/self/status, which the kernel generates
+// afresh at every read. The constructor opened it before the new root hid
+// the procfs (the renderer mounts none of its own): reading an open file
+// needs no path, and Landlock checks only the open.
+func addressSpace(status *os.File) (uint64, error) {
+	b := make([]byte, 4096)
+	n, err := status.ReadAt(b, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return 0, err
 	}
+	b = b[:n]
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmSize:"); ok {
 			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
@@ -430,21 +346,10 @@ func addressSpace() (uint64, error) {
 // runs out.
 const threadMargin = 2
 
-// allThreads runs a syscall on every thread of the process, the unused
-// arguments zero (prctl insists):
-// no_new_privs, the capability sets and securebits are per-thread
-// attributes, and a single forgotten thread would keep them.
-func allThreads(nr, a1, a2, a3 uintptr) error {
-	if _, _, errno := psx.Syscall6(nr, a1, a2, a3, 0, 0, 0); errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 // checkNoNewPrivs confirms no_new_privs, which the ELF constructor set
 // while the process had one thread (see early.go), so every thread has it.
 func checkNoNewPrivs() error {
-	if err := earlyErr(); err != nil {
+	if err := earlyStepErr(4); err != nil {
 		return err
 	}
 	nnp, err := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
@@ -457,12 +362,17 @@ func checkNoNewPrivs() error {
 	return nil
 }
 
-// dropCapabilities clears the permitted, effective and inheritable sets on
-// every thread. The bounding and ambient sets were emptied and securebits
-// locked by the ELF constructor before any other thread existed (see
-// early.go); this checks that they were.
+// dropCapabilities confirms that every capability set is empty on every
+// thread. The constructor emptied them while the process had one thread
+// (see early_lockdown.c), after the empty root, which needs CAP_SYS_ADMIN:
+// every thread since inherited the empty sets. This checks the
+// constructor's record, that the process then had one thread, and this
+// thread's sets.
 func dropCapabilities() error {
-	if err := earlyErr(); err != nil {
+	if err := earlyStepErr(1, 2, 3); err != nil {
+		return err
+	}
+	if err := earlyCapsErr(); err != nil {
 		return err
 	}
 	for c := 0; ; c++ {
@@ -479,8 +389,11 @@ func dropCapabilities() error {
 	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
-	if err := allThreads(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); err != nil {
-		return fmt.Errorf("capset: %w", err)
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("capget: %w", err)
+	}
+	if data != ([2]unix.CapUserData{}) {
+		return fmt.Errorf("capability sets not empty: %+v", data)
 	}
 	return nil
 }
@@ -519,61 +432,98 @@ func landlockDetail(layer policy.Layer, abi, kernel int, cfg landlock.Config) st
 	return d
 }
 
-// landlock handles every right of the applied ABI (see landlockConfig) for
-// each requested kind (filesystem, network, scope) with no rule granting
-// any, except read access to the policy's read-only paths.
-func (l *lockdown) landlock() error {
-	p := l.p
+// landlockStep is what the lockdown does for one Landlock layer: skip it
+// (disabled by the policy), record err (unavailable on this kernel), or
+// apply it (pending).
+type landlockStep struct {
+	layer   policy.Layer
+	skip    bool
+	err     error
+	pending bool
+}
+
+// landlockPlan handles every right of the applied ABI (see landlockConfig)
+// for each kind p requests (filesystem, network, scope). The constructor
+// applies cfg, with no rule granting any right except read access to the
+// policy's read-only paths; the broker computes the same plan for the
+// constructor's spec (earlySpec), and the renderer again for its report.
+func landlockPlan(p *policy.Policy) (steps []landlockStep, cfg landlock.Config, abi, kernel int) {
 	kernel, abiErr := llsys.LandlockGetABIVersion()
 	if abiErr == nil && kernel < 1 {
 		abiErr = errors.New("landlock ABI 0")
 	}
 	abi, full := landlockConfig(kernel)
-	var cfg landlock.Config
-	var pending []policy.Layer
-	want := func(on bool, layer policy.Layer, apply func()) error {
+	want := func(on bool, layer policy.Layer, apply func()) {
 		minABI := launch.LandlockABI(layer)
 		switch {
 		case !on:
-			l.skip(layer, "disabled by the policy")
+			steps = append(steps, landlockStep{layer: layer, skip: true})
 		case abiErr != nil:
-			return l.record(layer, fmt.Errorf("landlock unavailable: %w", abiErr), "")
+			steps = append(steps, landlockStep{layer: layer, err: fmt.Errorf("landlock unavailable: %w", abiErr)})
 		case abi < minABI:
-			return l.record(layer, fmt.Errorf("landlock ABI %d is older than %d", abi, minABI), "")
+			steps = append(steps, landlockStep{layer: layer, err: fmt.Errorf("landlock ABI %d is older than %d", abi, minABI)})
 		default:
 			apply()
-			pending = append(pending, layer)
-		}
-		return nil
-	}
-	if err := want(p.Filesystem.Landlock, policy.LayerLandlockFS, func() { cfg.HandledAccessFS = full.HandledAccessFS }); err != nil {
-		return err
-	}
-	if err := want(p.Network.Landlock, policy.LayerLandlockNet, func() { cfg.HandledAccessNet = full.HandledAccessNet }); err != nil {
-		return err
-	}
-	if err := want(p.Scope.Landlock, policy.LayerLandlockScope, func() { cfg.Scoped = full.Scoped }); err != nil {
-		return err
-	}
-	if len(pending) == 0 {
-		return nil
-	}
-	var rules []landlock.Rule
-	for _, path := range p.Filesystem.ReadOnlyPaths {
-		if cfg.HandledAccessFS == 0 {
-			break // nothing handled, nothing to grant
-		}
-		if fi, err := os.Stat(path); err == nil && !fi.IsDir() {
-			rules = append(rules, landlock.ROFiles(path))
-		} else {
-			rules = append(rules, landlock.RODirs(path))
+			steps = append(steps, landlockStep{layer: layer, pending: true})
 		}
 	}
-	err := cfg.Restrict(rules...)
-	for _, layer := range pending {
-		if rerr := l.record(layer, err, landlockDetail(layer, abi, kernel, cfg)); rerr != nil {
-			return rerr
+	want(p.Filesystem.Landlock, policy.LayerLandlockFS, func() { cfg.HandledAccessFS = full.HandledAccessFS })
+	want(p.Network.Landlock, policy.LayerLandlockNet, func() { cfg.HandledAccessNet = full.HandledAccessNet })
+	want(p.Scope.Landlock, policy.LayerLandlockScope, func() { cfg.Scoped = full.Scoped })
+	return steps, cfg, abi, kernel
+}
+
+// landlock records the Landlock layers: those the constructor applied,
+// with its result, and those it could not.
+func (l *lockdown) landlock() error {
+	steps, cfg, abi, kernel := landlockPlan(l.p)
+	applied := earlyLandlockErr()
+	for _, st := range steps {
+		var err error
+		switch {
+		case st.skip:
+			l.skip(st.layer, "disabled by the policy")
+			continue
+		case st.err != nil:
+			err = st.err
+		default:
+			err = applied
+		}
+		if err := l.record(st.layer, err, landlockDetail(st.layer, abi, kernel, cfg)); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// earlySpec is the constructor's part of p (see early_lockdown.c):
+// "FLAGS:FS:NET:SCOPED[:PATH...]", FLAGS a subset of "mhl" (empty root,
+// hostname, Landlock), then the Landlock ruleset's handled rights in hex
+// and each read-only path hex-encoded. The broker appends it to argv[1]
+// after '~' (see PolicyArg); the renderer recomputes it and refuses to
+// start if the two differ.
+func earlySpec(p *policy.Policy) (string, error) {
+	steps, cfg, _, _ := landlockPlan(p)
+	var flags string
+	if p.Namespaces.Mount {
+		flags += "m"
+	}
+	if p.Namespaces.UTS {
+		flags += "h"
+	}
+	for _, st := range steps {
+		if st.pending {
+			flags += "l"
+			break
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:%x:%x:%x", flags, uint64(cfg.HandledAccessFS), uint64(cfg.HandledAccessNet), uint64(cfg.Scoped))
+	for _, path := range p.Filesystem.ReadOnlyPaths {
+		if !strings.HasPrefix(path, "/") || strings.ContainsRune(path, 0) {
+			return "", fmt.Errorf("read-only path %q: not absolute", path)
+		}
+		b.WriteString(":" + hex.EncodeToString([]byte(path)))
+	}
+	return b.String(), nil
 }

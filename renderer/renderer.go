@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,11 +41,6 @@ import (
 // socketFD is the descriptor on which a renderer finds its broker.
 const socketFD = launch.SocketFD
 
-// SocketFD is socketFD under its old, exported name.
-//
-// Deprecated: no program needs it; it stays only while lockdown.go and
-// early.go still use this name, and goes once they use socketFD.
-const SocketFD = socketFD
 
 // Requested reports whether this process was started by a broker as a
 // renderer (os.Args[1] carries the policy).
@@ -173,12 +169,14 @@ var bindMethod = control.Bind.Spec().Name
 
 // Main turns the process into a renderer: it connects to the broker, locks
 // the process down, reports ready, and serves until the broker hangs up.
-// register adds the program's methods to mux; it runs before lockdown, so
-// it may prepare anything that needs the filesystem (fonts, tables), but it
-// must not touch untrusted input. If register returns an error, the
-// renderer exits before lockdown and the broker's Acquire fails with a
-// *broker.ExitError whose Detail includes that error. Main exits the
-// process.
+// register adds the program's methods to mux; it runs before the ready
+// report and before seccomp, but already inside the empty root and
+// Landlock, which the process applied before the Go runtime started (see
+// lockdown): it may prepare what it needs from the policy's read-only paths
+// (fonts, tables), and must not touch untrusted input. If register returns
+// an error, the renderer exits before its ready report and the broker's
+// Acquire fails with a *broker.ExitError whose Detail includes that error.
+// Main exits the process.
 func Main(register func(s *Session, mux *ipc.Mux) error) {
 	os.Exit(run(register))
 }
@@ -189,16 +187,18 @@ func run(register func(*Session, *ipc.Mux) error) int {
 		fmt.Fprintln(os.Stderr, "renderer: not started by a sandkit broker")
 		return launch.ExitUsage
 	}
-	p, prog, err := policyFromArg(os.Args[1])
+	proc := takeEarlyProc()
+	defer proc.Close()
+	p, prog, spec, err := policyFromArg(os.Args[1])
 	if err != nil {
 		log.Error("renderer: bad policy argument", "err", err)
 		return launch.ExitUsage
 	}
-	l := &lockdown{p: p, prog: prog}
+	l := &lockdown{p: p, prog: prog, spec: spec, proc: proc}
 	// Only the broker's fds may survive into the renderer. The runtime
 	// must first stop using the ones it opened for itself.
 	pinGOMAXPROCS()
-	if err := sanitizeStdio(); err != nil {
+	if err := sanitizeStdio(proc); err != nil {
 		return lockdownFailed("descriptors", err)
 	}
 	s := &Session{boundCh: make(chan struct{}), lockedCh: make(chan struct{})}
@@ -222,6 +222,9 @@ func run(register func(*Session, *ipc.Mux) error) int {
 	defer conn.Close()
 
 	listener, lockErr := l.apply()
+	// The renderer's /proc/self files go before anything untrusted can
+	// run: no handler runs before the ready report.
+	proc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req := &controlpb.ReadyRequest{}
@@ -280,29 +283,38 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// policyFromArg decodes the argument PolicyArg made: the policy and, when
-// the broker compiled it, the seccomp program.
-func policyFromArg(arg string) (*policy.Policy, *seccompProgram, error) {
+// policyFromArg decodes the argument PolicyArg made: the policy, the
+// seccomp program when the broker compiled it, and the constructor's spec
+// (which the constructor has applied already; see earlySpec).
+func policyFromArg(arg string) (p *policy.Policy, prog *seccompProgram, spec string, err error) {
+	arg, spec, hasSpec := strings.Cut(arg, "~")
+	if !hasSpec {
+		return nil, nil, "", errors.New("no early lockdown spec")
+	}
 	p, progPart, err := launch.ParseArg(arg)
-	if err != nil || progPart == "" {
-		return p, nil, err
-	}
-	prog, err := decodeSeccompProgram(progPart)
 	if err != nil {
-		return nil, nil, fmt.Errorf("seccomp program: %w", err)
+		return nil, nil, "", err
 	}
-	return p, prog, nil
+	if progPart == "" {
+		return p, nil, spec, nil
+	}
+	if prog, err = decodeSeccompProgram(progPart); err != nil {
+		return nil, nil, "", fmt.Errorf("seccomp program: %w", err)
+	}
+	return p, prog, spec, nil
 }
 
 // PolicyArg encodes p as the argument that marks a renderer process; the
 // broker puts it in argv[1]. When every renderer of p will be pid 1 of its
 // own pid namespace, the argument also carries p's seccomp program,
 // compiled here once instead of in every renderer (about 0.35 ms of a
-// spawn: libseccomp builds and generates the program on each load).
+// spawn: libseccomp builds and generates the program on each load). It
+// ends with what the renderer's ELF constructor applies before the Go
+// runtime starts (see earlySpec), which the constructor cannot decode from
+// the policy itself.
 //
 // It is for package broker, and the one reason broker imports renderer:
-// the seccomp compiler lives here. Programs never call it; it moves to
-// internal/launch with the compiler.
+// the seccomp compiler and the Landlock plan live here. Programs never call it.
 func PolicyArg(p *policy.Policy) (string, error) {
 	prog, err := compileSeccomp(p)
 	if err != nil {
@@ -312,5 +324,13 @@ func PolicyArg(p *policy.Policy) (string, error) {
 	if prog != nil {
 		encoded = prog.encode()
 	}
-	return launch.Arg(p, encoded)
+	arg, err := launch.Arg(p, encoded)
+	if err != nil {
+		return "", err
+	}
+	spec, err := earlySpec(p)
+	if err != nil {
+		return "", err
+	}
+	return arg + "~" + spec, nil
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
@@ -19,24 +20,30 @@ func TestPolicyArgRoundTrip(t *testing.T) {
 	p.Filesystem.ReadOnlyPaths = []string{"/usr/share/fonts"}
 	arg, err := PolicyArg(p)
 	require.NoError(t, err)
-	got, prog, err := policyFromArg(arg)
+	got, prog, spec, err := policyFromArg(arg)
 	require.NoError(t, err)
 	assert.Equal(t, p, got)
+	wantSpec, err := earlySpec(p)
+	require.NoError(t, err)
+	assert.Equal(t, wantSpec, spec)
 	want, err := compileSeccomp(p)
 	require.NoError(t, err)
 	require.NotNil(t, prog, "a pid namespace: the broker compiles the program")
 	assert.Equal(t, want, prog)
 	assert.Equal(t, p.Seccomp.Monitor && notifySupported(), prog.notify)
 
-	_, _, err = policyFromArg(arg[:len(arg)-3] + "!!!")
+	polProg, _, _ := strings.Cut(arg, "~")
+	_, _, _, err = policyFromArg(polProg[:len(polProg)-3] + "!!!~" + spec)
 	assert.Error(t, err)
+	_, _, _, err = policyFromArg(polProg)
+	assert.EqualError(t, err, "no early lockdown spec")
 
 	// Without a pid namespace the renderer's pid is not known in advance:
 	// it compiles the program itself.
 	p.Namespaces.PID = false
 	arg, err = PolicyArg(p)
 	require.NoError(t, err)
-	_, prog, err = policyFromArg(arg)
+	_, prog, _, err = policyFromArg(arg)
 	require.NoError(t, err)
 	assert.Nil(t, prog)
 }

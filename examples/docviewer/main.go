@@ -2,7 +2,7 @@
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
 //	docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] [-unsandboxed-dangerous] DIR
-//	docviewer convert [-dpi 150] [-unsandboxed-dangerous] IN OUT.pdf
+//	docviewer convert [-dpi 150] [-v] [-unsandboxed-dangerous] IN OUT.pdf
 //
 // serve is a web UI for the documents of DIR; convert writes a safe,
 // raster-only PDF of IN. Both render every document in a sandboxed
@@ -76,7 +76,7 @@ func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, uns
 
 const usage = `usage:
   docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
-  docviewer convert [-dpi 150] IN OUT.pdf
+  docviewer convert [-dpi 150] [-v] IN OUT.pdf
 (-` + unsandboxedFlag + ` renders in-process: trusted documents only)
 `
 
@@ -213,14 +213,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 }
 
 func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
-	fs := newFlagSet("convert", "convert [-dpi 150] IN OUT.pdf", stderr)
+	fs := newFlagSet("convert", "convert [-dpi 150] [-v] IN OUT.pdf", stderr)
 	dpi := fs.Float64("dpi", convert.DefaultDPI, "resolution of the converted pages")
+	verbose := fs.Bool("v", false, "log the renderer's lifecycle, with the isolation layers in force, to stderr")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 2 {
 		return usageError{msg: "convert needs IN and OUT.pdf"}
+	}
+	if *verbose {
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	// Checked before any document is opened, let alone a sandbox spawned.
 	if err := checkDPI(*dpi); err != nil {
