@@ -41,7 +41,6 @@ import (
 // socketFD is the descriptor on which a renderer finds its broker.
 const socketFD = launch.SocketFD
 
-
 // Requested reports whether this process was started by a broker as a
 // renderer (os.Args[1] carries the policy).
 func Requested() bool { return launch.Requested(os.Args) }
