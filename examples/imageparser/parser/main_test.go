@@ -176,9 +176,11 @@ func misbehave(mode string, in *os.File) (*imagepb.ThumbnailResponse, []*os.File
 			for i := 0; i < len(b); i += 4096 {
 				b[i] = 1
 			}
+			//lint:ignore SA4010 hog holds the memory reachable, which is the misbehaviour
 			hog = append(hog, b)
 		}
 	case "cpu":
+		//lint:ignore SA5002 the spin is the misbehaviour
 		for {
 		}
 	default:
