@@ -437,7 +437,7 @@ func TestLimits(t *testing.T) {
 		{
 			name:   "memory",
 			policy: func(p *policy.Policy) { p.Limits.Memory = 256 << 20 },
-			race:   "the race detector's shadow memory cannot live under a data limit; make test runs this package again without -race",
+			race:   "the race detector's shadow memory cannot live under a data limit; make test runs it without -race (NORACE_TESTS in the Makefile)",
 			action: "hog",
 			want:   broker.ExitMemoryLimit,
 		},
