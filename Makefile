@@ -69,10 +69,10 @@ test: deps
 	cd $(DOCVIEWER) && $(GO) test -race $(GOTESTFLAGS) ./...
 	cd internal/bench && $(GO) test $(GOTESTFLAGS) ./...
 
-# Static checks, over every module: staticcheck, govulncheck (against a
-# snapshot of the database that the module proxy serves when vuln.go.dev
-# is out of reach: see .ci/vulncheck), go.mod and go.sum tidy, and the
-# committed protobuf code what make proto generates.
+# Static checks, over every module: staticcheck; govulncheck, against the
+# database as the module proxy serves it (vuln.go.dev need not be
+# reachable: see .ci/vulncheck); go.mod and go.sum tidy; and the committed
+# protobuf code exactly what make proto generates.
 check: lint vulncheck tidy proto-check
 
 lint:
