@@ -10,13 +10,23 @@ FUZZTIME    ?= 10m
 # so they keep finding "new" inputs) past its -fuzztime.
 FUZZFLAGS   ?= -fuzzminimizetime=2s
 export FUZZFLAGS
+# Tools, each pinned and fetched through the Go module proxy (go run
+# pkg@version builds it once and caches it).
 PROTOC_GEN_GO_VERSION := v1.36.12
+BUF_VERSION           := v1.75.0
+STATICCHECK_VERSION   := v0.8.2
+GOVULNCHECK_VERSION   := v1.10.0
+# cmd/indexdb of golang.org/x/vulndb, which turns the database's OSV files
+# into the index govulncheck reads (see .ci/vulncheck).
+INDEXDB_VERSION       := v0.0.0-20261105234957-e22db6528018
+# Every Go module in the repository.
+MODULES     := . examples/docviewer internal/bench
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
 # check converted PDFs, chromium for the viewer's browser test.
 TEST_DEPS   := poppler-utils chromium
 
-.PHONY: all deps build vet test test-race test-norace demo serve bench soak fuzz fuzz-smoke proto docs syscalls clean
+.PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve bench soak fuzz fuzz-smoke proto docs syscalls clean
 
 all: build
 
@@ -34,16 +44,51 @@ vet:
 	@.ci/deps --check
 	$(GO) vet ./...
 	cd $(DOCVIEWER) && $(GO) vet ./...
+	cd internal/bench && $(GO) vet ./...
 
-# The whole suite under the race detector, then the packages whose memory
-# limits the race detector's shadow memory cannot live under, without it.
+# The race detector's shadow memory cannot live under a memory limit, so
+# renderers built with it run without one and the tests below, which are
+# about that limit, skip themselves or their memory cases under -race.
+# make test runs each test of the root module once: these without -race,
+# in NORACE_PKGS, and every other test with it. -skip applies to every
+# package, so the test target checks that no other package of the module
+# has a test of these names. The document viewer runs under -race only.
+NORACE_TESTS := TestLimits TestMemoryLimitCountsEveryMapping TestMemoryClaimNeedsEvidence \
+	TestMemoryLimit TestMisbehavingRenderer TestPolicy
+NORACE_PKGS  := ./broker ./examples/imageparser/parser
+norace_alt   := $(subst $(eval) ,|,$(strip $(NORACE_TESTS)))
+norace_re    := ^($(norace_alt))$$
+
 test: deps
 	@.ci/deps $(TEST_DEPS)
 	@$(MAKE) --no-print-directory vet
-	$(GO) test -race $(GOTESTFLAGS) ./...
-	$(GO) test $(GOTESTFLAGS) ./broker/... ./examples/imageparser/...
+	@dirs=$$(grep -rlE --include='*_test.go' --exclude-dir=docviewer --exclude-dir=bench '^func ($(norace_alt))\(' . | xargs -n1 dirname | LC_ALL=C sort -u); \
+	[ "$$(echo $$dirs)" = "$(sort $(NORACE_PKGS))" ] || { echo "NORACE_TESTS are defined in" $$dirs", not only in $(NORACE_PKGS): rename the test or add its package" >&2; exit 1; }
+	$(GO) test -race $(GOTESTFLAGS) -skip '$(norace_re)' ./...
+	$(GO) test $(GOTESTFLAGS) -run '$(norace_re)' $(NORACE_PKGS)
 	cd $(DOCVIEWER) && $(GO) test -race $(GOTESTFLAGS) ./...
-	cd internal/bench && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...
+	cd internal/bench && $(GO) test $(GOTESTFLAGS) ./...
+
+# Static checks, over every module: staticcheck; govulncheck, against the
+# database as the module proxy serves it (vuln.go.dev need not be
+# reachable: see .ci/vulncheck); go.mod and go.sum tidy; and the committed
+# protobuf code exactly what make proto generates.
+check: lint vulncheck tidy proto-check
+
+lint:
+	@.ci/deps --check
+	for m in $(MODULES); do (cd $$m && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...) || exit 1; done
+
+vulncheck:
+	@.ci/deps --check
+	GO=$(GO) .ci/vulncheck $(GOVULNCHECK_VERSION) $(INDEXDB_VERSION) $(MODULES)
+
+tidy:
+	for m in $(MODULES); do (cd $$m && $(GO) mod tidy -diff) || { echo "$$m: go.mod or go.sum is not tidy: run go mod tidy there" >&2; exit 1; }; done
+
+proto-check: proto
+	@git diff --exit-code -- '*.pb.go' || { echo "the committed protobuf code differs from what make proto generates" >&2; exit 1; }
+	@untracked=$$(git ls-files --others --exclude-standard -- '*.pb.go'); [ -z "$$untracked" ] || { echo "make proto generated files that are not committed: $$untracked" >&2; exit 1; }
 
 # The main job: the image parser on the sample images, each decoded in a
 # renderer of its own; then the same on hostile files (each must FAIL
@@ -91,14 +136,14 @@ fuzz: deps
 fuzz-smoke: deps
 	fuzz/run.sh 10s
 
-# Regenerates the committed protobuf code with pinned generators: Debian's
-# protoc (protobuf-compiler) and protoc-gen-go at PROTOC_GEN_GO_VERSION.
+# Regenerates the committed protobuf code with pinned generators, both Go
+# programs from the module proxy: buf compiles the .proto files (no protoc
+# needed) and protoc-gen-go writes the code (see buf.gen.yaml). Generated
+# files say "protoc (unknown)" where protoc would put its version.
 proto:
-	@.ci/deps protobuf-compiler
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
-	for f in $$(git ls-files '*.proto'); do \
-		PATH=$(CURDIR)/bin:$$PATH protoc -I. --go_out=. --go_opt=paths=source_relative $$f || exit 1; \
-	done
+	PATH=$(CURDIR)/bin:$$PATH $(GO) run github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION) generate \
+		$$(git ls-files '*.proto' | sed 's/^/--path /') .
 
 # Regenerates the allowlist tables in SECURITY.md from policy.Strict().
 docs:

@@ -3,6 +3,7 @@ package broker_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -66,7 +67,8 @@ func registerForTests(s *renderer.Session, mux *ipc.Mux) error {
 const brokerChildEnv = "SANDKIT_BROKER_TEST_CHILD"
 
 func brokerChild() int {
-	b, err := broker.New(context.Background(), broker.Config{Policy: strict()})
+	watch := newHangWatch(nil)
+	b, err := broker.New(context.Background(), broker.Config{Policy: strict(), Logger: slog.New(watch)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -78,13 +80,10 @@ func brokerChild() int {
 	}
 	// Keep the renderer busy in a handler that ignores cancellation, so
 	// that it does not end on its own when the broker's socket hangs up:
-	// only the parent-death signal ends it then. The Ping sent after the
-	// hang request is answered only once the renderer has dispatched it.
-	go broker.Call(context.Background(), r, testrenderer.Attempt, wrapperspb.String("hang"))
-	for r.Status().InFlight == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if _, _, err := broker.Call(context.Background(), r, testrenderer.Ping, wrapperspb.Bytes(nil)); err != nil {
+	// only the parent-death signal ends it then. The pid is printed once
+	// the renderer says it is in the handler.
+	go broker.Call(context.Background(), r, testrenderer.Attempt, wrapperspb.String("hang-announced"))
+	if err := watch.wait(r); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -456,7 +455,7 @@ func TestLimits(t *testing.T) {
 		{
 			name:   "memory",
 			policy: func(p *policy.Policy) { p.Limits.Memory = 256 << 20 },
-			race:   "the race detector's shadow memory cannot live under a data limit; make test runs this package again without -race",
+			race:   "the race detector's shadow memory cannot live under a data limit; make test runs it without -race (NORACE_TESTS in the Makefile)",
 			action: "hog",
 			want:   broker.ExitMemoryLimit,
 		},
@@ -520,14 +519,16 @@ func TestLimits(t *testing.T) {
 }
 
 func TestKilledMidCallGivesTypedError(t *testing.T) {
-	b := newBroker(t, policy.Strict())
+	watch := newHangWatch(testLogger(t).Handler())
+	b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.Logger = slog.New(watch) })
 	r, err := b.Acquire(context.Background(), "o", "")
 	require.NoError(t, err)
 	go func() {
-		time.Sleep(100 * time.Millisecond)
-		syscall.Kill(r.PID(), syscall.SIGKILL)
+		if watch.wait(r) == nil { // the renderer is in the handler
+			syscall.Kill(r.PID(), syscall.SIGKILL)
+		}
 	}()
-	_, err = attempt(t, r, "hang")
+	_, err = attempt(t, r, "hang-announced")
 	var ee *broker.ExitError
 	require.ErrorAs(t, err, &ee)
 	assert.Equal(t, broker.ExitCrash, ee.Reason)
@@ -868,6 +869,60 @@ func TestCloseDuringRefillLogsNoError(t *testing.T) {
 		require.NoError(t, b.Close())
 		assert.Zero(t, errs.n.Load(), "error records logged at a normal Close")
 	}
+}
+
+// hangWatch is a slog.Handler that passes every record on to next (if
+// set) and closes hanging when the broker logs a renderer's
+// testrenderer.HangingLine: that renderer is then in its
+// "hang-announced" handler, which no amount of waiting would prove.
+type hangWatch struct {
+	next    slog.Handler
+	once    *sync.Once
+	hanging chan struct{}
+}
+
+func newHangWatch(next slog.Handler) hangWatch {
+	return hangWatch{next: next, once: new(sync.Once), hanging: make(chan struct{})}
+}
+
+// wait returns once r is in its handler, or an error if r ends first or
+// says nothing for a long time.
+func (w hangWatch) wait(r *broker.Renderer) error {
+	select {
+	case <-w.hanging:
+		return nil
+	case <-r.Done():
+		return fmt.Errorf("renderer ended before it was in its handler: %v", r.Err())
+	case <-time.After(time.Minute):
+		return errors.New("renderer not in its handler after a minute")
+	}
+}
+
+func (w hangWatch) Enabled(context.Context, slog.Level) bool { return true }
+func (w hangWatch) Handle(ctx context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "line" && a.Value.String() == testrenderer.HangingLine {
+			w.once.Do(func() { close(w.hanging) })
+			return false
+		}
+		return true
+	})
+	if w.next != nil && w.next.Enabled(ctx, r.Level) {
+		return w.next.Handle(ctx, r)
+	}
+	return nil
+}
+func (w hangWatch) WithAttrs(as []slog.Attr) slog.Handler {
+	if w.next != nil {
+		w.next = w.next.WithAttrs(as)
+	}
+	return w
+}
+func (w hangWatch) WithGroup(name string) slog.Handler {
+	if w.next != nil {
+		w.next = w.next.WithGroup(name)
+	}
+	return w
 }
 
 // errorCounter is a slog.Handler that counts records at level Error.

@@ -16,9 +16,18 @@ import (
 	"github.com/sandkit/sandkit/policy"
 )
 
+// requireCgroupEnv, set to 1, makes the cgroup tests fail where they
+// would skip: .ci/run sets it for its root run when it found a writable
+// cgroup v2 hierarchy, so that CI cannot lose them without notice.
+const requireCgroupEnv = "SANDKIT_REQUIRE_CGROUP2"
+
 // cgroup2Dir returns a fresh writable directory in a cgroup v2 hierarchy,
 // or skips: only root (or a delegated user) can create one.
 func cgroup2Dir(t *testing.T) string {
+	skip := t.Skipf
+	if os.Getenv(requireCgroupEnv) == "1" {
+		skip = t.Fatalf
+	}
 	f, err := os.Open("/proc/self/mountinfo")
 	require.NoError(t, err)
 	defer f.Close()
@@ -29,14 +38,14 @@ func cgroup2Dir(t *testing.T) string {
 			if field == "-" && i+1 < len(fields) && fields[i+1] == "cgroup2" {
 				dir := filepath.Join(fields[4], fmt.Sprintf("sandkit-test-%d", os.Getpid()))
 				if err := os.Mkdir(dir, 0o755); err != nil {
-					t.Skipf("cgroup v2 at %s is not writable here: %v", fields[4], err)
+					skip("cgroup v2 at %s is not writable here: %v", fields[4], err)
 				}
 				t.Cleanup(func() { os.Remove(dir) })
 				return dir
 			}
 		}
 	}
-	t.Skip("no cgroup v2 hierarchy mounted")
+	skip("no cgroup v2 hierarchy mounted")
 	return ""
 }
 

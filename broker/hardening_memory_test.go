@@ -67,7 +67,7 @@ func addressSpaceLimit(t *testing.T, pid int) uint64 {
 // which the test checks is Memory plus the address space at lockdown.
 func TestMemoryLimitCountsEveryMapping(t *testing.T) {
 	if raceEnabled {
-		t.Skip("the race detector's shadow memory cannot live under a memory limit; make test runs this package again without -race")
+		t.Skip("the race detector's shadow memory cannot live under a memory limit; make test runs it without -race (NORACE_TESTS in the Makefile)")
 	}
 	const (
 		limit = 256 << 20

@@ -831,7 +831,7 @@ func (c *Conn) reply(j *job, resp proto.Message, out []*os.File, herr error) boo
 	if herr == nil {
 		m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: j.id, name: e.spec.Name, served: true, payload: resp,
 			maxPayload: payloadLimit(e.spec.MaxResponseBytes, &c.lim), fds: out, kinds: e.spec.ResponseFDs}
-		err := c.send(nil, &m)
+		err := c.send(context.Background(), &m)
 		if err == nil || !errors.Is(err, ErrSpec) {
 			return err == nil
 		}
@@ -840,7 +840,7 @@ func (c *Conn) reply(j *job, resp proto.Message, out []*os.File, herr error) boo
 	}
 	code, msg := statusOf(herr)
 	m := outMsg{kind: wirepb.Kind_KIND_REPLY, id: j.id, name: e.spec.Name, served: true, code: code, msg: msg}
-	return c.send(nil, &m) == nil
+	return c.send(context.Background(), &m) == nil
 }
 
 // handleReply matches a reply with our pending call and validates it.
@@ -1443,6 +1443,6 @@ func (c *Conn) sendCancels() {
 		c.cancelQ = append(c.cancelQ[:0], c.cancelQ[1:]...)
 		c.mu.Unlock()
 		m := outMsg{kind: wirepb.Kind_KIND_CANCEL, id: id}
-		_ = c.send(nil, &m)
+		_ = c.send(context.Background(), &m)
 	}
 }

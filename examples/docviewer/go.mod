@@ -7,6 +7,7 @@ require (
 	github.com/gen2brain/go-fitz v1.24.15
 	github.com/sandkit/sandkit v0.0.0-00010101000000-000000000000
 	github.com/stretchr/testify v1.12.1
+	golang.org/x/sys v0.50.0
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -18,7 +19,6 @@ require (
 	github.com/landlock-lsm/go-landlock v0.11.2 // indirect
 	github.com/seccomp/libseccomp-golang v0.11.1 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	kernel.org/pub/linux/libs/security/libcap/psx v1.2.78 // indirect
 )
 

@@ -33,6 +33,10 @@ import (
 	"github.com/sandkit/sandkit/renderer"
 )
 
+// HangingLine is what the "hang-announced" action writes to stderr once it
+// is in its handler.
+const HangingLine = "testrenderer: hanging in the handler"
+
 // Ping echoes its argument.
 var Ping = ipc.NewMethod[*wrapperspb.BytesValue, *wrapperspb.BytesValue](ipc.MethodSpec{
 	Name: "test.Ping", MaxRequestBytes: 4096, MaxResponseBytes: 4096,
@@ -312,6 +316,7 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return openPath(arg)
 	case "spin":
 		// A hostile renderer ignores cancellation: only limits stop it.
+		//lint:ignore SA5002 the spin is the attack
 		for {
 		}
 	case "hog":
@@ -321,6 +326,7 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			for i := 0; i < len(b); i += 4096 {
 				b[i] = 1
 			}
+			//lint:ignore SA4010 keep holds the memory reachable, which is the attack
 			keep = append(keep, b)
 		}
 	case "shm-anon", "shm-memfd":
@@ -342,6 +348,7 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			for i := 0; i < len(b); i += 4096 {
 				b[i] = 1
 			}
+			//lint:ignore SA4010 keep holds the memory reachable, which is the attack
 			keep = append(keep, b)
 		}
 	case "claim-oom":
@@ -411,6 +418,13 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		// The renderer's ids as its user namespace shows them.
 		return fmt.Sprintf("%d %d", unix.Getuid(), unix.Getgid())
 	case "hang":
+		time.Sleep(time.Hour)
+		return "woke"
+	case "hang-announced":
+		// Hangs like "hang", having first said so on stderr, which the
+		// broker logs: a test waits for HangingLine instead of guessing
+		// how long the request takes to reach the handler.
+		fmt.Fprintln(os.Stderr, HangingLine)
 		time.Sleep(time.Hour)
 		return "woke"
 	case "flood-open", "flood-open-read":

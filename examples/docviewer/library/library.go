@@ -62,7 +62,7 @@ func Single(path string) (*Library, error) {
 		return nil, err
 	}
 	if len(l.docs) != 1 {
-		kind, why := whyNotListable(path)
+		why, kind := whyNotListable(path)
 		return nil, docerr.New(kind, nil, "%s", why)
 	}
 	return l, nil
@@ -71,13 +71,13 @@ func Single(path string) (*Library, error) {
 // whyNotListable says why path is not a document Single can open: that
 // it does not exist (ErrNotFound), or the kind of file it is instead of a
 // regular one (ErrUnsupported).
-func whyNotListable(path string) (kind error, why string) {
+func whyNotListable(path string) (why string, kind error) {
 	fi, err := os.Lstat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return docerr.ErrNotFound, "no such file"
+		return "no such file", docerr.ErrNotFound
 	case err != nil:
-		return docerr.ErrNotFound, err.Error()
+		return err.Error(), docerr.ErrNotFound
 	case fi.Mode()&fs.ModeSymlink != 0:
 		why = "a symbolic link; name the file itself"
 	case fi.IsDir():
@@ -93,7 +93,7 @@ func whyNotListable(path string) (kind error, why string) {
 	default:
 		why = "not a regular file"
 	}
-	return docerr.ErrUnsupported, why
+	return why, docerr.ErrUnsupported
 }
 
 // IDOf is the id of a document name: the first 8 bytes of its SHA-256.

@@ -166,9 +166,11 @@ func misbehave(ctx context.Context, s *renderer.Session, mode string, in *os.Fil
 			for i := 0; i < len(b); i += 4096 {
 				b[i] = 1
 			}
+			//lint:ignore SA4010 hog holds the memory reachable, which is the misbehaviour
 			hog = append(hog, b)
 		}
 	case "cpu":
+		//lint:ignore SA5002 the spin is the misbehaviour
 		for {
 		}
 	default:

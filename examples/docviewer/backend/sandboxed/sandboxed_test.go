@@ -151,6 +151,7 @@ func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) error {
 				for i := 0; i < len(b); i += 4096 {
 					b[i] = 1
 				}
+				//lint:ignore SA4010 keep holds the memory reachable, which is the misbehaviour
 				keep = append(keep, b)
 			}
 		}
