@@ -253,3 +253,21 @@ func opaque(img *image.RGBA) *image.RGBA {
 	}
 	return o
 }
+
+// TestFilterRow: None stays unless a predictor at least halves the row's
+// absolute sum; a gradient takes Sub.
+func TestFilterRow(t *testing.T) {
+	var f [5][]byte
+	for i := range f {
+		f[i] = make([]byte, 9)
+		f[i][0] = byte(i)
+	}
+	prev := make([]byte, 8)
+	gradient := []byte{10, 20, 30, 40, 50, 60, 70, 80}
+	assert.Equal(t, byte(1), filterRow(&f, gradient, prev, 1)[0], "Sub")
+	assert.Equal(t, []byte{1, 10, 10, 10, 10, 10, 10, 10, 10}, filterRow(&f, gradient, prev, 1))
+	text := []byte{255, 255, 0, 0, 255, 255, 0, 255}
+	white := bytes.Repeat([]byte{255}, 8)
+	assert.Equal(t, byte(0), filterRow(&f, text, white, 1)[0], "None: no predictor halves it")
+	assert.Equal(t, byte(2), filterRow(&f, text, text, 1)[0], "Up: a row like the last")
+}
