@@ -70,3 +70,27 @@ func TestConvertSafePixels(t *testing.T) {
 		got.Close()
 	}
 }
+
+// TestConvertQuality: -quality stores the comic's colour pages as JPEG;
+// without it they stay lossless Flate (not photographic: few colours, long
+// runs).
+func TestConvertQuality(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		flags      []string
+		jpeg, zlib int // image streams of each kind
+	}{
+		{nil, 0, 3},
+		{[]string{"-quality", "50"}, 3, 0},
+	} {
+		out := filepath.Join(dir, "out.pdf")
+		var stderr bytes.Buffer
+		args := append(append([]string{"convert", "-dpi", "72"}, tt.flags...), "testdata/valid/comic.cbz", out)
+		require.Equal(t, 0, run(context.Background(), args, &stderr), stderr.String())
+		assert.Equal(t, 3, pdfinfoPages(t, out))
+		b, err := os.ReadFile(out)
+		require.NoError(t, err)
+		assert.Equal(t, tt.jpeg, bytes.Count(b, []byte("/Filter /DCTDecode")), "%v", tt.flags)
+		assert.Equal(t, tt.zlib, bytes.Count(b, []byte("/ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode /DecodeParms << /Predictor 15")), "%v", tt.flags)
+	}
+}

@@ -6,6 +6,12 @@
 // a raster-only PDF needs five object kinds and an xref table, all of which
 // fit on one screen and can be checked by eye; a general writer would bring
 // a large dependency that parses and emits far more than is needed.
+//
+// Each page is stored in the smallest encoding its pixels allow without
+// loss (1-bit, 8-bit gray or RGB under Flate with PNG predictors), or as
+// JPEG when it is photographic or the caller asks (Options); the
+// pixels are read, never interpreted, so the choice carries no risk from
+// the document.
 package pdfout
 
 import (
