@@ -153,7 +153,7 @@ func TestConvertBatchNaming(t *testing.T) {
 	assert.Contains(t, stderr.String(), "refused "+dir+": a directory; give -r")
 	assert.Equal(t, 1, strings.Count(stderr.String(), "a directory"), stderr.String())
 
-	for _, bad := range [][]string{{"-quality", "101"}, {"-j", "0"}} {
+	for _, bad := range [][]string{{"-quality", "101"}, {"-j", "0"}, {"-j", "65"}} {
 		stderr.Reset()
 		args := append(append([]string{"convert"}, bad...), "testdata/valid/picture.png")
 		assert.Equal(t, 2, run(context.Background(), args, &stderr))

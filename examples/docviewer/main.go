@@ -221,12 +221,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 const convertSynopsis = "convert [-dpi 150] [-quality N] [-small] IN OUT.pdf\n" +
 	"       docviewer convert [-dpi 150] [-quality N] [-small] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]"
 
+// maxJobs bounds -j.
+const maxJobs = 64
+
 func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
 	fs := newFlagSet("convert", convertSynopsis, stderr)
 	dpi := fs.Float64("dpi", convert.DefaultDPI, "resolution of the converted pages")
 	quality := fs.Int("quality", 0, "store every page that is not pure black and white as JPEG at this quality (1-100); 0: lossless, JPEG only for photographic pages")
 	small := fs.Bool("small", false, "store pages without colour as 1-bit black and white (threshold at mid-gray): ~3x smaller, loses anti-aliasing and light grays")
-	jobs := fs.Int("j", runtime.NumCPU(), "documents converted at once (batch mode)")
+	jobs := fs.Int("j", min(runtime.NumCPU(), maxJobs), "documents converted at once (batch mode)")
 	recursive := fs.Bool("r", false, "convert the documents under directories, mirroring the tree into OUTDIR (the last argument) or beside each original")
 	outDir := fs.String("o", "", "write NAME-safe.pdf into this directory (batch mode)")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
@@ -240,8 +243,10 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if *quality < 0 || *quality > 100 {
 		return usageError{msg: fmt.Sprintf("-quality %d: must be between 1 and 100 (0: automatic)", *quality)}
 	}
-	if *jobs < 1 {
-		return usageError{msg: fmt.Sprintf("-j %d: must be at least 1", *jobs)}
+	// Each job holds a renderer and its page region (128 MiB with the
+	// default limits): the bound keeps a typo from asking for hundreds.
+	if *jobs < 1 || *jobs > maxJobs {
+		return usageError{msg: fmt.Sprintf("-j %d: must be between 1 and %d", *jobs, maxJobs)}
 	}
 	opt := pdfout.Options{Quality: *quality, Small: *small}
 	if fs.NArg() == 2 && !*recursive && *outDir == "" {
