@@ -2,7 +2,8 @@
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
 //	docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] [-unsandboxed-dangerous] DIR
-//	docviewer convert [-dpi 150] [-v] [-unsandboxed-dangerous] IN OUT.pdf
+//	docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-unsandboxed-dangerous] IN OUT.pdf
+//	docviewer convert [flags] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 //
 // serve is a web UI for the documents of DIR; convert writes a safe,
 // raster-only PDF of IN. Both render every document in a sandboxed
@@ -24,6 +25,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -37,6 +39,7 @@ import (
 	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
 	"github.com/sandkit/sandkit/examples/docviewer/convert"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
+	"github.com/sandkit/sandkit/examples/docviewer/pdfout"
 	"github.com/sandkit/sandkit/examples/docviewer/render"
 	"github.com/sandkit/sandkit/examples/docviewer/server"
 )
@@ -76,7 +79,8 @@ func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, uns
 
 const usage = `usage:
   docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
-  docviewer convert [-dpi 150] [-v] IN OUT.pdf
+  docviewer convert [-dpi 150] [-quality N] [-small] [-v] IN OUT.pdf
+  docviewer convert [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 (-` + unsandboxedFlag + ` renders in-process: trusted documents only)
 `
 
@@ -129,6 +133,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	switch {
 	case errors.Is(err, errHelp):
 		return 0
+	case errors.Is(err, errBatchFailed):
+		return 1
 	case errors.As(err, &ue) && ue.printed:
 		return 2
 	case errors.As(err, &ue):
@@ -212,16 +218,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	}
 }
 
+const convertSynopsis = "convert [-dpi 150] [-quality N] [-small] [-v] IN OUT.pdf\n" +
+	"       docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]"
+
+// maxJobs bounds -j.
+const maxJobs = 64
+
 func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
-	fs := newFlagSet("convert", "convert [-dpi 150] [-v] IN OUT.pdf", stderr)
+	fs := newFlagSet("convert", convertSynopsis, stderr)
 	dpi := fs.Float64("dpi", convert.DefaultDPI, "resolution of the converted pages")
 	verbose := fs.Bool("v", false, "log the renderer's lifecycle, with the isolation layers in force, to stderr")
+	quality := fs.Int("quality", 0, "store every page that is not pure black and white as JPEG at this quality (1-100); 0: lossless, JPEG only for photographic pages")
+	small := fs.Bool("small", false, "store pages without colour as 1-bit black and white (threshold at mid-gray): ~3x smaller, loses anti-aliasing and light grays")
+	jobs := fs.Int("j", min(runtime.NumCPU(), maxJobs), "documents converted at once (batch mode)")
+	recursive := fs.Bool("r", false, "convert the documents under directories, mirroring the tree into OUTDIR (the last argument) or beside each original")
+	outDir := fs.String("o", "", "write NAME-safe.pdf into this directory (batch mode)")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() != 2 {
-		return usageError{msg: "convert needs IN and OUT.pdf"}
 	}
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -230,7 +244,29 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if err := checkDPI(*dpi); err != nil {
 		return err
 	}
-	in, out := fs.Arg(0), fs.Arg(1)
+	if *quality < 0 || *quality > 100 {
+		return usageError{msg: fmt.Sprintf("-quality %d: must be between 1 and 100 (0: automatic)", *quality)}
+	}
+	// Each job holds a renderer and its page region (128 MiB with the
+	// default limits): the bound keeps a typo from asking for hundreds.
+	if *jobs < 1 || *jobs > maxJobs {
+		return usageError{msg: fmt.Sprintf("-j %d: must be between 1 and %d", *jobs, maxJobs)}
+	}
+	opt := pdfout.Options{Quality: *quality, Small: *small}
+	if fs.NArg() == 2 && !*recursive && *outDir == "" {
+		return convertOne(ctx, fs.Arg(0), fs.Arg(1), *dpi, opt, *unsandboxed, stderr, log)
+	}
+	if fs.NArg() == 0 {
+		return usageError{msg: "convert needs IN and OUT.pdf, or documents to convert beside themselves"}
+	}
+	return convertBatch(ctx, batchConfig{
+		args: fs.Args(), recursive: *recursive, outDir: *outDir, jobs: *jobs,
+		dpi: *dpi, opt: opt, unsandboxed: *unsandboxed,
+	}, stderr, log)
+}
+
+// convertOne is the single-document form, convert IN OUT.pdf.
+func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Options, unsandboxed bool, stderr io.Writer, log *slog.Logger) error {
 	if same(in, out) {
 		return usageError{msg: "OUT must differ from IN"}
 	}
@@ -238,7 +274,7 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, 0)
+	be, closer, err := newBackend(ctx, lib, log, unsandboxed, 0)
 	if err != nil {
 		return err
 	}
@@ -255,8 +291,7 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 			}
 		}
 	}
-	err = convert.ToPDF(ctx, be, doc, out, *dpi, progress)
-	if err != nil {
+	if _, err := convert.ToPDF(ctx, be, doc, out, dpi, opt, progress); err != nil {
 		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
 	}
 	return nil

@@ -136,7 +136,7 @@ func TestUsage(t *testing.T) {
 	}{
 		{nil, 2, "usage:"},
 		{[]string{"frobnicate"}, 2, "usage:"},
-		{[]string{"convert", "only-in"}, 2, "convert needs IN and OUT.pdf"},
+		{[]string{"convert"}, 2, "convert needs IN and OUT.pdf"},
 		{[]string{"convert", "testdata/valid/picture.png", "testdata/valid/picture.png"}, 2, "OUT must differ from IN"},
 		{[]string{"convert", "testdata/no-such-file.pdf", out}, 1, "testdata/no-such-file.pdf: not found: no such file"},
 		{[]string{"convert", "testdata", out}, 1, "testdata: unsupported document: a directory; name a file"},

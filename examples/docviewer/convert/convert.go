@@ -20,15 +20,16 @@ const DefaultDPI = 150
 type Progress func(done, total int)
 
 // ToPDF renders every page of doc through be at dpi and writes them as a
-// raster-only PDF to out, atomically: on any error no file is left at out
-// (an existing out is left as it was).
-func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi float64, progress Progress) error {
+// raster-only PDF to out, encoded as opt says, atomically: on any error no
+// file is left at out (an existing out is left as it was). It returns the
+// number of pages written.
+func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi float64, opt pdfout.Options, progress Progress) (int, error) {
 	n, err := be.PageCount(ctx, doc)
 	if err != nil {
-		return fmt.Errorf("open document: %w", err)
+		return 0, fmt.Errorf("open document: %w", err)
 	}
-	return pdfout.WriteFileAtomic(out, func(w io.Writer) error {
-		pw := pdfout.NewWriter(w)
+	err = pdfout.WriteFileAtomic(out, func(w io.Writer) error {
+		pw := pdfout.NewWriterOptions(w, opt)
 		for i := range n {
 			p, err := be.RenderPage(ctx, doc, i, dpi)
 			if err != nil {
@@ -47,4 +48,8 @@ func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi 
 		}
 		return pw.Close()
 	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

@@ -6,11 +6,16 @@
 // a raster-only PDF needs five object kinds and an xref table, all of which
 // fit on one screen and can be checked by eye; a general writer would bring
 // a large dependency that parses and emits far more than is needed.
+//
+// Each page is stored in the smallest encoding its pixels allow without
+// loss (1-bit, 8-bit gray or RGB under Flate with PNG predictors), or as
+// JPEG when it is photographic or the caller asks (Options); the
+// pixels are read, never interpreted, so the choice carries no risk from
+// the document.
 package pdfout
 
 import (
 	"bufio"
-	"compress/zlib"
 	"errors"
 	"fmt"
 	"image"
@@ -23,14 +28,19 @@ import (
 // UserUnit (PDF 32000-1, annex C: 14 400 units, 200 inches).
 const maxPagePoints = 14400
 
-// Writer streams pages to w. Each image is compressed straight into the
-// output; only one row of RGB is buffered. Not safe for concurrent use.
+// Writer streams pages to w. Each page's encoding is chosen from its own
+// pixels (see Options) and the image is compressed straight into the
+// output; a Flate page buffers a few rows, a JPEG page one copy of the
+// page. Not safe for concurrent use.
 type Writer struct {
 	w      *countWriter
 	bw     *bufio.Writer
-	offs   []int64 // offsets of objects 1..n (index 0 is object 1)
-	pages  []int   // object numbers of the pages
-	err    error   // first error; the writer is unusable after it
+	opt    Options
+	seen   []uint64   // distinct-colour set for stats, reused across pages
+	offs   []int64    // offsets of objects 1..n (index 0 is object 1)
+	pages  []int      // object numbers of the pages
+	encs   []Encoding // encoding of each page
+	err    error      // first error; the writer is unusable after it
 	closed bool
 }
 
@@ -41,13 +51,24 @@ const (
 	objPages   = 2
 )
 
-// NewWriter starts a PDF on w. Nothing is written until the first AddPage.
-func NewWriter(w io.Writer) *Writer {
+// NewWriter starts a PDF on w with the default Options (lossless except
+// photographic pages). Nothing is written until the first AddPage.
+func NewWriter(w io.Writer) *Writer { return NewWriterOptions(w, Options{}) }
+
+// NewWriterOptions starts a PDF on w whose pages are encoded as opt says.
+// A Quality outside 0..100 is an error at the first AddPage.
+func NewWriterOptions(w io.Writer, opt Options) *Writer {
 	cw := &countWriter{w: w}
-	pw := &Writer{w: cw, bw: bufio.NewWriterSize(cw, 64<<10)}
+	pw := &Writer{w: cw, bw: bufio.NewWriterSize(cw, 64<<10), opt: opt}
 	pw.offs = make([]int64, 2)
+	if opt.Quality < 0 || opt.Quality > 100 {
+		pw.err = fmt.Errorf("pdfout: JPEG quality %d: must be 1..100, or 0 for automatic", opt.Quality)
+	}
 	return pw
 }
+
+// Encodings returns the encoding chosen for each page added so far.
+func (p *Writer) Encodings() []Encoding { return append([]Encoding(nil), p.encs...) }
 
 type countWriter struct {
 	w io.Writer
@@ -86,7 +107,8 @@ func (p *Writer) header() {
 
 // AddPage appends a page showing img at dpi: the page is
 // pixels*72/dpi points on each side. Alpha is composited onto white and
-// dropped; pixels are stored as 8-bit DeviceRGB under FlateDecode.
+// dropped; the pixels are stored in the encoding the Options choose for
+// them (bilevel, gray or RGB under Flate, or JPEG).
 func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	if p.err != nil {
 		return p.err
@@ -120,11 +142,16 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	p.begin(content)
 	p.printf("<< /Length %d >>\nstream\n%sendstream\nendobj\n", len(draw), draw)
 
+	if p.seen == nil {
+		p.seen = make([]uint64, 1<<24/64)
+	}
+	st := stats(img, p.seen)
+	enc := choose(st, p.opt)
+	p.encs = append(p.encs, enc)
 	p.begin(xobj)
-	p.printf("<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceRGB /BitsPerComponent 8 /Filter /FlateDecode /Length %d 0 R >>\nstream\n",
-		b.Dx(), b.Dy(), length)
+	p.printf("<< %s /Length %d 0 R >>\nstream\n", imageDict(enc, st.gray, b.Dx(), b.Dy()), length)
 	start := p.pos()
-	p.writePixels(img)
+	p.writePixels(img, enc, st.gray)
 	n := p.pos() - start
 	p.printf("\nendstream\nendobj\n")
 
@@ -133,31 +160,21 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	return p.err
 }
 
-// writePixels compresses img as RGB rows, compositing premultiplied RGBA
-// over white: c + (255 - a).
-func (p *Writer) writePixels(img *image.RGBA) {
+// writePixels compresses img in encoding enc.
+func (p *Writer) writePixels(img *image.RGBA, enc Encoding, gray bool) {
 	if p.err != nil {
 		return
 	}
-	zw, err := zlib.NewWriterLevel(p.bw, zlib.DefaultCompression)
-	if err != nil {
-		p.err = err
-		return
-	}
-	b := img.Bounds()
-	row := make([]byte, 3*b.Dx())
-	for y := b.Min.Y; y < b.Max.Y; y++ {
-		src := img.Pix[img.PixOffset(b.Min.X, y):]
-		for x := range b.Dx() {
-			r, g, bl, a := src[4*x], src[4*x+1], src[4*x+2], src[4*x+3]
-			row[3*x], row[3*x+1], row[3*x+2] = r+(255-a), g+(255-a), bl+(255-a)
+	switch enc {
+	case JPEG:
+		q := p.opt.Quality
+		if q == 0 {
+			q = DefaultJPEGQuality
 		}
-		if _, err := zw.Write(row); err != nil {
-			p.err = err
-			return
-		}
+		p.err = encodeJPEG(p.bw, img, gray, q)
+	default:
+		p.err = encodeFlate(p.bw, img, enc, SmallThreshold)
 	}
-	p.err = zw.Close()
 }
 
 // num formats a coordinate: PDF wants plain decimals, no exponents.

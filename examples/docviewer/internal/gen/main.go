@@ -25,11 +25,22 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/sandkit/sandkit/examples/docviewer/internal/textpdf"
 )
 
 func main() {
 	out := flag.String("out", "testdata", "output directory")
+	paper := flag.Int("paper", 0, "instead, write a text-heavy PDF of this many pages (package textpdf) to -o")
+	paperOut := flag.String("o", "paper.pdf", "output file of -paper")
 	flag.Parse()
+	if *paper > 0 {
+		if err := os.WriteFile(*paperOut, textpdf.Generate(*paper), 0o644); err != nil {
+			slog.Error("gen failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*out); err != nil {
 		slog.Error("gen failed", "err", err)
 		os.Exit(1)
