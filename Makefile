@@ -16,7 +16,7 @@ DOCVIEWER   := examples/docviewer
 # check converted PDFs, chromium for the viewer's browser test.
 TEST_DEPS   := poppler-utils chromium
 
-.PHONY: all deps build vet test test-race test-norace demo serve bench soak fuzz fuzz-smoke proto docs clean
+.PHONY: all deps build vet test test-race test-norace demo serve bench soak fuzz fuzz-smoke proto docs seccomp-profile clean
 
 all: build
 
@@ -44,6 +44,7 @@ test: deps
 	$(GO) test $(GOTESTFLAGS) ./broker/... ./examples/imageparser/...
 	cd $(DOCVIEWER) && $(GO) test -race $(GOTESTFLAGS) ./...
 	cd internal/bench && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...
+	cd deploy && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...
 
 # The main job: the image parser on the sample images, each decoded in a
 # renderer of its own; then the same on hostile files (each must FAIL
@@ -99,6 +100,12 @@ proto:
 	for f in $$(git ls-files '*.proto'); do \
 		PATH=$(CURDIR)/bin:$$PATH protoc -I. --go_out=. --go_opt=paths=source_relative $$f || exit 1; \
 	done
+
+# Regenerates deploy/seccomp.json (the container runtime's default seccomp
+# profile plus what the document viewer's nested sandbox needs) and its
+# table in docs/deploying-containers.md; deploy's tests fail when stale.
+seccomp-profile:
+	cd deploy && $(GO) run ./cmd/seccomp-profile -write
 
 # Regenerates the allowlist tables in SECURITY.md from policy.Strict().
 docs:
