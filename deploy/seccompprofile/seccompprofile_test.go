@@ -72,7 +72,7 @@ func TestAdditions(t *testing.T) {
 			t.Errorf("%s: no reason", a.Name)
 		}
 	}
-	want := []string{"clone", "clone3", "mount", "umount2", "pivot_root", "sethostname"}
+	want := []string{"clone", "mount", "umount2", "pivot_root", "sethostname"}
 	if !slices.Equal(got, want) {
 		t.Errorf("additions = %v, want %v", got, want)
 	}
@@ -121,6 +121,69 @@ func mustJSON(t *testing.T, p *moby.Seccomp) []byte {
 	return buf.Bytes()
 }
 
+func buildViewer(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "docviewer")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = filepath.Join("..", "..", "examples", "docviewer")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build docviewer: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// convertUnder runs docviewer convert on a sample under profile and
+// returns its exit code and output.
+func convertUnder(t *testing.T, bin, dir, name string, profile []byte) (int, string, string) {
+	t.Helper()
+	prof := filepath.Join(dir, name+".json")
+	if err := os.WriteFile(prof, profile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	in, err := filepath.Abs(filepath.Join("..", "..", "examples", "docviewer", "testdata", "valid", "multipage.pdf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, name+".pdf")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], bin, "convert", in, out)
+	cmd.Env = append(os.Environ(), execEnv+"="+prof)
+	output, _ := cmd.CombinedOutput()
+	return cmd.ProcessState.ExitCode(), string(output), out
+}
+
+// Each addition is needed: without it the document is not converted, and
+// the error names the refused step.
+func TestEachAdditionIsNeeded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the document viewer")
+	}
+	dir := t.TempDir()
+	bin := buildViewer(t, dir)
+	adds := viewerPolicyAdditions(t)
+	want := map[string]string{
+		"clone":       "cannot create a user namespace (clone CLONE_NEWUSER|CLONE_NEWNS: operation not permitted)",
+		"mount":       "lockdown failed: mount-namespace: make / rprivate: operation not permitted (EPERM)",
+		"umount2":     "lockdown failed: mount-namespace: detach old root: operation not permitted (EPERM)",
+		"pivot_root":  "lockdown failed: mount-namespace: pivot_root: operation not permitted (EPERM)",
+		"sethostname": "lockdown failed: uts-namespace: sethostname: operation not permitted (EPERM)",
+	}
+	for i, a := range adds {
+		t.Run("without-"+a.Name, func(t *testing.T) {
+			without := slices.Delete(slices.Clone(adds), i, i+1)
+			code, output, _ := convertUnder(t, bin, dir, "without-"+a.Name, mustJSON(t, seccompprofile.Profile(without)))
+			w := want[a.Name]
+			if w == "" {
+				t.Fatalf("no expected refusal for %s: add it to the table", a.Name)
+			}
+			if code != 1 || !strings.Contains(output, w) {
+				t.Fatalf("without %s: exit %d, want 1 with %q:\n%s", a.Name, code, w, output)
+			}
+		})
+	}
+}
+
 // TestConvertUnderProfile runs the real `docviewer convert` under the
 // generated profile, compiled to BPF and loaded the way a runtime loads
 // it (no_new_privs, every thread), and under the runtime's default: the
@@ -131,12 +194,7 @@ func TestConvertUnderProfile(t *testing.T) {
 		t.Skip("builds the document viewer")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "docviewer")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = filepath.Join("..", "..", "examples", "docviewer")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build docviewer: %v\n%s", err, out)
-	}
+	bin := buildViewer(t, dir)
 	generated, err := seccompprofile.Generate(sandboxed.Policy(doclimits.Default()))
 	if err != nil {
 		t.Fatal(err)
