@@ -3,6 +3,7 @@ package seccompprofile_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -82,18 +83,6 @@ func TestAdditions(t *testing.T) {
 // that are NOT additions must be allowed by the default as they are: if
 // the default ever drops one, this names it.
 func TestDefaultAllowsTheRestOfTheLockdown(t *testing.T) {
-	f, err := seccompprofile.Filter(mustJSON(t, moby.DefaultProfile()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Release()
-	p, err := seccompprofile.Generate(sandboxed.Policy(doclimits.Default()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Contains(p, []byte(`"sethostname"`)) {
-		t.Fatal("generated profile lacks sethostname")
-	}
 	def := moby.DefaultProfile()
 	for _, name := range []string{
 		"prctl", "capset", "capget", "setrlimit", "prlimit64", "landlock_create_ruleset", "landlock_add_rule",
@@ -115,7 +104,7 @@ func TestDefaultAllowsTheRestOfTheLockdown(t *testing.T) {
 func mustJSON(t *testing.T, p *moby.Seccomp) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := jsonEncode(&buf, p); err != nil {
+	if err := json.NewEncoder(&buf).Encode(p); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()

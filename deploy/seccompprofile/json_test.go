@@ -1,8 +1,0 @@
-package seccompprofile_test
-
-import (
-	"encoding/json"
-	"io"
-)
-
-func jsonEncode(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
