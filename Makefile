@@ -27,13 +27,13 @@ GOVULNCHECK_VERSION   := v1.10.0
 # into the index govulncheck reads (see .ci/vulncheck).
 INDEXDB_VERSION       := v0.0.0-20261105234957-e22db6528018
 # Every Go module in the repository.
-MODULES     := . examples/docviewer internal/bench
+MODULES     := . examples/docviewer internal/bench deploy
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
 # check converted PDFs, chromium for the viewer's browser test.
 TEST_DEPS   := poppler-utils chromium
 
-.PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve bench soak fuzz fuzz-smoke proto docs syscalls clean
+.PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve bench soak fuzz fuzz-smoke proto docs syscalls seccomp-profile clean
 
 all: build
 
@@ -75,6 +75,7 @@ test: deps
 	$(GO) test $(GOTESTFLAGS) -run '$(norace_re)' $(NORACE_PKGS)
 	cd $(DOCVIEWER) && $(GO) test -race $(GOTESTFLAGS) ./...
 	cd internal/bench && $(GO) test $(GOTESTFLAGS) ./...
+	cd deploy && $(GO) vet ./... && $(GO) test $(GOTESTFLAGS) ./...
 
 # Static checks, over every module: staticcheck; govulncheck, against the
 # database as the module proxy serves it (vuln.go.dev need not be
@@ -151,6 +152,12 @@ proto:
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	PATH=$(CURDIR)/bin:$$PATH $(GO) run github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION) generate \
 		$$(git ls-files '*.proto' | sed 's/^/--path /') .
+
+# Regenerates deploy/seccomp.json (the container runtime's default seccomp
+# profile plus what the document viewer's nested sandbox needs) and its
+# table in docs/deploying-containers.md; deploy's tests fail when stale.
+seccomp-profile:
+	cd deploy && $(GO) run ./cmd/seccomp-profile -write
 
 # Regenerates the allowlist tables in SECURITY.md from policy.Strict().
 docs:

@@ -1,7 +1,7 @@
 // Command docviewer is a sandboxed document viewer: untrusted documents are
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
-//	docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] [-unsandboxed-dangerous] DIR
+//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-unsandboxed-dangerous] DIR
 //	docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-unsandboxed-dangerous] IN OUT.pdf
 //	docviewer convert [flags] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 //
@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -161,18 +162,20 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
+	allowedHosts := fs.String("allowed-hosts", "", "comma-separated Host header values to accept besides -addr (e.g. docviewer,docviewer.default.svc); with it -addr may be 0.0.0.0:PORT")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{msg: "serve needs one directory"}
 	}
+	hosts := strings.FieldsFunc(*allowedHosts, func(r rune) bool { return r == ',' })
 	if err := checkDPI(*dpi); err != nil {
 		return err
 	}
 	if host, _, err := net.SplitHostPort(*addr); err == nil {
-		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-			return usageError{msg: fmt.Sprintf("-addr %s: listening on every address is refused: the Host check needs the address clients use; give that one (for example -addr 192.0.2.10:8080)", *addr)}
+		if ip := net.ParseIP(host); len(hosts) == 0 && (host == "" || (ip != nil && ip.IsUnspecified())) {
+			return usageError{msg: fmt.Sprintf("-addr %s: listening on every address is refused: the Host check needs the address clients use; give that one (for example -addr 192.0.2.10:8080), or the names with -allowed-hosts", *addr)}
 		}
 	}
 	lib, err := library.Open(fs.Arg(0))
@@ -190,7 +193,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 		return err
 	}
 	bound := ln.Addr().String()
-	h, err := server.New(lib, be, bound, server.WithDPI(*dpi), server.WithLogger(log))
+	h, err := server.New(lib, be, bound, server.WithDPI(*dpi), server.WithLogger(log), server.WithAllowedHosts(hosts...))
 	if err != nil {
 		ln.Close()
 		return err

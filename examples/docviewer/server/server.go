@@ -61,9 +61,12 @@ type Server struct {
 	lib   *library.Library
 	be    backend.Backend
 	hosts []string // accepted Host header values
-	dpi   float64
-	tmpl  *template.Template
-	log   *slog.Logger
+	// allowed are further accepted Host values (WithAllowedHosts).
+	allowed []string
+	health  healthCache
+	dpi     float64
+	tmpl    *template.Template
+	log     *slog.Logger
 }
 
 // Option configures New.
@@ -89,23 +92,26 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 		return nil, fmt.Errorf("server address %q: need the bound port, not %q", addr, port)
 	}
 	s := &Server{lib: lib, be: be, dpi: DefaultDPI, log: slog.Default()}
+	for _, o := range opts {
+		o(s)
+	}
 	ip := net.ParseIP(host)
 	switch {
+	case ip != nil && ip.IsUnspecified() && len(s.allowed) > 0:
+		// Every address (a container's): only the named hosts.
 	case host == "localhost":
 		s.hosts = []string{"localhost:" + port, "127.0.0.1:" + port, "[::1]:" + port}
 	case ip == nil:
 		return nil, fmt.Errorf("server address %q: host must be an IP address or localhost", addr)
 	case ip.IsUnspecified():
-		return nil, fmt.Errorf("server address %q: bind a specific address, the Host check needs it", addr)
+		return nil, fmt.Errorf("server address %q: bind a specific address, or name the accepted hosts (WithAllowedHosts): the Host check needs them", addr)
 	default:
 		s.hosts = []string{net.JoinHostPort(ip.String(), port)}
 		if ip.IsLoopback() {
 			s.hosts = append(s.hosts, "localhost:"+port)
 		}
 	}
-	for _, o := range opts {
-		o(s)
-	}
+	s.hosts = append(s.hosts, s.allowed...)
 	s.tmpl, err = template.New("").Funcs(template.FuncMap{
 		"pages": func(n int) []int {
 			p := make([]int, n)
@@ -171,6 +177,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.document(w, r, seg[1])
 	case len(seg) == 4 && seg[0] == "doc" && seg[2] == "page":
 		s.page(w, r, seg[1], seg[3])
+	case len(seg) == 1 && seg[0] == "healthz":
+		s.healthz(w, r)
+	case len(seg) == 1 && seg[0] == "readyz":
+		s.readyz(w, r)
 	case len(seg) == 1 && seg[0] == "status":
 		s.status(w, r)
 	case len(seg) == 1 && seg[0] == "status.json":
