@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -233,6 +234,24 @@ func (c *Conn) sendCancels() {
 		m := outMsg{kind: wirepb.Kind_KIND_CANCEL, id: id}
 		_ = c.send(nil, &m)
 	}
+}
+
+// callState is the state of our calls to the peer. sem and pcPool are safe
+// for concurrent use; Conn.mu guards the rest.
+type callState struct {
+	sem    chan struct{} // outgoing call slots
+	pcPool sync.Pool     // *pendingCall, reused once their result is consumed
+
+	nextID  uint64
+	pending map[uint64]*pendingCall // our requests awaiting a reply
+	// cancelQ holds the ids of our calls whose cancel is still to be
+	// sent, by the one goroutine that sends them while cancelling is set.
+	// Each is a call that holds its slot, so there are at most MaxInFlight.
+	cancelQ    []uint64
+	cancelling bool
+	// longCalls records, per method called, whether its last reply took
+	// longer than longWait. Keys are the local methods' names.
+	longCalls map[string]bool
 }
 
 type pendingCall struct {

@@ -7,13 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/sandkit/sandkit/ipc/wirepb"
 )
 
 // Conn is one end of an AF_UNIX SOCK_SEQPACKET connection. Both ends can
@@ -30,99 +26,18 @@ type Conn struct {
 	done   chan struct{}
 	bg     sync.WaitGroup // background cancel senders
 
-	// ev is an eventfd that wakes a holder of the read token waiting in
-	// the netpoller (see read.go).
-	ev   *os.File
-	evrc syscall.RawConn
-	// ep is an epoll instance holding the socket and ev, registered with
-	// Go's netpoller: the token holder waits on it when a wait is expected
-	// to outlast longWait (see read.go).
-	ep   *os.File
-	eprc syscall.RawConn
-	// The socket's and ev's descriptor numbers, to arm the wait set. Only
-	// fail closes them; a number reused after that is not in the wait set,
-	// so arming fails, on a Conn that is already dead.
-	sockFD, evFD int
-	rd           readState
+	rd         readState // the read token (read.go)
+	tokenWaits           // the token holder's waits (readwait.go)
 
-	// A token holder expecting a short wait blocks in recvmsg on the
-	// socket itself (see recvWait): the thread it blocks on, while it
-	// does, and a count of wake calls, which the holder compares before
-	// blocking.
-	blockTID atomic.Int32
-	wakes    atomic.Uint64
-	pid      int
+	work chan *job // idle handler workers wait here
 
-	sem    chan struct{} // outgoing call slots
-	work   chan *job     // idle handler workers wait here
-	pcPool sync.Pool     // *pendingCall, reused once their result is consumed
+	mu  sync.Mutex
+	err error // why the Conn died; nil while alive
 
-	// busy counts the peer's requests against MaxInFlight: from receipt
-	// until their reply is handed to the kernel (see write). Only the
-	// read token's holder adds, so its check-then-add needs no lock.
-	busy atomic.Int64
-
-	mu      sync.Mutex
-	err     error // why the Conn died; nil while alive
-	nextID  uint64
-	pending map[uint64]*pendingCall // our requests awaiting a reply
-	serving map[uint64]*job         // peer's requests being handled or answered
-	// maxReqID is the highest request id the peer has sent; a cancel
-	// above it cancels nothing the peer could have sent.
-	maxReqID uint64
-	// lateCancels is how many cancels for requests no longer in serving
-	// the peer may still send: one per reply sent for a request it had
-	// not cancelled (its cancel may have crossed the reply), at most
-	// MaxInFlight (the peer cannot have more calls waiting for a reply).
-	lateCancels int
-	// Token bucket for Limits.MaxRequestRate.
-	rateTokens float64
-	rateLast   time.Time
-	// cancelQ holds the ids of our calls whose cancel is still to be
-	// sent, by the one goroutine that sends them while cancelling is set.
-	// Each is a call that holds its slot, so there are at most MaxInFlight.
-	cancelQ    []uint64
-	cancelling bool
-	// longCalls records, per method called, whether its last reply took
-	// longer than longWait. Keys are the local methods' names.
-	longCalls map[string]bool
-
-	// Send state, guarded by wlock (a channel so that waiting for it can
-	// be abandoned).
-	wlock  chan struct{}
-	wenv   wirepb.Envelope
-	pbuf   []byte
-	wbuf   []byte
-	woob   []byte
-	wmsg   unix.Msghdr
-	wiov   unix.Iovec
-	wErr   error
-	sendFn func(fd uintptr)
-	// unreadFDs counts the descriptors sent since the peer's queue was
-	// last seen empty (see roomForFDs).
-	unreadFDs int
-
-	// Receive state, owned by the holder of the read token.
-	rbuf     []byte
-	roob     []byte
-	rmsg     unix.Msghdr
-	riov     unix.Iovec
-	rN       int
-	rOOBN    int
-	rFlags   int
-	rErr     error
-	renv     wirepb.Envelope
-	rfds     []int
-	recvFn   func(fd uintptr)
-	recvWFn  func(fd uintptr)
-	pollFn   func(fd uintptr)
-	pollEv   func(fd uintptr)
-	epollFn  func(fd uintptr) bool
-	pollS    uintptr // socket fd while pollFn runs
-	pollOK   bool    // ppoll saw the wake eventfd
-	waitLong bool    // the holder expects a long wait (see longWait)
-	rMore    bool    // the last receive found a datagram
-	pollE    error
+	callState  // our calls to the peer (call.go)
+	peerBounds // the peer's requests, bounded (dispatch.go)
+	sendState  // the one message being sent (send.go)
+	recvBuf    // the datagram being received (receive.go)
 }
 
 // SocketPair returns a connected AF_UNIX SOCK_SEQPACKET pair with
@@ -258,30 +173,37 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	}
 	nrc, evrc, eprc := rcs[0], rcs[1], rcs[2]
 	c := &Conn{
-		f:         nf,
-		rc:        nrc,
-		ev:        ev,
-		evrc:      evrc,
-		ep:        ep,
-		eprc:      eprc,
-		sockFD:    nfd,
-		evFD:      efd,
-		lim:       lim,
-		mux:       o.mux,
-		log:       o.logger,
-		done:      make(chan struct{}),
-		sem:       make(chan struct{}, lim.MaxInFlight),
-		pending:   make(map[uint64]*pendingCall),
-		longCalls: make(map[string]bool),
-		serving:   make(map[uint64]*job),
-		wlock:     make(chan struct{}, 1),
-		work:      make(chan *job),
-		rbuf:      make([]byte, lim.MaxDatagram+1),
-		// Room for exactly MaxFDs+1 descriptors (CmsgLen, not CmsgSpace,
-		// whose padding could hold one more): one more than allowed is
-		// detectable as ReasonFDCount, anything beyond as MSG_CTRUNC.
-		roob: make([]byte, unix.CmsgLen(4*(lim.MaxFDs+1))),
-		rfds: make([]int, 0, lim.MaxFDs+1),
+		f:    nf,
+		rc:   nrc,
+		lim:  lim,
+		mux:  o.mux,
+		log:  o.logger,
+		done: make(chan struct{}),
+		work: make(chan *job),
+		tokenWaits: tokenWaits{
+			ev:     ev,
+			evrc:   evrc,
+			ep:     ep,
+			eprc:   eprc,
+			sockFD: nfd,
+			evFD:   efd,
+		},
+		callState: callState{
+			sem:       make(chan struct{}, lim.MaxInFlight),
+			pending:   make(map[uint64]*pendingCall),
+			longCalls: make(map[string]bool),
+		},
+		peerBounds: peerBounds{serving: make(map[uint64]*job)},
+		sendState:  sendState{wlock: make(chan struct{}, 1)},
+		recvBuf: recvBuf{
+			rbuf: make([]byte, lim.MaxDatagram+1),
+			// Room for exactly MaxFDs+1 descriptors (CmsgLen, not
+			// CmsgSpace, whose padding could hold one more): one more
+			// than allowed is detectable as ReasonFDCount, anything
+			// beyond as MSG_CTRUNC.
+			roob: make([]byte, unix.CmsgLen(4*(lim.MaxFDs+1))),
+			rfds: make([]int, 0, lim.MaxFDs+1),
+		},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.sendFn = c.doSend

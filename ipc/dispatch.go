@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -89,6 +90,29 @@ func (c *Conn) handleRequest(env *wirepb.Envelope, fds []int, inline bool) (*job
 		go c.worker(j)
 	}
 	return nil, nil
+}
+
+// peerBounds is what bounds the peer's requests: those in flight, the
+// cancels the peer may still send, and its request rate. Conn.mu guards
+// all but busy.
+type peerBounds struct {
+	// busy counts the peer's requests against MaxInFlight: from receipt
+	// until their reply is handed to the kernel (see write). Only the
+	// read token's holder adds, so its check-then-add needs no lock.
+	busy atomic.Int64
+
+	serving map[uint64]*job // peer's requests being handled or answered
+	// maxReqID is the highest request id the peer has sent; a cancel
+	// above it cancels nothing the peer could have sent.
+	maxReqID uint64
+	// lateCancels is how many cancels for requests no longer in serving
+	// the peer may still send: one per reply sent for a request it had
+	// not cancelled (its cancel may have crossed the reply), at most
+	// MaxInFlight (the peer cannot have more calls waiting for a reply).
+	lateCancels int
+	// Token bucket for Limits.MaxRequestRate.
+	rateTokens float64
+	rateLast   time.Time
 }
 
 // job is one request for a handler.

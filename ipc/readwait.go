@@ -3,11 +3,50 @@ package ipc
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// tokenWaits is what the read token's holder needs to wait for a datagram
+// and what other goroutines need to interrupt its wait. Only the holder
+// uses the scratch fields below the atomics.
+type tokenWaits struct {
+	// ev is an eventfd that wakes a holder of the read token waiting in
+	// the netpoller (see waitSlow).
+	ev   *os.File
+	evrc syscall.RawConn
+	// ep is an epoll instance holding the socket and ev, registered with
+	// Go's netpoller: the token holder waits on it when a wait is expected
+	// to outlast longWait (see waitSlow).
+	ep   *os.File
+	eprc syscall.RawConn
+	// The socket's and ev's descriptor numbers, to arm the wait set. Only
+	// fail closes them; a number reused after that is not in the wait set,
+	// so arming fails, on a Conn that is already dead.
+	sockFD, evFD int
+
+	// A token holder expecting a short wait blocks in recvmsg on the
+	// socket itself (see recvWait): the thread it blocks on, while it
+	// does, and a count of wake calls, which the holder compares before
+	// blocking.
+	blockTID atomic.Int32
+	wakes    atomic.Uint64
+	pid      int
+
+	recvWFn  func(fd uintptr)
+	pollFn   func(fd uintptr)
+	pollEv   func(fd uintptr)
+	epollFn  func(fd uintptr) bool
+	pollS    uintptr // socket fd while pollFn runs
+	pollOK   bool    // ppoll saw the wake eventfd
+	waitLong bool    // the holder expects a long wait (see longWait)
+	rMore    bool    // the last receive found a datagram
+	pollE    error
+}
 
 // poll waits until the socket is readable (or at EOF) or the wake eventfd
 // fires; pollOK reports the latter. It is for waits expected to be long

@@ -7,8 +7,26 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/sandkit/sandkit/ipc/wirepb"
 	"golang.org/x/sys/unix"
 )
+
+// recvBuf is the datagram being received and its buffers, reused from one
+// datagram to the next. Only the goroutine that receives (the read
+// token's holder) uses it.
+type recvBuf struct {
+	rbuf   []byte
+	roob   []byte
+	rmsg   unix.Msghdr
+	riov   unix.Iovec
+	rN     int
+	rOOBN  int
+	rFlags int
+	rErr   error
+	renv   wirepb.Envelope
+	rfds   []int
+	recvFn func(fd uintptr)
+}
 
 // doRecv receives one datagram into rbuf/roob without blocking
 // (MSG_DONTWAIT): a raw system call, which never waits.

@@ -13,6 +13,24 @@ import (
 	"github.com/sandkit/sandkit/ipc/wirepb"
 )
 
+// sendState is the message being sent and its buffers, reused from one
+// message to the next. It is guarded by wlock, a channel so that waiting
+// for it can be abandoned.
+type sendState struct {
+	wlock  chan struct{}
+	wenv   wirepb.Envelope
+	pbuf   []byte
+	wbuf   []byte
+	woob   []byte
+	wmsg   unix.Msghdr
+	wiov   unix.Iovec
+	wErr   error
+	sendFn func(fd uintptr)
+	// unreadFDs counts the descriptors sent since the peer's queue was
+	// last seen empty (see roomForFDs).
+	unreadFDs int
+}
+
 type outMsg struct {
 	kind       wirepb.Kind
 	id         uint64
