@@ -65,13 +65,15 @@ func (r *rawEnd) flood(c *Conn, n int, next func(i int) []byte) int {
 // kills the Conn as ReasonTooManyInFlight. Before requests stayed counted
 // until their reply was sent, every unread reply was a goroutine and an
 // open descriptor of its own, without bound.
-func TestUnreadRepliesAreBounded(t *testing.T) {
+func TestUnreadRepliesAreBounded(t *testing.T) { forEachMode(t, testUnreadRepliesAreBounded) }
+
+func testUnreadRepliesAreBounded(t *testing.T, m recvMode) {
 	warmUp(t)
 	base := openFDs(t)
 	goroutines := runtime.NumGoroutine()
 	const maxInFlight = 8
 	lim := Limits{MaxInFlight: maxInFlight, SendTimeout: time.Minute}
-	c, r := newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
+	c, r := m.newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
 	defer r.f.Close()
 	defer c.Close()
 
@@ -104,11 +106,13 @@ func TestUnreadRepliesAreBounded(t *testing.T) {
 // A reply the peer leaves unread for SendTimeout kills the Conn with
 // ReasonNotReading, naming the reply, rather than holding its goroutine
 // and descriptor for as long as the peer likes.
-func TestUnreadReplyTimesOut(t *testing.T) {
+func TestUnreadReplyTimesOut(t *testing.T) { forEachMode(t, testUnreadReplyTimesOut) }
+
+func testUnreadReplyTimesOut(t *testing.T, m recvMode) {
 	warmUp(t)
 	base := openFDs(t)
 	lim := Limits{MaxInFlight: 64, SendTimeout: 200 * time.Millisecond}
-	c, r := newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
+	c, r := m.newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
 	defer r.f.Close()
 	defer c.Close()
 	// Fewer requests than MaxInFlight, more replies than the buffer holds.
@@ -122,9 +126,11 @@ func TestUnreadReplyTimesOut(t *testing.T) {
 
 // A call whose request cannot be sent because the peer does not read says
 // so, and a request unread for SendTimeout kills the Conn.
-func TestUnreadRequest(t *testing.T) {
+func TestUnreadRequest(t *testing.T) { forEachMode(t, testUnreadRequest) }
+
+func testUnreadRequest(t *testing.T, m recvMode) {
 	lim := Limits{SendTimeout: 300 * time.Millisecond}
-	c, r := newVictim(t, lim, nil, smallSendBuffer)
+	c, r := m.newVictim(t, lim, nil, smallSendBuffer)
 	defer r.f.Close()
 	defer c.Close()
 	big := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "big"})
@@ -159,7 +165,9 @@ func cancelMsg(id uint64) []byte {
 // A cancel is legitimate when it matches a request in flight or crossed
 // the reply to one; any other is work the peer would get for free, and
 // kills the Conn before it can cost more than a few datagrams.
-func TestCancels(t *testing.T) {
+func TestCancels(t *testing.T) { forEachMode(t, testCancels) }
+
+func testCancels(t *testing.T, m recvMode) {
 	echo := func(id uint64) []byte { return request(id, "echo", payloadOf(&testMsg{Value: []byte("hi")}), 0) }
 	tests := []struct {
 		name string
@@ -222,7 +230,7 @@ func TestCancels(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, r := newVictim(t, DefaultLimits(), testMux(), nil)
+			c, r := m.newVictim(t, DefaultLimits(), testMux(), nil)
 			defer r.f.Close()
 			defer c.Close()
 			sent := tt.run(r, c)
@@ -243,10 +251,12 @@ func TestCancels(t *testing.T) {
 
 // More requests than MaxRequestRate and RequestBurst allow kill the Conn
 // with ReasonRequestRate; within them, requests are served.
-func TestRequestRate(t *testing.T) {
+func TestRequestRate(t *testing.T) { forEachMode(t, testRequestRate) }
+
+func testRequestRate(t *testing.T, m recvMode) {
 	lim := DefaultLimits()
 	lim.MaxRequestRate, lim.RequestBurst = 1, 10
-	c, r := newVictim(t, lim, testMux(), nil)
+	c, r := m.newVictim(t, lim, testMux(), nil)
 	defer r.f.Close()
 	defer c.Close()
 	for id := uint64(1); id <= 5; id++ {
@@ -266,10 +276,12 @@ func TestRequestRate(t *testing.T) {
 // the cancel, with a request rate limit that the calls stay under. A
 // request must stop counting against MaxInFlight before its reply can
 // reach the peer, and a crossing cancel must find its credit.
-func TestLegitimateLoadTripsNothing(t *testing.T) {
+func TestLegitimateLoadTripsNothing(t *testing.T) { forEachMode(t, testLegitimateLoadTripsNothing) }
+
+func testLegitimateLoadTripsNothing(t *testing.T, m recvMode) {
 	const maxInFlight = 4
 	lim := Limits{MaxInFlight: maxInFlight, MaxRequestRate: 1 << 20, RequestBurst: 1 << 20}
-	a, b := newPair(t, testMux(), testMux(), lim)
+	a, b := m.newPair(t, testMux(), testMux(), lim)
 	calls := 3000
 	if testing.Short() {
 		calls = 500
@@ -312,11 +324,13 @@ func TestLegitimateLoadTripsNothing(t *testing.T) {
 // pass more for every process of that user once they pass its
 // RLIMIT_NOFILE. The next reply with a descriptor waits, and kills the
 // Conn after SendTimeout.
-func TestUnreadDescriptorsAreBounded(t *testing.T) {
+func TestUnreadDescriptorsAreBounded(t *testing.T) { forEachMode(t, testUnreadDescriptorsAreBounded) }
+
+func testUnreadDescriptorsAreBounded(t *testing.T, m recvMode) {
 	warmUp(t)
 	base := openFDs(t)
 	lim := Limits{MaxFDs: 4, MaxInFlight: 64, SendTimeout: 300 * time.Millisecond}
-	c, r := newVictim(t, lim, givesFD(NewMux()), nil)
+	c, r := m.newVictim(t, lim, givesFD(NewMux()), nil)
 	defer r.f.Close()
 	defer c.Close()
 	r.flood(c, 20, func(i int) []byte { return request(uint64(i+1), "givefd", nil, 0) })

@@ -15,15 +15,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func newPair(t testing.TB, muxA, muxB *Mux, lim Limits) (*Conn, *Conn) {
+// newPair returns two connected Conns with lim, muxA and muxB, and
+// options opts (a receive mode) on both.
+func newPair(t testing.TB, muxA, muxB *Mux, lim Limits, opts ...Option) (*Conn, *Conn) {
 	t.Helper()
 	a, b, err := SocketPair()
 	require.NoError(t, err)
-	oa := []Option{WithLimits(lim)}
+	oa := append([]Option{WithLimits(lim)}, opts...)
 	if muxA != nil {
 		oa = append(oa, WithMux(muxA))
 	}
-	ob := []Option{WithLimits(lim)}
+	ob := append([]Option{WithLimits(lim)}, opts...)
 	if muxB != nil {
 		ob = append(ob, WithMux(muxB))
 	}
@@ -35,15 +37,19 @@ func newPair(t testing.TB, muxA, muxB *Mux, lim Limits) (*Conn, *Conn) {
 	return ca, cb
 }
 
-func TestCallEcho(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+func TestCallEcho(t *testing.T) { forEachMode(t, testCallEcho) }
+
+func testCallEcho(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, testMux(), Limits{})
 	resp, fds, err := Call(context.Background(), a, mEcho, &testMsg{Value: []byte("ping")})
 	require.NoError(t, err)
 	require.Empty(t, fds)
 	require.Equal(t, "ping", string(resp.Value))
 }
 
-func TestCallWithFDs(t *testing.T) {
+func TestCallWithFDs(t *testing.T) { forEachMode(t, testCallWithFDs) }
+
+func testCallWithFDs(t *testing.T, m recvMode) {
 	warmUp(t)
 	base := openFDs(t)
 	mux := NewMux()
@@ -62,7 +68,7 @@ func TestCallWithFDs(t *testing.T) {
 		}
 		return &testMsg{Value: buf}, nil, nil
 	})
-	a, b := newPair(t, nil, mux, Limits{})
+	a, b := m.newPair(t, nil, mux, Limits{})
 	resp, fds, err := Call(context.Background(), a, mGiveFD, &testMsg{})
 	require.NoError(t, err)
 	require.Len(t, fds, 1)
@@ -85,8 +91,10 @@ func TestCallWithFDs(t *testing.T) {
 	waitFDs(t, base)
 }
 
-func TestCallSpecErrors(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+func TestCallSpecErrors(t *testing.T) { forEachMode(t, testCallSpecErrors) }
+
+func testCallSpecErrors(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, testMux(), Limits{})
 	_, _, err := Call(context.Background(), a, mEcho, &testMsg{Value: make([]byte, 2000)})
 	require.ErrorIs(t, err, ErrSpec)
 	_, _, err = Call(context.Background(), a, mMemfd, &testMsg{})
@@ -103,11 +111,15 @@ func TestCallSpecErrors(t *testing.T) {
 }
 
 func TestHandlerSpecViolationBecomesInternal(t *testing.T) {
+	forEachMode(t, testHandlerSpecViolationBecomesInternal)
+}
+
+func testHandlerSpecViolationBecomesInternal(t *testing.T, m recvMode) {
 	mux := NewMux()
 	Handle(mux, mGiveFD, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
 		return &testMsg{}, nil, nil // spec wants one fd
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	_, _, err := Call(context.Background(), a, mGiveFD, &testMsg{})
 	var se *StatusError
 	require.ErrorAs(t, err, &se)
@@ -115,7 +127,9 @@ func TestHandlerSpecViolationBecomesInternal(t *testing.T) {
 	require.NoError(t, a.Err())
 }
 
-func TestStatusErrors(t *testing.T) {
+func TestStatusErrors(t *testing.T) { forEachMode(t, testStatusErrors) }
+
+func testStatusErrors(t *testing.T, m recvMode) {
 	mStatus := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "status"})
 	mux := NewMux()
 	Handle(mux, mStatus, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
@@ -139,7 +153,7 @@ func TestStatusErrors(t *testing.T) {
 		}
 		return req, nil, nil
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	for _, tt := range []struct {
 		in   string
 		code Code
@@ -168,8 +182,10 @@ func TestStatusErrors(t *testing.T) {
 	require.Equal(t, "code(99)", Code(99).String())
 }
 
-func TestConcurrentCallsBothWays(t *testing.T) {
-	a, b := newPair(t, testMux(), testMux(), Limits{MaxInFlight: 8})
+func TestConcurrentCallsBothWays(t *testing.T) { forEachMode(t, testConcurrentCallsBothWays) }
+
+func testConcurrentCallsBothWays(t *testing.T, m recvMode) {
+	a, b := m.newPair(t, testMux(), testMux(), Limits{MaxInFlight: 8})
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Add(1)
@@ -195,7 +211,9 @@ func TestConcurrentCallsBothWays(t *testing.T) {
 	require.NoError(t, b.Err())
 }
 
-func TestCancel(t *testing.T) {
+func TestCancel(t *testing.T) { forEachMode(t, testCancel) }
+
+func testCancel(t *testing.T, m recvMode) {
 	warmUp(t)
 	base := openFDs(t)
 	mSlow := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "slow", ResponseFDs: []FDKind{ReadOnlyFile}})
@@ -214,7 +232,7 @@ func TestCancel(t *testing.T) {
 		}
 		return &testMsg{}, []*os.File{f}, nil
 	})
-	a, b := newPair(t, nil, mux, Limits{MaxInFlight: 1})
+	a, b := m.newPair(t, nil, mux, Limits{MaxInFlight: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -248,7 +266,9 @@ func TestCancel(t *testing.T) {
 	waitFDs(t, base)
 }
 
-func TestDeadlinePropagates(t *testing.T) {
+func TestDeadlinePropagates(t *testing.T) { forEachMode(t, testDeadlinePropagates) }
+
+func testDeadlinePropagates(t *testing.T, m recvMode) {
 	mux := NewMux()
 	type seen struct {
 		remaining time.Duration
@@ -263,7 +283,7 @@ func TestDeadlinePropagates(t *testing.T) {
 		got <- seen{rem, ok, ctx.Err()}
 		return nil, nil, ctx.Err()
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, _, err := Call(ctx, a, mBlock, &testMsg{})
@@ -286,8 +306,10 @@ func TestDeadlinePropagates(t *testing.T) {
 	require.Equal(t, "false", string(resp.Value))
 }
 
-func TestExpiredContext(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+func TestExpiredContext(t *testing.T) { forEachMode(t, testExpiredContext) }
+
+func testExpiredContext(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, testMux(), Limits{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, _, err := Call(ctx, a, mEcho, &testMsg{})
@@ -295,6 +317,10 @@ func TestExpiredContext(t *testing.T) {
 }
 
 func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
+	forEachMode(t, testCloseFailsPendingAndCancelsHandlers)
+}
+
+func testCloseFailsPendingAndCancelsHandlers(t *testing.T, m recvMode) {
 	handlerDone := make(chan error, 1)
 	mux := NewMux()
 	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
@@ -302,7 +328,7 @@ func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
 		handlerDone <- ctx.Err()
 		return nil, nil, ctx.Err()
 	})
-	a, b := newPair(t, nil, mux, Limits{})
+	a, b := m.newPair(t, nil, mux, Limits{})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
@@ -323,8 +349,10 @@ func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 }
 
-func TestLocalCloseFailsPendingCalls(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+func TestLocalCloseFailsPendingCalls(t *testing.T) { forEachMode(t, testLocalCloseFailsPendingCalls) }
+
+func testLocalCloseFailsPendingCalls(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, testMux(), Limits{})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
@@ -340,8 +368,10 @@ func TestLocalCloseFailsPendingCalls(t *testing.T) {
 	}
 }
 
-func TestPeerCred(t *testing.T) {
-	a, _ := newPair(t, nil, nil, Limits{})
+func TestPeerCred(t *testing.T) { forEachMode(t, testPeerCred) }
+
+func testPeerCred(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, nil, Limits{})
 	cred, err := a.PeerCred()
 	require.NoError(t, err)
 	require.Equal(t, int32(os.Getpid()), cred.Pid)
@@ -351,8 +381,10 @@ func TestPeerCred(t *testing.T) {
 // A peer that stops reading must not make Call ignore its context: once the
 // socket buffer is full, sends are abandoned when ctx expires, and nothing
 // half-sent is left behind.
-func TestBlockedSendHonoursContext(t *testing.T) {
-	c, r := newVictim(t, DefaultLimits(), nil, nil)
+func TestBlockedSendHonoursContext(t *testing.T) { forEachMode(t, testBlockedSendHonoursContext) }
+
+func testBlockedSendHonoursContext(t *testing.T, m recvMode) {
+	c, r := m.newVictim(t, DefaultLimits(), nil, nil)
 	defer r.f.Close()
 	defer c.Close()
 	big := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "big"})
@@ -377,7 +409,9 @@ func TestBlockedSendHonoursContext(t *testing.T) {
 	}
 }
 
-func TestNoGoroutineLeak(t *testing.T) {
+func TestNoGoroutineLeak(t *testing.T) { forEachMode(t, testNoGoroutineLeak) }
+
+func testNoGoroutineLeak(t *testing.T, m recvMode) {
 	settle := func(want int) int {
 		var n int
 		for range 200 {
@@ -393,7 +427,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 	before := settle(0)
 	for range 10 {
 		mux := testMux()
-		a, b, err := Pair(WithMux(mux))
+		a, b, err := Pair(m.with(WithMux(mux))...)
 		require.NoError(t, err)
 		var wg sync.WaitGroup
 		for range 20 {

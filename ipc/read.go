@@ -2,6 +2,8 @@ package ipc
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -43,6 +45,11 @@ import (
 //
 // Messages are never lost while nobody holds the token: they wait in the
 // socket's receive queue, for at most standbyDelay plus a wakeup.
+//
+// All of this sits behind the receiver interface. The unexported option
+// withNetpoll replaces it with pollReader (readpoll.go), a plain read loop
+// in the netpoller, to tell a bug in the token's wakeups from one
+// elsewhere and to measure what the token saves.
 
 // standbyDelay is how long the token may stay free before a loop goroutine
 // takes it.
@@ -65,8 +72,10 @@ const standbyDelay = 50 * time.Microsecond
 // coarse timer and did not measurably cost anything.)
 const longWait = 100 * time.Microsecond
 
-type readState struct {
-	c *Conn
+// tokenReader is the default receiver: the read token described above.
+type tokenReader struct {
+	c          *Conn
+	tokenWaits // how the holder waits and is woken (readwait.go)
 
 	mu         sync.Mutex
 	held       bool          // a goroutine holds the token
@@ -84,23 +93,59 @@ type readState struct {
 	loopLong bool
 }
 
-func (r *readState) init(c *Conn) {
-	r.c = c
+// newTokenReader returns the read token (the default receiver) for c. The
+// socket, sockFD, must be in blocking mode with a receive
+// timeout (blockingReceives) and out of Go's netpoller: the token holder
+// waits for short waits in recvmsg itself.
+func newTokenReader(c *Conn, sockFD int) (*tokenReader, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	// The eventfd is only ever waited for in ppoll or through the wait
+	// set, never registered with the netpoller itself.
+	ev, err := newUnpolledFile(efd, "ipc-wake")
+	if err != nil {
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	ep, err := newWaitSet(sockFD, efd)
+	if err != nil {
+		ev.Close()
+		return nil, fmt.Errorf("wait set: %w", err)
+	}
+	r := &tokenReader{c: c, tokenWaits: tokenWaits{ev: ev, ep: ep, sockFD: sockFD, evFD: efd, pid: os.Getpid()}}
+	if r.evrc, err = ev.SyscallConn(); err == nil {
+		r.eprc, err = ep.SyscallConn()
+	}
+	if err != nil {
+		ev.Close()
+		ep.Close()
+		return nil, err
+	}
+	r.recvWFn = c.doRecvWait
+	r.pollFn = r.doPoll
+	r.pollEv = r.doPollEv
+	r.epollFn = r.doEpoll
 	r.loopWake = make(chan struct{}, 1)
 	r.standby = time.AfterFunc(time.Hour, r.startLoop)
 	r.standby.Stop()
+	return r, nil
+}
+
+// start starts a loop goroutine, which takes the token.
+func (r *tokenReader) start() {
 	r.users.Add(1)
 	go r.loop()
 }
 
-// shutdown marks the Conn dead for readers and wakes the token holder. Called
-// once, by Conn.fail.
-func (r *readState) shutdown() {
+// shutdown marks the Conn dead for readers, wakes the token holder and
+// closes the eventfd and the wait set. Called once, by Conn.fail.
+func (r *tokenReader) shutdown() {
 	r.mu.Lock()
 	r.shut = true
 	r.mu.Unlock()
 	r.standby.Stop()
-	r.c.wake()
+	r.wake()
 	// A holder blocked in recvmsg returns at once (EOF) once the socket
 	// cannot receive any more, whether or not wake's signal reached it.
 	_ = r.c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) })
@@ -109,11 +154,16 @@ func (r *readState) shutdown() {
 	case r.loopWake <- struct{}{}:
 	default:
 	}
+	// The descriptors close once the last syscall using them returns
+	// (os.File reference counts), so their numbers are never reused under
+	// a goroutine still blocked in ppoll or the wait set.
+	r.ev.Close()
+	r.ep.Close()
 }
 
 // wait returns when no goroutine receives on the Conn or can start to.
 // Only after shutdown.
-func (r *readState) wait() { r.users.Wait() }
+func (r *tokenReader) wait() { r.users.Wait() }
 
 // Serve receives and serves the peer's requests on the calling goroutine
 // until the Conn dies, then returns Err. It is for a program whose work
@@ -126,8 +176,17 @@ func (r *readState) wait() { r.users.Wait() }
 // milliseconds: a request that arrives then waits up to a millisecond in
 // the socket. Calls made while Serve runs work as usual; Serve yields the
 // socket to them and takes it back.
+//
+// With the netpoller receiver (see pollReader), a goroutine of the Conn
+// receives at all times and Serve only waits for the Conn to die.
 func (c *Conn) Serve() error {
-	r := &c.rd
+	c.rd.serve()
+	<-c.done
+	return c.Err()
+}
+
+// serve runs the loop on the calling goroutine until the Conn dies.
+func (r *tokenReader) serve() {
 	r.mu.Lock()
 	if !r.shut {
 		r.users.Add(1) // under mu with shut false, as in take
@@ -136,13 +195,11 @@ func (c *Conn) Serve() error {
 	} else {
 		r.mu.Unlock()
 	}
-	<-c.done
-	return c.Err()
 }
 
 // take tries to take the token; byLoop says who takes it. It reports
 // false if the token is held or the Conn is dead. Called with mu held.
-func (r *readState) take(byLoop bool) bool {
+func (r *tokenReader) take(byLoop bool) bool {
 	if r.held || r.shut {
 		return false
 	}
@@ -152,7 +209,7 @@ func (r *readState) take(byLoop bool) bool {
 }
 
 // release gives the token up and arms the standby timer.
-func (r *readState) release() {
+func (r *tokenReader) release() {
 	r.mu.Lock()
 	r.held, r.heldByLoop, r.yieldAsked = false, false, false
 	if r.free != nil {
@@ -169,7 +226,7 @@ func (r *readState) release() {
 
 // startLoop runs when the token has stayed free for standbyDelay: it wakes
 // the idle loop goroutine, or starts one.
-func (r *readState) startLoop() {
+func (r *tokenReader) startLoop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.held || r.shut {
@@ -189,7 +246,7 @@ func (r *readState) startLoop() {
 // loop takes the token whenever it is free, receives until a caller wants
 // the token, and runs the requests it receives. At most one loop goroutine
 // waits idle; others exit.
-func (r *readState) loop() {
+func (r *tokenReader) loop() {
 	defer r.users.Done()
 	c := r.c
 	yielded := false
@@ -217,7 +274,7 @@ func (r *readState) loop() {
 		}
 		r.mu.Unlock()
 		r.standby.Stop()
-		j := c.receiveAsLoop()
+		j := r.receiveAsLoop()
 		r.release()
 		if j != nil {
 			c.serve(j)
@@ -230,19 +287,18 @@ func (r *readState) loop() {
 // receiveAsLoop receives while the loop holds the token. It returns a
 // request for the loop to serve, or nil when a caller asked for the token
 // or the Conn died.
-func (c *Conn) receiveAsLoop() *job {
-	r := &c.rd
+func (r *tokenReader) receiveAsLoop() *job {
 	for {
-		seq := c.wakes.Load() // before the checks: see recvWait
+		seq := r.wakes.Load() // before the checks: see recvWait
 		r.mu.Lock()
 		stop := r.yieldAsked || r.shut
 		r.mu.Unlock()
 		if stop {
 			return nil
 		}
-		c.waitLong = r.loopLong
+		r.waitLong = r.loopLong
 		start := time.Now()
-		j, err := c.receiveOne(true, seq)
+		j, err := r.receiveOne(true, seq)
 		r.loopLong = time.Since(start) > longWait
 		if err != nil {
 			return nil
@@ -256,8 +312,7 @@ func (c *Conn) receiveAsLoop() *job {
 // await waits for p's result: as the reader if the token is free,
 // otherwise until the reply is delivered or the token is released. It
 // reports false if ctx ended first.
-func (c *Conn) await(ctx context.Context, p *pendingCall) (callResult, bool) {
-	r := &c.rd
+func (r *tokenReader) await(ctx context.Context, p *pendingCall) (callResult, bool) {
 	for {
 		select {
 		case res := <-p.ch:
@@ -268,7 +323,7 @@ func (c *Conn) await(ctx context.Context, p *pendingCall) (callResult, bool) {
 		if r.take(false) {
 			r.mu.Unlock()
 			r.standby.Stop()
-			res, ok := c.receiveFor(ctx, p)
+			res, ok := r.receiveFor(ctx, p)
 			r.release()
 			return res, ok
 		}
@@ -282,7 +337,7 @@ func (c *Conn) await(ctx context.Context, p *pendingCall) (callResult, bool) {
 		free := r.free
 		r.mu.Unlock()
 		if askYield {
-			c.wake()
+			r.wake()
 		}
 		select {
 		case res := <-p.ch:
@@ -296,14 +351,14 @@ func (c *Conn) await(ctx context.Context, p *pendingCall) (callResult, bool) {
 
 // receiveFor receives, holding the token, until p has its result or ctx
 // ends. When the Conn dies, Conn.fail delivers the error to p.
-func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool) {
+func (r *tokenReader) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool) {
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, c.wake)
+		stop := context.AfterFunc(ctx, r.wake)
 		defer stop()
 	}
 	start := time.Now()
 	for {
-		seq := c.wakes.Load() // before the checks: see recvWait
+		seq := r.wakes.Load() // before the checks: see recvWait
 		select {
 		case res := <-p.ch:
 			return res, true
@@ -312,14 +367,14 @@ func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool
 		if ctx.Err() != nil {
 			return callResult{}, false
 		}
-		if c.dead() {
+		if r.c.dead() {
 			return <-p.ch, true
 		}
 		// A call of a method not yet known to be slow blocks in recvmsg
 		// until it has waited longWait (woken every recvTick), then goes
 		// to the netpoller like a known slow one.
-		c.waitLong = p.long || time.Since(start) > longWait
-		c.receiveOne(false, seq)
+		r.waitLong = p.long || time.Since(start) > longWait
+		r.receiveOne(false, seq)
 	}
 }
 
@@ -327,45 +382,34 @@ func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool
 // what arrived. It returns a request to serve (inline only), or an error
 // when the Conn is dead. The token is held; seq is the wake count the
 // caller read before it checked its reasons to stop waiting.
-func (c *Conn) receiveOne(inline bool, seq uint64) (*job, error) {
+func (r *tokenReader) receiveOne(inline bool, seq uint64) (*job, error) {
+	c := r.c
 	n, oobn, flags, err := 0, 0, 0, error(unix.EAGAIN)
-	if !c.waitLong {
+	if !r.waitLong {
 		// A short wait: block in recvmsg, which also returns at once
 		// with a datagram that is already queued.
-		n, oobn, flags, err = c.recvWait(seq)
+		n, oobn, flags, err = r.recvWait(seq)
 		if err == unix.EAGAIN || err == unix.EINTR {
 			return nil, nil // woken, timed out or interrupted: the caller re-checks
 		}
-	} else if c.rMore {
+	} else if r.rMore {
 		// Try recvmsg before waiting only when the last receive found a
 		// datagram (more may be queued).
 		n, oobn, flags, err = c.recv()
 	}
-	c.rMore = err == nil
+	r.rMore = err == nil
 	if err == unix.EAGAIN {
-		if err := c.poll(); err != nil {
+		if err := r.poll(); err != nil {
 			return nil, c.die(err)
 		}
-		if c.pollOK {
-			c.drainWake()
+		if r.pollOK {
+			r.drainWake()
 		}
 		n, oobn, flags, err = c.recv()
 		if err == unix.EAGAIN {
 			return nil, nil // woken, or a spurious wakeup: the caller re-checks
 		}
-		c.rMore = err == nil
+		r.rMore = err == nil
 	}
-	if err != nil {
-		return nil, c.die(err)
-	}
-	if n == 0 && oobn == 0 && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) == 0 {
-		// EOF and an empty datagram look the same; tell them apart by
-		// receiving again: EOF repeats, a live peer leaves nothing.
-		return nil, c.die(c.zeroRead())
-	}
-	j, perr := c.handleDatagram(c.rbuf[:n], c.roob[:oobn], flags, inline)
-	if perr != nil {
-		return nil, c.die(perr)
-	}
-	return j, nil
+	return c.received(n, oobn, flags, err, inline)
 }

@@ -21,7 +21,9 @@ import (
 // released the token before running the handler inline, so the handler,
 // as a caller, receives its own reply; the other side receives the
 // callback while it waits for the outer reply.
-func TestHandlerCallsBack(t *testing.T) {
+func TestHandlerCallsBack(t *testing.T) { forEachMode(t, testHandlerCallsBack) }
+
+func testHandlerCallsBack(t *testing.T, m recvMode) {
 	mOuter := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "outer"})
 	var b atomic.Pointer[Conn] // set after the handler is registered
 	muxB := NewMux()
@@ -32,7 +34,7 @@ func TestHandlerCallsBack(t *testing.T) {
 		}
 		return resp, nil, nil
 	})
-	a, cb := newPair(t, testMux(), muxB, Limits{})
+	a, cb := m.newPair(t, testMux(), muxB, Limits{})
 	b.Store(cb)
 	for i := range 50 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -46,8 +48,10 @@ func TestHandlerCallsBack(t *testing.T) {
 // After this side's call returns, nobody holds the token until the
 // standby timer hands it to a loop goroutine; the peer's requests must
 // still be served, including a long burst while this side calls too.
-func TestRequestsServedBetweenCalls(t *testing.T) {
-	a, b := newPair(t, testMux(), testMux(), Limits{})
+func TestRequestsServedBetweenCalls(t *testing.T) { forEachMode(t, testRequestsServedBetweenCalls) }
+
+func testRequestsServedBetweenCalls(t *testing.T, m recvMode) {
+	a, b := m.newPair(t, testMux(), testMux(), Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 200 {
@@ -67,6 +71,10 @@ func TestRequestsServedBetweenCalls(t *testing.T) {
 // A handler running inline for longer than standbyDelay does not stop
 // the Conn from receiving: a second request is served concurrently.
 func TestLongInlineHandlerDoesNotBlockOthers(t *testing.T) {
+	forEachMode(t, testLongInlineHandlerDoesNotBlockOthers)
+}
+
+func testLongInlineHandlerDoesNotBlockOthers(t *testing.T, m recvMode) {
 	mBlock := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "block-inline"})
 	release := make(chan struct{})
 	started := make(chan struct{})
@@ -79,7 +87,7 @@ func TestLongInlineHandlerDoesNotBlockOthers(t *testing.T) {
 		}
 		return req, nil, nil
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -105,9 +113,10 @@ func TestLongInlineHandlerDoesNotBlockOthers(t *testing.T) {
 func TestCallerTakesTokenFromIdleLoop(t *testing.T) {
 	a, _ := newPair(t, nil, testMux(), Limits{})
 	loopHolds := func() bool {
-		a.rd.mu.Lock()
-		defer a.rd.mu.Unlock()
-		return a.rd.held && a.rd.heldByLoop
+		r := tokenOf(t, a)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.held && r.heldByLoop
 	}
 	for range 20 {
 		require.Eventually(t, loopHolds, 10*time.Second, 50*time.Microsecond)
@@ -190,9 +199,10 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 		done <- err
 	}()
 	require.Eventually(t, func() bool {
-		a.rd.mu.Lock()
-		defer a.rd.mu.Unlock()
-		return a.rd.held && !a.rd.heldByLoop
+		r := tokenOf(t, a)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.held && !r.heldByLoop
 	}, 10*time.Second, 50*time.Microsecond)
 	resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("past the long wait")})
 	require.NoError(t, err)
@@ -224,8 +234,10 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 // the same Conn through meanwhile (it yields the socket to them), and
 // returns why the Conn died: the peer's hang-up, or at once on a Conn that
 // is already closed.
-func TestServe(t *testing.T) {
-	a, b := newPair(t, testMux(), testMux(), Limits{})
+func TestServe(t *testing.T) { forEachMode(t, testServe) }
+
+func testServe(t *testing.T, m recvMode) {
+	a, b := m.newPair(t, testMux(), testMux(), Limits{})
 	served := make(chan error, 1)
 	go func() { served <- b.Serve() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -263,7 +275,7 @@ func TestServe(t *testing.T) {
 	}
 	require.ErrorIs(t, b.Serve(), ErrPeerClosed, "Serve on a dead Conn")
 
-	c, _ := newPair(t, nil, nil, Limits{})
+	c, _ := m.newPair(t, nil, nil, Limits{})
 	require.NoError(t, c.Close())
 	require.ErrorIs(t, c.Serve(), ErrClosed)
 }
@@ -336,13 +348,14 @@ func waitBlockedInReceive(t *testing.T, c *Conn, byLoop bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		c.rd.mu.Lock()
-		holder := c.rd.held && c.rd.heldByLoop == byLoop
-		c.rd.mu.Unlock()
-		if tid := c.blockTID.Load(); holder && tid != 0 {
+		r := tokenOf(t, c)
+		r.mu.Lock()
+		holder := r.held && r.heldByLoop == byLoop
+		r.mu.Unlock()
+		if tid := r.blockTID.Load(); holder && tid != 0 {
 			stat, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
 			// The state follows the command name in parentheses.
-			if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] == 'S' && c.blockTID.Load() == tid {
+			if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] == 'S' && r.blockTID.Load() == tid {
 				return
 			}
 		}

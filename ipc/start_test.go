@@ -13,14 +13,16 @@ import (
 
 // Start sends at once and a call can follow before its reply; Wait
 // returns the reply, once.
-func TestStartThenWait(t *testing.T) {
+func TestStartThenWait(t *testing.T) { forEachMode(t, testStartThenWait) }
+
+func testStartThenWait(t *testing.T, m recvMode) {
 	arrived := make(chan string, 2)
 	mux := testMux()
 	mux.Before(func(_ context.Context, method string) error {
 		arrived <- method
 		return nil
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 20 {
@@ -45,8 +47,10 @@ func TestStartThenWait(t *testing.T) {
 
 // A Wait whose ctx ends returns ctx's error and tells the peer; the
 // handler sees its ctx cancelled.
-func TestStartWaitCancelled(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+func TestStartWaitCancelled(t *testing.T) { forEachMode(t, testStartWaitCancelled) }
+
+func testStartWaitCancelled(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, testMux(), Limits{})
 	started, err := Start(context.Background(), a, mBlock, &testMsg{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -63,8 +67,10 @@ func TestStartWaitCancelled(t *testing.T) {
 }
 
 // Start on a dead Conn fails without sending.
-func TestStartOnClosedConn(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+func TestStartOnClosedConn(t *testing.T) { forEachMode(t, testStartOnClosedConn) }
+
+func testStartOnClosedConn(t *testing.T, m recvMode) {
+	a, _ := m.newPair(t, nil, testMux(), Limits{})
 	a.Close()
 	_, err := Start(context.Background(), a, mEcho, &testMsg{})
 	require.ErrorIs(t, err, ErrClosed)
@@ -72,7 +78,9 @@ func TestStartOnClosedConn(t *testing.T) {
 
 // Mux.Before's error reaches the caller as the handler's would, the
 // handler does not run, and the request's descriptors are closed.
-func TestMuxBeforeRefuses(t *testing.T) {
+func TestMuxBeforeRefuses(t *testing.T) { forEachMode(t, testMuxBeforeRefuses) }
+
+func testMuxBeforeRefuses(t *testing.T, m recvMode) {
 	warmUp(t)
 	base := openFDs(t)
 	ran := make(chan struct{}, 1)
@@ -85,7 +93,7 @@ func TestMuxBeforeRefuses(t *testing.T) {
 	mux.Before(func(_ context.Context, method string) error {
 		return Errorf(CodeFailedPrecondition, "not yet: %s", method)
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	withConns := openFDs(t)
 	f := readOnlyFile(t)
 	_, _, err := Call(context.Background(), a, mReadOnly, &testMsg{}, f)
@@ -109,7 +117,9 @@ func readOnlyFile(t *testing.T) *os.File {
 
 // Before functions run in the order they were added; the first error
 // stops the request, and later functions do not run for it.
-func TestMuxBeforeOrder(t *testing.T) {
+func TestMuxBeforeOrder(t *testing.T) { forEachMode(t, testMuxBeforeOrder) }
+
+func testMuxBeforeOrder(t *testing.T, m recvMode) {
 	mux := testMux()
 	var (
 		mu    sync.Mutex
@@ -131,7 +141,7 @@ func TestMuxBeforeOrder(t *testing.T) {
 		record("second:" + method)
 		return nil
 	})
-	a, _ := newPair(t, nil, mux, Limits{})
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, _, err := Call(ctx, a, mEcho, &testMsg{})
