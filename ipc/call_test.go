@@ -37,6 +37,29 @@ func newPair(t testing.TB, muxA, muxB *Mux, lim Limits, opts ...Option) (*Conn, 
 	return ca, cb
 }
 
+// blockingMux returns a mux whose mBlock handler reports on started that
+// it runs, then blocks until its context ends.
+func blockingMux() (*Mux, chan struct{}) {
+	started := make(chan struct{}, 1)
+	mux := NewMux()
+	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, nil, ctx.Err()
+	})
+	return mux, started
+}
+
+// waitStarted waits for a handler's report that it runs.
+func waitStarted(t testing.TB, started <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not start")
+	}
+}
+
 func TestCallEcho(t *testing.T) { forEachMode(t, testCallEcho) }
 
 func testCallEcho(t *testing.T, m recvMode) {
@@ -322,8 +345,10 @@ func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
 
 func testCloseFailsPendingAndCancelsHandlers(t *testing.T, m recvMode) {
 	handlerDone := make(chan error, 1)
+	started := make(chan struct{}, 1)
 	mux := NewMux()
 	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		started <- struct{}{}
 		<-ctx.Done()
 		handlerDone <- ctx.Err()
 		return nil, nil, ctx.Err()
@@ -334,7 +359,7 @@ func testCloseFailsPendingAndCancelsHandlers(t *testing.T, m recvMode) {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitStarted(t, started) // the call is pending and its handler runs
 	require.NoError(t, b.Close())
 	require.ErrorIs(t, <-handlerDone, context.Canceled)
 	require.ErrorIs(t, <-errc, ErrPeerClosed)
@@ -352,13 +377,14 @@ func testCloseFailsPendingAndCancelsHandlers(t *testing.T, m recvMode) {
 func TestLocalCloseFailsPendingCalls(t *testing.T) { forEachMode(t, testLocalCloseFailsPendingCalls) }
 
 func testLocalCloseFailsPendingCalls(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, testMux(), Limits{})
+	mux, started := blockingMux()
+	a, _ := m.newPair(t, nil, mux, Limits{})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitStarted(t, started) // the call is pending
 	a.Close()
 	select {
 	case err := <-errc:

@@ -63,7 +63,11 @@ func testRequestsServedBetweenCalls(t *testing.T, m recvMode) {
 		require.NoError(t, err)
 		require.Equal(t, []byte{byte(i)}, resp.Value)
 		if i%50 == 0 {
-			time.Sleep(2 * standbyDelay) // let a's loop take the token back
+			// Let a's loop take the token back. (The netpoller mode's
+			// loop never gives it up.)
+			if r, ok := a.rd.(*tokenReader); ok {
+				waitHolder(t, r, true)
+			}
 		}
 	}
 }
@@ -112,14 +116,8 @@ func testLongInlineHandlerDoesNotBlockOthers(t *testing.T, m recvMode) {
 // hands the token back to a loop. Repeated.
 func TestCallerTakesTokenFromIdleLoop(t *testing.T) {
 	a, _ := newPair(t, nil, testMux(), Limits{})
-	loopHolds := func() bool {
-		r := tokenOf(t, a)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.held && r.heldByLoop
-	}
 	for range 20 {
-		require.Eventually(t, loopHolds, 10*time.Second, 50*time.Microsecond)
+		waitHolder(t, tokenOf(t, a), true)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("x")})
 		cancel()
@@ -184,7 +182,8 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	// Teach a that mBlock is long.
+	// Teach a that mBlock is long: its reply comes later than longWait
+	// (the delay is what a learns, not a synchronisation).
 	go func() { time.Sleep(4 * longWait); release <- struct{}{} }()
 	_, _, err := Call(ctx, a, mBlock, &testMsg{})
 	require.NoError(t, err)
@@ -198,12 +197,7 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 		_, _, err := Call(ctx, a, mBlock, &testMsg{})
 		done <- err
 	}()
-	require.Eventually(t, func() bool {
-		r := tokenOf(t, a)
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.held && !r.heldByLoop
-	}, 10*time.Second, 50*time.Microsecond)
+	waitHolder(t, tokenOf(t, a), false)
 	resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("past the long wait")})
 	require.NoError(t, err)
 	require.Equal(t, "past the long wait", string(resp.Value))
@@ -212,12 +206,22 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 
 	// Cancelling a long wait returns at once.
 	cctx, ccancel := context.WithCancel(ctx)
-	go func() { time.Sleep(10 * longWait); ccancel() }()
-	_, _, err = Call(cctx, a, mBlock, &testMsg{})
-	require.ErrorIs(t, err, context.Canceled)
+	go func() {
+		_, _, err := Call(cctx, a, mBlock, &testMsg{})
+		done <- err
+	}()
+	waitHolder(t, tokenOf(t, a), false) // the caller waits for its reply
+	ccancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled long wait did not return")
+	}
 
 	// After an idle spell, a's loop waits in the netpoller: b's requests
-	// are served and a's callers take the token back.
+	// are served and a's callers take the token back. (The spells are the
+	// condition under test: a wait that outlasted longWait.)
 	for range 5 {
 		time.Sleep(10 * longWait)
 		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: []byte("to a")})
@@ -362,4 +366,15 @@ func waitBlockedInReceive(t *testing.T, c *Conn, byLoop bool) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("no goroutine blocked in recvmsg")
+}
+
+// waitHolder waits until r's token is held by a loop goroutine (byLoop) or
+// by a caller.
+func waitHolder(t *testing.T, r *tokenReader, byLoop bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.held && r.heldByLoop == byLoop
+	}, 10*time.Second, 50*time.Microsecond, "token held by loop=%v", byLoop)
 }
