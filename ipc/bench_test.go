@@ -49,7 +49,7 @@ func BenchmarkRawSeqpacketRoundTrip(b *testing.B) {
 
 func benchConn(b *testing.B, env ...string) *ipc.Conn {
 	seq, _, _ := startChild(b, "serve", false, env...)
-	c, err := ipc.NewConn(seq, flagMode().opts()...)
+	c, err := ipc.NewConn(seq)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func BenchmarkBulk8MiB(b *testing.B) {
 	})
 	b.Run("socket", func(b *testing.B) {
 		seq, stream, _ := startChild(b, "serve", true)
-		c, err := ipc.NewConn(seq, flagMode().opts()...)
+		c, err := ipc.NewConn(seq)
 		if err != nil {
 			b.Fatal(err)
 		}

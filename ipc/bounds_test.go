@@ -54,20 +54,10 @@ func (r *rawEnd) flood(c *Conn, n int, next func(i int) []byte) int {
 				return i
 			}
 			require.ErrorIs(r.t, err, unix.EAGAIN)
-			r.waitWritable()
+			time.Sleep(100 * time.Microsecond)
 		}
 	}
 	return n
-}
-
-// waitWritable waits until the kernel reports room in the victim's queue
-// (or its end closed), or 10 ms at most so the caller re-checks the victim.
-func (r *rawEnd) waitWritable() {
-	r.t.Helper()
-	pfd := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLOUT}}
-	if _, err := unix.Poll(pfd, 10); err != nil && err != unix.EINTR {
-		r.t.Fatalf("poll: %v", err)
-	}
 }
 
 // A peer that sends requests and never reads the replies holds at most
@@ -75,15 +65,13 @@ func (r *rawEnd) waitWritable() {
 // kills the Conn as ReasonTooManyInFlight. Before requests stayed counted
 // until their reply was sent, every unread reply was a goroutine and an
 // open descriptor of its own, without bound.
-func TestUnreadRepliesAreBounded(t *testing.T) { forEachMode(t, testUnreadRepliesAreBounded) }
-
-func testUnreadRepliesAreBounded(t *testing.T, m recvMode) {
+func TestUnreadRepliesAreBounded(t *testing.T) {
 	warmUp(t)
 	base := openFDs(t)
 	goroutines := runtime.NumGoroutine()
 	const maxInFlight = 8
 	lim := Limits{MaxInFlight: maxInFlight, SendTimeout: time.Minute}
-	c, r := m.newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
+	c, r := newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
 	defer r.f.Close()
 	defer c.Close()
 
@@ -116,13 +104,11 @@ func testUnreadRepliesAreBounded(t *testing.T, m recvMode) {
 // A reply the peer leaves unread for SendTimeout kills the Conn with
 // ReasonNotReading, naming the reply, rather than holding its goroutine
 // and descriptor for as long as the peer likes.
-func TestUnreadReplyTimesOut(t *testing.T) { forEachMode(t, testUnreadReplyTimesOut) }
-
-func testUnreadReplyTimesOut(t *testing.T, m recvMode) {
+func TestUnreadReplyTimesOut(t *testing.T) {
 	warmUp(t)
 	base := openFDs(t)
 	lim := Limits{MaxInFlight: 64, SendTimeout: 200 * time.Millisecond}
-	c, r := m.newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
+	c, r := newVictim(t, lim, givesFD(NewMux()), smallSendBuffer)
 	defer r.f.Close()
 	defer c.Close()
 	// Fewer requests than MaxInFlight, more replies than the buffer holds.
@@ -136,11 +122,9 @@ func testUnreadReplyTimesOut(t *testing.T, m recvMode) {
 
 // A call whose request cannot be sent because the peer does not read says
 // so, and a request unread for SendTimeout kills the Conn.
-func TestUnreadRequest(t *testing.T) { forEachMode(t, testUnreadRequest) }
-
-func testUnreadRequest(t *testing.T, m recvMode) {
+func TestUnreadRequest(t *testing.T) {
 	lim := Limits{SendTimeout: 300 * time.Millisecond}
-	c, r := m.newVictim(t, lim, nil, smallSendBuffer)
+	c, r := newVictim(t, lim, nil, smallSendBuffer)
 	defer r.f.Close()
 	defer c.Close()
 	big := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "big"})
@@ -175,9 +159,7 @@ func cancelMsg(id uint64) []byte {
 // A cancel is legitimate when it matches a request in flight or crossed
 // the reply to one; any other is work the peer would get for free, and
 // kills the Conn before it can cost more than a few datagrams.
-func TestCancels(t *testing.T) { forEachMode(t, testCancels) }
-
-func testCancels(t *testing.T, m recvMode) {
+func TestCancels(t *testing.T) {
 	echo := func(id uint64) []byte { return request(id, "echo", payloadOf(&testMsg{Value: []byte("hi")}), 0) }
 	tests := []struct {
 		name string
@@ -240,7 +222,7 @@ func testCancels(t *testing.T, m recvMode) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, r := m.newVictim(t, DefaultLimits(), testMux(), nil)
+			c, r := newVictim(t, DefaultLimits(), testMux(), nil)
 			defer r.f.Close()
 			defer c.Close()
 			sent := tt.run(r, c)
@@ -261,12 +243,10 @@ func testCancels(t *testing.T, m recvMode) {
 
 // More requests than MaxRequestRate and RequestBurst allow kill the Conn
 // with ReasonRequestRate; within them, requests are served.
-func TestRequestRate(t *testing.T) { forEachMode(t, testRequestRate) }
-
-func testRequestRate(t *testing.T, m recvMode) {
+func TestRequestRate(t *testing.T) {
 	lim := DefaultLimits()
 	lim.MaxRequestRate, lim.RequestBurst = 1, 10
-	c, r := m.newVictim(t, lim, testMux(), nil)
+	c, r := newVictim(t, lim, testMux(), nil)
 	defer r.f.Close()
 	defer c.Close()
 	for id := uint64(1); id <= 5; id++ {
@@ -286,12 +266,10 @@ func testRequestRate(t *testing.T, m recvMode) {
 // the cancel, with a request rate limit that the calls stay under. A
 // request must stop counting against MaxInFlight before its reply can
 // reach the peer, and a crossing cancel must find its credit.
-func TestLegitimateLoadTripsNothing(t *testing.T) { forEachMode(t, testLegitimateLoadTripsNothing) }
-
-func testLegitimateLoadTripsNothing(t *testing.T, m recvMode) {
+func TestLegitimateLoadTripsNothing(t *testing.T) {
 	const maxInFlight = 4
 	lim := Limits{MaxInFlight: maxInFlight, MaxRequestRate: 1 << 20, RequestBurst: 1 << 20}
-	a, b := m.newPair(t, testMux(), testMux(), lim)
+	a, b := newPair(t, testMux(), testMux(), lim)
 	calls := 3000
 	if testing.Short() {
 		calls = 500
@@ -334,13 +312,11 @@ func testLegitimateLoadTripsNothing(t *testing.T, m recvMode) {
 // pass more for every process of that user once they pass its
 // RLIMIT_NOFILE. The next reply with a descriptor waits, and kills the
 // Conn after SendTimeout.
-func TestUnreadDescriptorsAreBounded(t *testing.T) { forEachMode(t, testUnreadDescriptorsAreBounded) }
-
-func testUnreadDescriptorsAreBounded(t *testing.T, m recvMode) {
+func TestUnreadDescriptorsAreBounded(t *testing.T) {
 	warmUp(t)
 	base := openFDs(t)
 	lim := Limits{MaxFDs: 4, MaxInFlight: 64, SendTimeout: 300 * time.Millisecond}
-	c, r := m.newVictim(t, lim, givesFD(NewMux()), nil)
+	c, r := newVictim(t, lim, givesFD(NewMux()), nil)
 	defer r.f.Close()
 	defer c.Close()
 	r.flood(c, 20, func(i int) []byte { return request(uint64(i+1), "givefd", nil, 0) })

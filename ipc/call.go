@@ -146,7 +146,7 @@ func (c *Conn) start(ctx context.Context, spec *MethodSpec, respType protoreflec
 // finish waits for the reply of a sent request.
 func (c *Conn) finish(ctx context.Context, sc startedCall) (proto.Message, []*os.File, error) {
 	p, id := sc.p, sc.id
-	if r, ok := c.rd.await(ctx, p); ok {
+	if r, ok := c.await(ctx, p); ok {
 		if long := time.Since(sc.start) > longWait; long != p.long {
 			c.mu.Lock()
 			if c.longCalls != nil {

@@ -15,17 +15,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newPair returns two connected Conns with lim, muxA and muxB, and
-// options opts (a receive mode) on both.
-func newPair(t testing.TB, muxA, muxB *Mux, lim Limits, opts ...Option) (*Conn, *Conn) {
+func newPair(t testing.TB, muxA, muxB *Mux, lim Limits) (*Conn, *Conn) {
 	t.Helper()
 	a, b, err := SocketPair()
 	require.NoError(t, err)
-	oa := append([]Option{WithLimits(lim)}, opts...)
+	oa := []Option{WithLimits(lim)}
 	if muxA != nil {
 		oa = append(oa, WithMux(muxA))
 	}
-	ob := append([]Option{WithLimits(lim)}, opts...)
+	ob := []Option{WithLimits(lim)}
 	if muxB != nil {
 		ob = append(ob, WithMux(muxB))
 	}
@@ -37,42 +35,15 @@ func newPair(t testing.TB, muxA, muxB *Mux, lim Limits, opts ...Option) (*Conn, 
 	return ca, cb
 }
 
-// blockingMux returns a mux whose mBlock handler reports on started that
-// it runs, then blocks until its context ends.
-func blockingMux() (*Mux, chan struct{}) {
-	started := make(chan struct{}, 1)
-	mux := NewMux()
-	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
-		started <- struct{}{}
-		<-ctx.Done()
-		return nil, nil, ctx.Err()
-	})
-	return mux, started
-}
-
-// waitStarted waits for a handler's report that it runs.
-func waitStarted(t testing.TB, started <-chan struct{}) {
-	t.Helper()
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the handler did not start")
-	}
-}
-
-func TestCallEcho(t *testing.T) { forEachMode(t, testCallEcho) }
-
-func testCallEcho(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, testMux(), Limits{})
+func TestCallEcho(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
 	resp, fds, err := Call(context.Background(), a, mEcho, &testMsg{Value: []byte("ping")})
 	require.NoError(t, err)
 	require.Empty(t, fds)
 	require.Equal(t, "ping", string(resp.Value))
 }
 
-func TestCallWithFDs(t *testing.T) { forEachMode(t, testCallWithFDs) }
-
-func testCallWithFDs(t *testing.T, m recvMode) {
+func TestCallWithFDs(t *testing.T) {
 	warmUp(t)
 	base := openFDs(t)
 	mux := NewMux()
@@ -91,7 +62,7 @@ func testCallWithFDs(t *testing.T, m recvMode) {
 		}
 		return &testMsg{Value: buf}, nil, nil
 	})
-	a, b := m.newPair(t, nil, mux, Limits{})
+	a, b := newPair(t, nil, mux, Limits{})
 	resp, fds, err := Call(context.Background(), a, mGiveFD, &testMsg{})
 	require.NoError(t, err)
 	require.Len(t, fds, 1)
@@ -114,10 +85,8 @@ func testCallWithFDs(t *testing.T, m recvMode) {
 	waitFDs(t, base)
 }
 
-func TestCallSpecErrors(t *testing.T) { forEachMode(t, testCallSpecErrors) }
-
-func testCallSpecErrors(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, testMux(), Limits{})
+func TestCallSpecErrors(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
 	_, _, err := Call(context.Background(), a, mEcho, &testMsg{Value: make([]byte, 2000)})
 	require.ErrorIs(t, err, ErrSpec)
 	_, _, err = Call(context.Background(), a, mMemfd, &testMsg{})
@@ -134,15 +103,11 @@ func testCallSpecErrors(t *testing.T, m recvMode) {
 }
 
 func TestHandlerSpecViolationBecomesInternal(t *testing.T) {
-	forEachMode(t, testHandlerSpecViolationBecomesInternal)
-}
-
-func testHandlerSpecViolationBecomesInternal(t *testing.T, m recvMode) {
 	mux := NewMux()
 	Handle(mux, mGiveFD, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
 		return &testMsg{}, nil, nil // spec wants one fd
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	_, _, err := Call(context.Background(), a, mGiveFD, &testMsg{})
 	var se *StatusError
 	require.ErrorAs(t, err, &se)
@@ -150,9 +115,7 @@ func testHandlerSpecViolationBecomesInternal(t *testing.T, m recvMode) {
 	require.NoError(t, a.Err())
 }
 
-func TestStatusErrors(t *testing.T) { forEachMode(t, testStatusErrors) }
-
-func testStatusErrors(t *testing.T, m recvMode) {
+func TestStatusErrors(t *testing.T) {
 	mStatus := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "status"})
 	mux := NewMux()
 	Handle(mux, mStatus, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
@@ -176,7 +139,7 @@ func testStatusErrors(t *testing.T, m recvMode) {
 		}
 		return req, nil, nil
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	for _, tt := range []struct {
 		in   string
 		code Code
@@ -205,10 +168,8 @@ func testStatusErrors(t *testing.T, m recvMode) {
 	require.Equal(t, "code(99)", Code(99).String())
 }
 
-func TestConcurrentCallsBothWays(t *testing.T) { forEachMode(t, testConcurrentCallsBothWays) }
-
-func testConcurrentCallsBothWays(t *testing.T, m recvMode) {
-	a, b := m.newPair(t, testMux(), testMux(), Limits{MaxInFlight: 8})
+func TestConcurrentCallsBothWays(t *testing.T) {
+	a, b := newPair(t, testMux(), testMux(), Limits{MaxInFlight: 8})
 	var wg sync.WaitGroup
 	for i := range 200 {
 		wg.Add(1)
@@ -234,9 +195,7 @@ func testConcurrentCallsBothWays(t *testing.T, m recvMode) {
 	require.NoError(t, b.Err())
 }
 
-func TestCancel(t *testing.T) { forEachMode(t, testCancel) }
-
-func testCancel(t *testing.T, m recvMode) {
+func TestCancel(t *testing.T) {
 	warmUp(t)
 	base := openFDs(t)
 	mSlow := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "slow", ResponseFDs: []FDKind{ReadOnlyFile}})
@@ -255,7 +214,7 @@ func testCancel(t *testing.T, m recvMode) {
 		}
 		return &testMsg{}, []*os.File{f}, nil
 	})
-	a, b := m.newPair(t, nil, mux, Limits{MaxInFlight: 1})
+	a, b := newPair(t, nil, mux, Limits{MaxInFlight: 1})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
@@ -289,9 +248,7 @@ func testCancel(t *testing.T, m recvMode) {
 	waitFDs(t, base)
 }
 
-func TestDeadlinePropagates(t *testing.T) { forEachMode(t, testDeadlinePropagates) }
-
-func testDeadlinePropagates(t *testing.T, m recvMode) {
+func TestDeadlinePropagates(t *testing.T) {
 	mux := NewMux()
 	type seen struct {
 		remaining time.Duration
@@ -306,7 +263,7 @@ func testDeadlinePropagates(t *testing.T, m recvMode) {
 		got <- seen{rem, ok, ctx.Err()}
 		return nil, nil, ctx.Err()
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	_, _, err := Call(ctx, a, mBlock, &testMsg{})
@@ -329,10 +286,8 @@ func testDeadlinePropagates(t *testing.T, m recvMode) {
 	require.Equal(t, "false", string(resp.Value))
 }
 
-func TestExpiredContext(t *testing.T) { forEachMode(t, testExpiredContext) }
-
-func testExpiredContext(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, testMux(), Limits{})
+func TestExpiredContext(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, _, err := Call(ctx, a, mEcho, &testMsg{})
@@ -340,26 +295,20 @@ func testExpiredContext(t *testing.T, m recvMode) {
 }
 
 func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
-	forEachMode(t, testCloseFailsPendingAndCancelsHandlers)
-}
-
-func testCloseFailsPendingAndCancelsHandlers(t *testing.T, m recvMode) {
 	handlerDone := make(chan error, 1)
-	started := make(chan struct{}, 1)
 	mux := NewMux()
 	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
-		started <- struct{}{}
 		<-ctx.Done()
 		handlerDone <- ctx.Err()
 		return nil, nil, ctx.Err()
 	})
-	a, b := m.newPair(t, nil, mux, Limits{})
+	a, b := newPair(t, nil, mux, Limits{})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
 		errc <- err
 	}()
-	waitStarted(t, started) // the call is pending and its handler runs
+	time.Sleep(20 * time.Millisecond)
 	require.NoError(t, b.Close())
 	require.ErrorIs(t, <-handlerDone, context.Canceled)
 	require.ErrorIs(t, <-errc, ErrPeerClosed)
@@ -374,17 +323,14 @@ func testCloseFailsPendingAndCancelsHandlers(t *testing.T, m recvMode) {
 	require.ErrorIs(t, err, ErrClosed)
 }
 
-func TestLocalCloseFailsPendingCalls(t *testing.T) { forEachMode(t, testLocalCloseFailsPendingCalls) }
-
-func testLocalCloseFailsPendingCalls(t *testing.T, m recvMode) {
-	mux, started := blockingMux()
-	a, _ := m.newPair(t, nil, mux, Limits{})
+func TestLocalCloseFailsPendingCalls(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
 		errc <- err
 	}()
-	waitStarted(t, started) // the call is pending
+	time.Sleep(20 * time.Millisecond)
 	a.Close()
 	select {
 	case err := <-errc:
@@ -394,10 +340,8 @@ func testLocalCloseFailsPendingCalls(t *testing.T, m recvMode) {
 	}
 }
 
-func TestPeerCred(t *testing.T) { forEachMode(t, testPeerCred) }
-
-func testPeerCred(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, nil, Limits{})
+func TestPeerCred(t *testing.T) {
+	a, _ := newPair(t, nil, nil, Limits{})
 	cred, err := a.PeerCred()
 	require.NoError(t, err)
 	require.Equal(t, int32(os.Getpid()), cred.Pid)
@@ -407,10 +351,8 @@ func testPeerCred(t *testing.T, m recvMode) {
 // A peer that stops reading must not make Call ignore its context: once the
 // socket buffer is full, sends are abandoned when ctx expires, and nothing
 // half-sent is left behind.
-func TestBlockedSendHonoursContext(t *testing.T) { forEachMode(t, testBlockedSendHonoursContext) }
-
-func testBlockedSendHonoursContext(t *testing.T, m recvMode) {
-	c, r := m.newVictim(t, DefaultLimits(), nil, nil)
+func TestBlockedSendHonoursContext(t *testing.T) {
+	c, r := newVictim(t, DefaultLimits(), nil, nil)
 	defer r.f.Close()
 	defer c.Close()
 	big := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "big"})
@@ -435,9 +377,7 @@ func testBlockedSendHonoursContext(t *testing.T, m recvMode) {
 	}
 }
 
-func TestNoGoroutineLeak(t *testing.T) { forEachMode(t, testNoGoroutineLeak) }
-
-func testNoGoroutineLeak(t *testing.T, m recvMode) {
+func TestNoGoroutineLeak(t *testing.T) {
 	settle := func(want int) int {
 		var n int
 		for range 200 {
@@ -453,7 +393,7 @@ func testNoGoroutineLeak(t *testing.T, m recvMode) {
 	before := settle(0)
 	for range 10 {
 		mux := testMux()
-		a, b, err := Pair(m.with(WithMux(mux))...)
+		a, b, err := Pair(WithMux(mux))
 		require.NoError(t, err)
 		var wg sync.WaitGroup
 		for range 20 {

@@ -26,9 +26,8 @@ type Conn struct {
 	done   chan struct{}
 	bg     sync.WaitGroup // background cancel senders
 
-	// rd receives: the read token (tokenReader, read.go), or with
-	// withNetpoll a plain read loop (pollReader, readpoll.go).
-	rd receiver
+	rd         readState // the read token (read.go)
+	tokenWaits           // the token holder's waits (readwait.go)
 
 	work chan *job // idle handler workers wait here
 
@@ -123,12 +122,7 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		if cerr != nil {
 			return
 		}
-		if o.netpoll {
-			cerr = unix.SetNonblock(nfd, true)
-		} else {
-			cerr = blockingReceives(nfd)
-		}
-		if cerr != nil {
+		if cerr = blockingReceives(nfd); cerr != nil {
 			unix.Close(nfd)
 			nfd = -1
 			cerr = fmt.Errorf("ipc: NewConn: %w", cerr)
@@ -140,23 +134,44 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The socket is only ever waited for in a blocking recvmsg, in ppoll
-	// or through the wait set (readwait.go), never registered with the
-	// netpoller itself; every send and every other receive on it passes
-	// MSG_DONTWAIT. With withNetpoll it is non-blocking, and os.NewFile
-	// registers it with the netpoller, which then does all the waiting for
-	// a datagram.
-	var nf *os.File
-	if o.netpoll {
-		nf = os.NewFile(uintptr(nfd), "ipc-conn")
-	} else if nf, err = newUnpolledFile(nfd, "ipc-conn"); err != nil {
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
-	}
-	nrc, err := nf.SyscallConn()
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
-		nf.Close()
+		unix.Close(nfd)
+		return nil, fmt.Errorf("ipc: NewConn: eventfd: %w", err)
+	}
+	// Both are only ever waited for in a blocking recvmsg, in ppoll or
+	// through the wait set (read.go), never registered with the netpoller
+	// themselves; every send and every other receive on the socket passes
+	// MSG_DONTWAIT.
+	nf, err := newUnpolledFile(nfd, "ipc-conn")
+	if err != nil {
+		unix.Close(efd)
 		return nil, fmt.Errorf("ipc: NewConn: %w", err)
 	}
+	opened := []*os.File{nf}
+	fail := func(what string, err error) (*Conn, error) {
+		for _, f := range opened {
+			f.Close()
+		}
+		return nil, fmt.Errorf("ipc: NewConn: %s: %w", what, err)
+	}
+	ev, err := newUnpolledFile(efd, "ipc-wake")
+	if err != nil {
+		return fail("eventfd", err)
+	}
+	opened = append(opened, ev)
+	ep, err := newWaitSet(nfd, efd)
+	if err != nil {
+		return fail("wait set", err)
+	}
+	opened = append(opened, ep)
+	var rcs [3]syscall.RawConn
+	for i, f := range opened {
+		if rcs[i], err = f.SyscallConn(); err != nil {
+			return fail(f.Name(), err)
+		}
+	}
+	nrc, evrc, eprc := rcs[0], rcs[1], rcs[2]
 	c := &Conn{
 		f:    nf,
 		rc:   nrc,
@@ -165,6 +180,14 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		log:  o.logger,
 		done: make(chan struct{}),
 		work: make(chan *job),
+		tokenWaits: tokenWaits{
+			ev:     ev,
+			evrc:   evrc,
+			ep:     ep,
+			eprc:   eprc,
+			sockFD: nfd,
+			evFD:   efd,
+		},
 		callState: callState{
 			sem:       make(chan struct{}, lim.MaxInFlight),
 			pending:   make(map[uint64]*pendingCall),
@@ -185,14 +208,12 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.sendFn = c.doSend
 	c.recvFn = c.doRecv
-	if o.netpoll {
-		c.rd = newPollReader(c)
-	} else if c.rd, err = newTokenReader(c, nfd); err != nil {
-		c.cancel()
-		nf.Close()
-		return nil, fmt.Errorf("ipc: NewConn: %w", err)
-	}
-	c.rd.start()
+	c.recvWFn = c.doRecvWait
+	c.pid = os.Getpid()
+	c.pollFn = c.doPoll
+	c.pollEv = c.doPollEv
+	c.epollFn = c.doEpoll
+	c.rd.init(c)
 	return c, nil
 }
 
@@ -275,11 +296,13 @@ func (c *Conn) fail(err error) {
 
 	close(c.done)
 	c.cancel()
-	c.rd.shutdown() // wakes whoever receives; no one starts to again
-	// The socket closes once the last syscall using it returns (os.File
-	// reference counts), so its number is never reused under a goroutine
-	// still blocked in recvmsg or ppoll.
+	c.rd.shutdown() // wakes whoever waits holding the token; no one takes it again
+	// The descriptors close once the last syscall using them returns
+	// (os.File reference counts), so their numbers are never reused under
+	// a goroutine still blocked in recvmsg or ppoll.
 	c.f.Close()
+	c.ev.Close()
+	c.ep.Close()
 	for _, p := range pend {
 		if !p.cancelled {
 			p.ch <- callResult{err: err}

@@ -77,14 +77,14 @@ func (r *rawEnd) recvEnvelope() *wirepb.Envelope {
 	return env
 }
 
-func newVictim(t testing.TB, lim Limits, mux *Mux, prep func(fd int), modeOpts ...Option) (*Conn, *rawEnd) {
+func newVictim(t testing.TB, lim Limits, mux *Mux, prep func(fd int)) (*Conn, *rawEnd) {
 	t.Helper()
 	a, b, err := SocketPair()
 	require.NoError(t, err)
 	if prep != nil {
 		prep(int(a.Fd()))
 	}
-	opts := append([]Option{WithLimits(lim)}, modeOpts...)
+	opts := []Option{WithLimits(lim)}
 	if mux != nil {
 		opts = append(opts, WithMux(mux))
 	}
@@ -141,9 +141,7 @@ func warmUp(t testing.TB) {
 	})
 }
 
-func TestViolations(t *testing.T) { forEachMode(t, testViolations) }
-
-func testViolations(t *testing.T, m recvMode) {
+func TestViolations(t *testing.T) {
 	small := Limits{MaxDatagram: 4096, MaxFDs: 8, MaxInFlight: 2}
 	type tc struct {
 		name string
@@ -307,7 +305,7 @@ func testViolations(t *testing.T, m recvMode) {
 			if tt.mux || tt.name != "no mux" {
 				mux = testMux()
 			}
-			c, r := m.newVictim(t, lim, mux, tt.prep)
+			c, r := newVictim(t, lim, mux, tt.prep)
 			var sent []int
 			fds := func(kind string, n int) []int {
 				mk := fixtures[kind]
@@ -331,10 +329,8 @@ func testViolations(t *testing.T, m recvMode) {
 }
 
 // A violation fails every pending call with the violation.
-func TestViolationFailsPendingCalls(t *testing.T) { forEachMode(t, testViolationFailsPendingCalls) }
-
-func testViolationFailsPendingCalls(t *testing.T, m recvMode) {
-	c, r := m.newVictim(t, DefaultLimits(), nil, nil)
+func TestViolationFailsPendingCalls(t *testing.T) {
+	c, r := newVictim(t, DefaultLimits(), nil, nil)
 	defer r.f.Close()
 	defer c.Close()
 	errc := make(chan error, 1)
@@ -349,10 +345,8 @@ func testViolationFailsPendingCalls(t *testing.T, m recvMode) {
 	requireReason(t, err, ReasonMalformed)
 }
 
-func TestPeerClose(t *testing.T) { forEachMode(t, testPeerClose) }
-
-func testPeerClose(t *testing.T, m recvMode) {
-	c, r := m.newVictim(t, DefaultLimits(), nil, nil)
+func TestPeerClose(t *testing.T) {
+	c, r := newVictim(t, DefaultLimits(), nil, nil)
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), c, mEcho, &testMsg{})

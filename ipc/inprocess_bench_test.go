@@ -8,7 +8,7 @@ import (
 // BenchmarkInProcessRoundTrip is BenchmarkRoundTrip with both ends in one
 // process (a Pair): the same work, minus waking an idle process.
 func BenchmarkInProcessRoundTrip(b *testing.B) {
-	a, _ := newPair(b, nil, testMux(), Limits{}, flagMode().opts...)
+	a, _ := newPair(b, nil, testMux(), Limits{})
 	req := &testMsg{Value: make([]byte, 60)}
 	b.ReportAllocs()
 	for b.Loop() {

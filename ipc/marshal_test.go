@@ -17,16 +17,12 @@ import (
 // marshalled becomes a CodeInternal reply, as any other spec violation of
 // a response does, rather than no reply at all.
 func TestUnmarshallableMessageIsSpecError(t *testing.T) {
-	forEachMode(t, testUnmarshallableMessageIsSpecError)
-}
-
-func testUnmarshallableMessageIsSpecError(t *testing.T, m recvMode) {
 	mStr := NewMethod[*wrapperspb.StringValue, *wrapperspb.StringValue](MethodSpec{Name: "str"})
 	mux := NewMux()
 	Handle(mux, mStr, func(_ context.Context, req *wrapperspb.StringValue, _ []*os.File) (*wrapperspb.StringValue, []*os.File, error) {
 		return wrapperspb.String(req.GetValue() + "\xff"), nil, nil
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 
 	_, _, err := Call(context.Background(), a, mStr, wrapperspb.String("name-\xff.txt"))
 	require.ErrorIs(t, err, ErrSpec)

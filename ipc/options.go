@@ -95,10 +95,9 @@ func (l Limits) withDefaults() (Limits, error) {
 }
 
 type options struct {
-	limits  Limits
-	mux     *Mux
-	logger  *slog.Logger
-	netpoll bool
+	limits Limits
+	mux    *Mux
+	logger *slog.Logger
 }
 
 // Option configures a Conn.
@@ -110,15 +109,6 @@ func WithLimits(l Limits) Option { return func(o *options) { o.limits = l } }
 // WithMux routes the peer's requests to mux. Without a mux, any request
 // from the peer is a protocol violation (ReasonUnknownMethod).
 func WithMux(m *Mux) Option { return func(o *options) { o.mux = m } }
-
-// withNetpoll has the Conn receive with a plain read loop that waits in
-// Go's netpoller (pollReader) instead of the read token (tokenReader). It
-// exists to tell a problem in the read token's wakeups from one elsewhere,
-// and to measure what the read token saves: the package's tests run in
-// both modes, and its benchmarks take -ipc.netpoll. It is not exported: a
-// program gains nothing from the slower mode, and a debugging session can
-// flip it in NewConn's caller or run the tests with the flag.
-func withNetpoll() Option { return func(o *options) { o.netpoll = true } }
 
 // WithLogger sets the logger (default: discard). Violations are logged at
 // Warn, connection death at Debug.

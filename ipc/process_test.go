@@ -28,44 +28,7 @@ import (
 	"github.com/sandkit/sandkit/ipc/shm"
 )
 
-const (
-	childEnv = "SANDKIT_IPC_CHILD"
-	// netpollEnv has the child receive like -ipc.netpoll does.
-	netpollEnv = "SANDKIT_IPC_NETPOLL"
-)
-
-// recvMode names one way a Conn receives (the in-package tests have the
-// same pair).
-type recvMode struct {
-	name    string
-	netpoll bool
-}
-
-var recvModes = []recvMode{{"token", false}, {"netpoll", true}}
-
-// opts returns opts after the options that select the mode.
-func (m recvMode) opts(opts ...ipc.Option) []ipc.Option {
-	if m.netpoll {
-		return append([]ipc.Option{ipc.WithNetpoll()}, opts...)
-	}
-	return opts
-}
-
-// env is the child's environment for the mode.
-func (m recvMode) env() []string {
-	if m.netpoll {
-		return []string{netpollEnv + "=1"}
-	}
-	return []string{netpollEnv + "=0"}
-}
-
-// flagMode is the mode -ipc.netpoll selects (in a child: its parent's).
-func flagMode() recvMode {
-	if ipc.NetpollFlag() || os.Getenv(netpollEnv) == "1" {
-		return recvModes[1]
-	}
-	return recvModes[0]
-}
+const childEnv = "SANDKIT_IPC_CHILD"
 
 type msg = wrapperspb.BytesValue
 
@@ -103,7 +66,6 @@ func TestMain(m *testing.M) {
 
 // startChild runs the test binary as a child in mode, with the other end of
 // a SEQPACKET pair as its fd 3 (and of a stream pair as fd 4 if stream).
-// The child receives as -ipc.netpoll says unless env sets netpollEnv.
 func startChild(t testing.TB, mode string, stream bool, env ...string) (seq *os.File, str *os.File, cmd *exec.Cmd) {
 	t.Helper()
 	a, b, err := ipc.SocketPair()
@@ -117,8 +79,7 @@ func startChild(t testing.TB, mode string, stream bool, env ...string) (seq *os.
 	}
 	cmd = exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+mode)
-	cmd.Env = append(cmd.Env, flagMode().env()...)
-	cmd.Env = append(cmd.Env, env...) // the last of a variable's values counts
+	cmd.Env = append(cmd.Env, env...)
 	if stream {
 		cmd.Env = append(cmd.Env, childEnv+"_STREAM=1")
 	}
@@ -164,7 +125,7 @@ func childMain(mode string) error {
 
 // childDeliver sends one fd of each kind to the parent.
 func childDeliver(seq *os.File) error {
-	c, err := ipc.NewConn(seq, flagMode().opts()...)
+	c, err := ipc.NewConn(seq)
 	if err != nil {
 		return err
 	}
@@ -330,7 +291,7 @@ func childServe(seq *os.File) error {
 			}
 		}
 	}()
-	c, err := ipc.NewConn(seq, flagMode().opts(ipc.WithMux(mux))...)
+	c, err := ipc.NewConn(seq, ipc.WithMux(mux))
 	if err != nil {
 		return err
 	}
@@ -343,13 +304,7 @@ func childServe(seq *os.File) error {
 }
 
 func TestCrossProcessDelivery(t *testing.T) {
-	for _, m := range recvModes {
-		t.Run(m.name, func(t *testing.T) { testCrossProcessDelivery(t, m) })
-	}
-}
-
-func testCrossProcessDelivery(t *testing.T, m recvMode) {
-	seq, _, cmd := startChild(t, "deliver", false, m.env()...)
+	seq, _, cmd := startChild(t, "deliver", false)
 	got := make(chan error, 1)
 	mux := ipc.NewMux()
 	ipc.Handle(mux, mDeliver, func(ctx context.Context, req *msg, fds []*os.File) (*msg, []*os.File, error) {
@@ -361,7 +316,7 @@ func testCrossProcessDelivery(t *testing.T, m recvMode) {
 		got <- verifyDelivery(fds)
 		return &msg{Value: []byte("ok")}, nil, nil
 	})
-	c, err := ipc.NewConn(seq, m.opts(ipc.WithMux(mux))...)
+	c, err := ipc.NewConn(seq, ipc.WithMux(mux))
 	require.NoError(t, err)
 	defer c.Close()
 	cred, err := c.PeerCred()
@@ -419,14 +374,8 @@ func verifyDelivery(fds []*os.File) error {
 // an shm stream while the call that asked for each is in flight, and
 // checks every byte.
 func TestCrossProcessStream(t *testing.T) {
-	for _, m := range recvModes {
-		t.Run(m.name, func(t *testing.T) { testCrossProcessStream(t, m) })
-	}
-}
-
-func testCrossProcessStream(t *testing.T, m recvMode) {
-	seq, _, _ := startChild(t, "serve", false, m.env()...)
-	c, err := ipc.NewConn(seq, m.opts()...)
+	seq, _, _ := startChild(t, "serve", false)
+	c, err := ipc.NewConn(seq)
 	require.NoError(t, err)
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -2,8 +2,6 @@ package ipc
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -45,11 +43,6 @@ import (
 //
 // Messages are never lost while nobody holds the token: they wait in the
 // socket's receive queue, for at most standbyDelay plus a wakeup.
-//
-// All of this sits behind the receiver interface. The unexported option
-// withNetpoll replaces it with pollReader (readpoll.go), a plain read loop
-// in the netpoller, to tell a bug in the token's wakeups from one
-// elsewhere and to measure what the token saves.
 
 // standbyDelay is how long the token may stay free before a loop goroutine
 // takes it.
@@ -72,10 +65,8 @@ const standbyDelay = 50 * time.Microsecond
 // coarse timer and did not measurably cost anything.)
 const longWait = 100 * time.Microsecond
 
-// tokenReader is the default receiver: the read token described above.
-type tokenReader struct {
-	c          *Conn
-	tokenWaits // how the holder waits and is woken (readwait.go)
+type readState struct {
+	c *Conn
 
 	mu         sync.Mutex
 	held       bool          // a goroutine holds the token
@@ -93,59 +84,23 @@ type tokenReader struct {
 	loopLong bool
 }
 
-// newTokenReader returns the read token (the default receiver) for c. The
-// socket, sockFD, must be in blocking mode with a receive
-// timeout (blockingReceives) and out of Go's netpoller: the token holder
-// waits for short waits in recvmsg itself.
-func newTokenReader(c *Conn, sockFD int) (*tokenReader, error) {
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	// The eventfd is only ever waited for in ppoll or through the wait
-	// set, never registered with the netpoller itself.
-	ev, err := newUnpolledFile(efd, "ipc-wake")
-	if err != nil {
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	ep, err := newWaitSet(sockFD, efd)
-	if err != nil {
-		ev.Close()
-		return nil, fmt.Errorf("wait set: %w", err)
-	}
-	r := &tokenReader{c: c, tokenWaits: tokenWaits{ev: ev, ep: ep, sockFD: sockFD, evFD: efd, pid: os.Getpid()}}
-	if r.evrc, err = ev.SyscallConn(); err == nil {
-		r.eprc, err = ep.SyscallConn()
-	}
-	if err != nil {
-		ev.Close()
-		ep.Close()
-		return nil, err
-	}
-	r.recvWFn = c.doRecvWait
-	r.pollFn = r.doPoll
-	r.pollEv = r.doPollEv
-	r.epollFn = r.doEpoll
+func (r *readState) init(c *Conn) {
+	r.c = c
 	r.loopWake = make(chan struct{}, 1)
 	r.standby = time.AfterFunc(time.Hour, r.startLoop)
 	r.standby.Stop()
-	return r, nil
-}
-
-// start starts a loop goroutine, which takes the token.
-func (r *tokenReader) start() {
 	r.users.Add(1)
 	go r.loop()
 }
 
-// shutdown marks the Conn dead for readers, wakes the token holder and
-// closes the eventfd and the wait set. Called once, by Conn.fail.
-func (r *tokenReader) shutdown() {
+// shutdown marks the Conn dead for readers and wakes the token holder. Called
+// once, by Conn.fail.
+func (r *readState) shutdown() {
 	r.mu.Lock()
 	r.shut = true
 	r.mu.Unlock()
 	r.standby.Stop()
-	r.wake()
+	r.c.wake()
 	// A holder blocked in recvmsg returns at once (EOF) once the socket
 	// cannot receive any more, whether or not wake's signal reached it.
 	_ = r.c.rc.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) })
@@ -154,16 +109,11 @@ func (r *tokenReader) shutdown() {
 	case r.loopWake <- struct{}{}:
 	default:
 	}
-	// The descriptors close once the last syscall using them returns
-	// (os.File reference counts), so their numbers are never reused under
-	// a goroutine still blocked in ppoll or the wait set.
-	r.ev.Close()
-	r.ep.Close()
 }
 
 // wait returns when no goroutine receives on the Conn or can start to.
 // Only after shutdown.
-func (r *tokenReader) wait() { r.users.Wait() }
+func (r *readState) wait() { r.users.Wait() }
 
 // Serve receives and serves the peer's requests on the calling goroutine
 // until the Conn dies, then returns Err. It is for a program whose work
@@ -176,17 +126,8 @@ func (r *tokenReader) wait() { r.users.Wait() }
 // milliseconds: a request that arrives then waits up to a millisecond in
 // the socket. Calls made while Serve runs work as usual; Serve yields the
 // socket to them and takes it back.
-//
-// With the netpoller receiver (see pollReader), a goroutine of the Conn
-// receives at all times and Serve only waits for the Conn to die.
 func (c *Conn) Serve() error {
-	c.rd.serve()
-	<-c.done
-	return c.Err()
-}
-
-// serve runs the loop on the calling goroutine until the Conn dies.
-func (r *tokenReader) serve() {
+	r := &c.rd
 	r.mu.Lock()
 	if !r.shut {
 		r.users.Add(1) // under mu with shut false, as in take
@@ -195,11 +136,13 @@ func (r *tokenReader) serve() {
 	} else {
 		r.mu.Unlock()
 	}
+	<-c.done
+	return c.Err()
 }
 
 // take tries to take the token; byLoop says who takes it. It reports
 // false if the token is held or the Conn is dead. Called with mu held.
-func (r *tokenReader) take(byLoop bool) bool {
+func (r *readState) take(byLoop bool) bool {
 	if r.held || r.shut {
 		return false
 	}
@@ -209,7 +152,7 @@ func (r *tokenReader) take(byLoop bool) bool {
 }
 
 // release gives the token up and arms the standby timer.
-func (r *tokenReader) release() {
+func (r *readState) release() {
 	r.mu.Lock()
 	r.held, r.heldByLoop, r.yieldAsked = false, false, false
 	if r.free != nil {
@@ -226,7 +169,7 @@ func (r *tokenReader) release() {
 
 // startLoop runs when the token has stayed free for standbyDelay: it wakes
 // the idle loop goroutine, or starts one.
-func (r *tokenReader) startLoop() {
+func (r *readState) startLoop() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.held || r.shut {
@@ -246,7 +189,7 @@ func (r *tokenReader) startLoop() {
 // loop takes the token whenever it is free, receives until a caller wants
 // the token, and runs the requests it receives. At most one loop goroutine
 // waits idle; others exit.
-func (r *tokenReader) loop() {
+func (r *readState) loop() {
 	defer r.users.Done()
 	c := r.c
 	yielded := false
@@ -274,7 +217,7 @@ func (r *tokenReader) loop() {
 		}
 		r.mu.Unlock()
 		r.standby.Stop()
-		j := r.receiveAsLoop()
+		j := c.receiveAsLoop()
 		r.release()
 		if j != nil {
 			c.serve(j)
@@ -287,18 +230,19 @@ func (r *tokenReader) loop() {
 // receiveAsLoop receives while the loop holds the token. It returns a
 // request for the loop to serve, or nil when a caller asked for the token
 // or the Conn died.
-func (r *tokenReader) receiveAsLoop() *job {
+func (c *Conn) receiveAsLoop() *job {
+	r := &c.rd
 	for {
-		seq := r.wakes.Load() // before the checks: see recvWait
+		seq := c.wakes.Load() // before the checks: see recvWait
 		r.mu.Lock()
 		stop := r.yieldAsked || r.shut
 		r.mu.Unlock()
 		if stop {
 			return nil
 		}
-		r.waitLong = r.loopLong
+		c.waitLong = r.loopLong
 		start := time.Now()
-		j, err := r.receiveOne(true, seq)
+		j, err := c.receiveOne(true, seq)
 		r.loopLong = time.Since(start) > longWait
 		if err != nil {
 			return nil
@@ -312,7 +256,8 @@ func (r *tokenReader) receiveAsLoop() *job {
 // await waits for p's result: as the reader if the token is free,
 // otherwise until the reply is delivered or the token is released. It
 // reports false if ctx ended first.
-func (r *tokenReader) await(ctx context.Context, p *pendingCall) (callResult, bool) {
+func (c *Conn) await(ctx context.Context, p *pendingCall) (callResult, bool) {
+	r := &c.rd
 	for {
 		select {
 		case res := <-p.ch:
@@ -323,7 +268,7 @@ func (r *tokenReader) await(ctx context.Context, p *pendingCall) (callResult, bo
 		if r.take(false) {
 			r.mu.Unlock()
 			r.standby.Stop()
-			res, ok := r.receiveFor(ctx, p)
+			res, ok := c.receiveFor(ctx, p)
 			r.release()
 			return res, ok
 		}
@@ -337,7 +282,7 @@ func (r *tokenReader) await(ctx context.Context, p *pendingCall) (callResult, bo
 		free := r.free
 		r.mu.Unlock()
 		if askYield {
-			r.wake()
+			c.wake()
 		}
 		select {
 		case res := <-p.ch:
@@ -351,14 +296,14 @@ func (r *tokenReader) await(ctx context.Context, p *pendingCall) (callResult, bo
 
 // receiveFor receives, holding the token, until p has its result or ctx
 // ends. When the Conn dies, Conn.fail delivers the error to p.
-func (r *tokenReader) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool) {
+func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool) {
 	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, r.wake)
+		stop := context.AfterFunc(ctx, c.wake)
 		defer stop()
 	}
 	start := time.Now()
 	for {
-		seq := r.wakes.Load() // before the checks: see recvWait
+		seq := c.wakes.Load() // before the checks: see recvWait
 		select {
 		case res := <-p.ch:
 			return res, true
@@ -367,14 +312,14 @@ func (r *tokenReader) receiveFor(ctx context.Context, p *pendingCall) (callResul
 		if ctx.Err() != nil {
 			return callResult{}, false
 		}
-		if r.c.dead() {
+		if c.dead() {
 			return <-p.ch, true
 		}
 		// A call of a method not yet known to be slow blocks in recvmsg
 		// until it has waited longWait (woken every recvTick), then goes
 		// to the netpoller like a known slow one.
-		r.waitLong = p.long || time.Since(start) > longWait
-		r.receiveOne(false, seq)
+		c.waitLong = p.long || time.Since(start) > longWait
+		c.receiveOne(false, seq)
 	}
 }
 
@@ -382,34 +327,45 @@ func (r *tokenReader) receiveFor(ctx context.Context, p *pendingCall) (callResul
 // what arrived. It returns a request to serve (inline only), or an error
 // when the Conn is dead. The token is held; seq is the wake count the
 // caller read before it checked its reasons to stop waiting.
-func (r *tokenReader) receiveOne(inline bool, seq uint64) (*job, error) {
-	c := r.c
+func (c *Conn) receiveOne(inline bool, seq uint64) (*job, error) {
 	n, oobn, flags, err := 0, 0, 0, error(unix.EAGAIN)
-	if !r.waitLong {
+	if !c.waitLong {
 		// A short wait: block in recvmsg, which also returns at once
 		// with a datagram that is already queued.
-		n, oobn, flags, err = r.recvWait(seq)
+		n, oobn, flags, err = c.recvWait(seq)
 		if err == unix.EAGAIN || err == unix.EINTR {
 			return nil, nil // woken, timed out or interrupted: the caller re-checks
 		}
-	} else if r.rMore {
+	} else if c.rMore {
 		// Try recvmsg before waiting only when the last receive found a
 		// datagram (more may be queued).
 		n, oobn, flags, err = c.recv()
 	}
-	r.rMore = err == nil
+	c.rMore = err == nil
 	if err == unix.EAGAIN {
-		if err := r.poll(); err != nil {
+		if err := c.poll(); err != nil {
 			return nil, c.die(err)
 		}
-		if r.pollOK {
-			r.drainWake()
+		if c.pollOK {
+			c.drainWake()
 		}
 		n, oobn, flags, err = c.recv()
 		if err == unix.EAGAIN {
 			return nil, nil // woken, or a spurious wakeup: the caller re-checks
 		}
-		r.rMore = err == nil
+		c.rMore = err == nil
 	}
-	return c.received(n, oobn, flags, err, inline)
+	if err != nil {
+		return nil, c.die(err)
+	}
+	if n == 0 && oobn == 0 && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) == 0 {
+		// EOF and an empty datagram look the same; tell them apart by
+		// receiving again: EOF repeats, a live peer leaves nothing.
+		return nil, c.die(c.zeroRead())
+	}
+	j, perr := c.handleDatagram(c.rbuf[:n], c.roob[:oobn], flags, inline)
+	if perr != nil {
+		return nil, c.die(perr)
+	}
+	return j, nil
 }

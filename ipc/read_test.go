@@ -21,9 +21,7 @@ import (
 // released the token before running the handler inline, so the handler,
 // as a caller, receives its own reply; the other side receives the
 // callback while it waits for the outer reply.
-func TestHandlerCallsBack(t *testing.T) { forEachMode(t, testHandlerCallsBack) }
-
-func testHandlerCallsBack(t *testing.T, m recvMode) {
+func TestHandlerCallsBack(t *testing.T) {
 	mOuter := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "outer"})
 	var b atomic.Pointer[Conn] // set after the handler is registered
 	muxB := NewMux()
@@ -34,7 +32,7 @@ func testHandlerCallsBack(t *testing.T, m recvMode) {
 		}
 		return resp, nil, nil
 	})
-	a, cb := m.newPair(t, testMux(), muxB, Limits{})
+	a, cb := newPair(t, testMux(), muxB, Limits{})
 	b.Store(cb)
 	for i := range 50 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -48,10 +46,8 @@ func testHandlerCallsBack(t *testing.T, m recvMode) {
 // After this side's call returns, nobody holds the token until the
 // standby timer hands it to a loop goroutine; the peer's requests must
 // still be served, including a long burst while this side calls too.
-func TestRequestsServedBetweenCalls(t *testing.T) { forEachMode(t, testRequestsServedBetweenCalls) }
-
-func testRequestsServedBetweenCalls(t *testing.T, m recvMode) {
-	a, b := m.newPair(t, testMux(), testMux(), Limits{})
+func TestRequestsServedBetweenCalls(t *testing.T) {
+	a, b := newPair(t, testMux(), testMux(), Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for i := range 200 {
@@ -63,11 +59,7 @@ func testRequestsServedBetweenCalls(t *testing.T, m recvMode) {
 		require.NoError(t, err)
 		require.Equal(t, []byte{byte(i)}, resp.Value)
 		if i%50 == 0 {
-			// Let a's loop take the token back. (The netpoller mode's
-			// loop never gives it up.)
-			if r, ok := a.rd.(*tokenReader); ok {
-				waitHolder(t, r, true)
-			}
+			time.Sleep(2 * standbyDelay) // let a's loop take the token back
 		}
 	}
 }
@@ -75,10 +67,6 @@ func testRequestsServedBetweenCalls(t *testing.T, m recvMode) {
 // A handler running inline for longer than standbyDelay does not stop
 // the Conn from receiving: a second request is served concurrently.
 func TestLongInlineHandlerDoesNotBlockOthers(t *testing.T) {
-	forEachMode(t, testLongInlineHandlerDoesNotBlockOthers)
-}
-
-func testLongInlineHandlerDoesNotBlockOthers(t *testing.T, m recvMode) {
 	mBlock := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "block-inline"})
 	release := make(chan struct{})
 	started := make(chan struct{})
@@ -91,7 +79,7 @@ func testLongInlineHandlerDoesNotBlockOthers(t *testing.T, m recvMode) {
 		}
 		return req, nil, nil
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -116,8 +104,13 @@ func testLongInlineHandlerDoesNotBlockOthers(t *testing.T, m recvMode) {
 // hands the token back to a loop. Repeated.
 func TestCallerTakesTokenFromIdleLoop(t *testing.T) {
 	a, _ := newPair(t, nil, testMux(), Limits{})
+	loopHolds := func() bool {
+		a.rd.mu.Lock()
+		defer a.rd.mu.Unlock()
+		return a.rd.held && a.rd.heldByLoop
+	}
 	for range 20 {
-		waitHolder(t, tokenOf(t, a), true)
+		require.Eventually(t, loopHolds, 10*time.Second, 50*time.Microsecond)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("x")})
 		cancel()
@@ -182,8 +175,7 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	// Teach a that mBlock is long: its reply comes later than longWait
-	// (the delay is what a learns, not a synchronisation).
+	// Teach a that mBlock is long.
 	go func() { time.Sleep(4 * longWait); release <- struct{}{} }()
 	_, _, err := Call(ctx, a, mBlock, &testMsg{})
 	require.NoError(t, err)
@@ -197,7 +189,11 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 		_, _, err := Call(ctx, a, mBlock, &testMsg{})
 		done <- err
 	}()
-	waitHolder(t, tokenOf(t, a), false)
+	require.Eventually(t, func() bool {
+		a.rd.mu.Lock()
+		defer a.rd.mu.Unlock()
+		return a.rd.held && !a.rd.heldByLoop
+	}, 10*time.Second, 50*time.Microsecond)
 	resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("past the long wait")})
 	require.NoError(t, err)
 	require.Equal(t, "past the long wait", string(resp.Value))
@@ -206,22 +202,12 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 
 	// Cancelling a long wait returns at once.
 	cctx, ccancel := context.WithCancel(ctx)
-	go func() {
-		_, _, err := Call(cctx, a, mBlock, &testMsg{})
-		done <- err
-	}()
-	waitHolder(t, tokenOf(t, a), false) // the caller waits for its reply
-	ccancel()
-	select {
-	case err := <-done:
-		require.ErrorIs(t, err, context.Canceled)
-	case <-time.After(10 * time.Second):
-		t.Fatal("a cancelled long wait did not return")
-	}
+	go func() { time.Sleep(10 * longWait); ccancel() }()
+	_, _, err = Call(cctx, a, mBlock, &testMsg{})
+	require.ErrorIs(t, err, context.Canceled)
 
 	// After an idle spell, a's loop waits in the netpoller: b's requests
-	// are served and a's callers take the token back. (The spells are the
-	// condition under test: a wait that outlasted longWait.)
+	// are served and a's callers take the token back.
 	for range 5 {
 		time.Sleep(10 * longWait)
 		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: []byte("to a")})
@@ -238,10 +224,8 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 // the same Conn through meanwhile (it yields the socket to them), and
 // returns why the Conn died: the peer's hang-up, or at once on a Conn that
 // is already closed.
-func TestServe(t *testing.T) { forEachMode(t, testServe) }
-
-func testServe(t *testing.T, m recvMode) {
-	a, b := m.newPair(t, testMux(), testMux(), Limits{})
+func TestServe(t *testing.T) {
+	a, b := newPair(t, testMux(), testMux(), Limits{})
 	served := make(chan error, 1)
 	go func() { served <- b.Serve() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -279,7 +263,7 @@ func testServe(t *testing.T, m recvMode) {
 	}
 	require.ErrorIs(t, b.Serve(), ErrPeerClosed, "Serve on a dead Conn")
 
-	c, _ := m.newPair(t, nil, nil, Limits{})
+	c, _ := newPair(t, nil, nil, Limits{})
 	require.NoError(t, c.Close())
 	require.ErrorIs(t, c.Serve(), ErrClosed)
 }
@@ -352,29 +336,17 @@ func waitBlockedInReceive(t *testing.T, c *Conn, byLoop bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		r := tokenOf(t, c)
-		r.mu.Lock()
-		holder := r.held && r.heldByLoop == byLoop
-		r.mu.Unlock()
-		if tid := r.blockTID.Load(); holder && tid != 0 {
+		c.rd.mu.Lock()
+		holder := c.rd.held && c.rd.heldByLoop == byLoop
+		c.rd.mu.Unlock()
+		if tid := c.blockTID.Load(); holder && tid != 0 {
 			stat, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/stat", tid))
 			// The state follows the command name in parentheses.
-			if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] == 'S' && r.blockTID.Load() == tid {
+			if i := bytes.LastIndexByte(stat, ')'); err == nil && i >= 0 && i+2 < len(stat) && stat[i+2] == 'S' && c.blockTID.Load() == tid {
 				return
 			}
 		}
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("no goroutine blocked in recvmsg")
-}
-
-// waitHolder waits until r's token is held by a loop goroutine (byLoop) or
-// by a caller.
-func waitHolder(t *testing.T, r *tokenReader, byLoop bool) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		return r.held && r.heldByLoop == byLoop
-	}, 10*time.Second, 50*time.Microsecond, "token held by loop=%v", byLoop)
 }

@@ -52,27 +52,27 @@ type tokenWaits struct {
 // fires; pollOK reports the latter. It is for waits expected to be long
 // (short ones block in recvWait): it waits in Go's netpoller (waitSlow),
 // and ppoll then only reports what is ready.
-func (r *tokenReader) poll() error {
-	if err := r.waitSlow(); err != nil {
+func (c *Conn) poll() error {
+	if err := c.waitSlow(); err != nil {
 		return err
 	}
-	r.pollE, r.pollOK = nil, false
-	if err := r.c.rc.Control(r.pollFn); err != nil {
+	c.pollE, c.pollOK = nil, false
+	if err := c.rc.Control(c.pollFn); err != nil {
 		return err
 	}
-	return r.pollE
+	return c.pollE
 }
 
-func (r *tokenReader) doPoll(fd uintptr) {
-	r.pollS = fd
-	if err := r.evrc.Control(r.pollEv); err != nil {
-		r.pollE = err
+func (c *Conn) doPoll(fd uintptr) {
+	c.pollS = fd
+	if err := c.evrc.Control(c.pollEv); err != nil {
+		c.pollE = err
 	}
 }
 
-func (r *tokenReader) doPollEv(efd uintptr) {
+func (c *Conn) doPollEv(efd uintptr) {
 	fds := [2]unix.PollFd{
-		{Fd: int32(r.pollS), Events: unix.POLLIN},
+		{Fd: int32(c.pollS), Events: unix.POLLIN},
 		{Fd: int32(efd), Events: unix.POLLIN},
 	}
 	for {
@@ -80,10 +80,10 @@ func (r *tokenReader) doPollEv(efd uintptr) {
 		if err == unix.EINTR {
 			continue
 		}
-		r.pollE = err
+		c.pollE = err
 		break
 	}
-	r.pollOK = fds[1].Revents != 0
+	c.pollOK = fds[1].Revents != 0
 }
 
 // waitSlow waits in Go's netpoller until the socket or the wake eventfd
@@ -92,17 +92,17 @@ func (r *tokenReader) doPollEv(efd uintptr) {
 // The wait set's entries are one-shot and armed only here. Armed all the
 // time, every datagram would also wake the netpoller of an idle P, the
 // cost the read token exists to avoid.
-func (r *tokenReader) waitSlow() error {
-	if err := r.armWaitSet(); err != nil {
+func (c *Conn) waitSlow() error {
+	if err := c.armWaitSet(); err != nil {
 		return err
 	}
-	return r.eprc.Read(r.epollFn)
+	return c.eprc.Read(c.epollFn)
 }
 
-func (r *tokenReader) armWaitSet() error {
+func (c *Conn) armWaitSet() error {
 	var err error
-	cerr := r.eprc.Control(func(epfd uintptr) {
-		for _, fd := range []int{r.sockFD, r.evFD} {
+	cerr := c.eprc.Control(func(epfd uintptr) {
+		for _, fd := range []int{c.sockFD, c.evFD} {
 			ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLONESHOT, Fd: int32(fd)}
 			if e := unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, fd, &ev); e != nil {
 				err = fmt.Errorf("ipc: epoll_ctl: %w", e)
@@ -118,7 +118,7 @@ func (r *tokenReader) armWaitSet() error {
 
 // doEpoll reports whether the wait set has an event ready, without
 // blocking: false sends the caller back to the netpoller.
-func (r *tokenReader) doEpoll(fd uintptr) bool {
+func (c *Conn) doEpoll(fd uintptr) bool {
 	var ev [2]unix.EpollEvent
 	for {
 		n, err := unix.EpollWait(int(fd), ev[:], 0)
@@ -154,17 +154,17 @@ func newWaitSet(fds ...int) (*os.File, error) {
 // wake interrupts the token holder's wait, if any: a thread blocked in
 // recvmsg by a signal, a wait in the netpoller or ppoll through the
 // eventfd. A wakeup nobody needed costs the next holder one extra loop.
-func (r *tokenReader) wake() {
-	r.wakes.Add(1)
-	if tid := r.blockTID.Load(); tid != 0 {
+func (c *Conn) wake() {
+	c.wakes.Add(1)
+	if tid := c.blockTID.Load(); tid != 0 {
 		// To this process's own thread only (tgkill checks the thread
 		// group). SIGURG is the runtime's own preemption signal: every
 		// Go program already takes it at any time, and a thread in a
 		// system call only sees EINTR.
-		_ = unix.Tgkill(r.pid, int(tid), unix.SIGURG)
+		_ = unix.Tgkill(c.pid, int(tid), unix.SIGURG)
 	}
 	one := uint64(1)
-	r.evrc.Control(func(fd uintptr) {
+	c.evrc.Control(func(fd uintptr) {
 		unix.Write(int(fd), (*[8]byte)(unsafe.Pointer(&one))[:])
 	})
 }
@@ -203,28 +203,28 @@ func blockingReceives(fd int) error {
 // thread for this, because a locked goroutine that loses its P while
 // blocked needs a thread hand-off to get one back, which made the round
 // trip with a one-P peer 17 % slower.
-func (r *tokenReader) recvWait(seq uint64) (n, oobn, flags int, err error) {
-	r.blockTID.Store(int32(unix.Gettid()))
-	defer r.blockTID.Store(0)
-	if r.wakes.Load() != seq {
+func (c *Conn) recvWait(seq uint64) (n, oobn, flags int, err error) {
+	c.blockTID.Store(int32(unix.Gettid()))
+	defer c.blockTID.Store(0)
+	if c.wakes.Load() != seq {
 		return 0, 0, 0, unix.EAGAIN
 	}
-	if err := r.c.rc.Control(r.recvWFn); err != nil {
+	if err := c.rc.Control(c.recvWFn); err != nil {
 		return 0, 0, 0, err
 	}
-	if r.c.rErr != nil {
-		return 0, 0, 0, r.c.rErr
+	if c.rErr != nil {
+		return 0, 0, 0, c.rErr
 	}
-	return r.c.rN, r.c.rOOBN, r.c.rFlags, nil
+	return c.rN, c.rOOBN, c.rFlags, nil
 }
 
 // drainWake resets the eventfd. Only the token holder does, and only after
 // ppoll reported it; whoever wrote it set its reason first (under the
 // token's mutex, or in ctx or the Conn's death), and the holder re-checks
 // every reason after draining.
-func (r *tokenReader) drainWake() {
+func (c *Conn) drainWake() {
 	var buf [8]byte
-	r.evrc.Control(func(fd uintptr) { unix.Read(int(fd), buf[:]) })
+	c.evrc.Control(func(fd uintptr) { unix.Read(int(fd), buf[:]) })
 }
 
 // newUnpolledFile wraps fd in an *os.File that Go's netpoller never

@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,28 +10,6 @@ import (
 	"github.com/sandkit/sandkit/ipc/wirepb"
 	"golang.org/x/sys/unix"
 )
-
-// receiver is how a Conn receives: who reads the socket, and how a caller
-// waits for its reply. NewConn picks one for the Conn's life: the read
-// token (tokenReader, read.go) or, with withNetpoll, a plain read loop in
-// Go's netpoller (pollReader, readpoll.go). Either hands what it receives
-// to received.
-type receiver interface {
-	// start starts receiving. NewConn calls it once, when the Conn is
-	// complete.
-	start()
-	// await waits for p's result; it reports false if ctx ended first.
-	await(ctx context.Context, p *pendingCall) (callResult, bool)
-	// serve receives and serves on the calling goroutine, if the
-	// receiver does that at all, until the Conn dies (Conn.Serve).
-	serve()
-	// shutdown wakes whoever receives, so that it notices the Conn is
-	// dead. Conn.fail calls it once, before it closes the socket.
-	shutdown()
-	// wait returns when no goroutine receives on the Conn or can start
-	// to. Only after shutdown.
-	wait()
-}
 
 // recvBuf is the datagram being received and its buffers, reused from one
 // datagram to the next. Only the goroutine that receives (the read
@@ -120,24 +97,4 @@ func (c *Conn) die(err error) error {
 		c.fail(fmt.Errorf("ipc: recvmsg: %w", err))
 	}
 	return c.deadErr()
-}
-
-// received handles the outcome of one recvmsg into rbuf/roob: it
-// dispatches a datagram, returning a request to serve (inline only), or
-// kills the Conn on EOF, a violation or a socket error, returning its
-// error.
-func (c *Conn) received(n, oobn, flags int, err error, inline bool) (*job, error) {
-	if err != nil {
-		return nil, c.die(err)
-	}
-	if n == 0 && oobn == 0 && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) == 0 {
-		// EOF and an empty datagram look the same; tell them apart by
-		// receiving again: EOF repeats, a live peer leaves nothing.
-		return nil, c.die(c.zeroRead())
-	}
-	j, perr := c.handleDatagram(c.rbuf[:n], c.roob[:oobn], flags, inline)
-	if perr != nil {
-		return nil, c.die(perr)
-	}
-	return j, nil
 }

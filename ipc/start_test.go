@@ -13,16 +13,14 @@ import (
 
 // Start sends at once and a call can follow before its reply; Wait
 // returns the reply, once.
-func TestStartThenWait(t *testing.T) { forEachMode(t, testStartThenWait) }
-
-func testStartThenWait(t *testing.T, m recvMode) {
+func TestStartThenWait(t *testing.T) {
 	arrived := make(chan string, 2)
 	mux := testMux()
 	mux.Before(func(_ context.Context, method string) error {
 		arrived <- method
 		return nil
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 20 {
@@ -47,10 +45,8 @@ func testStartThenWait(t *testing.T, m recvMode) {
 
 // A Wait whose ctx ends returns ctx's error and tells the peer; the
 // handler sees its ctx cancelled.
-func TestStartWaitCancelled(t *testing.T) { forEachMode(t, testStartWaitCancelled) }
-
-func testStartWaitCancelled(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, testMux(), Limits{})
+func TestStartWaitCancelled(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
 	started, err := Start(context.Background(), a, mBlock, &testMsg{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
@@ -67,10 +63,8 @@ func testStartWaitCancelled(t *testing.T, m recvMode) {
 }
 
 // Start on a dead Conn fails without sending.
-func TestStartOnClosedConn(t *testing.T) { forEachMode(t, testStartOnClosedConn) }
-
-func testStartOnClosedConn(t *testing.T, m recvMode) {
-	a, _ := m.newPair(t, nil, testMux(), Limits{})
+func TestStartOnClosedConn(t *testing.T) {
+	a, _ := newPair(t, nil, testMux(), Limits{})
 	a.Close()
 	_, err := Start(context.Background(), a, mEcho, &testMsg{})
 	require.ErrorIs(t, err, ErrClosed)
@@ -78,9 +72,7 @@ func testStartOnClosedConn(t *testing.T, m recvMode) {
 
 // Mux.Before's error reaches the caller as the handler's would, the
 // handler does not run, and the request's descriptors are closed.
-func TestMuxBeforeRefuses(t *testing.T) { forEachMode(t, testMuxBeforeRefuses) }
-
-func testMuxBeforeRefuses(t *testing.T, m recvMode) {
+func TestMuxBeforeRefuses(t *testing.T) {
 	warmUp(t)
 	base := openFDs(t)
 	ran := make(chan struct{}, 1)
@@ -93,7 +85,7 @@ func testMuxBeforeRefuses(t *testing.T, m recvMode) {
 	mux.Before(func(_ context.Context, method string) error {
 		return Errorf(CodeFailedPrecondition, "not yet: %s", method)
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	withConns := openFDs(t)
 	f := readOnlyFile(t)
 	_, _, err := Call(context.Background(), a, mReadOnly, &testMsg{}, f)
@@ -117,9 +109,7 @@ func readOnlyFile(t *testing.T) *os.File {
 
 // Before functions run in the order they were added; the first error
 // stops the request, and later functions do not run for it.
-func TestMuxBeforeOrder(t *testing.T) { forEachMode(t, testMuxBeforeOrder) }
-
-func testMuxBeforeOrder(t *testing.T, m recvMode) {
+func TestMuxBeforeOrder(t *testing.T) {
 	mux := testMux()
 	var (
 		mu    sync.Mutex
@@ -141,7 +131,7 @@ func testMuxBeforeOrder(t *testing.T, m recvMode) {
 		record("second:" + method)
 		return nil
 	})
-	a, _ := m.newPair(t, nil, mux, Limits{})
+	a, _ := newPair(t, nil, mux, Limits{})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, _, err := Call(ctx, a, mEcho, &testMsg{})
