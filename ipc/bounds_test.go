@@ -54,10 +54,20 @@ func (r *rawEnd) flood(c *Conn, n int, next func(i int) []byte) int {
 				return i
 			}
 			require.ErrorIs(r.t, err, unix.EAGAIN)
-			time.Sleep(100 * time.Microsecond)
+			r.waitWritable()
 		}
 	}
 	return n
+}
+
+// waitWritable waits until the kernel reports room in the victim's queue
+// (or its end closed), or 10 ms at most so the caller re-checks the victim.
+func (r *rawEnd) waitWritable() {
+	r.t.Helper()
+	pfd := []unix.PollFd{{Fd: int32(r.fd), Events: unix.POLLOUT}}
+	if _, err := unix.Poll(pfd, 10); err != nil && err != unix.EINTR {
+		r.t.Fatalf("poll: %v", err)
+	}
 }
 
 // A peer that sends requests and never reads the replies holds at most

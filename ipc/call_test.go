@@ -35,6 +35,29 @@ func newPair(t testing.TB, muxA, muxB *Mux, lim Limits) (*Conn, *Conn) {
 	return ca, cb
 }
 
+// blockingMux returns a mux whose mBlock handler reports on started that
+// it runs, then blocks until its context ends.
+func blockingMux() (*Mux, chan struct{}) {
+	started := make(chan struct{}, 1)
+	mux := NewMux()
+	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		started <- struct{}{}
+		<-ctx.Done()
+		return nil, nil, ctx.Err()
+	})
+	return mux, started
+}
+
+// waitStarted waits for a handler's report that it runs.
+func waitStarted(t testing.TB, started <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not start")
+	}
+}
+
 func TestCallEcho(t *testing.T) {
 	a, _ := newPair(t, nil, testMux(), Limits{})
 	resp, fds, err := Call(context.Background(), a, mEcho, &testMsg{Value: []byte("ping")})
@@ -296,8 +319,10 @@ func TestExpiredContext(t *testing.T) {
 
 func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
 	handlerDone := make(chan error, 1)
+	started := make(chan struct{}, 1)
 	mux := NewMux()
 	Handle(mux, mBlock, func(ctx context.Context, req *testMsg, _ []*os.File) (*testMsg, []*os.File, error) {
+		started <- struct{}{}
 		<-ctx.Done()
 		handlerDone <- ctx.Err()
 		return nil, nil, ctx.Err()
@@ -308,7 +333,7 @@ func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitStarted(t, started) // the call is pending and its handler runs
 	require.NoError(t, b.Close())
 	require.ErrorIs(t, <-handlerDone, context.Canceled)
 	require.ErrorIs(t, <-errc, ErrPeerClosed)
@@ -324,13 +349,14 @@ func TestCloseFailsPendingAndCancelsHandlers(t *testing.T) {
 }
 
 func TestLocalCloseFailsPendingCalls(t *testing.T) {
-	a, _ := newPair(t, nil, testMux(), Limits{})
+	mux, started := blockingMux()
+	a, _ := newPair(t, nil, mux, Limits{})
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), a, mBlock, &testMsg{})
 		errc <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
+	waitStarted(t, started) // the call is pending
 	a.Close()
 	select {
 	case err := <-errc:

@@ -59,7 +59,7 @@ func TestRequestsServedBetweenCalls(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []byte{byte(i)}, resp.Value)
 		if i%50 == 0 {
-			time.Sleep(2 * standbyDelay) // let a's loop take the token back
+			waitHolder(t, a, true) // let a's loop take the token back
 		}
 	}
 }
@@ -104,13 +104,8 @@ func TestLongInlineHandlerDoesNotBlockOthers(t *testing.T) {
 // hands the token back to a loop. Repeated.
 func TestCallerTakesTokenFromIdleLoop(t *testing.T) {
 	a, _ := newPair(t, nil, testMux(), Limits{})
-	loopHolds := func() bool {
-		a.rd.mu.Lock()
-		defer a.rd.mu.Unlock()
-		return a.rd.held && a.rd.heldByLoop
-	}
 	for range 20 {
-		require.Eventually(t, loopHolds, 10*time.Second, 50*time.Microsecond)
+		waitHolder(t, a, true)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("x")})
 		cancel()
@@ -175,7 +170,8 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	// Teach a that mBlock is long.
+	// Teach a that mBlock is long: its reply comes later than longWait
+	// (the delay is what a learns, not a synchronisation).
 	go func() { time.Sleep(4 * longWait); release <- struct{}{} }()
 	_, _, err := Call(ctx, a, mBlock, &testMsg{})
 	require.NoError(t, err)
@@ -189,11 +185,7 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 		_, _, err := Call(ctx, a, mBlock, &testMsg{})
 		done <- err
 	}()
-	require.Eventually(t, func() bool {
-		a.rd.mu.Lock()
-		defer a.rd.mu.Unlock()
-		return a.rd.held && !a.rd.heldByLoop
-	}, 10*time.Second, 50*time.Microsecond)
+	waitHolder(t, a, false)
 	resp, _, err := Call(ctx, a, mEcho, &testMsg{Value: []byte("past the long wait")})
 	require.NoError(t, err)
 	require.Equal(t, "past the long wait", string(resp.Value))
@@ -202,12 +194,22 @@ func TestLongWaitIsInterruptible(t *testing.T) {
 
 	// Cancelling a long wait returns at once.
 	cctx, ccancel := context.WithCancel(ctx)
-	go func() { time.Sleep(10 * longWait); ccancel() }()
-	_, _, err = Call(cctx, a, mBlock, &testMsg{})
-	require.ErrorIs(t, err, context.Canceled)
+	go func() {
+		_, _, err := Call(cctx, a, mBlock, &testMsg{})
+		done <- err
+	}()
+	waitHolder(t, a, false) // the caller waits for its reply
+	ccancel()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a cancelled long wait did not return")
+	}
 
 	// After an idle spell, a's loop waits in the netpoller: b's requests
-	// are served and a's callers take the token back.
+	// are served and a's callers take the token back. (The spells are the
+	// condition under test: a wait that outlasted longWait.)
 	for range 5 {
 		time.Sleep(10 * longWait)
 		resp, _, err := Call(ctx, b, mEcho, &testMsg{Value: []byte("to a")})
@@ -349,4 +351,15 @@ func waitBlockedInReceive(t *testing.T, c *Conn, byLoop bool) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("no goroutine blocked in recvmsg")
+}
+
+// waitHolder waits until c's read token is held by a loop goroutine
+// (byLoop) or by a caller.
+func waitHolder(t *testing.T, c *Conn, byLoop bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		c.rd.mu.Lock()
+		defer c.rd.mu.Unlock()
+		return c.rd.held && c.rd.heldByLoop == byLoop
+	}, 10*time.Second, 50*time.Microsecond, "token held by loop=%v", byLoop)
 }
