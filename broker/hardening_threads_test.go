@@ -171,8 +171,11 @@ func TestThreadBombEndsAtThreadLimit(t *testing.T) {
 					if assert.ErrorAs(t, err, &ee, origin) {
 						assert.Equal(t, broker.ExitThreadLimit, ee.Reason, "%s: %v", origin, ee)
 					}
+					// The sampler can miss the peak on a loaded machine
+					// (the guarded bomb dies within a millisecond of it),
+					// never overcount it: an upper bound only. That the
+					// bomb reached a limit is the reason's to prove.
 					assert.LessOrEqual(t, n, int(p.Limits.Threads), "%s: threads", origin)
-					assert.Greater(t, n, int(p.Limits.Threads)/2, "%s: the bomb did not run", origin)
 					t.Logf("%s: peak %d threads, %v", origin, n, err)
 				}()
 			}
