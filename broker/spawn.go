@@ -637,6 +637,9 @@ func isFatal(line string) bool {
 }
 
 func (t *logTail) add(line string) {
+	if isSanitizerNoise(line) {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if failure, ok := strings.CutPrefix(line, launch.LockdownFailedPrefix); ok {
@@ -653,6 +656,14 @@ func (t *logTail) add(line string) {
 		t.lines = t.lines[:maxLogLines-1]
 	}
 	t.lines = append(t.lines, line)
+}
+
+// isSanitizerNoise reports the one line the race detector's runtime
+// (binaries built with -race: tests only) prints in every renderer: it
+// looks for /proc/self/exe when it starts, after the ELF constructor has
+// moved the renderer into its empty root. It says nothing of the renderer.
+func isSanitizerNoise(line string) bool {
+	return strings.HasPrefix(line, "==") && strings.Contains(line, "WARNING: reading executable name failed")
 }
 
 // lastLine returns the line that best explains a crash: the runtime's

@@ -85,7 +85,12 @@ func fakeReadyRenderer(path string) int {
 		}
 		fds = append(fds, fd)
 	case readyDevNull:
-		fd, _ := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		// Any descriptor that is not a listener; the empty root has no
+		// /dev/null, so an eventfd stands for it.
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			return 73
+		}
 		fds = append(fds, fd)
 	case readyMemfd:
 		fd, _ := unix.MemfdCreate("x", unix.MFD_CLOEXEC)
@@ -269,6 +274,9 @@ func FuzzReadyReport(f *testing.F) {
 	f.Add(byte(0), byte(readyListener), []byte{0xff})
 
 	input := filepath.Join(renderersCanRead(f, f.TempDir()), "report")
+	// The fake renderer reads its report by path, from inside its empty
+	// root: the directory is one of the policy's read-only paths.
+	p.Filesystem.ReadOnlyPaths = append(p.Filesystem.ReadOnlyPaths, filepath.Dir(input))
 	b, err := broker.New(context.Background(), broker.Config{
 		Policy: p, Args: []string{fakeReadyFlag + input}, ReadyTimeout: 10 * time.Second,
 	})
@@ -346,14 +354,16 @@ func reportedActive(req *controlpb.ReadyRequest, l policy.Layer) bool {
 // first (the broker drains the connection before it classifies the exit).
 func TestViolationThenExit(t *testing.T) {
 	input := filepath.Join(renderersCanRead(t, t.TempDir()), "report")
-	report, err := proto.Marshal(fullReport(readyPolicy()))
+	p := readyPolicy()
+	p.Filesystem.ReadOnlyPaths = append(p.Filesystem.ReadOnlyPaths, filepath.Dir(input)) // read inside the empty root
+	report, err := proto.Marshal(fullReport(p))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(input, readyInput(0, readyNoFD, report), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b, err := broker.New(context.Background(), broker.Config{Policy: readyPolicy(), Args: []string{fakeReadyFlag + input, fakeExitFlag}})
+	b, err := broker.New(context.Background(), broker.Config{Policy: p, Args: []string{fakeReadyFlag + input, fakeExitFlag}})
 	if err != nil {
 		t.Fatal(err)
 	}
