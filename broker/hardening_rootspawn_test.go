@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -214,4 +215,35 @@ func TestRootSpawnFallsBackToExec(t *testing.T) {
 	uids, _ := hostIDs(t, r)
 	assert.Equal(t, strconv.Itoa(int(ids.First)), uids[0])
 	assert.Equal(t, "allow", procFile(t, r.PID(), "setgroups"), "maps written by os/exec's parent")
+}
+
+// TestRootBrokersSpawnAtOnce runs two root brokers in one process, each
+// spawning renderers as ids of its own at the same time, as the document
+// viewer's batch conversion does (a broker per document). The id switch of
+// one spawn changes the dumpable setting of the whole process, which the
+// other spawn's renderer needs on to write its id maps; spawns must not
+// overlap ("deny setgroups: permission denied" when they did).
+func TestRootBrokersSpawnAtOnce(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("renderers start as ids of their own only under a root broker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const each = 12
+	var wg sync.WaitGroup
+	for i := range 2 {
+		ids := broker.IDRange{First: 1879048192 + 20000 + uint32(i)*1000, Count: 64}
+		b := newBroker(t, policy.Strict(), func(c *broker.Config) { c.RendererIDs = ids; c.MaxRenderers = each })
+		for j := range each {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r, err := b.Acquire(ctx, fmt.Sprintf("https://%d-%d.example", i, j), "")
+				if assert.NoError(t, err) {
+					r.Close()
+				}
+			}()
+		}
+	}
+	wg.Wait()
 }

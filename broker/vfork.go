@@ -319,11 +319,23 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
+
+// dumpableMu serializes spawnVfork across every Broker of the process.
+// A child that switches ids changes the dumpable setting of the memory it
+// shares, which is the whole process's (see sandkit_switcher), and a
+// renderer can write its own id maps only while that setting is 1: two
+// spawns at once, from two brokers (the document viewer's batch runs one
+// per document), would turn it off under each other ("deny setgroups:
+// permission denied"). Each broker already spawns from one thread; this
+// makes it one per process. It is the one piece of package state, because
+// what it guards is process state.
+var dumpableMu sync.Mutex
 
 // vforkSpec is what spawnVfork starts: path (or exe) with argv, no
 // environment, in the namespaces ns, with log as stdout and stderr, sock
@@ -393,6 +405,8 @@ func namespaceStep(step C.int) bool {
 // It returns the pid and a pidfd, and must be called from the spawner's
 // locked thread (Pdeathsig).
 func spawnVfork(s vforkSpec) (pid int, pidfd int, err error) {
+	dumpableMu.Lock()
+	defer dumpableMu.Unlock()
 	cs := (*C.struct_sandkit_spawn)(C.calloc(1, C.size_t(unsafe.Sizeof(C.struct_sandkit_spawn{}))))
 	if cs == nil {
 		return 0, -1, errors.New("spawn: out of memory")
