@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +67,7 @@ func TestRendererCannotMakeBrokerHoldOrSpendMore(t *testing.T) {
 			ping(t, ctx, by)
 
 			goroutines := steadyGoroutines()
+			before := goroutineStacks()
 			fds := openFDs(t)
 			r, err := b.Acquire(ctx, attacker, "")
 			require.NoError(t, err)
@@ -137,10 +140,20 @@ func TestRendererCannotMakeBrokerHoldOrSpendMore(t *testing.T) {
 			for _, st := range b.Renderers() {
 				require.NotEqual(t, newcomer, st.Origin)
 			}
-			assert.LessOrEqual(t, settledGoroutines(goroutines), goroutines, "goroutines left after the attacker")
+			if left := settledGoroutines(goroutines); left > goroutines {
+				t.Errorf("%d goroutines left after the attacker, %d before.\nBefore:\n%s\nNow:\n%s", left, goroutines, before, goroutineStacks())
+			}
 			waitNoFDsAdded(t, fds)
 		})
 	}
+}
+
+// goroutineStacks returns every goroutine's stack, grouped, for a failure
+// message that shows which one was left.
+func goroutineStacks() string {
+	var b strings.Builder
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+	return b.String()
 }
 
 // steadyGoroutines returns the goroutine count once it has stayed the same
