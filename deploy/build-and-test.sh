@@ -39,14 +39,8 @@ if [ "$engine" = podman ] && [ "$(stat -fc %T /sys/fs/cgroup)" != cgroup2fs ]; t
 		echo "build-and-test: cgroups are not unified here and crun refuses them: apt-get install runc" >&2
 	fi
 fi
-# The renderer still mounts a fresh /proc in its own namespaces, which the
-# kernel refuses while the container's /proc has masked paths:
-# unmask them (Kubernetes: procMount: Unmasked). UNMASK=0 shows the error.
-if [ "${UNMASK:-1}" = 1 ]; then
-	if [ "$engine" = podman ]; then run_flags+=(--security-opt unmask=ALL)
-	else run_flags+=(--security-opt systempaths=unconfined)
-	fi
-fi
+# The container's /proc stays masked the way the runtime masks it:
+# renderers mount no procfs of their own.
 
 if run "$engine" "${engine_flags[@]}" build -f deploy/Containerfile -t "$image" .; then
 	:

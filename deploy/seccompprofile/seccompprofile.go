@@ -42,8 +42,8 @@ type Addition struct {
 // Lockdown lists the syscalls the broker and the renderer make before the
 // renderer's own seccomp filter is installed and that the runtime's default
 // refuses without CAP_SYS_ADMIN. Found by reading broker/spawn.go,
-// broker/vfork.go, broker/userns.go, renderer/early.go and
-// renderer/lockdown.go; every other call there (prctl, capset, setrlimit,
+// broker/vfork.go, broker/userns.go, renderer/early.go,
+// renderer/early_lockdown.c and renderer/lockdown.go; every other call there (prctl, capset, setrlimit,
 // landlock_*, seccomp, close_range, pidfd_*, waitid, chdir) is allowed by
 // the default profile, which the tests check.
 //
@@ -64,22 +64,22 @@ func Lockdown() []Addition {
 		},
 		{
 			Name: "mount",
-			Why:  "renderer lockdown, in its own user and mount namespace: makes / rprivate, mounts the empty tmpfs root and /proc, bind-mounts read-only paths, remounts the root read-only (renderer/lockdown.go emptyRoot)",
+			Why:  "renderer lockdown, in its own user and mount namespace: makes / rprivate, mounts the empty tmpfs root (no /proc), bind-mounts read-only paths, remounts the root read-only (renderer/early_lockdown.c empty_root, run in the ELF constructor)",
 			Cost: "mounts are possible only in a mount namespace owned by a user namespace the caller created; the kernel refuses them in the container's own namespaces without CAP_SYS_ADMIN there",
 		},
 		{
 			Name: "umount2",
-			Why:  "renderer lockdown: detaches the old root after pivot_root (renderer/lockdown.go)",
+			Why:  "renderer lockdown: detaches the old root after pivot_root (renderer/early_lockdown.c empty_root)",
 			Cost: "as mount",
 		},
 		{
 			Name: "pivot_root",
-			Why:  "renderer lockdown: makes the empty tmpfs the renderer's root (renderer/lockdown.go)",
+			Why:  "renderer lockdown: makes the empty tmpfs the renderer's root (renderer/early_lockdown.c empty_root)",
 			Cost: "as mount",
 		},
 		{
 			Name: "sethostname",
-			Why:  "renderer lockdown: sets the hostname of its own UTS namespace to \"sandkit\" (renderer/lockdown.go)",
+			Why:  "renderer lockdown: sets the hostname of its own UTS namespace to \"sandkit\" (renderer/early_lockdown.c)",
 			Cost: "only in a UTS namespace the caller owns; the container's hostname stays out of reach without CAP_SYS_ADMIN",
 		},
 	}
