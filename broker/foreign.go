@@ -591,7 +591,12 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 	b.live[r] = struct{}{}
 	b.spawning--
 	counted = false
+	closed := b.closed
 	b.mu.Unlock()
+	if closed {
+		// Close began during the spawn and waits for it: end it.
+		r.kill(ExitShutdown, "")
+	}
 	// The output pipe is read to its end, like stderr, before supervise
 	// classifies the exit (it waits for logsRead): a program that wrote
 	// past the bound and exited at once is killed for the bound, not

@@ -363,3 +363,64 @@ func TestForeignProgramLaunchFailure(t *testing.T) {
 	assert.Contains(t, err.Error(), "mount /nonexistent-sandkit-path")
 	assert.Empty(t, b.Renderers())
 }
+
+// TestForeignProgramEnds: a running program ends with its context
+// (ExitReleased) and with its broker (ExitShutdown), like a Go renderer.
+func TestForeignProgramEnds(t *testing.T) {
+	prog := buildForeign(t)
+	for _, tc := range []struct {
+		name string
+		end  func(cancel context.CancelFunc, b *broker.Broker)
+		want broker.ExitReason
+	}{
+		{"context", func(cancel context.CancelFunc, _ *broker.Broker) { cancel() }, broker.ExitReleased},
+		{"broker closed", func(_ context.CancelFunc, b *broker.Broker) { b.Close() }, broker.ExitShutdown},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBroker(t, foreignPolicy())
+			in, w, err := os.Pipe()
+			require.NoError(t, err)
+			defer in.Close()
+			defer w.Close() // never written: the program waits on it
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan *broker.Result, 1)
+			go func() {
+				res, err := b.RunProgram(ctx, "origin", "doc", broker.Program{
+					Path: prog, Args: []string{"foreignprog", "echo"}, Input: in, Output: broker.Output{Limit: 1 << 10}})
+				assert.NoError(t, err)
+				done <- res
+			}()
+			require.Eventually(t, func() bool { return len(b.Renderers()) == 1 }, 30*time.Second, 5*time.Millisecond)
+			tc.end(cancel, b)
+			select {
+			case res := <-done:
+				require.NotNil(t, res)
+				assert.Equal(t, tc.want, res.Exit.Reason, "%v", res.Exit)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the program outlived its end")
+			}
+		})
+	}
+}
+
+// BenchmarkRunProgram measures a foreign program's whole run: plan,
+// launch (root, binds, limits, Landlock, filter), exec, exit, reap.
+func BenchmarkRunProgram(b *testing.B) {
+	dir := b.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		require.NoError(b, os.Chmod(d, 0o755))
+	}
+	prog := filepath.Join(dir, "foreignprog")
+	out, err := exec.Command("gcc", "-static", "-O1", "-o", prog, "testdata/foreignprog.c").CombinedOutput()
+	require.NoError(b, err, "gcc: %s", out)
+	br := newBroker(b, foreignPolicy())
+	ctx := context.Background()
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := br.RunProgram(ctx, "origin", "doc", broker.Program{Path: prog, Args: []string{"foreignprog", "exit", "0"}, Output: broker.Output{Limit: 1}})
+		if err != nil || res.Exit.Reason != broker.ExitClean {
+			b.Fatalf("%v %v", err, res.Exit)
+		}
+	}
+}
