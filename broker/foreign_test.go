@@ -428,3 +428,43 @@ func BenchmarkRunProgram(b *testing.B) {
 		}
 	}
 }
+
+// TestForeignProgramDescriptors: the program holds the descriptors the
+// broker chose and nothing else: not the broker's (which its copied table
+// started with), not its seccomp listener, not the descriptor it was
+// exec'd through nor the socket the listener went out on.
+func TestForeignProgramDescriptors(t *testing.T) {
+	prog := buildForeign(t)
+	p := foreignPolicy()
+	b := newBroker(t, p)
+	// Descriptors of the broker's, open while it spawns, some without
+	// close-on-exec (as a parent may leave them), which exec alone
+	// would pass on.
+	for i := range 6 {
+		flags := unix.O_RDONLY
+		if i%2 == 0 {
+			flags |= unix.O_CLOEXEC
+		}
+		fd, err := unix.Open(prog, flags, 0)
+		require.NoError(t, err)
+		defer unix.Close(fd)
+	}
+	upTo := strconv.FormatUint(p.Limits.OpenFiles+8, 10)
+	for _, tc := range []struct {
+		name string
+		prog broker.Program
+		want string
+	}{
+		{"no input", broker.Program{Output: broker.Output{Limit: 1 << 10}}, "1\n2\n"},
+		{"input on 0", broker.Program{Input: inputPipe(t, ""), Output: broker.Output{Limit: 1 << 10}}, "0\n1\n2\n"},
+		{"input on 5, output on 4", broker.Program{Input: inputPipe(t, ""), InputFD: 5, Output: broker.Output{FD: 4, Limit: 1 << 10}}, "2\n4\n5\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := max(tc.prog.Output.FD, 1)
+			tc.prog.Path, tc.prog.Args = prog, []string{"foreignprog", "fds", upTo, strconv.Itoa(out)}
+			res := runForeign(t, b, tc.prog)
+			require.Equal(t, broker.ExitClean, res.Exit.Reason, "%v", res.Exit)
+			assert.Equal(t, tc.want, string(res.Output))
+		})
+	}
+}

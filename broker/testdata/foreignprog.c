@@ -11,10 +11,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static int outfd = 1;
+
 static void out(const char *s) {
 	size_t n = strlen(s);
 	while (n > 0) {
-		ssize_t w = write(1, s, n);
+		ssize_t w = write(outfd, s, n);
 		if (w <= 0) _exit(3);
 		s += w;
 		n -= w;
@@ -110,6 +112,18 @@ int main(int argc, char **argv) {
 		out(line);
 		execve(argv[0], args, NULL);
 		out("execve returned\n");
+		return 0;
+	}
+	if (strcmp(mode, "fds") == 0) {
+		// List every open descriptor up to argv[2] on argv[3].
+		int max = atoi(argv[2]);
+		outfd = atoi(argv[3]);
+		for (int fd = 0; fd <= max; fd++) {
+			if (fcntl(fd, F_GETFD) >= 0) {
+				snprintf(line, sizeof line, "%d\n", fd);
+				out(line);
+			}
+		}
 		return 0;
 	}
 	if (strcmp(mode, "exit") == 0) {
