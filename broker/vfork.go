@@ -13,6 +13,8 @@ package broker
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "foreign_launch.h"
+
 #ifndef CLONE_PIDFD
 #define CLONE_PIDFD 0x00001000
 #endif
@@ -39,6 +41,7 @@ struct sandkit_spawn {
 	int pid, pidfd;     // out: the renderer's
 	int step, err;      // out: the step that failed and its errno
 	int status;         // out: the first child's wait status (SANDKIT_STEP_SWITCHER)
+	struct sandkit_launch *launch; // a foreign program: its launcher replaces the steps from FDS on
 };
 
 // The steps, in the order of childSteps in Go.
@@ -57,6 +60,7 @@ enum {
 	SANDKIT_STEP_DUMPABLE,
 	SANDKIT_STEP_CLONE,
 	SANDKIT_STEP_SWITCHER,
+	SANDKIT_STEP_LAUNCH,
 };
 
 static int sandkit_write_file(const char *path, const char *s) {
@@ -183,6 +187,10 @@ static int sandkit_child(void *arg) {
 	// renderer still ends: its socket hangs up.
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
 		sandkit_fail(s, SANDKIT_STEP_PDEATHSIG);
+	}
+	if (s->launch != NULL) {
+		sandkit_launch(s->launch); // returns only on failure
+		sandkit_fail(s, SANDKIT_STEP_LAUNCH);
 	}
 	// Move the sources above the targets first, so that installing one
 	// never overwrites another; the copies are close-on-exec.
@@ -356,6 +364,10 @@ type vforkSpec struct {
 	// probe makes the renderer exit once its ids are mapped, before it
 	// touches a descriptor (probeHostIDSpawn).
 	probe bool
+	// launch, if set, starts a foreign program: its launcher
+	// (foreign_launch.c) installs the descriptors, locks the child down
+	// and execs, in place of log, sock and exe.
+	launch *C.struct_sandkit_launch
 }
 
 // childStepError is a failure of a child between clone and exec.
@@ -376,6 +388,7 @@ var childSteps = [...]string{
 	"", "deny setgroups", "write uid_map", "write gid_map", "setsid", "set the parent-death signal",
 	"install descriptors", "exec", "drop supplementary groups (setgroups)", "switch gid (setresgid)",
 	"switch uid (setresuid)", "set dumpable (prctl)", "clone the renderer into its namespaces", "switch ids",
+	"launch the foreign program",
 }
 
 func namespaceStep(step C.int) bool {
@@ -445,6 +458,7 @@ func spawnVfork(s vforkSpec) (pid int, pidfd int, err error) {
 	if s.probe {
 		cs.probe = 1
 	}
+	cs.launch = s.launch
 	// The descriptors stay open (and are not reused) until the call
 	// returns, because the caller holds the files.
 	cs.log_fd, cs.sock_fd = -1, -1
@@ -494,6 +508,9 @@ func stepError(cs *C.struct_sandkit_spawn) error {
 			how = fmt.Sprintf("exit status %d", ws.ExitStatus())
 		}
 		return &childStepError{step: step, err: fmt.Errorf("the first child ended before the renderer was cloned: %s", how)}
+	}
+	if cs.step == C.SANDKIT_STEP_LAUNCH && cs.launch != nil {
+		return launchError(cs.launch, syscall.Errno(cs.err))
 	}
 	return &childStepError{step: step, namespace: namespaceStep(cs.step), err: syscall.Errno(cs.err)}
 }

@@ -53,6 +53,18 @@ type Filesystem struct {
 	// ReadOnlyPaths are absolute paths bind-mounted read-only at the same
 	// place inside the empty root, and allowed read-only by Landlock.
 	ReadOnlyPaths []string
+	// ExecutablePaths are, for foreign programs (broker.Program) only,
+	// absolute paths bind-mounted read-only at the same place with
+	// execution allowed, and allowed read and execute by Landlock: the
+	// program's shared libraries and its dynamic loader. The program
+	// itself is bound so without being listed. See ForeignPaths.
+	ExecutablePaths []string
+	// Tmpfs lists, for foreign programs only, private writable tmpfs
+	// mounts of bounded size (a scratch directory, a profile), the only
+	// places Landlock lets the program write. Their pages are kernel
+	// memory that no rlimit counts: Limits.Memory does not bound them,
+	// their Size does.
+	Tmpfs []Tmpfs
 }
 
 // Network restricts sockets beyond what the empty network namespace does.
@@ -95,6 +107,13 @@ type Seccomp struct {
 	// executable memory; a library that loads code or JITs after
 	// lockdown does, and needs this off.
 	DenyExecMemory bool
+	// AllowChildren lets a foreign program (broker.Program) fork child
+	// processes inside its pid namespace: clone with exactly the flags
+	// of fork, and wait4 and waitid. The children count against
+	// Limits.Threads (RLIMIT_NPROC counts every task of the renderer's
+	// user), cannot exec, and die with the program, which is pid 1 of
+	// the namespace. Go renderers never fork; they ignore it.
+	AllowChildren bool
 }
 
 // Limits bounds the resources of one renderer.
@@ -225,6 +244,8 @@ func Strict() *Policy {
 func (p *Policy) Clone() *Policy {
 	c := *p
 	c.Filesystem.ReadOnlyPaths = slices.Clone(p.Filesystem.ReadOnlyPaths)
+	c.Filesystem.ExecutablePaths = slices.Clone(p.Filesystem.ExecutablePaths)
+	c.Filesystem.Tmpfs = slices.Clone(p.Filesystem.Tmpfs)
 	c.Seccomp.Allow = slices.Clone(p.Seccomp.Allow)
 	c.AllowDegraded = slices.Clone(p.AllowDegraded)
 	return &c
@@ -271,6 +292,7 @@ func (p *Policy) Validate() error {
 			seen[path] = true
 		}
 	}
+	p.validateForeign(bad)
 	if p.Seccomp.Monitor && !p.Seccomp.Enabled {
 		bad("seccomp: monitor needs seccomp enabled")
 	}

@@ -90,6 +90,10 @@ func fromProto(pb *policypb.Policy) *Policy {
 	if fs := pb.GetFilesystem(); fs != nil {
 		set(&p.Filesystem.Landlock, fs.Landlock)
 		p.Filesystem.ReadOnlyPaths = append([]string(nil), fs.ReadOnlyPaths...)
+		p.Filesystem.ExecutablePaths = append([]string(nil), fs.ExecutablePaths...)
+		for _, t := range fs.Tmpfs {
+			p.Filesystem.Tmpfs = append(p.Filesystem.Tmpfs, Tmpfs{Path: t.GetPath(), Size: t.GetSizeBytes()})
+		}
 	}
 	if n := pb.GetNetwork(); n != nil {
 		set(&p.Network.Landlock, n.Landlock)
@@ -101,6 +105,7 @@ func fromProto(pb *policypb.Policy) *Policy {
 		set(&p.Seccomp.Enabled, s.Enabled)
 		set(&p.Seccomp.Monitor, s.Monitor)
 		set(&p.Seccomp.DenyExecMemory, s.DenyExecMemory)
+		set(&p.Seccomp.AllowChildren, s.AllowChildren)
 		p.Seccomp.Allow = append([]string(nil), s.Allow...)
 	}
 	if l := pb.GetLimits(); l != nil {
@@ -145,11 +150,13 @@ func toProto(p *Policy) *policypb.Policy {
 			Net: b(p.Namespaces.Net), Ipc: b(p.Namespaces.IPC), Uts: b(p.Namespaces.UTS),
 			Cgroup: b(p.Namespaces.Cgroup),
 		},
-		Filesystem: &policypb.Filesystem{Landlock: b(p.Filesystem.Landlock), ReadOnlyPaths: append([]string(nil), p.Filesystem.ReadOnlyPaths...)},
-		Network:    &policypb.Network{Landlock: b(p.Network.Landlock)},
-		Scope:      &policypb.Scope{Landlock: b(p.Scope.Landlock)},
+		Filesystem: &policypb.Filesystem{Landlock: b(p.Filesystem.Landlock), ReadOnlyPaths: append([]string(nil), p.Filesystem.ReadOnlyPaths...),
+			ExecutablePaths: append([]string(nil), p.Filesystem.ExecutablePaths...)},
+		Network: &policypb.Network{Landlock: b(p.Network.Landlock)},
+		Scope:   &policypb.Scope{Landlock: b(p.Scope.Landlock)},
 		Seccomp: &policypb.Seccomp{Enabled: b(p.Seccomp.Enabled), Monitor: b(p.Seccomp.Monitor),
-			Allow: append([]string(nil), p.Seccomp.Allow...), DenyExecMemory: b(p.Seccomp.DenyExecMemory)},
+			Allow: append([]string(nil), p.Seccomp.Allow...), DenyExecMemory: b(p.Seccomp.DenyExecMemory),
+			AllowChildren: b(p.Seccomp.AllowChildren)},
 		Limits: &policypb.Limits{
 			MemoryBytes:          u(p.Limits.Memory),
 			OpenFiles:            u(p.Limits.OpenFiles),
@@ -165,6 +172,9 @@ func toProto(p *Policy) *policypb.Policy {
 			CgroupPidsMax:        u(p.Limits.Cgroup.PidsMax),
 			CgroupCpuPercent:     u(p.Limits.Cgroup.CPUPercent),
 		},
+	}
+	for _, t := range p.Filesystem.Tmpfs {
+		pb.Filesystem.Tmpfs = append(pb.Filesystem.Tmpfs, &policypb.Tmpfs{Path: proto.String(t.Path), SizeBytes: u(t.Size)})
 	}
 	for _, l := range p.AllowDegraded {
 		pb.AllowDegraded = append(pb.AllowDegraded, string(l))

@@ -149,6 +149,16 @@ func compileFilter(p *policy.Policy, self int) (*seccompProgram, error) {
 		return nil, err
 	}
 	defer filter.Release()
+	prog, err := exportFilter(filter)
+	if err != nil {
+		return nil, err
+	}
+	prog.notify = notify
+	return prog, nil
+}
+
+// exportFilter exports filter as classic BPF.
+func exportFilter(filter *seccomp.ScmpFilter) (*seccompProgram, error) {
 	// libseccomp 2.5 exports only to a descriptor.
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -168,12 +178,7 @@ func compileFilter(p *policy.Policy, self int) (*seccompProgram, error) {
 	if readErr != nil {
 		return nil, fmt.Errorf("seccomp export: %w", readErr)
 	}
-	prog, err := parseBPF(raw)
-	if err != nil {
-		return nil, err
-	}
-	prog.notify = notify
-	return prog, nil
+	return parseBPF(raw)
 }
 
 // parseBPF reads a classic BPF program in the kernel's in-memory layout.

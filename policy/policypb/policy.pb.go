@@ -220,6 +220,12 @@ type Filesystem struct {
 	// Absolute paths bind-mounted read-only into the empty root and allowed
 	// read-only by Landlock (for example a font directory).
 	ReadOnlyPaths []string `protobuf:"bytes,2,rep,name=read_only_paths,json=readOnlyPaths,proto3" json:"read_only_paths,omitempty"`
+	// Foreign programs only: absolute paths bind-mounted read-only, with
+	// execution allowed, and allowed read and execute by Landlock (the
+	// program's libraries, its dynamic loader).
+	ExecutablePaths []string `protobuf:"bytes,3,rep,name=executable_paths,json=executablePaths,proto3" json:"executable_paths,omitempty"`
+	// Foreign programs only: private writable tmpfs mounts of bounded size.
+	Tmpfs         []*Tmpfs `protobuf:"bytes,4,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -268,6 +274,72 @@ func (x *Filesystem) GetReadOnlyPaths() []string {
 	return nil
 }
 
+func (x *Filesystem) GetExecutablePaths() []string {
+	if x != nil {
+		return x.ExecutablePaths
+	}
+	return nil
+}
+
+func (x *Filesystem) GetTmpfs() []*Tmpfs {
+	if x != nil {
+		return x.Tmpfs
+	}
+	return nil
+}
+
+type Tmpfs struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          *string                `protobuf:"bytes,1,opt,name=path,proto3,oneof" json:"path,omitempty"`
+	SizeBytes     *uint64                `protobuf:"varint,2,opt,name=size_bytes,json=sizeBytes,proto3,oneof" json:"size_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tmpfs) Reset() {
+	*x = Tmpfs{}
+	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tmpfs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tmpfs) ProtoMessage() {}
+
+func (x *Tmpfs) ProtoReflect() protoreflect.Message {
+	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tmpfs.ProtoReflect.Descriptor instead.
+func (*Tmpfs) Descriptor() ([]byte, []int) {
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Tmpfs) GetPath() string {
+	if x != nil && x.Path != nil {
+		return *x.Path
+	}
+	return ""
+}
+
+func (x *Tmpfs) GetSizeBytes() uint64 {
+	if x != nil && x.SizeBytes != nil {
+		return *x.SizeBytes
+	}
+	return 0
+}
+
 type Network struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Landlock      *bool                  `protobuf:"varint,1,opt,name=landlock,proto3,oneof" json:"landlock,omitempty"`
@@ -277,7 +349,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	mi := &file_policy_policypb_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +361,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[3]
+	mi := &file_policy_policypb_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +374,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{3}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Network) GetLandlock() bool {
@@ -321,7 +393,7 @@ type Scope struct {
 
 func (x *Scope) Reset() {
 	*x = Scope{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[4]
+	mi := &file_policy_policypb_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +405,7 @@ func (x *Scope) String() string {
 func (*Scope) ProtoMessage() {}
 
 func (x *Scope) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[4]
+	mi := &file_policy_policypb_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +418,7 @@ func (x *Scope) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Scope.ProtoReflect.Descriptor instead.
 func (*Scope) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{4}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Scope) GetLandlock() bool {
@@ -365,13 +437,16 @@ type Seccomp struct {
 	// No new executable memory after lockdown: mmap, mprotect (and
 	// pkey_mprotect, shmat if allowed) only without PROT_EXEC (SHM_EXEC).
 	DenyExecMemory *bool `protobuf:"varint,4,opt,name=deny_exec_memory,json=denyExecMemory,proto3,oneof" json:"deny_exec_memory,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Foreign programs only: child processes (fork) inside the renderer's
+	// pid namespace, counted in limits.threads, none of which may exec.
+	AllowChildren *bool `protobuf:"varint,5,opt,name=allow_children,json=allowChildren,proto3,oneof" json:"allow_children,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Seccomp) Reset() {
 	*x = Seccomp{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[5]
+	mi := &file_policy_policypb_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +458,7 @@ func (x *Seccomp) String() string {
 func (*Seccomp) ProtoMessage() {}
 
 func (x *Seccomp) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[5]
+	mi := &file_policy_policypb_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +471,7 @@ func (x *Seccomp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Seccomp.ProtoReflect.Descriptor instead.
 func (*Seccomp) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{5}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Seccomp) GetEnabled() bool {
@@ -427,6 +502,13 @@ func (x *Seccomp) GetDenyExecMemory() bool {
 	return false
 }
 
+func (x *Seccomp) GetAllowChildren() bool {
+	if x != nil && x.AllowChildren != nil {
+		return *x.AllowChildren
+	}
+	return false
+}
+
 type Limits struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	MemoryBytes          *uint64                `protobuf:"varint,1,opt,name=memory_bytes,json=memoryBytes,proto3,oneof" json:"memory_bytes,omitempty"` // RLIMIT_DATA
@@ -450,7 +532,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_policy_policypb_policy_proto_msgTypes[6]
+	mi := &file_policy_policypb_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +544,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_policy_policypb_policy_proto_msgTypes[6]
+	mi := &file_policy_policypb_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +557,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{6}
+	return file_policy_policypb_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Limits) GetMemoryBytes() uint64 {
@@ -601,28 +683,38 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x04_netB\x06\n" +
 	"\x04_ipcB\x06\n" +
 	"\x04_utsB\t\n" +
-	"\a_cgroup\"b\n" +
+	"\a_cgroup\"\xba\x01\n" +
 	"\n" +
 	"Filesystem\x12\x1f\n" +
 	"\blandlock\x18\x01 \x01(\bH\x00R\blandlock\x88\x01\x01\x12&\n" +
-	"\x0fread_only_paths\x18\x02 \x03(\tR\rreadOnlyPathsB\v\n" +
-	"\t_landlock\"7\n" +
+	"\x0fread_only_paths\x18\x02 \x03(\tR\rreadOnlyPaths\x12)\n" +
+	"\x10executable_paths\x18\x03 \x03(\tR\x0fexecutablePaths\x12+\n" +
+	"\x05tmpfs\x18\x04 \x03(\v2\x15.sandkit.policy.TmpfsR\x05tmpfsB\v\n" +
+	"\t_landlock\"\\\n" +
+	"\x05Tmpfs\x12\x17\n" +
+	"\x04path\x18\x01 \x01(\tH\x00R\x04path\x88\x01\x01\x12\"\n" +
+	"\n" +
+	"size_bytes\x18\x02 \x01(\x04H\x01R\tsizeBytes\x88\x01\x01B\a\n" +
+	"\x05_pathB\r\n" +
+	"\v_size_bytes\"7\n" +
 	"\aNetwork\x12\x1f\n" +
 	"\blandlock\x18\x01 \x01(\bH\x00R\blandlock\x88\x01\x01B\v\n" +
 	"\t_landlock\"5\n" +
 	"\x05Scope\x12\x1f\n" +
 	"\blandlock\x18\x01 \x01(\bH\x00R\blandlock\x88\x01\x01B\v\n" +
-	"\t_landlock\"\xb9\x01\n" +
+	"\t_landlock\"\xf8\x01\n" +
 	"\aSeccomp\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12\x1d\n" +
 	"\amonitor\x18\x02 \x01(\bH\x01R\amonitor\x88\x01\x01\x12\x14\n" +
 	"\x05allow\x18\x03 \x03(\tR\x05allow\x12-\n" +
-	"\x10deny_exec_memory\x18\x04 \x01(\bH\x02R\x0edenyExecMemory\x88\x01\x01B\n" +
+	"\x10deny_exec_memory\x18\x04 \x01(\bH\x02R\x0edenyExecMemory\x88\x01\x01\x12*\n" +
+	"\x0eallow_children\x18\x05 \x01(\bH\x03R\rallowChildren\x88\x01\x01B\n" +
 	"\n" +
 	"\b_enabledB\n" +
 	"\n" +
 	"\b_monitorB\x13\n" +
-	"\x11_deny_exec_memory\"\xc0\x06\n" +
+	"\x11_deny_exec_memoryB\x11\n" +
+	"\x0f_allow_children\"\xc0\x06\n" +
 	"\x06Limits\x12&\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x04H\x00R\vmemoryBytes\x88\x01\x01\x12\"\n" +
 	"\n" +
@@ -670,28 +762,30 @@ func file_policy_policypb_policy_proto_rawDescGZIP() []byte {
 	return file_policy_policypb_policy_proto_rawDescData
 }
 
-var file_policy_policypb_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_policy_policypb_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_policy_policypb_policy_proto_goTypes = []any{
 	(*Policy)(nil),     // 0: sandkit.policy.Policy
 	(*Namespaces)(nil), // 1: sandkit.policy.Namespaces
 	(*Filesystem)(nil), // 2: sandkit.policy.Filesystem
-	(*Network)(nil),    // 3: sandkit.policy.Network
-	(*Scope)(nil),      // 4: sandkit.policy.Scope
-	(*Seccomp)(nil),    // 5: sandkit.policy.Seccomp
-	(*Limits)(nil),     // 6: sandkit.policy.Limits
+	(*Tmpfs)(nil),      // 3: sandkit.policy.Tmpfs
+	(*Network)(nil),    // 4: sandkit.policy.Network
+	(*Scope)(nil),      // 5: sandkit.policy.Scope
+	(*Seccomp)(nil),    // 6: sandkit.policy.Seccomp
+	(*Limits)(nil),     // 7: sandkit.policy.Limits
 }
 var file_policy_policypb_policy_proto_depIdxs = []int32{
 	1, // 0: sandkit.policy.Policy.namespaces:type_name -> sandkit.policy.Namespaces
 	2, // 1: sandkit.policy.Policy.filesystem:type_name -> sandkit.policy.Filesystem
-	3, // 2: sandkit.policy.Policy.network:type_name -> sandkit.policy.Network
-	4, // 3: sandkit.policy.Policy.scope:type_name -> sandkit.policy.Scope
-	5, // 4: sandkit.policy.Policy.seccomp:type_name -> sandkit.policy.Seccomp
-	6, // 5: sandkit.policy.Policy.limits:type_name -> sandkit.policy.Limits
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	4, // 2: sandkit.policy.Policy.network:type_name -> sandkit.policy.Network
+	5, // 3: sandkit.policy.Policy.scope:type_name -> sandkit.policy.Scope
+	6, // 4: sandkit.policy.Policy.seccomp:type_name -> sandkit.policy.Seccomp
+	7, // 5: sandkit.policy.Policy.limits:type_name -> sandkit.policy.Limits
+	3, // 6: sandkit.policy.Filesystem.tmpfs:type_name -> sandkit.policy.Tmpfs
+	7, // [7:7] is the sub-list for method output_type
+	7, // [7:7] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_policy_policypb_policy_proto_init() }
@@ -705,13 +799,14 @@ func file_policy_policypb_policy_proto_init() {
 	file_policy_policypb_policy_proto_msgTypes[4].OneofWrappers = []any{}
 	file_policy_policypb_policy_proto_msgTypes[5].OneofWrappers = []any{}
 	file_policy_policypb_policy_proto_msgTypes[6].OneofWrappers = []any{}
+	file_policy_policypb_policy_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_policy_policypb_policy_proto_rawDesc), len(file_policy_policypb_policy_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

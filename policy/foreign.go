@@ -1,0 +1,131 @@
+package policy
+
+import (
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Tmpfs is a private writable tmpfs of a foreign program: mounted at Path
+// in its empty root (nosuid, nodev, noexec), at most Size bytes and
+// MaxTmpfsInodes files, and the only place Landlock lets it write.
+type Tmpfs struct {
+	Path string
+	Size uint64
+}
+
+// Bounds on a policy's tmpfs mounts. Each one's pages are kernel memory
+// no rlimit counts, so a policy states their size and these cap it.
+const (
+	MaxTmpfsSize   = 1 << 30
+	MaxTmpfsMounts = 8
+	// MaxTmpfsInodes bounds the files of one tmpfs, whose inodes are
+	// kernel memory too (nr_inodes).
+	MaxTmpfsInodes = 4096
+)
+
+// The clone flags of glibc's fork (_Fork: arch_fork) and of the bare fork
+// system call's equivalent. A child gets its own memory, descriptor table
+// and filesystem context, and no namespace, tracing or parent change.
+const (
+	cloneGlibcFork = unix.CLONE_CHILD_SETTID | unix.CLONE_CHILD_CLEARTID | uint64(unix.SIGCHLD)
+	cloneFork      = uint64(unix.SIGCHLD)
+)
+
+// ForeignSyscallRules returns the allowlist of a foreign program under
+// p: SyscallRules, plus, with AllowChildren, clone with exactly the flags
+// of fork (as further alternatives of the thread rule) and the wait
+// calls. exec is never among them: the broker's launcher adds the one
+// exec of the program itself (see broker.Program).
+func (p *Policy) ForeignSyscallRules() []SyscallRule {
+	rules := p.SyscallRules()
+	if !p.Seccomp.AllowChildren {
+		return rules
+	}
+	for i := range rules {
+		if rules[i].Name == "clone" {
+			rules[i].AnyOf = append(slices.Clone(rules[i].AnyOf), argEq(0, cloneGlibcFork, cloneFork)...)
+			rules[i].Why += "; or exactly fork's (allow_children)"
+		}
+	}
+	return append(rules,
+		allow("wait4", "reap child processes (allow_children)"),
+		allow("waitid", "reap child processes (allow_children)"))
+}
+
+// validateForeign checks the fields only foreign programs use.
+func (p *Policy) validateForeign(bad func(string, ...any)) {
+	fs := p.Filesystem
+	if (len(fs.ExecutablePaths) > 0 || len(fs.Tmpfs) > 0) && !p.Namespaces.Mount {
+		bad("filesystem: executable_paths and tmpfs need the mount namespace (they are mounted in the empty root)")
+	}
+	seen := map[string]bool{}
+	for _, path := range fs.ReadOnlyPaths {
+		seen[path] = true
+	}
+	for _, path := range fs.ExecutablePaths {
+		if why := badMountPath(path); why != "" {
+			bad("filesystem: executable path %q %s", path, why)
+		}
+		if seen[path] {
+			bad("filesystem: executable path %q listed twice or also read-only", path)
+		}
+		seen[path] = true
+	}
+	binds := append(slices.Clone(fs.ReadOnlyPaths), fs.ExecutablePaths...)
+	if len(fs.Tmpfs) > MaxTmpfsMounts {
+		bad("filesystem: %d tmpfs mounts, at most %d", len(fs.Tmpfs), MaxTmpfsMounts)
+	}
+	for i, t := range fs.Tmpfs {
+		if why := badMountPath(t.Path); why != "" {
+			bad("filesystem: tmpfs %q %s", t.Path, why)
+		}
+		if t.Size == 0 || t.Size > MaxTmpfsSize {
+			bad("filesystem: tmpfs %q of %d bytes: give a size from 1 to %d", t.Path, t.Size, uint64(MaxTmpfsSize))
+		}
+		// Binds are mounted before tmpfs mounts: one beneath a tmpfs
+		// would be hidden, and a tmpfs beneath a bind cannot be made
+		// on the read-only bind.
+		for _, other := range append(slices.Clone(binds), tmpfsPaths(fs.Tmpfs[:i])...) {
+			if beneath(t.Path, other) || beneath(other, t.Path) {
+				bad("filesystem: tmpfs %q overlaps %q", t.Path, other)
+			}
+		}
+	}
+	if p.Seccomp.AllowChildren && !p.Seccomp.Enabled {
+		bad("seccomp: allow_children needs seccomp enabled (without it nothing stops children)")
+	}
+}
+
+func tmpfsPaths(ts []Tmpfs) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.Path
+	}
+	return out
+}
+
+// beneath reports whether path is dir or inside it.
+func beneath(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
+// badMountPath says what is wrong with a path to mount in the empty
+// root, "" if nothing.
+func badMountPath(path string) string {
+	switch {
+	case !filepath.IsAbs(path):
+		return "is not absolute"
+	case filepath.Clean(path) != path:
+		return "is not clean"
+	case path == "/":
+		return "would cover the whole root"
+	case beneath(path, "/proc"):
+		return "is under /proc"
+	case strings.ContainsRune(path, 0):
+		return "holds a NUL byte"
+	}
+	return ""
+}
