@@ -62,6 +62,7 @@ type safeJob struct {
 	pages, total int
 	dir, path    string
 	err          error
+	msg          string // err explained (docRef.explain)
 }
 
 // safeProgress is the JSON of {doc}/safe.json.
@@ -121,7 +122,7 @@ func (j *safeJobs) run(ctx context.Context, job *safeJob, d docRef, dpi float64)
 	defer close(job.done)
 	fail := func(err error) {
 		j.mu.Lock()
-		job.err = err
+		job.err, job.msg = err, d.explain(err)
 		j.mu.Unlock()
 	}
 	select {
@@ -149,7 +150,7 @@ func (j *safeJobs) run(ctx context.Context, job *safeJob, d docRef, dpi float64)
 	defer j.mu.Unlock()
 	job.dir = dir
 	if err != nil {
-		job.err = err
+		job.err, job.msg = err, d.explain(err)
 		return
 	}
 	job.path = path
@@ -172,7 +173,7 @@ func (j *safeJobs) progress(base string) safeProgress {
 func (j *safeJobs) outcome(job *safeJob) safeProgress {
 	switch {
 	case job.err != nil:
-		return safeProgress{State: "failed", Done: job.pages, Total: job.total, Error: job.err.Error()}
+		return safeProgress{State: "failed", Done: job.pages, Total: job.total, Error: job.msg}
 	case job.path != "":
 		return safeProgress{State: "done", Done: job.pages, Total: job.total}
 	case job.queued:
@@ -192,7 +193,7 @@ func (s *Server) safePDF(w http.ResponseWriter, r *http.Request, d docRef) {
 		return
 	}
 	if job.err != nil {
-		http.Error(w, "safe PDF: "+job.err.Error(), statusOf(job.err))
+		http.Error(w, "safe PDF: "+job.msg, statusOf(job.err))
 		return
 	}
 	f, err := os.Open(job.path)

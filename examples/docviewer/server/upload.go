@@ -462,7 +462,7 @@ func (s *Server) uploaded(w http.ResponseWriter, r *http.Request, seg []string) 
 		http.Error(w, "no such upload: uploads are deleted "+s.uploads.cfg.TTL.String()+" after they are made", http.StatusNotFound)
 		return
 	}
-	d := docRef{ID: e.id, Name: e.name, Base: "/u/" + e.id, be: s.upBE}
+	d := docRef{ID: e.id, Name: e.name, Base: "/u/" + e.id, be: s.upBE, stored: e.file}
 	switch {
 	case len(seg) == 2:
 		s.viewer(w, r, d, true)

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
 	"github.com/sandkit/sandkit/examples/docviewer/docerr"
@@ -37,6 +38,17 @@ type docRef struct {
 	Name string // display only
 	Base string // URL prefix of its routes, e.g. /doc/0123456789abcdef
 	be   backend.Backend
+	// stored is an upload's file name in the store, which the backend's
+	// errors name; explain shows Name instead.
+	stored string
+}
+
+// explain is err's text for the person viewing d.
+func (d docRef) explain(err error) string {
+	if d.stored == "" {
+		return err.Error()
+	}
+	return strings.ReplaceAll(err.Error(), d.stored, d.Name)
 }
 
 // viewerData is what doc.html shows.
@@ -87,7 +99,7 @@ func (s *Server) viewer(w http.ResponseWriter, r *http.Request, d docRef, upload
 	// Bounded: a hostile first page may be a sliver of any aspect.
 	data.ThumbH = int(min(max(math.Round(thumbWidth*data.HeightPt/data.WidthPt), 8), 20*thumbWidth))
 	if err != nil {
-		data.Err = err.Error()
+		data.Err = d.explain(err)
 		if k := docerr.KindOf(err); k != nil {
 			data.Kind = k.Error()
 		}
@@ -133,7 +145,7 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, d docRef, fi
 	defer cancel()
 	p, err := d.be.RenderPage(ctx, d.ID, n-1, dpi)
 	if err != nil {
-		http.Error(w, err.Error(), statusOf(err))
+		http.Error(w, d.explain(err), statusOf(err))
 		return
 	}
 	var buf bytes.Buffer

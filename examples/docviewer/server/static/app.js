@@ -16,13 +16,6 @@
     else document.addEventListener("DOMContentLoaded", f);
   }
 
-  ready(function () {
-    var v = document.getElementById("viewer");
-    if (v) viewer(v);
-    var f = document.getElementById("upload-form");
-    if (f) uploader(f);
-  });
-
   var CSS_PX_PER_PT = 96 / 72;
   var ZOOM_STEPS = [0.25, 0.33, 0.5, 0.67, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5];
   var DPI_STEP = 12; // resolutions are asked in steps, so a small zoom change does not redraw
@@ -417,4 +410,13 @@
       if (e.dataTransfer && e.dataTransfer.files.length) send(e.dataTransfer.files[0]);
     });
   }
+
+  // Last: a deferred script runs once the document is parsed, so ready
+  // calls at once, and every constant above must be set by then.
+  ready(function () {
+    var v = document.getElementById("viewer");
+    if (v) viewer(v);
+    var f = document.getElementById("upload-form");
+    if (f) uploader(f);
+  });
 })();
