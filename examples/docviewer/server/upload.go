@@ -221,7 +221,7 @@ func (u *Uploads) reserve(client string) error {
 	case u.receiving[client] >= maxClientUploads:
 		return &errUploadLimit{http.StatusTooManyRequests, fmt.Sprintf("upload limit: %d uploads at once per client", maxClientUploads)}
 	case mine+u.receiving[client] >= u.cfg.MaxPerClient:
-		return &errUploadLimit{http.StatusTooManyRequests, fmt.Sprintf("upload limit: %d documents per client; each is deleted %s after its upload", u.cfg.MaxPerClient, u.cfg.TTL)}
+		return &errUploadLimit{http.StatusTooManyRequests, fmt.Sprintf("upload limit: %d documents per client; each is deleted %s after its upload", u.cfg.MaxPerClient, durationText(u.cfg.TTL))}
 	case len(u.entries)+u.inFlight() >= u.cfg.MaxUploads, u.bytes+u.cfg.MaxBytes > u.cfg.MaxTotalBytes:
 		return &errUploadLimit{http.StatusServiceUnavailable, "the upload store is full; try again later"}
 	}
@@ -331,6 +331,18 @@ func (u *Uploads) pageTurn(ctx context.Context, client string) (release func(), 
 	}, nil
 }
 
+// durationText is d for people: "30 minutes", "2 hours", else as Go
+// prints it.
+func durationText(d time.Duration) string {
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(int(d/time.Hour), "hour", "hours")
+	case d >= time.Minute && d%time.Minute == 0:
+		return plural(int(d/time.Minute), "minute", "minutes")
+	}
+	return d.String()
+}
+
 // displayName cleans the name a client gave its file for display: its
 // base name, control and format characters dropped, at most 120 runes.
 func displayName(name string) string {
@@ -394,8 +406,8 @@ func (s *Server) uploadPage(w http.ResponseWriter) {
 	s.render(w, "upload.html", struct {
 		MaxBytes string
 		Max      int64
-		TTL      time.Duration
-	}{humanSize(s.uploads.cfg.MaxBytes), s.uploads.cfg.MaxBytes, s.uploads.cfg.TTL})
+		TTL      string
+	}{humanSize(s.uploads.cfg.MaxBytes), s.uploads.cfg.MaxBytes, durationText(s.uploads.cfg.TTL)})
 }
 
 // upload receives POST /upload and answers where its viewer is: a 303 for
@@ -459,7 +471,7 @@ func (s *Server) uploaded(w http.ResponseWriter, r *http.Request, seg []string) 
 	}
 	e, ok := s.uploads.lookup(seg[1])
 	if !ok {
-		http.Error(w, "no such upload: uploads are deleted "+s.uploads.cfg.TTL.String()+" after they are made", http.StatusNotFound)
+		http.Error(w, "no such upload: uploads are deleted "+durationText(s.uploads.cfg.TTL)+" after they are made", http.StatusNotFound)
 		return
 	}
 	d := docRef{ID: e.id, Name: e.name, Base: "/u/" + e.id, be: s.upBE, stored: e.file}
