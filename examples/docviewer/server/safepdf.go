@@ -185,6 +185,9 @@ func (j *safeJobs) outcome(job *safeJob) safeProgress {
 // safePDF converts d (or joins its running conversion) and sends the
 // result as an attachment named after the document.
 func (s *Server) safePDF(w http.ResponseWriter, r *http.Request, d docRef) {
+	if crossSite(w, r) {
+		return
+	}
 	job := s.safe.join(d, convert.DefaultDPI)
 	defer s.safe.leave(d, job)
 	select {

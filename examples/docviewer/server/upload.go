@@ -53,6 +53,7 @@ type UploadConfig struct {
 const (
 	maxClientUploads = 2 // uploads being received at once
 	maxClientPages   = 6 // page requests of uploaded documents in flight
+	maxClientSafe    = 1 // safe PDF conversions of uploaded documents
 	// clientWait bounds how long a page request waits for its client's
 	// turn before it gets 429.
 	clientWait = 30 * time.Second
@@ -78,7 +79,7 @@ type Uploads struct {
 	entries   map[string]*upload // by library id
 	bytes     int64              // stored plus reserved
 	receiving map[string]int     // uploads in progress, by client
-	pages     map[string]*slots  // page requests in flight, by client
+	pages     map[string]*slots  // requests in flight, by kind and client
 }
 
 // slots are one client's page request slots; users counts the requests
@@ -302,11 +303,21 @@ func (u *Uploads) receive(r *http.Request, client string) (*upload, error) {
 
 // pageTurn waits for one of client's page slots; release gives it back.
 func (u *Uploads) pageTurn(ctx context.Context, client string) (release func(), err error) {
+	return u.turn(ctx, "page "+client, maxClientPages)
+}
+
+// safeTurn waits for client's safe PDF slot.
+func (u *Uploads) safeTurn(ctx context.Context, client string) (release func(), err error) {
+	return u.turn(ctx, "safe "+client, maxClientSafe)
+}
+
+// turn waits for one of n slots of key; release gives it back.
+func (u *Uploads) turn(ctx context.Context, key string, n int) (release func(), err error) {
 	u.mu.Lock()
-	sl := u.pages[client]
+	sl := u.pages[key]
 	if sl == nil {
-		sl = &slots{ch: make(chan struct{}, maxClientPages)}
-		u.pages[client] = sl
+		sl = &slots{ch: make(chan struct{}, n)}
+		u.pages[key] = sl
 	}
 	sl.users++
 	u.mu.Unlock()
@@ -314,7 +325,7 @@ func (u *Uploads) pageTurn(ctx context.Context, client string) (release func(), 
 		u.mu.Lock()
 		defer u.mu.Unlock()
 		if sl.users--; sl.users == 0 {
-			delete(u.pages, client)
+			delete(u.pages, key)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, clientWait)
@@ -362,14 +373,36 @@ func displayName(name string) string {
 	return name
 }
 
-// clientOf names the client for fairness: the remote IP address. Behind a
-// proxy every client is the proxy; forwarded headers are not trusted.
+// clientOf names the client for fairness: the remote IPv4 address, or
+// the /64 of an IPv6 one (a host usually has a whole /64 to pick
+// addresses from). Behind a proxy every client is the proxy; forwarded
+// headers are not trusted.
 func clientOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
 	}
-	return host
+	ip := net.ParseIP(host)
+	switch {
+	case ip == nil:
+		return host
+	case ip.To4() != nil:
+		return ip.To4().String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}
+
+// crossSite refuses (403) a request a browser says another site made:
+// an <img> or link elsewhere must not make this server draw pages or
+// convert documents. Requests without Sec-Fetch-Site (older browsers,
+// other clients) pass; "none" is a typed URL or a bookmark.
+func crossSite(w http.ResponseWriter, r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+		return false
+	}
+	http.Error(w, "cross-site request refused", http.StatusForbidden)
+	return true
 }
 
 // checkOrigin is the CSRF defence of the upload, on top of the Host
@@ -488,6 +521,16 @@ func (s *Server) uploaded(w http.ResponseWriter, r *http.Request, seg []string) 
 		defer release()
 		s.renderPage(w, r, d, seg[3])
 	case len(seg) == 3 && seg[2] == "safe.pdf":
+		if crossSite(w, r) {
+			return
+		}
+		release, err := s.uploads.safeTurn(r.Context(), clientOf(r))
+		if err != nil {
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, "this client is converting another document; one at a time", http.StatusTooManyRequests)
+			return
+		}
+		defer release()
 		s.safePDF(w, r, d)
 	case len(seg) == 3 && seg[2] == "safe.json":
 		s.safeJSON(w, d)

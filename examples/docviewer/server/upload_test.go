@@ -352,3 +352,74 @@ func TestSafeName(t *testing.T) {
 		assert.Equal(t, want, safeName(in), in)
 	}
 }
+
+// TestCrossSiteRequests: a page image or safe PDF that a browser says
+// another site asked for (an <img> or link elsewhere) is refused with 403
+// before any renderer is asked; the viewer's own requests, typed URLs and
+// clients that send no Sec-Fetch-Site are served.
+func TestCrossSiteRequests(t *testing.T) {
+	s, cb, _ := newTestServer(t, "valid/drawing.svg")
+	id := library.IDOf("drawing.svg")
+	for _, target := range []string{"/doc/" + id + "/page/1.png?dpi=36", "/doc/" + id + "/safe.pdf"} {
+		for _, tt := range []struct {
+			site string
+			want int
+		}{
+			{"cross-site", http.StatusForbidden},
+			{"same-site", http.StatusForbidden},
+			{"bogus", http.StatusForbidden},
+			{"same-origin", http.StatusOK},
+			{"none", http.StatusOK},
+			{"", http.StatusOK},
+		} {
+			calls := len(cb.calls)
+			req := httptest.NewRequest("GET", target, nil)
+			req.Host = addr
+			if tt.site != "" {
+				req.Header.Set("Sec-Fetch-Site", tt.site)
+			}
+			rec := serve(s, req)
+			assert.Equal(t, tt.want, rec.Code, "%s %q: %s", target, tt.site, rec.Body.String())
+			if tt.want == http.StatusForbidden {
+				assert.Len(t, cb.calls, calls, "%s %q reached the backend", target, tt.site)
+			}
+		}
+	}
+}
+
+func TestClientOf(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.0.2.7:1234":              "192.0.2.7",
+		"[::ffff:192.0.2.7]:1234":     "192.0.2.7",
+		"[2001:db8:1:2:3:4:5:6]:1234": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:80":   "2001:db8:1:2::/64",
+		"[2001:db8:1:3::1]:80":        "2001:db8:1:3::/64",
+		"not an address":              "not an address",
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = remote
+		assert.Equal(t, want, clientOf(r), remote)
+	}
+}
+
+// TestUploadSafeTurn: one safe PDF conversion at a time per client.
+func TestUploadSafeTurn(t *testing.T) {
+	_, up := newUploadServer(t, UploadConfig{})
+	rel, err := up.safeTurn(context.Background(), "192.0.2.1")
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_, err = up.safeTurn(ctx, "192.0.2.1")
+	cancel()
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	// Page requests and other clients are not held up by it.
+	pageRel, err := up.pageTurn(context.Background(), "192.0.2.1")
+	require.NoError(t, err)
+	pageRel()
+	other, err := up.safeTurn(context.Background(), "192.0.2.2")
+	require.NoError(t, err)
+	other()
+	rel()
+	rel, err = up.safeTurn(context.Background(), "192.0.2.1")
+	require.NoError(t, err)
+	rel()
+}

@@ -130,6 +130,9 @@ func (s *Server) pageDPI(q url.Values) (float64, error) {
 // renderPage answers one page as PNG at the resolution the request asks
 // for, within the bounds.
 func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, d docRef, file string) {
+	if crossSite(w, r) {
+		return
+	}
 	m := pageRE.FindStringSubmatch(file)
 	if m == nil {
 		http.NotFound(w, r)
