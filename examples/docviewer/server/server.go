@@ -6,11 +6,15 @@
 // files, and PNGs it encodes from the backend's validated RGBA. Document
 // bytes are never served.
 //
+// With WithUploads it is also a web service (web mode, upload.go): people
+// upload documents into a private store and view them the same way.
+//
 // Security: requests must carry the exact Host the server is bound to
 // (defeats DNS rebinding against a loopback server; 421 otherwise), only GET
-// and HEAD are allowed (405), every response carries a strict CSP with no
-// inline script or style, and URLs name documents by their library id,
-// matched against the listing; a URL never becomes a path.
+// and HEAD are allowed (405), and POST for the upload, which must also come
+// from this origin; every response carries a strict CSP with no inline
+// script or style, and URLs name documents by their library id, matched
+// against the listing; a URL never becomes a path.
 package server
 
 import (
