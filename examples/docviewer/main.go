@@ -1,7 +1,7 @@
 // Command docviewer is a sandboxed document viewer: untrusted documents are
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
-//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-unsandboxed-dangerous] DIR
+//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-uploads] [-unsandboxed-dangerous] DIR
 //	docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-unsandboxed-dangerous] IN OUT.pdf
 //	docviewer convert [flags] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 //
@@ -162,6 +162,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
+	uploads := fs.Bool("uploads", false, "web mode: accept uploads from the browser into a private temporary store (32 MiB each, 8 per client, deleted after 30 min)")
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated Host header values to accept besides -addr (e.g. docviewer,docviewer.default.svc); with it -addr may be 0.0.0.0:PORT")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -188,12 +189,27 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	}
 	defer closer.Close()
 
+	opts := []server.Option{server.WithDPI(*dpi), server.WithLogger(log), server.WithAllowedHosts(hosts...)}
+	if *uploads {
+		up, err := server.NewUploads(ctx, server.UploadConfig{Logger: log})
+		if err != nil {
+			return err
+		}
+		defer up.Close()
+		upBE, upCloser, err := newBackend(ctx, up.Library(), log, *unsandboxed, 0)
+		if err != nil {
+			return err
+		}
+		defer upCloser.Close()
+		opts = append(opts, server.WithUploads(up, upBE))
+	}
+
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
 	bound := ln.Addr().String()
-	h, err := server.New(lib, be, bound, server.WithDPI(*dpi), server.WithLogger(log), server.WithAllowedHosts(hosts...))
+	h, err := server.New(lib, be, bound, opts...)
 	if err != nil {
 		ln.Close()
 		return err
