@@ -52,7 +52,9 @@ func SocketPair() (*os.File, *os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "ipc-socket"), os.NewFile(uintptr(fds[1]), "ipc-socket"), nil
 }
 
-// Pair returns two connected Conns with the same options.
+// Pair returns two connected Conns with the same options, in this
+// process: for testing a program's methods and handlers without a sandbox
+// (the examples use it too).
 func Pair(opts ...Option) (*Conn, *Conn, error) {
 	a, b, err := SocketPair()
 	if err != nil {
@@ -86,7 +88,7 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		return nil, errors.New("ipc: NewConn: nil file")
 	}
 	defer f.Close()
-	o := options{limits: DefaultLimits()}
+	o := options{limits: defaultLimits()}
 	for _, opt := range opts {
 		opt(&o)
 	}
