@@ -348,9 +348,14 @@ func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool
 // what arrived. It returns a request to serve (inline only), or an error
 // when the Conn is dead. The token is held; seq is the wake count the
 // caller read before it checked its reasons to stop waiting.
+//
+// Its first branch is the seam between the two receive modes
+// (receiveModeEnv): the direct mode takes a wait expected to be short
+// blocked in recvmsg; the netpoller mode takes every wait the way this
+// mode takes a long one.
 func (c *Conn) receiveOne(inline bool, seq uint64) (*job, error) {
 	n, oobn, flags, err := 0, 0, 0, error(unix.EAGAIN)
-	if !c.waitLong {
+	if !c.waitLong && !c.netpollOnly {
 		// A short wait: block in recvmsg, which also returns at once
 		// with a datagram that is already queued.
 		n, oobn, flags, err = c.recvWait(seq)
