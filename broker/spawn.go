@@ -403,11 +403,10 @@ func (r *Renderer) watchConn() {
 const rendererRequestRate = 1000
 
 // rendererLimits are the ipc limits of a renderer's connection: the
-// defaults, which the renderer uses too, and the request rate.
+// defaults (zero fields), which the renderer uses too, and the request
+// rate.
 func rendererLimits() ipc.Limits {
-	l := ipc.DefaultLimits()
-	l.MaxRequestRate, l.RequestBurst = rendererRequestRate, rendererRequestRate
-	return l
+	return ipc.Limits{MaxRequestRate: rendererRequestRate, RequestBurst: rendererRequestRate}
 }
 
 // connExit says how a renderer whose connection died of err (a protocol
