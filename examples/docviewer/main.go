@@ -65,13 +65,14 @@ const unsandboxedFlag = "unsandboxed-dangerous"
 // sandboxed renderer per document, unless unsandboxed is set. warm is how
 // many renderers to keep ready (serve opens documents on demand; convert
 // opens one).
-func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, warm int) (backend.Backend, io.Closer, error) {
+func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, cfg sandboxed.Config) (backend.Backend, io.Closer, error) {
 	if unsandboxed {
 		log.Warn("-" + unsandboxedFlag + ": rendering in-process, documents are NOT sandboxed; use only for trusted documents")
 		b := inprocess.New(lib, render.DefaultLimits(), log)
 		return b, b, nil
 	}
-	b, err := sandboxed.New(ctx, sandboxed.Config{Library: lib, Limits: render.DefaultLimits(), WarmPool: warm, Logger: log})
+	cfg.Library, cfg.Limits, cfg.Logger = lib, render.DefaultLimits(), log
+	b, err := sandboxed.New(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -163,6 +164,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated Host header values to accept besides -addr (e.g. docviewer,docviewer.default.svc); with it -addr may be 0.0.0.0:PORT")
+	maxRenderers := fs.Int("max-renderers", 8, "documents open at once, each in a renderer of its own (also the requests served at once)")
+	maxQueue := fs.Int("max-queue", 256, "requests waiting for a renderer; past it a page request is answered 503 with Retry-After")
+	warm := fs.Int("warm", 2, "renderers kept locked down and ready (at most -max-renderers)")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "end a document's renderer after this long unused")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -182,7 +187,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, 2)
+	if *maxRenderers < 1 || *maxQueue < 1 || *warm < 0 || *warm > *maxRenderers || *idle <= 0 {
+		return usageError{msg: fmt.Sprintf("-max-renderers %d, -max-queue %d, -warm %d, -idle-timeout %v: need -max-renderers >= 1, -max-queue >= 1, 0 <= -warm <= -max-renderers, -idle-timeout > 0", *maxRenderers, *maxQueue, *warm, *idle)}
+	}
+	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, sandboxed.Config{
+		MaxRenderers: *maxRenderers, MaxQueue: *maxQueue, WarmPool: *warm, IdleTimeout: *idle,
+		// A server's resident size goes back down after a burst.
+		FreeMemoryWhenIdle: true,
+	})
 	if err != nil {
 		return err
 	}
@@ -202,7 +214,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 		log.Warn("listening on a non-loopback address: anyone who can reach it can view the documents", "addr", bound)
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           server.AccessLog(h, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -277,7 +289,7 @@ func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Opt
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	be, closer, err := newBackend(ctx, lib, log, unsandboxed, 0)
+	be, closer, err := newBackend(ctx, lib, log, unsandboxed, sandboxed.Config{})
 	if err != nil {
 		return err
 	}

@@ -67,6 +67,9 @@ type Server struct {
 	dpi     float64
 	tmpl    *template.Template
 	log     *slog.Logger
+	met     *metrics
+	// raw is the backend as given; be is raw, instrumented (metrics.go).
+	raw backend.Backend
 }
 
 // Option configures New.
@@ -91,7 +94,8 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("server address %q: need the bound port, not %q", addr, port)
 	}
-	s := &Server{lib: lib, be: be, dpi: DefaultDPI, log: slog.Default()}
+	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), met: newMetrics(be)}
+	s.be = instrumented{be, s.met}
 	for _, o := range opts {
 		o(s)
 	}
@@ -185,6 +189,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.status(w, r)
 	case len(seg) == 1 && seg[0] == "status.json":
 		s.statusJSON(w, r)
+	case len(seg) == 1 && seg[0] == "metrics":
+		s.metricsPage(w, r)
 	case len(seg) == 2 && seg[0] == "static" && (seg[1] == "app.js" || seg[1] == "style.css"):
 		s.static(w, seg[1])
 	default:
@@ -263,6 +269,9 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, id, file string) {
 	defer cancel()
 	p, err := s.be.RenderPage(ctx, d.ID, n-1, s.dpi)
 	if err != nil {
+		if errors.Is(err, docerr.ErrBusy) {
+			w.Header().Set("Retry-After", retryAfter)
+		}
 		http.Error(w, err.Error(), statusOf(err))
 		return
 	}
@@ -289,6 +298,8 @@ func statusOf(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, docerr.ErrSandbox):
 		return http.StatusBadGateway
+	case errors.Is(err, docerr.ErrBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	default:
@@ -296,15 +307,27 @@ func statusOf(err error) int {
 	}
 }
 
+// retryAfter is the Retry-After of a 503 for a full queue, in seconds:
+// about the time a queue of MaxQueue pages takes to drain.
+const retryAfter = "2"
+
 type statusData struct {
 	Renderers []backend.RendererStatus `json:"renderers"`
 	Events    []backend.Event          `json:"events"`
+	// Load is the queue, the renderers' life and the warm pool, for
+	// backends that report it.
+	Load *backend.Load `json:"load,omitempty"`
 }
 
 func (s *Server) statusData(ctx context.Context) statusData {
 	st := s.be.Status(ctx)
 	slices.SortFunc(st, func(a, b backend.RendererStatus) int { return a.Started.Compare(b.Started) })
-	return statusData{Renderers: st, Events: s.be.Events()}
+	d := statusData{Renderers: st, Events: s.be.Events()}
+	if lr, ok := s.raw.(backend.LoadReporter); ok {
+		l := lr.Load()
+		d.Load = &l
+	}
+	return d
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

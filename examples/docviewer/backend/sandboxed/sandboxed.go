@@ -31,8 +31,11 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"math"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sandkit/sandkit/broker"
@@ -113,8 +116,25 @@ type Config struct {
 	// detector, which cannot run with a memory limit.
 	Policy *policy.Policy
 	// MaxRenderers bounds live renderers (documents open at once); the
-	// longest-idle one is ended to make room. Zero means 8.
+	// longest-idle one is ended to make room. Zero means 8. It also
+	// bounds the requests served at once (see MaxQueue).
 	MaxRenderers int
+	// MaxQueue bounds the requests waiting for their turn. At most
+	// MaxRenderers requests (opening a document or drawing a page) are
+	// served at once; the others queue, first come first served, so that
+	// a document without a renderer gets one as soon as one falls idle,
+	// instead of waiting behind busy documents' endless queues. Past
+	// MaxQueue waiting, a request fails at once with docerr.ErrBusy.
+	// Zero means 256; negative means no bound.
+	MaxQueue int
+	// FreeMemoryWhenIdle returns the Go heap's free memory to the system
+	// each time the last renderer ends: a burst grows the heap (page
+	// copies, their encoding), which the runtime otherwise gives back
+	// only over minutes. For long-running servers.
+	FreeMemoryWhenIdle bool
+	// OnEvent, when set, also receives every broker event (see
+	// broker.Config.OnEvent: it must not block).
+	OnEvent func(broker.Event)
 	// IdleTimeout ends a renderer whose document has not been used for
 	// that long. Zero means 2 minutes; negative means never.
 	IdleTimeout time.Duration
@@ -140,6 +160,12 @@ type Backend struct {
 	b      *broker.Broker
 	log    *slog.Logger
 	events *backend.EventLog // refusals and broker-side check failures
+	turns  *admission
+	stats  *stats
+
+	freeWhenIdle bool
+	conns        sync.WaitGroup // goroutines that close a conn when its renderer ends
+	liveConns    atomic.Int64
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -232,10 +258,17 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	case cfg.IdleTimeout < 0:
 		cfg.IdleTimeout = 0
 	}
+	switch {
+	case cfg.MaxQueue == 0:
+		cfg.MaxQueue = 256
+	case cfg.MaxQueue < 0:
+		cfg.MaxQueue = math.MaxInt
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
+	st := newStats(log, cfg.OnEvent)
 	b, err := broker.New(ctx, broker.Config{
 		Path:         cfg.Path,
 		Args:         cfg.Args,
@@ -245,6 +278,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		WarmPool:     cfg.WarmPool,
 		Logger:       log,
+		OnEvent:      st.onEvent,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox: %w", err)
@@ -253,19 +287,24 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		log.Warn("race detector build: renderers run without a memory limit")
 	}
 	return &Backend{
-		lib:      cfg.Library,
-		limits:   cfg.Limits,
-		wire:     docipc.LimitsToProto(cfg.Limits),
-		b:        b,
-		log:      log,
-		events:   backend.NewEventLog(100),
-		sessions: map[string]*session{},
+		lib:          cfg.Library,
+		limits:       cfg.Limits,
+		wire:         docipc.LimitsToProto(cfg.Limits),
+		b:            b,
+		log:          log,
+		events:       backend.NewEventLog(100),
+		turns:        newAdmission(cfg.MaxRenderers, cfg.MaxQueue, log),
+		stats:        st,
+		freeWhenIdle: cfg.FreeMemoryWhenIdle,
+		sessions:     map[string]*session{},
 	}, nil
 }
 
-// Close ends every renderer and waits for them.
+// Close ends every renderer and waits for them, and for their page
+// regions to be unmapped.
 func (b *Backend) Close() error {
 	err := b.b.Close()
+	b.conns.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, s := range b.sessions {
@@ -323,26 +362,43 @@ func documentFault(err error) bool {
 	return false
 }
 
-// open returns a renderer that has doc open, and its page count: the one
-// from last time if it still lives, or a fresh one given the document.
-func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
+// open returns a renderer that has doc open, held (broker.Renderer.Hold)
+// until the caller calls release, and its page count: the one from last
+// time if it still lives, or a fresh one given the document. The hold
+// keeps the renderer from being ended as idle while the caller waits for
+// its turn: under load that wait is the renderer's work, not idleness.
+func (b *Backend) open(ctx context.Context, d library.Doc) (c *conn, pages int, release func(), err error) {
 	s := b.session(d.ID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return nil, 0, s.err
+		return nil, 0, nil, s.err
 	}
-	// Origin and document are both the library id: in the PerDocument
-	// model a renderer is bound to exactly this document for its life.
-	r, err := b.b.Acquire(ctx, d.ID, d.ID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, 0, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+	var r *broker.Renderer
+	for {
+		// Origin and document are both the library id: in the
+		// PerDocument model a renderer is bound to exactly this
+		// document for its life.
+		r, err = b.b.Acquire(ctx, d.ID, d.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, 0, nil, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+			}
+			return nil, 0, nil, docerr.New(docerr.ErrSandbox, err, "%s: start renderer", d.Name)
 		}
-		return nil, 0, docerr.New(docerr.ErrSandbox, err, "%s: start renderer", d.Name)
+		if release, err = r.Hold(); err == nil {
+			break
+		}
+		// Being ended (evicted the moment before, or killed): once it
+		// is gone, Acquire starts another.
+		select {
+		case <-r.Done():
+		case <-ctx.Done():
+			return nil, 0, nil, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+		}
 	}
 	if s.c != nil && r == s.c.r {
-		return s.c, s.pages, nil
+		return s.c, s.pages, release, nil
 	}
 	if s.c != nil {
 		// Unmap the old renderer's region once a page still being
@@ -352,6 +408,7 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
 	s.c, s.pages = nil, 0
 	pages, region, err := b.sendDocument(ctx, r, d)
 	if err != nil {
+		release()
 		if ctx.Err() == nil && documentFault(err) {
 			// The document is at fault (or killed its renderer while
 			// being parsed): remember, and free the renderer.
@@ -359,10 +416,33 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
 			b.record(d, err)
 			r.Close()
 		}
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	s.c, s.pages = newConn(r, region), pages
-	return s.c, pages, nil
+	b.closeWhenGone(s, s.c)
+	return s.c, pages, release, nil
+}
+
+// closeWhenGone unmaps c's page region as soon as its renderer ends
+// (evicted, idle, killed, shut down), not when the document is next
+// opened: a region is the largest single allocation of the viewer, and
+// a document may never be opened again.
+func (b *Backend) closeWhenGone(s *session, c *conn) {
+	b.liveConns.Add(1)
+	b.conns.Add(1)
+	go func() {
+		defer b.conns.Done()
+		<-c.r.Done()
+		s.mu.Lock()
+		if s.c == c {
+			s.c, s.pages = nil, 0
+		}
+		s.mu.Unlock()
+		c.close()
+		if b.liveConns.Add(-1) == 0 && b.freeWhenIdle {
+			debug.FreeOSMemory()
+		}
+	}()
 }
 
 // sendDocument opens the document and hands the descriptor to r, which
@@ -453,8 +533,16 @@ func (b *Backend) PageCount(ctx context.Context, doc string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	done, err := b.turns.enter(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	for attempt := 0; ; attempt++ {
-		_, n, err := b.open(ctx, d)
+		_, n, release, err := b.open(ctx, d)
+		if err == nil {
+			release()
+		}
 		if err != nil && attempt == 0 && benign(err) {
 			continue
 		}
@@ -471,6 +559,11 @@ func (b *Backend) RenderPage(ctx context.Context, doc string, page int, dpi floa
 	if !(dpi >= b.limits.MinDPI && dpi <= b.limits.MaxDPI) {
 		return nil, docerr.New(docerr.ErrInvalid, nil, "dpi %g outside [%g, %g]", dpi, b.limits.MinDPI, b.limits.MaxDPI)
 	}
+	done, err := b.turns.enter(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	for attempt := 0; ; attempt++ {
 		p, err := b.renderOnce(ctx, d, page, dpi)
 		if err != nil && attempt == 0 && benign(err) {
@@ -491,22 +584,27 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 	var c *conn
 	for {
 		var pages int
+		var release func()
 		var err error
-		c, pages, err = b.open(ctx, d)
+		c, pages, release, err = b.open(ctx, d)
 		if err != nil {
 			return nil, err
 		}
 		if page < 0 || page >= pages {
+			release()
 			return nil, docerr.New(docerr.ErrNotFound, nil, "%s: page %d of %d", d.Name, page+1, pages)
 		}
 		if err := c.acquire(ctx); err != nil {
+			release()
 			return nil, fmt.Errorf("%s: page %d: %w", d.Name, page+1, err)
 		}
 		if c.region != nil {
+			defer release()
 			break
 		}
 		// The renderer was replaced while we waited: use the new one.
 		c.release()
+		release()
 	}
 	defer c.release()
 	r := c.r
