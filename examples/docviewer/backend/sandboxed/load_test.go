@@ -174,3 +174,62 @@ func TestLoadCountsViolationsBySyscall(t *testing.T) {
 	assert.Equal(t, uint64(1), l.RenderersSpawned)
 	assert.Zero(t, l.RenderersAlive)
 }
+
+// regionSizes lists the sizes of this process's mappings of renderers'
+// shared memory.
+func regionSizes(t *testing.T) []int64 {
+	b, err := os.ReadFile("/proc/self/maps")
+	require.NoError(t, err)
+	var sizes []int64
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "memfd:sandkit-shm") {
+			continue
+		}
+		var lo, hi int64
+		_, err := fmt.Sscanf(line, "%x-%x", &lo, &hi)
+		require.NoError(t, err)
+		sizes = append(sizes, hi-lo)
+	}
+	return sizes
+}
+
+// TestRegionSizedToPages: a renderer's page region is as large as the
+// pages drawn need (from the ladder of halvings of the largest), not the
+// 128 MiB the limits allow; a larger page replaces it with a larger one,
+// and the old one is unmapped.
+func TestRegionSizedToPages(t *testing.T) {
+	b := newBackend(t, nil, "valid/multipage.pdf")
+	id := library.IDOf("multipage.pdf")
+	for _, tc := range []struct {
+		dpi  float64
+		want int64
+	}{
+		{36, 1 << 20},   // 306x396 px: 0.5 MB
+		{72, 2 << 20},   // 612x792 px: 1.9 MB
+		{36, 2 << 20},   // a smaller page keeps the region
+		{150, 16 << 20}, // 1275x1650 px: 8.4 MB
+	} {
+		p, err := b.RenderPage(context.Background(), id, 0, tc.dpi)
+		require.NoError(t, err)
+		p.Release()
+		assert.Equal(t, []int64{tc.want}, regionSizes(t), "%g dpi", tc.dpi)
+	}
+}
+
+func TestRegionSize(t *testing.T) {
+	const max = 128 << 20
+	for _, tc := range []struct{ need, want int64 }{
+		{1, 1 << 20},
+		{1 << 20, 1 << 20},
+		{1<<20 + 1, 2 << 20},
+		{8415000, 16 << 20},
+		{64<<20 + 1, max},
+		{max, max},
+	} {
+		assert.Equal(t, tc.want, regionSize(tc.need, max), "need %d", tc.need)
+	}
+	// A limit that is no power of two: steps round up to whole pages and
+	// never pass the limit.
+	assert.Equal(t, int64(100_000_000), regionSize(60_000_000, 100_000_000))
+	assert.Equal(t, int64(50_003_968), regionSize(40_000_000, 100_000_000))
+}
