@@ -254,6 +254,8 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	}
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		log = slog.New(withoutDocumentErrors{log.Handler()})
 	}
 	// Checked before any document is opened, let alone a sandbox spawned.
 	if err := checkDPI(*dpi); err != nil {
@@ -342,4 +344,27 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// withoutDocumentErrors drops the log records that restate a document's
+// error: its refusal, or its renderer killed. convert reports each
+// document's error itself, once (its last line, or the batch's line and
+// summary); logged as well, every error was printed twice. -v keeps them,
+// with the rest of the renderers' lifecycle.
+type withoutDocumentErrors struct{ slog.Handler }
+
+func (h withoutDocumentErrors) Handle(ctx context.Context, r slog.Record) error {
+	switch r.Message {
+	case "document refused", "renderer killed", "renderer misbehaved, killed":
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h withoutDocumentErrors) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withoutDocumentErrors{h.Handler.WithAttrs(attrs)}
+}
+
+func (h withoutDocumentErrors) WithGroup(name string) slog.Handler {
+	return withoutDocumentErrors{h.Handler.WithGroup(name)}
 }
