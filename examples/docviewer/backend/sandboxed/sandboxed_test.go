@@ -193,7 +193,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // newBackend serves copies of testdata samples (as "src" or "src=name").
-func newBackend(t *testing.T, mod func(*Config), samples ...string) *Backend {
+func newBackend(t testing.TB, mod func(*Config), samples ...string) *Backend {
 	t.Helper()
 	dir := t.TempDir()
 	for _, s := range samples {

@@ -205,6 +205,25 @@ func (l *logTail) counts() map[string]int {
 	return out
 }
 
+// rssParts returns the process's resident size by kind: anonymous (heap,
+// stacks), file-backed (the executable's code and data as touched) and
+// shared memory (page regions), in bytes, as "anon/file/shmem".
+func rssParts(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "?"
+	}
+	var parts []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && (f[0] == "RssAnon:" || f[0] == "RssFile:" || f[0] == "RssShmem:") {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			parts = append(parts, fmt.Sprintf("%.1f", float64(v)/1024))
+		}
+	}
+	return strings.Join(parts, "/") + " MiB anon/file/shmem"
+}
+
 // rss returns the process's resident and peak resident size (VmRSS,
 // VmHWM) in bytes.
 func rss(pid int) (cur, peak int64, err error) {
@@ -255,15 +274,34 @@ func run(ctx context.Context, c config, out io.Writer) (bool, error) {
 	pid := srv.cmd.Process.Pid
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c.clients, DisableCompression: true}}
 
-	// Idle: the server listening and its warm pool ready.
+	// Idle: the server listening and its warm pool ready ("cold": before
+	// any request), then once more after one page of one document and
+	// that renderer's end ("idle"): the code a page runs (PNG, zlib,
+	// metrics) is then resident, as it stays in any server that has
+	// served a page. The bound applies to the latter.
 	if err := waitFor(ctx, 30*time.Second, func() bool { return warmReady(ctx, client, srv.url) }); err != nil {
 		return false, fmt.Errorf("warm pool not ready: %w", err)
 	}
 	time.Sleep(time.Second)
+	coldRSS, _, err := rss(pid)
+	if err != nil {
+		return false, err
+	}
+	coldParts := rssParts(pid)
+	if r := fetch(ctx, client, fmt.Sprintf("%sdoc/%s/page/1.png", srv.url, docs[0].id), c); r.err != nil || r.status != http.StatusOK {
+		return false, fmt.Errorf("warm-up page: %d %v %s", r.status, r.err, r.body)
+	}
+	client.CloseIdleConnections()
+	if err := waitFor(ctx, c.idle+60*time.Second, func() bool { return renderersAlive(ctx, client, srv.url) == 0 }); err != nil {
+		return false, fmt.Errorf("warm-up renderer did not end: %w", err)
+	}
+	client.CloseIdleConnections()
+	time.Sleep(2 * time.Second)
 	idleRSS, _, err := rss(pid)
 	if err != nil {
 		return false, err
 	}
+	idleParts := rssParts(pid)
 
 	// The load.
 	var peakRSS atomic.Int64
@@ -333,12 +371,17 @@ func run(ctx context.Context, c config, out io.Writer) (bool, error) {
 	status := statusAfter(ctx, client, srv.url)
 
 	// After: every renderer ended (idle timeout), regions unmapped.
+	// The clients go away too: their connections' buffers and
+	// goroutines in the server are not the server's to keep.
+	client.CloseIdleConnections()
 	afterErr := waitFor(ctx, c.idle+60*time.Second, func() bool { return renderersAlive(ctx, client, srv.url) == 0 })
+	client.CloseIdleConnections()
 	time.Sleep(2 * time.Second)
 	afterRSS, _, err := rss(pid)
 	if err != nil {
 		return false, err
 	}
+	afterParts := rssParts(pid)
 
 	mib := func(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 	fmt.Fprintf(out, "docviewer loadtest: %d clients, %d page requests over %d documents (text PDFs, %g dpi), -max-renderers %d\n",
@@ -352,8 +395,9 @@ func run(ctx context.Context, c config, out io.Writer) (bool, error) {
 	if len(lat) > 0 {
 		fmt.Fprintf(out, "  latency          p50 %v  p99 %v  max %v\n", pct(lat, 50), pct(lat, 99), lat[len(lat)-1])
 	}
-	fmt.Fprintf(out, "  server RSS       idle %s  peak %s (sampled; VmHWM %s)  after %s (%+.0f %% of idle)\n",
-		mib(idleRSS), mib(peakRSS.Load()), mib(hwm), mib(afterRSS), 100*(float64(afterRSS)/float64(idleRSS)-1))
+	fmt.Fprintf(out, "  server RSS       cold %s  idle %s  peak %s (sampled; VmHWM %s)  after %s (%+.0f %% of idle)\n",
+		mib(coldRSS), mib(idleRSS), mib(peakRSS.Load()), mib(hwm), mib(afterRSS), 100*(float64(afterRSS)/float64(idleRSS)-1))
+	fmt.Fprintf(out, "  RSS by kind      cold %s; idle %s; after %s\n", coldParts, idleParts, afterParts)
 	fmt.Fprintf(out, "  server status    %s\n", status)
 	fmt.Fprintf(out, "  server log       %v\n", srv.logs.counts())
 	ok := failed == 0
