@@ -405,8 +405,9 @@ func TestMisbehavingRenderer(t *testing.T) {
 		if !raceDetector {
 			// "oom" touches its whole limit before it dies, which must
 			// fit in the call timeout on a loaded machine; the sample
-			// page needs far less.
-			c.Policy.Limits.Memory = 384 << 20
+			// page needs far less. (384 MiB when a 128 MiB page region
+			// took part of it; regions are now sized to the page.)
+			c.Policy.Limits.Memory = 256 << 20
 		}
 		c.MaxRenderers = 4
 	}, samples...)
