@@ -122,6 +122,8 @@ type Broker struct {
 	ids       *idPool  // host ids for renderers; nil unless root
 	exeFile   *os.File // the executable, for renderers with ids of their own
 
+	refill poolRefill // the warm pool's refills: backoff, failures (pool.go)
+
 	cgroupSeq atomic.Uint64 // names renderers' cgroups uniquely
 	wg        sync.WaitGroup
 }
@@ -567,6 +569,8 @@ func (b *Broker) forget(r *Renderer) {
 		}
 	}
 	b.wakeWaitersLocked()
+	// A slot is free: the pool, emptied by a burst, fills up again.
+	b.refillPoolLocked()
 }
 
 // wakeWaiters tells Acquires waiting for a slot, and Close, to look again.
@@ -605,6 +609,7 @@ func (b *Broker) fillPool(ctx context.Context) error {
 			// already: pooled, it would hold a slot until popped.
 			if _, alive := b.live[r]; alive {
 				b.pool = append(b.pool, r)
+				b.wakeWaitersLocked() // an Acquire waiting for a slot can take it
 			}
 		}
 		b.mu.Unlock()
@@ -616,24 +621,9 @@ func (b *Broker) fillPool(ctx context.Context) error {
 
 // refillPool tops the warm pool up in the background.
 func (b *Broker) refillPool() {
-	if b.cfg.WarmPool == 0 {
-		return
-	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ReadyTimeout)
-		defer cancel()
-		err := b.fillPool(ctx)
-		b.mu.Lock()
-		closed := b.closed
-		b.mu.Unlock()
-		// A refill that Close interrupted (its renderer ended as a
-		// broker shutdown) is the broker stopping, not a failure.
-		if err != nil && !closed {
-			b.log.Error("warm pool refill failed", "err", err)
-		}
-	}()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillPoolLocked()
 }
 
 // Close ends every renderer, waits until each has been reaped, and

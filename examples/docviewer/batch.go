@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
 	"github.com/sandkit/sandkit/examples/docviewer/convert"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
 	"github.com/sandkit/sandkit/examples/docviewer/pdfout"
@@ -240,7 +241,7 @@ func runJob(ctx context.Context, j batchJob, cfg batchConfig, log *slog.Logger) 
 		r.err = err
 		return r
 	}
-	be, closer, err := newBackend(ctx, lib, log, cfg.unsandboxed, 0)
+	be, closer, err := newBackend(ctx, lib, log, cfg.unsandboxed, sandboxed.Config{})
 	if err != nil {
 		r.err = err
 		return r

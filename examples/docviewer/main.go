@@ -65,13 +65,14 @@ const unsandboxedFlag = "unsandboxed-dangerous"
 // sandboxed renderer per document, unless unsandboxed is set. warm is how
 // many renderers to keep ready (serve opens documents on demand; convert
 // opens one).
-func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, warm int) (backend.Backend, io.Closer, error) {
+func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, cfg sandboxed.Config) (backend.Backend, io.Closer, error) {
 	if unsandboxed {
 		log.Warn("-" + unsandboxedFlag + ": rendering in-process, documents are NOT sandboxed; use only for trusted documents")
 		b := inprocess.New(lib, render.DefaultLimits(), log)
 		return b, b, nil
 	}
-	b, err := sandboxed.New(ctx, sandboxed.Config{Library: lib, Limits: render.DefaultLimits(), WarmPool: warm, Logger: log})
+	cfg.Library, cfg.Limits, cfg.Logger = lib, render.DefaultLimits(), log
+	b, err := sandboxed.New(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -164,6 +165,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
 	uploads := fs.Bool("uploads", false, "web mode: accept uploads from the browser into a private temporary store (32 MiB each, 8 per client, deleted after 30 min)")
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated Host header values to accept besides -addr (e.g. docviewer,docviewer.default.svc); with it -addr may be 0.0.0.0:PORT")
+	maxRenderers := fs.Int("max-renderers", 8, "documents open at once, each in a renderer of its own (also the requests served at once)")
+	maxQueue := fs.Int("max-queue", 256, "requests waiting for a renderer; past it a page request is answered 503 with Retry-After")
+	warm := fs.Int("warm", 2, "renderers kept locked down and ready (at most -max-renderers)")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "end a document's renderer after this long unused")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -183,7 +188,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, 2)
+	if *maxRenderers < 1 || *maxQueue < 1 || *warm < 0 || *warm > *maxRenderers || *idle <= 0 {
+		return usageError{msg: fmt.Sprintf("-max-renderers %d, -max-queue %d, -warm %d, -idle-timeout %v: need -max-renderers >= 1, -max-queue >= 1, 0 <= -warm <= -max-renderers, -idle-timeout > 0", *maxRenderers, *maxQueue, *warm, *idle)}
+	}
+	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, sandboxed.Config{
+		MaxRenderers: *maxRenderers, MaxQueue: *maxQueue, WarmPool: *warm, IdleTimeout: *idle,
+		// A server's resident size goes back down after a burst.
+		FreeMemoryWhenIdle: true,
+	})
 	if err != nil {
 		return err
 	}
@@ -196,7 +208,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 			return err
 		}
 		defer up.Close()
-		upBE, upCloser, err := newBackend(ctx, up.Library(), log, *unsandboxed, 0)
+		upBE, upCloser, err := newBackend(ctx, up.Library(), log, *unsandboxed, sandboxed.Config{
+			// Uploads get no warm pool: folder mode's renderers stay ready.
+			MaxRenderers: *maxRenderers, MaxQueue: *maxQueue, IdleTimeout: *idle,
+			FreeMemoryWhenIdle: true,
+		})
 		if err != nil {
 			return err
 		}
@@ -218,7 +234,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 		log.Warn("listening on a non-loopback address: anyone who can reach it can view the documents", "addr", bound)
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           server.AccessLog(h, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -258,6 +274,8 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	}
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		log = slog.New(withoutDocumentErrors{log.Handler()})
 	}
 	// Checked before any document is opened, let alone a sandbox spawned.
 	if err := checkDPI(*dpi); err != nil {
@@ -293,7 +311,7 @@ func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Opt
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	be, closer, err := newBackend(ctx, lib, log, unsandboxed, 0)
+	be, closer, err := newBackend(ctx, lib, log, unsandboxed, sandboxed.Config{})
 	if err != nil {
 		return err
 	}
@@ -346,4 +364,27 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// withoutDocumentErrors drops the log records that restate a document's
+// error: its refusal, or its renderer killed. convert reports each
+// document's error itself, once (its last line, or the batch's line and
+// summary); logged as well, every error was printed twice. -v keeps them,
+// with the rest of the renderers' lifecycle.
+type withoutDocumentErrors struct{ slog.Handler }
+
+func (h withoutDocumentErrors) Handle(ctx context.Context, r slog.Record) error {
+	switch r.Message {
+	case "document refused", "renderer killed", "renderer misbehaved, killed":
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h withoutDocumentErrors) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withoutDocumentErrors{h.Handler.WithAttrs(attrs)}
+}
+
+func (h withoutDocumentErrors) WithGroup(name string) slog.Handler {
+	return withoutDocumentErrors{h.Handler.WithGroup(name)}
 }

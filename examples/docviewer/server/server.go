@@ -75,6 +75,9 @@ type Server struct {
 	// uploads, if set, is web mode's store, rendered by upBE.
 	uploads *Uploads
 	upBE    backend.Backend
+	met     *metrics
+	// raw is the backend as given; be is raw, instrumented (metrics.go).
+	raw backend.Backend
 }
 
 // Option configures New.
@@ -99,7 +102,8 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("server address %q: need the bound port, not %q", addr, port)
 	}
-	s := &Server{lib: lib, be: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs()}
+	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs(), met: newMetrics(be)}
+	s.be = instrumented{be, s.met}
 	for _, o := range opts {
 		o(s)
 	}
@@ -215,6 +219,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.status(w, r)
 	case len(seg) == 1 && seg[0] == "status.json":
 		s.statusJSON(w, r)
+	case len(seg) == 1 && seg[0] == "metrics":
+		s.metricsPage(w, r)
 	case len(seg) == 2 && seg[0] == "static" && (seg[1] == "app.js" || seg[1] == "style.css"):
 		s.static(w, seg[1])
 	default:
@@ -281,6 +287,8 @@ func statusOf(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, docerr.ErrSandbox):
 		return http.StatusBadGateway
+	case errors.Is(err, docerr.ErrBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	default:
@@ -288,15 +296,27 @@ func statusOf(err error) int {
 	}
 }
 
+// retryAfter is the Retry-After of a 503 for a full queue, in seconds:
+// about the time a queue of MaxQueue pages takes to drain.
+const retryAfter = "2"
+
 type statusData struct {
 	Renderers []backend.RendererStatus `json:"renderers"`
 	Events    []backend.Event          `json:"events"`
+	// Load is the queue, the renderers' life and the warm pool, for
+	// backends that report it.
+	Load *backend.Load `json:"load,omitempty"`
 }
 
 func (s *Server) statusData(ctx context.Context) statusData {
 	st := s.be.Status(ctx)
 	slices.SortFunc(st, func(a, b backend.RendererStatus) int { return a.Started.Compare(b.Started) })
-	return statusData{Renderers: st, Events: s.be.Events()}
+	d := statusData{Renderers: st, Events: s.be.Events()}
+	if lr, ok := s.raw.(backend.LoadReporter); ok {
+		l := lr.Load()
+		d.Load = &l
+	}
+	return d
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"image/png"
 	"math"
@@ -148,6 +149,9 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, d docRef, fi
 	defer cancel()
 	p, err := d.be.RenderPage(ctx, d.ID, n-1, dpi)
 	if err != nil {
+		if errors.Is(err, docerr.ErrBusy) {
+			w.Header().Set("Retry-After", retryAfter)
+		}
 		http.Error(w, d.explain(err), statusOf(err))
 		return
 	}
