@@ -21,6 +21,11 @@ const (
 	CheckCommand = "sandkit-check"
 )
 
+// Protocol is what Command prints for -protocol: how cmd/sandkit
+// recognizes a program that serves the subcommands before it hands the
+// program any sample.
+const Protocol = "sandkit-learn/1"
+
 // Requested reports whether args (os.Args) ask the program for
 // learning or checking (args[1] is LearnCommand or CheckCommand).
 func Requested(args []string) bool {
@@ -50,8 +55,13 @@ func Command(ctx context.Context, args []string, stdout, stderr io.Writer, base 
 	fs.SetOutput(stderr)
 	out := fs.String("o", "", "write the learned policy to this file instead of stdout (learn)")
 	policyFile := fs.String("policy", "", "the policy to check the samples against (check)")
+	protocol := fs.Bool("protocol", false, "print the protocol version and exit (for sandkit)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
+	}
+	if *protocol {
+		fmt.Fprintln(stdout, Protocol)
+		return 0
 	}
 	files := fs.Args()
 	if len(files) == 0 {

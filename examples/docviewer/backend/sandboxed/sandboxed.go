@@ -129,6 +129,10 @@ type Config struct {
 	// Logger receives the backend's and the broker's logs, renderers'
 	// stderr included. Nil means slog.Default().
 	Logger *slog.Logger
+	// Configure, when set, is applied to the broker's Config last, just
+	// before the broker starts: how package learn runs the viewer's
+	// samples in learn mode or under a policy to check.
+	Configure func(*broker.Config)
 }
 
 // Backend implements backend.Backend with one sandboxed renderer per
@@ -236,7 +240,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b, err := broker.New(ctx, broker.Config{
+	bcfg := broker.Config{
 		Path:         cfg.Path,
 		Args:         cfg.Args,
 		Policy:       p,
@@ -245,7 +249,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		WarmPool:     cfg.WarmPool,
 		Logger:       log,
-	})
+	}
+	if cfg.Configure != nil {
+		cfg.Configure(&bcfg)
+	}
+	b, err := broker.New(ctx, bcfg)
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
