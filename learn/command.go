@@ -97,6 +97,13 @@ func learnCmd(ctx context.Context, stdout, stderr io.Writer, out string, base *p
 		return 2
 	}
 	fmt.Fprintf(stderr, "learn: %d renderers; %d syscalls beyond the base allowlist, %d of them refused\n", res.Renderers, len(res.Uses), len(res.Refused))
+	if res.Overflow > 0 || res.Withdrawn > 0 {
+		// A withdrawn syscall is restarted and recorded when its
+		// signal handler has SA_RESTART (all of Go's); one without it
+		// got EINTR and may never have been retried.
+		fmt.Fprintf(stderr, "learn: WARNING: %d calls past the bound on distinct syscalls and %d withdrawn by a signal before they were read were not named; "+
+			"check the policy, and learn again if check fails\n", res.Overflow, res.Withdrawn)
+	}
 	if len(res.Refused) > 0 {
 		for _, u := range res.Refused {
 			fmt.Fprintf(stderr, "learn: REFUSED %s (%d calls): %v\n", u.Name, u.Count, policy.CanAllow(u.Name))

@@ -54,6 +54,10 @@ type Result struct {
 	Text []byte
 	// Renderers counts the renderers that reported ready in learn mode.
 	Renderers int
+	// Overflow and Withdrawn count the calls the Learner could not name
+	// (broker.Learner.Unrecorded). Nonzero, the policy may lack a
+	// syscall: Command warns.
+	Overflow, Withdrawn uint64
 	// SamplesErr is what the samples returned.
 	SamplesErr error
 }
@@ -85,10 +89,12 @@ func Learn(ctx context.Context, base *policy.Policy, run Samples) (*Result, erro
 	}
 	uses := lr.Uses()
 	learned, refused := policy.Learned(p, uses)
+	overflow, withdrawn := lr.Unrecorded()
 	return &Result{
 		Policy: learned, Uses: uses, Refused: refused,
 		Text:      policy.FormatLearned(learned, uses),
-		Renderers: ready.n(), SamplesErr: err,
+		Renderers: ready.n(), Overflow: overflow, Withdrawn: withdrawn,
+		SamplesErr: err,
 	}, nil
 }
 
