@@ -84,6 +84,7 @@ func learnCmd(ctx context.Context, stdout, stderr io.Writer, out string, base *p
 		fmt.Fprintln(stderr, "learn:", err)
 		return 2
 	}
+	fmt.Fprintln(stderr, "learn: layers:", res.Layers)
 	if res.SamplesErr != nil {
 		fmt.Fprintln(stderr, "learn: the samples reported:", res.SamplesErr)
 	}
@@ -133,6 +134,7 @@ func check(ctx context.Context, stderr io.Writer, file string, samples Samples) 
 		fmt.Fprintln(stderr, "check:", err)
 		return 2
 	}
+	fmt.Fprintln(stderr, "check: layers:", res.Layers)
 	if res.SamplesErr != nil {
 		fmt.Fprintln(stderr, "check: the samples reported:", res.SamplesErr)
 	}

@@ -54,6 +54,9 @@ type Result struct {
 	Text []byte
 	// Renderers counts the renderers that reported ready in learn mode.
 	Renderers int
+	// Layers are the layers the first of them reported: seccomp not in
+	// force, learning (broker.LearnDetail).
+	Layers policy.Status
 	// Overflow and Withdrawn count the calls the Learner could not name
 	// (broker.Learner.Unrecorded). Nonzero, the policy may lack a
 	// syscall: Command warns.
@@ -80,7 +83,7 @@ func Learn(ctx context.Context, base *policy.Policy, run Samples) (*Result, erro
 		c.Learn = lr
 		c.OnEvent = chain(c.OnEvent, func(e broker.Event) {
 			if e.Kind == broker.EventReady {
-				ready.add(nil)
+				ready.ready(e.Layers)
 			}
 		})
 	})
@@ -93,7 +96,7 @@ func Learn(ctx context.Context, base *policy.Policy, run Samples) (*Result, erro
 	return &Result{
 		Policy: learned, Uses: uses, Refused: refused,
 		Text:      policy.FormatLearned(learned, uses),
-		Renderers: ready.n(), Overflow: overflow, Withdrawn: withdrawn,
+		Renderers: ready.n(), Layers: ready.firstLayers(), Overflow: overflow, Withdrawn: withdrawn,
 		SamplesErr: err,
 	}, nil
 }
@@ -104,7 +107,9 @@ type CheckResult struct {
 	// killed (broker.ExitViolation), each naming its syscall.
 	Violations []*broker.ExitError
 	// Renderers counts the renderers that reported ready.
-	Renderers  int
+	Renderers int
+	// Layers are the layers the first of them reported.
+	Layers     policy.Status
 	SamplesErr error
 }
 
@@ -118,7 +123,7 @@ func Check(ctx context.Context, p *policy.Policy, run Samples) (*CheckResult, er
 		c.OnEvent = chain(c.OnEvent, func(e broker.Event) {
 			switch {
 			case e.Kind == broker.EventReady:
-				ready.add(nil)
+				ready.ready(e.Layers)
 			case e.Kind == broker.EventExited && e.Err != nil && e.Err.Reason == broker.ExitViolation:
 				violations.add(e.Err)
 			}
@@ -127,7 +132,7 @@ func Check(ctx context.Context, p *policy.Policy, run Samples) (*CheckResult, er
 	if ready.n() == 0 {
 		return nil, errors.Join(ErrNotConfigured, err)
 	}
-	return &CheckResult{Violations: violations.all(), Renderers: ready.n(), SamplesErr: err}, nil
+	return &CheckResult{Violations: violations.all(), Renderers: ready.n(), Layers: ready.firstLayers(), SamplesErr: err}, nil
 }
 
 // chain calls a program's own event hook, if any, and then f.
@@ -141,9 +146,25 @@ func chain(prev, f func(broker.Event)) func(broker.Event) {
 // counter counts events from the broker's goroutines, keeping the exits
 // it is given.
 type counter struct {
-	mu    sync.Mutex
-	count int
-	exits []*broker.ExitError
+	mu     sync.Mutex
+	count  int
+	exits  []*broker.ExitError
+	layers policy.Status // of the first ready event
+}
+
+func (c *counter) ready(layers policy.Status) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.count == 0 {
+		c.layers = layers
+	}
+	c.count++
+}
+
+func (c *counter) firstLayers() policy.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.layers
 }
 
 func (c *counter) add(e *broker.ExitError) {

@@ -69,6 +69,7 @@ func TestLearnThenCheck(t *testing.T) {
 	code := run(ctx, []string{"learn", "-o", learned, "--", self, "sysinfo:4", "sysinfo"}, &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	assert.Contains(t, stderr.String(), "learn: 2 renderers; 1 syscalls beyond the base allowlist, 0 of them refused\n")
+	assert.Regexp(t, `(?m)^learn: layers: .* -seccomp\(learning \(not enforcing\): disallowed syscalls are recorded and let through\) \+seccomp-monitor\(learning: `, stderr.String())
 	text, err := os.ReadFile(learned)
 	require.NoError(t, err)
 	assert.Contains(t, string(text), "seccomp {\n  # sysinfo: 5 calls\n  #   5× sysinfo(ptr)\n  allow: \"sysinfo\"\n}\n")
@@ -77,6 +78,7 @@ func TestLearnThenCheck(t *testing.T) {
 	code = run(ctx, []string{"check", "-policy", learned, "--", self, "sysinfo:4", "sysinfo"}, &stdout, &stderr)
 	require.Equal(t, 0, code, stderr.String())
 	assert.Contains(t, stderr.String(), "check: 2 renderers, 0 violations\n")
+	assert.Regexp(t, `(?m)^check: layers: .* \+seccomp\(\d+ rules\) \+seccomp-monitor\(wait killable once received\)$`, stderr.String())
 
 	strict := filepath.Join(dir, "strict.policy")
 	require.NoError(t, os.WriteFile(strict, nil, 0o644)) // an empty file is Strict
