@@ -1,8 +1,11 @@
 package broker
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -14,7 +17,9 @@ import (
 
 // Learner records what a broker in learn mode (Config.Learn) lets its
 // renderers do beyond their policy's allowlist. Make one with NewLearner,
-// give it to one broker, and read it with Uses once the samples are done.
+// give it to the brokers that run the samples (it is safe for concurrent
+// use, and one record across them all is the point), and read it with
+// Uses once they are closed.
 //
 // In learn mode every layer is in force except one: a syscall the
 // allowlist does not allow is sent to the violation monitor as always,
@@ -109,12 +114,11 @@ func (l *Learner) Unrecorded() (overflow, withdrawn uint64) {
 	return l.other, l.withdrawn
 }
 
+// sortShapes orders shapes by count, most frequent first, then by shape.
 func sortShapes(s []policy.ShapeCount) {
-	for i := 1; i < len(s); i++ { // insertion sort: at most policy.MaxShapes
-		for j := i; j > 0 && (s[j].Count > s[j-1].Count || (s[j].Count == s[j-1].Count && s[j].Shape < s[j-1].Shape)); j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
+	slices.SortFunc(s, func(a, b policy.ShapeCount) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Shape, b.Shape))
+	})
 }
 
 // LearnDetail is the detail of the seccomp layer of a renderer in learn

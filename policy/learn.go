@@ -2,7 +2,6 @@ package policy
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -222,6 +221,3 @@ func SortUses(uses []SyscallUse) {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.Name, b.Name))
 	})
 }
-
-// ErrRefused reports syscalls a program made that no policy can allow.
-var ErrRefused = errors.New("syscalls no policy can allow")
