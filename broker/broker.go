@@ -98,6 +98,13 @@ type Config struct {
 	// OnEvent, when set, is called for every event, from the broker's
 	// goroutines; it must not block.
 	OnEvent func(Event)
+	// Learn, when set, puts the broker in learn mode: its renderers'
+	// disallowed syscalls are recorded in Learn and let through instead
+	// of killing them, and their seccomp layer is reported not in force
+	// (LearnDetail). Learn mode is for running trusted sample inputs to
+	// write a policy (see Learner), never for untrusted input. Nothing
+	// else turns it on: not a policy file, not the environment.
+	Learn *Learner
 }
 
 // Broker spawns and supervises renderers. It is safe for concurrent use.
@@ -157,6 +164,11 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if err := checkSupport(p); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
+	if cfg.Learn != nil {
+		if err := checkLearn(p); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
+	}
 	if cfg.MaxRenderers == 0 {
 		cfg.MaxRenderers = 64
 	}
@@ -203,6 +215,9 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	if ids != nil && ids.execReason != nil {
 		log.Info("renderers start through os/exec, which copies the broker's page tables", "why", ids.execReason)
+	}
+	if cfg.Learn != nil {
+		log.Warn("LEARN MODE: seccomp records disallowed syscalls and lets them through; feed only trusted samples")
 	}
 	b := &Broker{
 		cfg:       cfg,

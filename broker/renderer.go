@@ -349,6 +349,9 @@ func (r *Renderer) onReady(req *controlpb.ReadyRequest, fds []*os.File) (*contro
 		close(r.ready)
 		return &controlpb.ReadyResponse{}, nil, nil
 	}
+	if r.b.cfg.Learn != nil {
+		status = learningStatus(status)
+	}
 	r.mu.Lock()
 	r.layers = status
 	r.mu.Unlock()

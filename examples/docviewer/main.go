@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/learn"
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
@@ -52,7 +53,12 @@ func main() {
 		renderer.Main(worker.Register)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
+	var code int
+	if learn.Requested(os.Args) {
+		code = learnCommand(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, os.Args[1:], os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }

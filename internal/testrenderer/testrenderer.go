@@ -6,6 +6,7 @@ package testrenderer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -237,6 +238,20 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return h
 	case "socket-tcp":
 		return raw(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_STREAM, 0)
+	case "sysinfo":
+		// sysinfo arg times (once without arg): a syscall outside the
+		// base allowlist that a policy can allow, for learn mode.
+		n, err := strconv.Atoi(cmp.Or(arg, "1"))
+		if err != nil || n < 1 || n > 1000 {
+			return "bad count"
+		}
+		var info unix.Sysinfo_t
+		for range n {
+			if _, _, errno := unix.Syscall(unix.SYS_SYSINFO, uintptr(unsafe.Pointer(&info)), 0, 0); errno != 0 {
+				return unix.ErrnoName(errno)
+			}
+		}
+		return "ok"
 	case "socket-unix":
 		return raw(unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	case "socketpair":

@@ -157,6 +157,10 @@ type Config struct {
 	// Logger receives the backend's and the broker's logs, renderers'
 	// stderr included. Nil means slog.Default().
 	Logger *slog.Logger
+	// Configure, when set, is applied to the broker's Config last, just
+	// before the broker starts: how package learn runs the viewer's
+	// samples in learn mode or under a policy to check.
+	Configure func(*broker.Config)
 }
 
 // Backend implements backend.Backend with one sandboxed renderer per
@@ -281,7 +285,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		log = slog.Default()
 	}
 	st := newStats(log, cfg.OnEvent)
-	b, err := broker.New(ctx, broker.Config{
+	bcfg := broker.Config{
 		Path:         cfg.Path,
 		Args:         cfg.Args,
 		Policy:       p,
@@ -291,7 +295,11 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		WarmPool:     cfg.WarmPool,
 		Logger:       log,
 		OnEvent:      st.onEvent,
-	})
+	}
+	if cfg.Configure != nil {
+		cfg.Configure(&bcfg)
+	}
+	b, err := broker.New(ctx, bcfg)
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
