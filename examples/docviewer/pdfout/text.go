@@ -82,14 +82,14 @@ func textLayer(b image.Rectangle, dpi, wpt, hpt float64, words []Word) ([]byte, 
 		if line.Empty() {
 			line = box
 		}
-		t := winAnsi(w.Text)
-		if box.Empty() || len(t) == 0 {
+		t, glyphs := winAnsi(w.Text)
+		if box.Empty() || glyphs == 0 {
 			continue
 		}
 		size := float64(line.Dy()) * s
 		x := float64(box.Min.X-b.Min.X) * s
 		y := (float64(b.Max.Y-line.Max.Y) + textDescent*float64(line.Dy())) * s
-		scale := 100 * float64(box.Dx()) * s / (textGlyphWidth * size * float64(len(t)))
+		scale := 100 * float64(box.Dx()) * s / (textGlyphWidth * size * float64(glyphs))
 		fmt.Fprintf(&c, "/F0 %s Tf %s Tz 1 0 0 1 %s %s Tm (%s) Tj\n", num(size), num(min(max(scale, 1), 1000)), num(x), num(y), t)
 	}
 	c.WriteString("ET\n")
@@ -108,13 +108,16 @@ func textLayer(b image.Rectangle, dpi, wpt, hpt float64, words []Word) ([]byte, 
 // WinAnsiEncoding: printable ASCII as is (with ( ) \ escaped), Latin-1
 // letters and signs as octal escapes, typographic quotes, dashes and
 // ligatures as their ASCII spelling, anything else (controls included)
-// as '?'. At most maxWordBytes bytes of s are used.
-func winAnsi(s string) string {
+// as '?'; and how many glyphs it shows. At most maxWordBytes bytes of s
+// are used.
+func winAnsi(s string) (string, int) {
 	if len(s) > maxWordBytes {
 		s = s[:maxWordBytes]
 	}
 	var b strings.Builder
+	glyphs := 0
 	for _, r := range s {
+		glyphs++
 		switch {
 		case r == '(' || r == ')' || r == '\\':
 			b.WriteByte('\\')
@@ -131,11 +134,13 @@ func winAnsi(s string) string {
 			b.WriteByte('-')
 		case r == 'ﬁ':
 			b.WriteString("fi")
+			glyphs++
 		case r == 'ﬂ':
 			b.WriteString("fl")
+			glyphs++
 		default:
 			b.WriteByte('?')
 		}
 	}
-	return b.String()
+	return b.String(), glyphs
 }
