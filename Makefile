@@ -30,8 +30,9 @@ INDEXDB_VERSION       := v0.0.0-20261105234957-e22db6528018
 MODULES     := . examples/docviewer internal/bench deploy
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
-# check converted PDFs, chromium for the viewer's browser test.
-TEST_DEPS   := poppler-utils chromium
+# check converted PDFs, chromium for the viewer's browser test,
+# tesseract-ocr and its English data for convert -ocr.
+TEST_DEPS   := poppler-utils chromium tesseract-ocr tesseract-ocr-eng
 
 .PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve loadtest bench soak fuzz fuzz-smoke proto docs syscalls seccomp-profile container-test clean
 

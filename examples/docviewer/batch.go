@@ -32,6 +32,7 @@ type batchConfig struct {
 	dpi         float64
 	opt         pdfout.Options
 	unsandboxed bool
+	rec         convert.Recognizer // OCR (-ocr); nil: none
 }
 
 // batchJob is one document to convert; err, if set, refuses it before any
@@ -247,7 +248,7 @@ func runJob(ctx context.Context, j batchJob, cfg batchConfig, log *slog.Logger) 
 		return r
 	}
 	defer closer.Close()
-	r.pages, err = convert.ToPDF(ctx, be, lib.List()[0].ID, j.out, cfg.dpi, cfg.opt, nil)
+	r.pages, err = convert.ToPDFText(ctx, be, lib.List()[0].ID, j.out, cfg.dpi, cfg.opt, cfg.rec, nil)
 	if err != nil {
 		r.err = fmt.Errorf("%w (nothing written)", err)
 	}

@@ -2,7 +2,7 @@
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
 //	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-uploads] [-unsandboxed-dangerous] DIR
-//	docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-unsandboxed-dangerous] IN OUT.pdf
+//	docviewer convert [-dpi 150] [-quality N] [-small] [-ocr LANG] [-v] [-unsandboxed-dangerous] IN OUT.pdf
 //	docviewer convert [flags] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 //
 // serve is a web UI for the documents of DIR; convert writes a safe,
@@ -259,8 +259,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	}
 }
 
-const convertSynopsis = "convert [-dpi 150] [-quality N] [-small] [-v] IN OUT.pdf\n" +
-	"       docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]"
+const convertSynopsis = "convert [-dpi 150] [-quality N] [-small] [-ocr LANG] [-v] IN OUT.pdf\n" +
+	"       docviewer convert [-dpi 150] [-quality N] [-small] [-ocr LANG] [-v] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]"
 
 // maxJobs bounds -j.
 const maxJobs = 64
@@ -275,6 +275,7 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	recursive := fs.Bool("r", false, "convert the documents under directories, mirroring the tree into OUTDIR (the last argument) or beside each original")
 	outDir := fs.String("o", "", "write NAME-safe.pdf into this directory (batch mode)")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
+	ocrLang := fs.String("ocr", "", "add an invisible text layer recognised by Tesseract in this language (eng, deu, eng+deu), run in a sandbox of its own on the checked pixels")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -295,21 +296,29 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if *jobs < 1 || *jobs > maxJobs {
 		return usageError{msg: fmt.Sprintf("-j %d: must be between 1 and %d", *jobs, maxJobs)}
 	}
-	opt := pdfout.Options{Quality: *quality, Small: *small}
-	if fs.NArg() == 2 && !*recursive && *outDir == "" {
-		return convertOne(ctx, fs.Arg(0), fs.Arg(1), *dpi, opt, *unsandboxed, stderr, log)
+	if err := checkOCR(*ocrLang); err != nil {
+		return err
 	}
+	opt := pdfout.Options{Quality: *quality, Small: *small}
 	if fs.NArg() == 0 {
 		return usageError{msg: "convert needs IN and OUT.pdf, or documents to convert beside themselves"}
 	}
+	rec, ocrCloser, err := newRecognizer(ctx, *ocrLang, *jobs, log)
+	if err != nil {
+		return err
+	}
+	defer ocrCloser.Close()
+	if fs.NArg() == 2 && !*recursive && *outDir == "" {
+		return convertOne(ctx, fs.Arg(0), fs.Arg(1), *dpi, opt, rec, *unsandboxed, stderr, log)
+	}
 	return convertBatch(ctx, batchConfig{
 		args: fs.Args(), recursive: *recursive, outDir: *outDir, jobs: *jobs,
-		dpi: *dpi, opt: opt, unsandboxed: *unsandboxed,
+		dpi: *dpi, opt: opt, unsandboxed: *unsandboxed, rec: rec,
 	}, stderr, log)
 }
 
 // convertOne is the single-document form, convert IN OUT.pdf.
-func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Options, unsandboxed bool, stderr io.Writer, log *slog.Logger) error {
+func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Options, rec convert.Recognizer, unsandboxed bool, stderr io.Writer, log *slog.Logger) error {
 	if same(in, out) {
 		return usageError{msg: "OUT must differ from IN"}
 	}
@@ -334,7 +343,7 @@ func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Opt
 			}
 		}
 	}
-	if _, err := convert.ToPDF(ctx, be, doc, out, dpi, opt, progress); err != nil {
+	if _, err := convert.ToPDFText(ctx, be, doc, out, dpi, opt, rec, progress); err != nil {
 		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
 	}
 	return nil
