@@ -33,7 +33,8 @@ func metricValue(t *testing.T, scrape, name string) float64 {
 }
 
 // TestMetrics scrapes /metrics after a document view, a page and a page
-// that does not exist, rendered by the sandboxed backend.
+// that does not exist, rendered by the sandboxed backend. The view draws
+// page 1 at 36 dpi to size the placeholders, so two pages are drawn.
 func TestMetrics(t *testing.T) {
 	lib, err := library.Open(docsDir(t, "valid/multipage.pdf"))
 	require.NoError(t, err)
@@ -54,16 +55,16 @@ func TestMetrics(t *testing.T) {
 	scrape := rec.Body.String()
 	for name, want := range map[string]float64{
 		`docviewer_conversions_total{outcome="ok"}`:         1,
-		`docviewer_pages_total{outcome="ok"}`:               1,
+		`docviewer_pages_total{outcome="ok"}`:               2,
 		`docviewer_pages_total{outcome="not_found"}`:        1,
-		`docviewer_page_duration_seconds_count`:             1,
+		`docviewer_page_duration_seconds_count`:             2,
 		`docviewer_renderers_alive`:                         1,
 		`docviewer_renderers_spawned_total`:                 1,
 		`docviewer_queue_length`:                            0,
 		`docviewer_requests_active`:                         0,
 		`docviewer_requests_rejected_total`:                 0,
 		`docviewer_renderer_evictions_total`:                0,
-		`docviewer_page_duration_seconds_bucket{le="+Inf"}`: 1,
+		`docviewer_page_duration_seconds_bucket{le="+Inf"}`: 2,
 	} {
 		assert.Equal(t, want, metricValue(t, scrape, name), name)
 	}
