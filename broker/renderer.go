@@ -52,6 +52,10 @@ type Renderer struct {
 	idleTimer  *time.Timer
 	killReason *ExitError
 	exitErr    *ExitError
+	// threadFailSnap is the kernel's view of the renderer when it said a
+	// thread could not be created, or why there was none (evidence.go).
+	threadFailSnap    *taskSnapshot
+	threadFailSnapErr error
 }
 
 // RendererStatus describes one live renderer.

@@ -56,9 +56,7 @@ func Check(path, lang string) (tessdata string, err error) {
 		return "", fmt.Errorf("%w: %s not found: %s", ErrUnavailable, path, InstallHint(lang))
 	}
 	dirs, _ := filepath.Glob(tessdataGlob)
-	var langs []string
 	for i, l := range splitLang(lang) {
-		langs = append(langs, l)
 		found := false
 		for _, d := range dirs {
 			if fi, err := os.Stat(filepath.Join(d, l+".traineddata")); err == nil && fi.Mode().IsRegular() {
@@ -254,7 +252,7 @@ func pgmMemfd(img *image.RGBA) (*os.File, error) {
 			o++
 		}
 	}
-	if _, err := f.Write(buf); err == nil {
+	if _, err = f.Write(buf); err == nil {
 		_, err = f.Seek(0, io.SeekStart)
 	}
 	if err == nil {
