@@ -37,6 +37,16 @@ type Backend interface {
 	Events() []Event
 }
 
+// Forgetter is implemented by backends that can drop a document at once:
+// Forget ends its renderer session, if any, and everything the backend
+// keeps for it (a remembered error, its page region). The server calls it
+// when an upload expires, so that neither its renderer nor its entry
+// outlives the file; a later request for doc starts afresh (and finds
+// nothing, the file being gone).
+type Forgetter interface {
+	Forget(doc string)
+}
+
 // Page is one rendered page.
 type Page struct {
 	Image        *image.RGBA // origin (0,0), opaque

@@ -80,6 +80,9 @@ type Uploads struct {
 	bytes     int64              // stored plus reserved
 	receiving map[string]int     // uploads in progress, by client
 	pages     map[string]*slots  // requests in flight, by kind and client
+	// forget, if set, ends the renderer of an expired upload
+	// (backend.Forgetter) instead of leaving it to its idle timeout.
+	forget func(doc string)
 }
 
 // slots are one client's page request slots; users counts the requests
@@ -174,6 +177,7 @@ func (u *Uploads) removeExpired(now time.Time) {
 			u.bytes -= e.size
 		}
 	}
+	forget := u.forget
 	u.mu.Unlock()
 	if len(gone) == 0 {
 		return
@@ -182,6 +186,10 @@ func (u *Uploads) removeExpired(now time.Time) {
 		if err := os.Remove(filepath.Join(u.dir, e.file)); err != nil {
 			u.log.Warn("remove expired upload", "id", e.id, "err", err)
 		}
+		if forget != nil {
+			forget(e.id)
+		}
+		u.log.Info("upload expired", "id", e.id, "client", e.client)
 	}
 	if err := u.lib.Refresh(); err != nil {
 		u.log.Warn("upload store listing", "err", err)
@@ -431,7 +439,14 @@ func (s *Server) checkOrigin(r *http.Request) error {
 // WithUploads turns on web mode: uploads go to u and are rendered by be,
 // a backend over u.Library().
 func WithUploads(u *Uploads, be backend.Backend) Option {
-	return func(s *Server) { s.uploads, s.upBE = u, be }
+	return func(s *Server) {
+		s.uploads, s.upBE = u, be
+		if f, ok := be.(backend.Forgetter); ok {
+			u.mu.Lock()
+			u.forget = f.Forget
+			u.mu.Unlock()
+		}
+	}
 }
 
 // uploadPage is the upload form (GET /upload).

@@ -223,7 +223,20 @@ func TestUploadViewAndExpiry(t *testing.T) {
 		assert.False(t, bytes.Contains(rec.Body.Bytes(), svg[:64]), target)
 	}
 
+	id := strings.TrimPrefix(got.URL, "/u/")
+	rendering := func() bool {
+		for _, r := range s.upBE.Status(context.Background()) {
+			if r.Doc == id {
+				return true
+			}
+		}
+		return false
+	}
+	require.True(t, rendering(), "the upload has no renderer")
+
 	require.Eventually(t, func() bool { return len(storeFiles(t, up)) == 0 }, 20*time.Second, 50*time.Millisecond, "expired upload not deleted")
+	// Its renderer ends with it, not at its idle timeout (2 minutes).
+	require.Eventually(t, func() bool { return !rendering() }, 10*time.Second, 50*time.Millisecond, "expired upload's renderer still alive")
 	for _, target := range []string{got.URL, got.URL + "/page/1.png", got.URL + "/safe.pdf"} {
 		assert.Equal(t, http.StatusNotFound, do(s, "GET", target, addr).Code, target)
 	}

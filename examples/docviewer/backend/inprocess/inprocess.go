@@ -96,6 +96,28 @@ func (b *Backend) session(doc string) (*session, error) {
 	return s, s.err
 }
 
+var _ backend.Forgetter = (*Backend)(nil)
+
+// Forget closes doc's session, if it has one.
+func (b *Backend) Forget(doc string) {
+	b.mu.Lock()
+	s, ok := b.sessions[doc]
+	delete(b.sessions, doc)
+	b.mu.Unlock()
+	if ok {
+		go closeSession(s)
+	}
+}
+
+// closeSession closes s's document once a render in progress is done
+// (render.Document locks).
+func closeSession(s *session) {
+	s.once.Do(func() { s.err = docerr.New(docerr.ErrInvalid, nil, "closed") })
+	if s.doc != nil {
+		s.doc.Close()
+	}
+}
+
 func (b *Backend) evictLocked() {
 	for len(b.sessions) > MaxSessions {
 		var oldest string
@@ -107,13 +129,7 @@ func (b *Backend) evictLocked() {
 		}
 		s := b.sessions[oldest]
 		delete(b.sessions, oldest)
-		// Close waits for a render in progress (render.Document locks).
-		go func() {
-			s.once.Do(func() { s.err = docerr.New(docerr.ErrInvalid, nil, "evicted") })
-			if s.doc != nil {
-				s.doc.Close()
-			}
-		}()
+		go closeSession(s)
 	}
 }
 

@@ -352,6 +352,29 @@ func (b *Backend) session(doc string) *session {
 	return s
 }
 
+var _ backend.Forgetter = (*Backend)(nil)
+
+// Forget ends doc's renderer, if one has it open, and drops its session:
+// the session map would otherwise keep an entry for every document ever
+// opened, which in web mode is every upload. A page being copied out of
+// the renderer's region when it ends finishes first (closeWhenGone).
+func (b *Backend) Forget(doc string) {
+	b.mu.Lock()
+	s := b.sessions[doc]
+	delete(b.sessions, doc)
+	b.mu.Unlock()
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	c := s.c
+	s.c, s.pages, s.err = nil, 0, nil
+	s.mu.Unlock()
+	if c != nil {
+		c.r.Close()
+	}
+}
+
 // benign reports whether a renderer ended for a reason that says nothing
 // about its document (idle, evicted, released, shutdown): the request
 // that ran into it is retried once with a fresh renderer.
