@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/png"
 	"log/slog"
@@ -59,6 +60,12 @@ type countingBackend struct {
 	backend.Backend
 	mu    sync.Mutex
 	calls []string
+}
+
+// Load passes the wrapped backend's load through, as the sandboxed
+// backend reports it.
+func (c *countingBackend) Load() backend.Load {
+	return c.Backend.(backend.LoadReporter).Load()
 }
 
 func (c *countingBackend) PageCount(ctx context.Context, doc string) (int, error) {
@@ -296,6 +303,10 @@ func TestStatus(t *testing.T) {
 	assert.Contains(t, html, "picture.png")
 	assert.Contains(t, html, `<span class="layer">seccomp (`)
 	assert.Contains(t, html, `<span class="layer">user-namespace</span>`)
+	// The load figures of status.json, for people.
+	require.NotNil(t, st.Load)
+	assert.Contains(t, html, fmt.Sprintf("%d of %d queued", st.Load.Queued, st.Load.MaxQueue))
+	assert.Contains(t, html, fmt.Sprintf("%d alive, %d started", st.Load.RenderersAlive, st.Load.RenderersSpawned))
 }
 
 func TestStaticFiles(t *testing.T) {
