@@ -72,6 +72,9 @@ type Server struct {
 	tmpl    *template.Template
 	log     *slog.Logger
 	safe    *safeJobs
+	// turns bounds each client's requests in flight for the folder's
+	// documents (web mode's uploads have their own).
+	turns *clientTurns
 	// uploads, if set, is web mode's store, rendered by upBE.
 	uploads *Uploads
 	upBE    backend.Backend
@@ -102,7 +105,7 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("server address %q: need the bound port, not %q", addr, port)
 	}
-	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs(), met: newMetrics(be)}
+	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs(), met: newMetrics(be), turns: newClientTurns()}
 	s.be = instrumented{be, s.met}
 	for _, o := range opts {
 		o(s)
@@ -199,10 +202,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case len(seg) == 3 && seg[0] == "doc" && (seg[2] == "safe.pdf" || seg[2] == "safe.json"):
 		if d, ok := s.lookup(w, r, seg[1]); ok {
 			ref := s.folderDoc(d)
-			if seg[2] == "safe.pdf" {
-				s.safePDF(w, r, ref)
-			} else {
+			if seg[2] == "safe.json" {
 				s.safeJSON(w, ref)
+			} else if release, ok := safeTurn(w, r, s.turns); ok {
+				defer release()
+				s.safePDF(w, r, ref)
 			}
 		}
 	case len(seg) == 1 && seg[0] == "":
@@ -269,7 +273,12 @@ func (s *Server) document(w http.ResponseWriter, r *http.Request, id string) {
 }
 
 func (s *Server) page(w http.ResponseWriter, r *http.Request, id, file string) {
-	if d, ok := s.lookup(w, r, id); ok {
+	d, ok := s.lookup(w, r, id)
+	if !ok {
+		return
+	}
+	if release, ok := pageTurn(w, r, s.turns); ok {
+		defer release()
 		s.renderPage(w, r, s.folderDoc(d), file)
 	}
 }

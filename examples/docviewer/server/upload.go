@@ -46,14 +46,15 @@ type UploadConfig struct {
 	Logger *slog.Logger
 }
 
-// Per-client bounds on requests in flight for uploaded documents. A
-// browser opens at most 6 connections to a host, so an honest viewer never
-// meets the page bound; a script that asks for hundreds of pages at once
-// waits its turn instead of taking every renderer's time.
+// Per-client bounds on requests in flight, for the folder's documents and
+// for uploaded ones apart (clientTurns). A browser opens at most 6
+// connections to a host, so an honest viewer never meets the page bound; a
+// script that asks for hundreds of pages at once waits its turn instead of
+// taking every renderer's time.
 const (
 	maxClientUploads = 2 // uploads being received at once
-	maxClientPages   = 6 // page requests of uploaded documents in flight
-	maxClientSafe    = 1 // safe PDF conversions of uploaded documents
+	maxClientPages   = 6 // page requests in flight
+	maxClientSafe    = 1 // safe PDF conversions
 	// clientWait bounds how long a page request waits for its client's
 	// turn before it gets 429.
 	clientWait = 30 * time.Second
@@ -79,17 +80,10 @@ type Uploads struct {
 	entries   map[string]*upload // by library id
 	bytes     int64              // stored plus reserved
 	receiving map[string]int     // uploads in progress, by client
-	pages     map[string]*slots  // requests in flight, by kind and client
+	turns     *clientTurns       // requests in flight, by kind and client
 	// forget, if set, ends the renderer of an expired upload
 	// (backend.Forgetter) instead of leaving it to its idle timeout.
 	forget func(doc string)
-}
-
-// slots are one client's page request slots; users counts the requests
-// holding or waiting for one, so the entry goes when the last leaves.
-type slots struct {
-	ch    chan struct{}
-	users int
 }
 
 type upload struct {
@@ -131,7 +125,7 @@ func NewUploads(ctx context.Context, cfg UploadConfig) (*Uploads, error) {
 		return nil, fmt.Errorf("upload store: %w", err)
 	}
 	u := &Uploads{cfg: cfg, dir: dir, lib: lib, log: cfg.Logger, stop: make(chan struct{}),
-		entries: map[string]*upload{}, receiving: map[string]int{}, pages: map[string]*slots{}}
+		entries: map[string]*upload{}, receiving: map[string]int{}, turns: newClientTurns()}
 	u.wg.Add(1)
 	go u.expire(ctx)
 	return u, nil
@@ -307,47 +301,6 @@ func (u *Uploads) receive(r *http.Request, client string) (*upload, error) {
 	}
 	return &upload{id: library.IDOf(file), file: file, name: displayName(part.FileName()),
 		client: client, size: n, expires: time.Now().Add(u.cfg.TTL)}, nil
-}
-
-// pageTurn waits for one of client's page slots; release gives it back.
-func (u *Uploads) pageTurn(ctx context.Context, client string) (release func(), err error) {
-	return u.turn(ctx, "page "+client, maxClientPages)
-}
-
-// safeTurn waits for client's safe PDF slot.
-func (u *Uploads) safeTurn(ctx context.Context, client string) (release func(), err error) {
-	return u.turn(ctx, "safe "+client, maxClientSafe)
-}
-
-// turn waits for one of n slots of key; release gives it back.
-func (u *Uploads) turn(ctx context.Context, key string, n int) (release func(), err error) {
-	u.mu.Lock()
-	sl := u.pages[key]
-	if sl == nil {
-		sl = &slots{ch: make(chan struct{}, n)}
-		u.pages[key] = sl
-	}
-	sl.users++
-	u.mu.Unlock()
-	leave := func() {
-		u.mu.Lock()
-		defer u.mu.Unlock()
-		if sl.users--; sl.users == 0 {
-			delete(u.pages, key)
-		}
-	}
-	ctx, cancel := context.WithTimeout(ctx, clientWait)
-	defer cancel()
-	select {
-	case sl.ch <- struct{}{}:
-	case <-ctx.Done():
-		leave()
-		return nil, ctx.Err()
-	}
-	return func() {
-		<-sl.ch
-		leave()
-	}, nil
 }
 
 // durationText is d for people: "30 minutes", "2 hours", else as Go
@@ -527,26 +480,18 @@ func (s *Server) uploaded(w http.ResponseWriter, r *http.Request, seg []string) 
 	case len(seg) == 2:
 		s.viewer(w, r, d, true)
 	case len(seg) == 4 && seg[2] == "page":
-		release, err := s.uploads.pageTurn(r.Context(), clientOf(r))
-		if err != nil {
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, "too many page requests from this client at once", http.StatusTooManyRequests)
-			return
+		if release, ok := pageTurn(w, r, s.uploads.turns); ok {
+			defer release()
+			s.renderPage(w, r, d, seg[3])
 		}
-		defer release()
-		s.renderPage(w, r, d, seg[3])
 	case len(seg) == 3 && seg[2] == "safe.pdf":
 		if crossSite(w, r) {
 			return
 		}
-		release, err := s.uploads.safeTurn(r.Context(), clientOf(r))
-		if err != nil {
-			w.Header().Set("Retry-After", "30")
-			http.Error(w, "this client is converting another document; one at a time", http.StatusTooManyRequests)
-			return
+		if release, ok := safeTurn(w, r, s.uploads.turns); ok {
+			defer release()
+			s.safePDF(w, r, d)
 		}
-		defer release()
-		s.safePDF(w, r, d)
 	case len(seg) == 3 && seg[2] == "safe.json":
 		s.safeJSON(w, d)
 	default:

@@ -252,22 +252,22 @@ func TestUploadPageTurns(t *testing.T) {
 	_, up := newUploadServer(t, UploadConfig{})
 	var releases []func()
 	for range maxClientPages {
-		rel, err := up.pageTurn(context.Background(), "192.0.2.1")
+		rel, err := up.turns.page(context.Background(), "192.0.2.1")
 		require.NoError(t, err)
 		releases = append(releases, rel)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	_, err := up.pageTurn(ctx, "192.0.2.1")
+	_, err := up.turns.page(ctx, "192.0.2.1")
 	cancel()
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 
-	other, err := up.pageTurn(context.Background(), "192.0.2.2")
+	other, err := up.turns.page(context.Background(), "192.0.2.2")
 	require.NoError(t, err)
 	other()
 
 	got := make(chan func(), 1)
 	go func() {
-		rel, err := up.pageTurn(context.Background(), "192.0.2.1")
+		rel, err := up.turns.page(context.Background(), "192.0.2.1")
 		if err == nil {
 			got <- rel
 		}
@@ -282,9 +282,7 @@ func TestUploadPageTurns(t *testing.T) {
 	for _, rel := range releases[1:] {
 		rel()
 	}
-	up.mu.Lock()
-	defer up.mu.Unlock()
-	assert.Empty(t, up.pages)
+	assert.True(t, up.turns.idle(), "an idle client's slots are kept")
 }
 
 // TestPageResolution: ?dpi=N is drawn at N within [MinPageDPI,
@@ -418,21 +416,21 @@ func TestClientOf(t *testing.T) {
 // TestUploadSafeTurn: one safe PDF conversion at a time per client.
 func TestUploadSafeTurn(t *testing.T) {
 	_, up := newUploadServer(t, UploadConfig{})
-	rel, err := up.safeTurn(context.Background(), "192.0.2.1")
+	rel, err := up.turns.safe(context.Background(), "192.0.2.1")
 	require.NoError(t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	_, err = up.safeTurn(ctx, "192.0.2.1")
+	_, err = up.turns.safe(ctx, "192.0.2.1")
 	cancel()
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	// Page requests and other clients are not held up by it.
-	pageRel, err := up.pageTurn(context.Background(), "192.0.2.1")
+	pageRel, err := up.turns.page(context.Background(), "192.0.2.1")
 	require.NoError(t, err)
 	pageRel()
-	other, err := up.safeTurn(context.Background(), "192.0.2.2")
+	other, err := up.turns.safe(context.Background(), "192.0.2.2")
 	require.NoError(t, err)
 	other()
 	rel()
-	rel, err = up.safeTurn(context.Background(), "192.0.2.1")
+	rel, err = up.turns.safe(context.Background(), "192.0.2.1")
 	require.NoError(t, err)
 	rel()
 }
