@@ -48,6 +48,39 @@ func textLike(w, h int, ink color.RGBA, bilevel bool) *image.RGBA {
 	})
 }
 
+// antiAliased: like textLike, but its edges spread over many gray levels,
+// each on a few pixels, as a real rasteriser's anti-aliasing does.
+func antiAliased(w, h int) *image.RGBA {
+	return fill(w, h, func(x, y int) color.RGBA {
+		switch {
+		case x%17 < 3 && y%23 < 12:
+			return black
+		case x%17 == 3 && y%23 < 12:
+			v := uint8(1 + (x*7+y*13)%254)
+			return color.RGBA{v, v, v, 255}
+		}
+		return color.RGBA{255, 255, 255, 255}
+	})
+}
+
+// threeFills is text on white with gray boxes of three levels.
+func threeFills(w, h int) *image.RGBA { return fills(w, h, 60, 200, 240) }
+
+// twoFills has two box levels.
+func twoFills(w, h int) *image.RGBA { return fills(w, h, 200, 240) }
+
+func fills(w, h int, levels ...uint8) *image.RGBA {
+	img := textLike(w, h, black, true)
+	for i, v := range levels {
+		for y := range h / 4 {
+			for x := range w / 8 {
+				img.SetRGBA(i*w/4+x, y, color.RGBA{v, v, v, 255})
+			}
+		}
+	}
+	return img
+}
+
 func photoLike(w, h int) *image.RGBA {
 	r := rand.New(rand.NewPCG(1, 2))
 	return fill(w, h, func(x, y int) color.RGBA {
@@ -62,7 +95,8 @@ var (
 )
 
 // TestChooseEncoding: the encoding follows the pixels exactly: one gray
-// pixel keeps a page out of bilevel, one coloured pixel out of gray; JPEG
+// pixel keeps a page out of bilevel, one coloured pixel out of gray, one
+// gray level on more than textMaxFillShare of the page out of Text; JPEG
 // only for a photographic page or when Quality asks (never for bilevel).
 func TestChooseEncoding(t *testing.T) {
 	bi := textLike(200, 100, black, true)
@@ -79,8 +113,14 @@ func TestChooseEncoding(t *testing.T) {
 	}{
 		{"black and white", bi, Options{}, Bilevel},
 		{"transparent is white", transparent, Options{}, Bilevel},
-		{"one gray pixel", oneGray, Options{}, Gray},
-		{"anti-aliased gray text", textLike(200, 100, black, false), Options{}, Gray},
+		{"one gray pixel", oneGray, Options{}, Text},
+		{"one gray pixel, lossless", oneGray, Options{Lossless: true}, Gray},
+		{"anti-aliased text", antiAliased(200, 100), Options{}, Text},
+		{"anti-aliased text, lossless", antiAliased(200, 100), Options{Lossless: true}, Gray},
+		// A 1-pixel column of one gray: an edge, not a fill.
+		{"gray edges", textLike(200, 100, black, false), Options{}, Text},
+		{"gray fill", fills(200, 100, 200), Options{}, Text},
+		{"three gray fills", threeFills(200, 100), Options{}, Gray},
 		{"one coloured pixel", oneColour, Options{}, RGB},
 		{"coloured text", textLike(200, 100, blue, false), Options{}, RGB},
 		{"photograph", photoLike(300, 200), Options{}, JPEG},
@@ -188,7 +228,11 @@ func TestRenderedPixels(t *testing.T) {
 		maxMean float64 // mean absolute error per channel; 0: exact
 	}{
 		{"bilevel", textLike(240, 120, black, true), Options{}, Bilevel, 0},
-		{"gray", textLike(240, 120, black, false), Options{}, Gray, 0},
+		{"gray", textLike(240, 120, black, false), Options{Lossless: true}, Gray, 0},
+		{"text, edges to four levels", textLike(240, 120, black, false), Options{}, Text, 2},
+		{"text with a gray fill", fills(240, 120, 200), Options{}, Text, 0},
+		{"text with two gray fills", twoFills(240, 120), Options{}, Text, 0},
+		{"gray with three fills", threeFills(240, 120), Options{}, Gray, 0},
 		{"rgb", textLike(240, 120, blue, false), Options{}, RGB, 0},
 		{"odd width bilevel", textLike(237, 51, black, true), Options{}, Bilevel, 0},
 		{"half transparent", testImage(90, 40, 128), Options{}, RGB, 0},
@@ -220,10 +264,35 @@ func TestRenderedPixels(t *testing.T) {
 			for name, got := range map[string]image.Image{"poppler": stored, "MuPDF": shown} {
 				mean := meanError(want, got)
 				assert.Less(t, mean, tt.maxMean, name)
-				assert.Greater(t, mean, 0.0, "%s: JPEG is lossy: an exact match means it was not used", name)
+				assert.Greater(t, mean, 0.0, "%s: the encoding is lossy: an exact match means it was not used", name)
 			}
 		})
 	}
+
+	t.Run("text levels", func(t *testing.T) {
+		// Every gray level once, on 4 rows of a white page: each covers
+		// far less than textMaxFillShare.
+		img := fill(256, 400, func(x, y int) color.RGBA {
+			if y < 4 {
+				return color.RGBA{uint8(x), uint8(x), uint8(x), 255}
+			}
+			return color.RGBA{255, 255, 255, 255}
+		})
+		var buf bytes.Buffer
+		w := NewWriterOptions(&buf, Options{})
+		require.NoError(t, w.AddPage(img, dpi))
+		require.NoError(t, w.Close())
+		require.Equal(t, []Encoding{Text}, w.Encodings())
+		stored, _ := popplerPixels(t, buf.Bytes(), dpi)
+		for x := range 256 {
+			want := uint8((x*3 + 127) / 255 * 85) // the nearest of 0, 85, 170, 255
+			r, _, _, _ := stored.At(x, 2).RGBA()
+			require.Equal(t, want, uint8(r>>8), "gray %d", x)
+			require.LessOrEqual(t, abs(int(want)-x), 42, "gray %d", x)
+		}
+		r, _, _, _ := stored.At(100, 200).RGBA()
+		require.Equal(t, uint8(255), uint8(r>>8), "white stays white")
+	})
 
 	t.Run("small threshold", func(t *testing.T) {
 		img := fill(256, 4, func(x, _ int) color.RGBA { return color.RGBA{uint8(x), uint8(x), uint8(x), 255} })
@@ -270,4 +339,45 @@ func TestFilterRow(t *testing.T) {
 	white := bytes.Repeat([]byte{255}, 8)
 	assert.Equal(t, byte(0), filterRow(&f, text, white, 1)[0], "None: no predictor halves it")
 	assert.Equal(t, byte(2), filterRow(&f, text, text, 1)[0], "Up: a row like the last")
+}
+
+// TestTextPalette: black, white and the page's fills (levels with more
+// than textFillShare of the page inside areas of them), the rest evenly
+// spread; more than two fills or
+// any colour is not a text page.
+func TestTextPalette(t *testing.T) {
+	page := func(fills ...int) pageStats {
+		s := pageStats{gray: true, pixels: 1_000_000}
+		for v := 1; v < 255; v++ {
+			s.fill[v] = 20 // an edge level: now and then a pixel inside
+		}
+		for _, v := range fills {
+			s.fill[v] = 51 // just over 0.005 %
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		s    pageStats
+		want [4]byte
+		ok   bool
+	}{
+		{"edges only", page(), [4]byte{0, 85, 170, 255}, true},
+		{"a light fill", page(200), [4]byte{0, 100, 200, 255}, true},
+		{"a dark fill", page(50), [4]byte{0, 50, 153, 255}, true},
+		{"two fills", page(30, 230), [4]byte{0, 30, 230, 255}, true},
+		{"three fills", page(30, 128, 230), [4]byte{}, false},
+		{"colour", pageStats{pixels: 100}, [4]byte{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := tt.s.textPalette()
+			assert.Equal(t, tt.ok, ok)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+	idx := nearest([4]byte{0, 50, 153, 255})
+	for v, want := range map[int]byte{0: 0, 25: 0, 26: 1, 50: 1, 101: 1, 102: 2, 204: 2, 205: 3, 255: 3} {
+		assert.Equal(t, want, idx[v], "level %d", v)
+	}
 }

@@ -8,8 +8,10 @@
 // a large dependency that parses and emits far more than is needed.
 //
 // Each page is stored in the smallest encoding its pixels allow without
-// loss (1-bit, 8-bit gray or RGB under Flate with PNG predictors), or as
-// JPEG when it is photographic or the caller asks (Options); the
+// loss (1-bit, 8-bit gray or RGB under Flate with PNG predictors), except
+// two kinds: a page of black ink on white keeps its anti-aliased edges at
+// four gray levels (Text, unless Options.Lossless), and a photographic
+// page, or any when the caller asks (Options.Quality), is JPEG. The
 // pixels are read, never interpreted, so the choice carries no risk from
 // the document.
 package pdfout
@@ -153,9 +155,9 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	enc := choose(st, p.opt)
 	p.encs = append(p.encs, enc)
 	p.begin(xobj)
-	p.printf("<< %s /Length %d 0 R >>\nstream\n", imageDict(enc, st.gray, b.Dx(), b.Dy()), length)
+	p.printf("<< %s /Length %d 0 R >>\nstream\n", imageDict(enc, st, b.Dx(), b.Dy()), length)
 	start := p.pos()
-	p.writePixels(img, enc, st.gray)
+	p.writePixels(img, enc, st)
 	n := p.pos() - start
 	p.printf("\nendstream\nendobj\n")
 
@@ -185,7 +187,7 @@ func (p *Writer) pageSize(img *image.RGBA, dpi float64) (wpt, hpt float64, err e
 }
 
 // writePixels compresses img in encoding enc.
-func (p *Writer) writePixels(img *image.RGBA, enc Encoding, gray bool) {
+func (p *Writer) writePixels(img *image.RGBA, enc Encoding, st pageStats) {
 	if p.err != nil {
 		return
 	}
@@ -195,9 +197,10 @@ func (p *Writer) writePixels(img *image.RGBA, enc Encoding, gray bool) {
 		if q == 0 {
 			q = DefaultJPEGQuality
 		}
-		p.err = encodeJPEG(p.bw, img, gray, q)
+		p.err = encodeJPEG(p.bw, img, st.gray, q)
 	default:
-		p.err = encodeFlate(p.bw, img, enc, SmallThreshold)
+		pal, _ := st.textPalette()
+		p.err = encodeFlate(p.bw, img, enc, SmallThreshold, pal)
 	}
 }
 
