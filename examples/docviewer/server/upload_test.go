@@ -181,7 +181,10 @@ func TestUploadLimits(t *testing.T) {
 // sandboxed renderer, its pages and safe PDF come back, its bytes never
 // do; after the TTL the file is deleted and every route of it is 404.
 func TestUploadViewAndExpiry(t *testing.T) {
-	s, up := newUploadServer(t, UploadConfig{TTL: 2 * time.Second})
+	// Expiry is driven below (removeExpired at a later time), not
+	// waited for: a short TTL could end the upload before a loaded
+	// machine has drawn its page.
+	s, up := newUploadServer(t, UploadConfig{TTL: time.Hour})
 	svg := sample(t, "valid/drawing.svg")
 	rec := serve(s, uploadReq(t, `..\evil\"<i>drawing".svg`, svg, "192.0.2.1", map[string]string{"Origin": "http://" + addr, "Accept": "application/json"}))
 	require.Equal(t, http.StatusCreated, rec.Code, rec.Body.String())
@@ -234,7 +237,8 @@ func TestUploadViewAndExpiry(t *testing.T) {
 	}
 	require.True(t, rendering(), "the upload has no renderer")
 
-	require.Eventually(t, func() bool { return len(storeFiles(t, up)) == 0 }, 20*time.Second, 50*time.Millisecond, "expired upload not deleted")
+	up.removeExpired(time.Now().Add(time.Hour + time.Second))
+	require.Empty(t, storeFiles(t, up), "expired upload not deleted")
 	// Its renderer ends with it, not at its idle timeout (2 minutes).
 	require.Eventually(t, func() bool { return !rendering() }, 10*time.Second, 50*time.Millisecond, "expired upload's renderer still alive")
 	for _, target := range []string{got.URL, got.URL + "/page/1.png", got.URL + "/safe.pdf"} {
@@ -433,4 +437,13 @@ func TestUploadSafeTurn(t *testing.T) {
 	rel, err = up.turns.safe(context.Background(), "192.0.2.1")
 	require.NoError(t, err)
 	rel()
+}
+
+// TestUploadExpiryLoop: the store's own loop deletes an upload once its
+// TTL has passed, without a request to trigger it.
+func TestUploadExpiryLoop(t *testing.T) {
+	s, up := newUploadServer(t, UploadConfig{TTL: 300 * time.Millisecond})
+	rec := serve(s, uploadReq(t, "drawing.svg", sample(t, "valid/drawing.svg"), "192.0.2.1", map[string]string{"Origin": "http://" + addr}))
+	require.Equal(t, http.StatusSeeOther, rec.Code, rec.Body.String())
+	require.Eventually(t, func() bool { return len(storeFiles(t, up)) == 0 }, 20*time.Second, 50*time.Millisecond, "expired upload not deleted")
 }
