@@ -26,7 +26,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
+	"github.com/sandkit/sandkit/examples/docviewer/internal/textpdf"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
+	"github.com/sandkit/sandkit/examples/docviewer/ocr"
 	"github.com/sandkit/sandkit/examples/docviewer/server"
 )
 
@@ -63,7 +65,7 @@ func (l *requestLog) matching(re string) []string {
 
 // startServer serves copies of the samples through the sandboxed backend
 // on 127.0.0.1:0, with web mode on if uploads; it returns the base URL.
-func startServer(t *testing.T, samples []string, uploads bool) (string, *requestLog) {
+func startServer(t *testing.T, samples []string, uploads bool, extra ...server.Option) (string, *requestLog) {
 	t.Helper()
 	dir := t.TempDir()
 	for _, s := range samples {
@@ -71,6 +73,12 @@ func startServer(t *testing.T, samples []string, uploads bool) (string, *request
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(s)), b, 0o644))
 	}
+	return startServerDir(t, dir, uploads, extra...)
+}
+
+// startServerDir is startServer over the documents of dir.
+func startServerDir(t *testing.T, dir string, uploads bool, extra ...server.Option) (string, *requestLog) {
+	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
 	lib, err := library.Open(dir)
 	require.NoError(t, err)
@@ -89,7 +97,7 @@ func startServer(t *testing.T, samples []string, uploads bool) (string, *request
 		t.Cleanup(func() { upBE.Close() })
 		opts = append(opts, server.WithUploads(up, upBE))
 	}
-	h, err := server.New(lib, be, ln.Addr().String(), opts...)
+	h, err := server.New(lib, be, ln.Addr().String(), append(opts, extra...)...)
 	require.NoError(t, err)
 	log := &requestLog{}
 	srv := &http.Server{Handler: log.wrap(h), ReadHeaderTimeout: 5 * time.Second}
@@ -398,4 +406,50 @@ func TestBrowserUpload(t *testing.T) {
 	assert.Contains(t, errText, "corrupt document")
 	assert.Contains(t, errText, "random.pdf: corrupt document: open:", "the error names the upload as its sender did")
 	assert.Equal(t, "random.pdf", eval[string](t, ctx, `document.querySelector("h1").textContent`))
+}
+
+// TestBrowserTextLayer: with OCR (serve -ocr eng, Tesseract in its own
+// sandbox), a drawn page gets a text layer: the browser's find locates a
+// word of the original on it, and selecting the layer's text copies the
+// words Tesseract read, while the page image stays what the reader sees
+// (the words are transparent).
+func TestBrowserTextLayer(t *testing.T) {
+	if _, err := ocr.Check(ocr.DefaultPath, "eng"); err != nil {
+		t.Skipf("%v (CI: make deps installs it)", err)
+	}
+	ctx := newBrowser(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "paper.pdf"), textpdf.Generate(1), 0o644))
+	e, err := ocr.New(context.Background(), ocr.Config{Lang: "eng", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { e.Close() })
+	base, log := startServerDir(t, dir, false, server.WithOCR(e))
+	id := library.IDOf("paper.pdf")
+
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(base+"/doc/"+id)))
+	poll(t, ctx, loaded(1))
+	poll(t, ctx, `document.querySelectorAll("#fig-1 .textlayer span").length > 100`)
+	require.NotEmpty(t, log.matching(`^/doc/`+id+`/page/1\.words\.json$`))
+
+	// Transparent: the layer adds no ink.
+	assert.Equal(t, "rgba(0, 0, 0, 0)", eval[string](t, ctx, `getComputedStyle(document.querySelector("#fig-1 .textlayer span")).color`))
+	// Over the image: the layer's box is the image's.
+	assert.True(t, eval[bool](t, ctx, `(() => {
+		const a = document.querySelector("#fig-1 .textlayer").getBoundingClientRect();
+		const b = document.getElementById("page-1").getBoundingClientRect();
+		return Math.abs(a.left - b.left) < 2 && Math.abs(a.top - b.top) < 2 && Math.abs(a.width - b.width) < 2 && Math.abs(a.height - b.height) < 2;
+	})()`))
+	// Find: a word the generated paper is full of.
+	assert.True(t, eval[bool](t, ctx, `window.find("renderer")`), "find did not locate a word of the page")
+	assert.Equal(t, "renderer", eval[string](t, ctx, `getSelection().toString()`))
+	// Selection of the whole layer copies its words.
+	selected := eval[string](t, ctx, `(() => {
+		const r = document.createRange();
+		r.selectNodeContents(document.querySelector("#fig-1 .textlayer"));
+		getSelection().removeAllRanges();
+		getSelection().addRange(r);
+		return getSelection().toString();
+	})()`)
+	assert.Greater(t, len(strings.Fields(selected)), 100, "selected text: %q", selected)
+	screenshot(t, ctx, "viewer-text.png")
 }

@@ -165,7 +165,7 @@ type usageError struct {
 func (e usageError) Error() string { return e.msg }
 
 func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger) error {
-	fs := newFlagSet("serve", "serve [-addr 127.0.0.1:8080] [-dpi 110] DIR", stderr)
+	fs := newFlagSet("serve", "serve [-addr 127.0.0.1:8080] [-dpi 110] [-uploads] [-ocr LANG] DIR", stderr)
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
@@ -175,11 +175,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	maxQueue := fs.Int("max-queue", 256, "requests waiting for a renderer; past it a page request is answered 503 with Retry-After")
 	warm := fs.Int("warm", 2, "renderers kept locked down and ready (at most -max-renderers)")
 	idle := fs.Duration("idle-timeout", 2*time.Minute, "end a document's renderer after this long unused")
+	ocrLang := fs.String("ocr", "", "give pages a text layer (find, selection) and safe PDFs an invisible one, recognised by Tesseract in this language (eng, deu, eng+deu), each page in a sandbox of its own")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
 		return usageError{msg: "serve needs one directory"}
+	}
+	if err := checkOCR(*ocrLang); err != nil {
+		return err
 	}
 	hosts := strings.FieldsFunc(*allowedHosts, func(r rune) bool { return r == ',' })
 	if err := checkDPI(*dpi); err != nil {
@@ -208,6 +212,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	defer closer.Close()
 
 	opts := []server.Option{server.WithDPI(*dpi), server.WithLogger(log), server.WithAllowedHosts(hosts...)}
+	rec, recCloser, err := newRecognizer(ctx, *ocrLang, 2, log)
+	if err != nil {
+		return err
+	}
+	defer recCloser.Close()
+	if rec != nil {
+		opts = append(opts, server.WithOCR(rec))
+	}
 	if *uploads {
 		up, err := server.NewUploads(ctx, server.UploadConfig{Logger: log})
 		if err != nil {

@@ -39,6 +39,9 @@ type safeJobs struct {
 	// recent keeps how each conversion ended for a while after its
 	// download is done, for the page polling its progress.
 	recent map[string]recentJob
+	// rec, if set, adds each page's words as an invisible text layer
+	// (WithOCR).
+	rec convert.Recognizer
 }
 
 type recentJob struct {
@@ -141,7 +144,7 @@ func (j *safeJobs) run(ctx context.Context, job *safeJob, d docRef, dpi float64)
 		return
 	}
 	path := filepath.Join(dir, "safe.pdf")
-	_, err = convert.ToPDF(ctx, d.be, d.ID, path, dpi, pdfout.Options{}, func(done, total int) {
+	_, err = convert.ToPDFText(ctx, d.be, d.ID, path, dpi, pdfout.Options{}, j.rec, func(done, total int) {
 		j.mu.Lock()
 		job.pages, job.total = done, total
 		j.mu.Unlock()

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
+	"github.com/sandkit/sandkit/examples/docviewer/convert"
 	"github.com/sandkit/sandkit/examples/docviewer/docerr"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
 )
@@ -72,6 +73,10 @@ type Server struct {
 	tmpl    *template.Template
 	log     *slog.Logger
 	safe    *safeJobs
+	// ocr, if set, reads the words of pages for the viewer's text layer
+	// (WithOCR); wordCache keeps them.
+	ocr       convert.Recognizer
+	wordCache *wordCache
 	// turns bounds each client's requests in flight for the folder's
 	// documents (web mode's uploads have their own).
 	turns *clientTurns
@@ -105,7 +110,7 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("server address %q: need the bound port, not %q", addr, port)
 	}
-	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs(), met: newMetrics(be), turns: newClientTurns()}
+	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs(), met: newMetrics(be), turns: newClientTurns(), wordCache: newWordCache()}
 	s.be = instrumented{be, s.met}
 	for _, o := range opts {
 		o(s)
@@ -279,7 +284,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request, id, file string) {
 	}
 	if release, ok := pageTurn(w, r, s.turns); ok {
 		defer release()
-		s.renderPage(w, r, s.folderDoc(d), file)
+		s.pageFile(w, r, s.folderDoc(d), file)
 	}
 }
 

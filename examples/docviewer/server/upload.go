@@ -82,7 +82,8 @@ type Uploads struct {
 	receiving map[string]int     // uploads in progress, by client
 	turns     *clientTurns       // requests in flight, by kind and client
 	// forget, if set, ends the renderer of an expired upload
-	// (backend.Forgetter) instead of leaving it to its idle timeout.
+	// (backend.Forgetter) instead of leaving it to its idle timeout, and
+	// drops its recognised words.
 	forget func(doc string)
 }
 
@@ -394,11 +395,15 @@ func (s *Server) checkOrigin(r *http.Request) error {
 func WithUploads(u *Uploads, be backend.Backend) Option {
 	return func(s *Server) {
 		s.uploads, s.upBE = u, be
-		if f, ok := be.(backend.Forgetter); ok {
-			u.mu.Lock()
-			u.forget = f.Forget
-			u.mu.Unlock()
+		f, _ := be.(backend.Forgetter)
+		u.mu.Lock()
+		u.forget = func(id string) {
+			if f != nil {
+				f.Forget(id)
+			}
+			s.wordCache.forget("/u/" + id)
 		}
+		u.mu.Unlock()
 	}
 }
 
@@ -482,7 +487,7 @@ func (s *Server) uploaded(w http.ResponseWriter, r *http.Request, seg []string) 
 	case len(seg) == 4 && seg[2] == "page":
 		if release, ok := pageTurn(w, r, s.uploads.turns); ok {
 			defer release()
-			s.renderPage(w, r, d, seg[3])
+			s.pageFile(w, r, d, seg[3])
 		}
 	case len(seg) == 3 && seg[2] == "safe.pdf":
 		if crossSite(w, r) {

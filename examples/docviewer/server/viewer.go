@@ -69,6 +69,8 @@ type viewerData struct {
 	ThumbW, ThumbH int
 	MinDPI, MaxDPI int
 	Upload         bool
+	// OCR says the pages have a text layer (/page/N.words.json).
+	OCR bool
 }
 
 // thumbWidth is the thumbnails' width in CSS pixels.
@@ -79,7 +81,7 @@ const thumbWidth = 120
 func (s *Server) viewer(w http.ResponseWriter, r *http.Request, d docRef, upload bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), openTimeout)
 	defer cancel()
-	data := viewerData{Doc: d, MinDPI: MinPageDPI, MaxDPI: MaxPageDPI, Upload: upload,
+	data := viewerData{Doc: d, MinDPI: MinPageDPI, MaxDPI: MaxPageDPI, Upload: upload, OCR: s.ocr != nil,
 		// US Letter until the probe says otherwise.
 		WidthPt: 612, HeightPt: 792}
 	n, err := d.be.PageCount(ctx, d.ID)

@@ -9,6 +9,11 @@
 // the resolution the zoom and the screen need (?dpi=N, which the server
 // bounds); zooming in asks again for the pages in view at the new
 // resolution, zooming out keeps the sharper image it has.
+//
+// Text layer (serve -ocr): once a page is drawn, the words OCR read from
+// its pixels (/page/N.words.json) are laid over the image, transparent,
+// each at its box, so that the browser's find and text selection work.
+// The words are set as text (textContent), never as markup.
 "use strict";
 (function () {
   function ready(f) {
@@ -98,6 +103,7 @@
       for (var i = 0; i < n; i++) {
         imgs[i].width = Math.max(1, Math.round(pages[i].w * s));
         imgs[i].height = Math.max(1, Math.round(pages[i].h * s));
+        placeLayer(i);
       }
       list.scrollTop = fig.offsetTop + offset * (fig.offsetHeight / before);
       showZoom();
@@ -131,6 +137,57 @@
       for (var i = 0; i < n; i++) if (pages[i].near) load(i);
     }
 
+    var ocr = root.dataset.ocr === "1";
+    var layers = []; // per page: undefined, "asked", "failed" or {el, w}
+
+    // textLayer fetches page i's words once and lays them over its image.
+    function textLayer(i) {
+      if (!ocr || layers[i]) return;
+      layers[i] = "asked";
+      fetch(base + "/page/" + (i + 1) + ".words.json", { credentials: "same-origin" })
+        .then(function (r) {
+          if (!r.ok) throw new Error("words: HTTP " + r.status);
+          return r.json();
+        })
+        .then(function (d) {
+          var layer = document.createElement("div");
+          layer.className = "textlayer";
+          layer.style.width = d.width + "px";
+          layer.style.height = d.height + "px";
+          var spans = d.words.map(function (w) {
+            var s = document.createElement("span");
+            s.textContent = String(w.text);
+            s.style.left = w.x + "px";
+            s.style.top = w.y + "px";
+            s.style.fontSize = w.h + "px";
+            layer.appendChild(s);
+            return s;
+          });
+          figs[i].appendChild(layer);
+          // Stretch each word to its box, then separate it from the next
+          // for find and copy.
+          spans.forEach(function (s, k) {
+            var got = s.offsetWidth;
+            if (got > 0) s.style.transform = "scaleX(" + (d.words[k].w / got) + ")";
+          });
+          spans.forEach(function (s) { s.textContent += " "; });
+          layers[i] = { el: layer, w: d.width };
+          placeLayer(i);
+          figs[i].classList.add("has-text");
+        })
+        .catch(function () { layers[i] = "failed"; });
+    }
+
+    // placeLayer scales page i's text layer to its image as shown.
+    function placeLayer(i) {
+      var l = layers[i];
+      if (!l || !l.el) return;
+      var img = imgs[i];
+      l.el.style.left = img.offsetLeft + "px";
+      l.el.style.top = img.offsetTop + "px";
+      l.el.style.transform = "scale(" + (img.width / l.w) + ")";
+    }
+
     function learnSize(i, w, h, dpi) {
       var p = pages[i];
       if (p.sized || !(w > 0 && h > 0)) return;
@@ -141,6 +198,7 @@
       imgs[i].width = Math.max(1, Math.round(p.w * s));
       imgs[i].height = Math.max(1, Math.round(p.h * s));
       thumbImgs[i].height = Math.max(8, Math.round(thumbImgs[i].width * p.h / p.w));
+      placeLayer(i);
     }
 
     function status() {
@@ -156,6 +214,8 @@
         learnSize(i, img.naturalWidth, img.naturalHeight, p.asked);
         if (!p.drawn) { p.drawn = true; drawn++; status(); }
         figs[i].classList.add("drawn");
+        placeLayer(i);
+        textLayer(i);
       });
       img.addEventListener("error", function () {
         var p = pages[i];
