@@ -24,9 +24,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/internal/launch"
+	"github.com/sandkit/sandkit/internal/lockdownplan"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
-	"github.com/sandkit/sandkit/renderer"
 )
 
 // ProcessModel decides how many renderers serve an origin.
@@ -188,7 +188,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if _, err := os.Stat(exe); err != nil {
 		return nil, fmt.Errorf("broker: renderer executable: %w", err)
 	}
-	arg, err := renderer.PolicyArg(p)
+	arg, err := lockdownplan.RendererArg(p)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

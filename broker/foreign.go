@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/lockdownplan"
 	"github.com/sandkit/sandkit/policy"
-	"github.com/sandkit/sandkit/renderer"
 )
 
 // Program is a foreign program: an executable that knows nothing of
@@ -348,7 +348,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil || nofile.Cur <= uint64(exeNum)+8 {
 		return nil, bad("Limits.OpenFiles %d is not below the broker's own RLIMIT_NOFILE", exeNum)
 	}
-	plan, err := renderer.PlanForeign(p, launcherRules(exeNum))
+	plan, err := lockdownplan.PlanForeign(p, launcherRules(exeNum))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}

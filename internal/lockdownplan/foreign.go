@@ -1,22 +1,22 @@
-package renderer
+package lockdownplan
 
 import (
 	"errors"
 	"fmt"
 
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
-	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/seccompfilter"
 	"github.com/sandkit/sandkit/policy"
 )
 
 // ForeignPlan is the lockdown the broker's launcher applies to a foreign
 // program (broker.Program): a process that knows nothing of sandkit and
 // so cannot lock itself down. The launcher applies it in the child
-// between clone and exec, and the plan is computed here, by the code that
-// plans a Go renderer's lockdown, so that both get the same seccomp
-// compiler and Landlock rights.
+// between clone and exec, and the plan is computed here, beside the plan
+// of a Go renderer's lockdown, so that both get the same seccomp compiler
+// and Landlock rights.
 type ForeignPlan struct {
 	// Seccomp is the program's filter, compiled for pid 1 of its pid
 	// namespace; nil without the seccomp layer.
@@ -73,12 +73,12 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 	_ = record(policy.LayerNoNewPrivs, nil, "")
 	_ = record(policy.LayerCapabilities, nil, "bounding, ambient, permitted, effective and inheritable sets empty; securebits locked")
 
-	steps, cfg, abi, kernel := landlockPlan(p)
+	steps, cfg, abi, kernel := LandlockPlan(p)
 	for _, st := range steps {
-		if st.skip {
+		if st.Skip {
 			continue
 		}
-		if err := record(st.layer, st.err, landlockDetail(st.layer, abi, kernel, cfg)); err != nil {
+		if err := record(st.Layer, st.Err, LandlockDetail(st.Layer, abi, kernel, cfg)); err != nil {
 			return nil, err
 		}
 	}
@@ -96,8 +96,8 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 			// before the program exists.
 			return nil, &policy.UnavailableError{Layer: policy.LayerSeccomp, Err: errors.New("a foreign program's filter needs the pid namespace")}
 		}
-		deny, notify := denyAction(p)
-		insns, err := compileForeign(append(p.ForeignSyscallRules(), launcher...), deny)
+		deny, notify := seccompfilter.DenyAction(p)
+		insns, err := seccompfilter.CompileRules(append(p.ForeignSyscallRules(), launcher...), deny, 1)
 		if err != nil {
 			return nil, &policy.UnavailableError{Layer: policy.LayerSeccomp, Err: err}
 		}
@@ -108,39 +108,18 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 			switch {
 			case !notify:
 				monErr = errors.New("libseccomp or the kernel lacks user notification")
-			case !waitKillableSupported():
-				monErr = ErrWaitKillableUnsupported
+			case !seccompfilter.WaitKillableSupported():
+				monErr = seccompfilter.ErrWaitKillableUnsupported
 			}
 			if err := record(policy.LayerSeccompMonitor, monErr, "violations reported by the broker"); err != nil {
 				return nil, err
 			}
 			plan.Notify = monErr == nil
 			if notify && monErr != nil {
-				plan.Seccomp = (&seccompProgram{insns: plan.Seccomp}).killing().insns
+				plan.Seccomp = (&seccompfilter.Program{Insns: plan.Seccomp}).Killing().Insns
 			}
 		}
 	}
 	plan.Layers = status
 	return plan, nil
-}
-
-// compileForeign compiles rules for pid 1, denying everything else with
-// deny, as buildFilter does a Go renderer's.
-func compileForeign(rules []policy.SyscallRule, deny seccomp.ScmpAction) ([]unix.SockFilter, error) {
-	filter, err := seccomp.NewFilter(deny)
-	if err != nil {
-		return nil, fmt.Errorf("new seccomp filter: %w", err)
-	}
-	defer filter.Release()
-	if err := addRules(filter, rules, 1); err != nil {
-		return nil, err
-	}
-	if err := filter.SetBadArchAction(deny); err != nil {
-		return nil, err
-	}
-	prog, err := exportFilter(filter)
-	if err != nil {
-		return nil, err
-	}
-	return prog.insns, nil
 }

@@ -1,0 +1,38 @@
+package broker_test
+
+import (
+	"errors"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A broker binary links none of the renderer's side: not package
+// renderer, whose ELF constructor (cgo) would run in every broker process
+// and whose lockdown code a broker has no use for. What both sides need
+// lives in internal packages (launch, lockdownplan, seccompfilter).
+func TestBrokerDoesNotImportRenderer(t *testing.T) {
+	gocmd, err := exec.LookPath("go") // go test puts its own first in PATH
+	require.NoError(t, err)
+	out, err := exec.Command(gocmd, "list", "-deps", ".").Output()
+	require.NoError(t, err, "go list -deps: %s", exitStderr(err))
+	deps := strings.Fields(string(out))
+	require.Contains(t, deps, "github.com/sandkit/sandkit/broker")
+	for _, forbidden := range []string{
+		"github.com/sandkit/sandkit/renderer",
+	} {
+		assert.False(t, slices.Contains(deps, forbidden), "broker depends on %s", forbidden)
+	}
+}
+
+func exitStderr(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(ee.Stderr)
+	}
+	return ""
+}
