@@ -97,11 +97,11 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 			return nil, &policy.UnavailableError{Layer: policy.LayerSeccomp, Err: errors.New("a foreign program's filter needs the pid namespace")}
 		}
 		deny, notify := seccompfilter.DenyAction(p)
-		insns, err := seccompfilter.CompileRules(append(p.ForeignSyscallRules(), launcher...), deny, 1)
+		prog, err := seccompfilter.CompileRules(append(p.ForeignSyscallRules(), launcher...), deny, 1)
 		if err != nil {
 			return nil, &policy.UnavailableError{Layer: policy.LayerSeccomp, Err: err}
 		}
-		plan.Seccomp = insns
+		plan.Seccomp = prog.Insns
 		_ = record(policy.LayerSeccomp, nil, fmt.Sprintf("%d BPF instructions", len(plan.Seccomp)))
 		if p.Seccomp.Monitor {
 			var monErr error

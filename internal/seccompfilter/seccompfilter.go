@@ -28,7 +28,7 @@ import (
 // loaded like the broker-compiled one (Program.Load), because the
 // flags the monitor needs are not all within libseccomp 2.5's reach.
 func CompileAndLoad(p *policy.Policy, allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
-	prog, err := Compile(p, os.Getpid())
+	prog, err := compile(p, os.Getpid())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -52,31 +52,21 @@ func NotifySupported() bool {
 	return err == nil && api >= 6
 }
 
-// BuildFilter translates p's rules into a libseccomp filter whose default
-// action is deny. self is the renderer's pid for rules that let signals go
-// only to the renderer itself.
-func BuildFilter(p *policy.Policy, deny seccomp.ScmpAction, self int) (*seccomp.ScmpFilter, error) {
-	return newFilter(p.SyscallRules(), deny, self)
-}
-
 // CompileRules compiles rules to classic BPF for a process whose pid is
 // self, denying everything else with deny: a foreign program's filter,
 // whose rules are not only its policy's (see lockdownplan.PlanForeign).
-func CompileRules(rules []policy.SyscallRule, deny seccomp.ScmpAction, self int) ([]unix.SockFilter, error) {
+func CompileRules(rules []policy.SyscallRule, deny seccomp.ScmpAction, self int) (*Program, error) {
 	filter, err := newFilter(rules, deny, self)
 	if err != nil {
 		return nil, err
 	}
 	defer filter.Release()
-	prog, err := Export(filter)
-	if err != nil {
-		return nil, err
-	}
-	return prog.Insns, nil
+	return export(filter)
 }
 
 // newFilter is a libseccomp filter allowing rules and denying everything
-// else with deny.
+// else with deny. self is the pid for rules that let signals go only to
+// the process itself.
 func newFilter(rules []policy.SyscallRule, deny seccomp.ScmpAction, self int) (*seccomp.ScmpFilter, error) {
 	filter, err := seccomp.NewFilter(deny)
 	if err != nil {
@@ -165,19 +155,14 @@ func Precompile(p *policy.Policy) (*Program, error) {
 	if !p.Seccomp.Enabled || !p.Namespaces.PID {
 		return nil, nil
 	}
-	return Compile(p, 1)
+	return compile(p, 1)
 }
 
-// Compile compiles p's filter to classic BPF for a renderer whose
+// compile compiles p's filter to classic BPF for a renderer whose
 // pid is self.
-func Compile(p *policy.Policy, self int) (*Program, error) {
+func compile(p *policy.Policy, self int) (*Program, error) {
 	deny, notify := DenyAction(p)
-	filter, err := BuildFilter(p, deny, self)
-	if err != nil {
-		return nil, err
-	}
-	defer filter.Release()
-	prog, err := Export(filter)
+	prog, err := CompileRules(p.SyscallRules(), deny, self)
 	if err != nil {
 		return nil, err
 	}
@@ -185,8 +170,8 @@ func Compile(p *policy.Policy, self int) (*Program, error) {
 	return prog, nil
 }
 
-// Export exports filter as classic BPF.
-func Export(filter *seccomp.ScmpFilter) (*Program, error) {
+// export exports filter as classic BPF.
+func export(filter *seccomp.ScmpFilter) (*Program, error) {
 	// libseccomp 2.5 exports only to a descriptor.
 	r, w, err := os.Pipe()
 	if err != nil {

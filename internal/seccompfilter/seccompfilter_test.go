@@ -35,10 +35,10 @@ func TestSeccompProgramArg(t *testing.T) {
 	assert.Equal(t, p, got)
 }
 
-func TestBuildFilter(t *testing.T) {
+func TestNewFilter(t *testing.T) {
 	p := policy.Strict()
 	p.Seccomp.Allow = []string{"sched_setaffinity"}
-	f, err := BuildFilter(p, seccomp.ActKillProcess, 1)
+	f, err := newFilter(p.SyscallRules(), seccomp.ActKillProcess, 1)
 	require.NoError(t, err)
 	defer f.Release()
 	act, err := f.GetDefaultAction()
@@ -56,7 +56,7 @@ func TestBuildFilter(t *testing.T) {
 	assert.Positive(t, st.Size(), "compiled BPF program")
 }
 
-func TestBuildFilterRejectsUnknownSyscall(t *testing.T) {
+func TestAddRulesRejectsUnknownSyscall(t *testing.T) {
 	err := AddRules(mustFilter(t), []policy.SyscallRule{{Name: "frobnicate"}}, 1)
 	assert.ErrorContains(t, err, `syscall "frobnicate"`)
 }
