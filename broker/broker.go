@@ -600,6 +600,34 @@ func (b *Broker) wakeWaitersLocked() {
 	b.slotFreed = make(chan struct{})
 }
 
+// spawnCount is one spawn its caller counted in b.spawning. The spawn
+// moves it to b.live (goLive) the moment its process exists, in one
+// critical section, so that a renderer is never counted twice against
+// MaxRenderers; a spawn that fails before that gives the slot back
+// (done, deferred) and wakes whoever waits for one.
+type spawnCount struct {
+	b    *Broker
+	live bool
+}
+
+// goLive moves the spawn from b.spawning to b.live as r. b.mu is held.
+func (c *spawnCount) goLive(r *Renderer) {
+	c.b.live[r] = struct{}{}
+	c.b.spawning--
+	c.live = true
+}
+
+// done uncounts a spawn that never went live.
+func (c *spawnCount) done() {
+	if c.live {
+		return
+	}
+	c.b.mu.Lock()
+	c.b.spawning--
+	c.b.mu.Unlock()
+	c.b.wakeWaiters()
+}
+
 // fillPool spawns renderers until the pool holds WarmPool of them.
 func (b *Broker) fillPool(ctx context.Context) error {
 	for {

@@ -514,15 +514,8 @@ func beneathDir(path, dir string) bool {
 // before supervise may record EventExited, so a program that exits at
 // once still has its events in order.
 func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
-	counted := true
-	defer func() {
-		if counted {
-			b.mu.Lock()
-			b.spawning--
-			b.mu.Unlock()
-			b.wakeWaiters()
-		}
-	}()
+	count := spawnCount{b: b}
+	defer count.done()
 	logR, logW, err := logPipe()
 	if err != nil {
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
@@ -585,10 +578,8 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	close(r.ready)
 	close(r.bound)
 	b.mu.Lock()
-	b.live[r] = struct{}{}
+	count.goLive(r)
 	r.key = &k // under b.mu, as forget reads it
-	b.spawning--
-	counted = false
 	closed := b.closed
 	b.mu.Unlock()
 	if closed {

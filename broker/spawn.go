@@ -105,15 +105,8 @@ func logPipe() (r, w *os.File, err error) {
 // there to b.live the moment the process exists (one lock, so a renderer is
 // never counted twice against MaxRenderers), or uncounts it on failure.
 func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
-	counted := true
-	defer func() {
-		if counted {
-			b.mu.Lock()
-			b.spawning--
-			b.mu.Unlock()
-			b.wakeWaiters()
-		}
-	}()
+	count := spawnCount{b: b}
+	defer count.done()
 	p := b.policy
 	local, remote, err := ipc.SocketPair()
 	if err != nil {
@@ -170,9 +163,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		logsRead: make(chan struct{}),
 	}
 	b.mu.Lock()
-	b.live[r] = struct{}{}
-	b.spawning--
-	counted = false
+	count.goLive(r)
 	b.mu.Unlock()
 	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLimits(rendererLimits()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
