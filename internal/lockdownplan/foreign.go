@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/internal/seccompfilter"
@@ -73,21 +72,22 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 	_ = record(policy.LayerNoNewPrivs, nil, "")
 	_ = record(policy.LayerCapabilities, nil, "bounding, ambient, permitted, effective and inheritable sets empty; securebits locked")
 
-	steps, cfg, abi, kernel := LandlockPlan(p)
+	steps, handled, abi, kernel := LandlockPlan(p)
 	for _, st := range steps {
 		if st.Skip {
 			continue
 		}
-		if err := record(st.Layer, st.Err, LandlockDetail(st.Layer, abi, kernel, cfg)); err != nil {
+		if err := record(st.Layer, st.Err, LandlockDetail(st.Layer, abi, kernel, handled)); err != nil {
 			return nil, err
 		}
 	}
-	plan.HandledFS, plan.HandledNet, plan.Scoped = uint64(cfg.HandledAccessFS), uint64(cfg.HandledAccessNet), uint64(cfg.Scoped)
-	read := uint64(llsys.AccessFSReadFile | llsys.AccessFSReadDir)
+	plan.HandledFS, plan.HandledNet, plan.Scoped = handled.FS, handled.Net, handled.Scoped
+	read := uint64(unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR)
 	plan.ReadRights = plan.HandledFS & read
-	plan.ExecRights = plan.HandledFS & (read | llsys.AccessFSExecute)
-	plan.WriteRights = plan.HandledFS & (read | llsys.AccessFSWriteFile | llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile |
-		llsys.AccessFSMakeDir | llsys.AccessFSMakeReg | llsys.AccessFSMakeSym | llsys.AccessFSRefer | llsys.AccessFSTruncate)
+	plan.ExecRights = plan.HandledFS & (read | unix.LANDLOCK_ACCESS_FS_EXECUTE)
+	plan.WriteRights = plan.HandledFS & (read | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_REFER | unix.LANDLOCK_ACCESS_FS_TRUNCATE)
 
 	if p.Seccomp.Enabled {
 		if !ns.PID {

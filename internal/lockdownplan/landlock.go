@@ -13,46 +13,126 @@ import (
 	"math/bits"
 	"strings"
 
-	"github.com/landlock-lsm/go-landlock/landlock"
-	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/internal/launch"
 	"github.com/sandkit/sandkit/internal/seccompfilter"
 	"github.com/sandkit/sandkit/policy"
 )
 
-// LandlockConfig returns the Landlock ABI the renderer applies on a kernel
-// whose ABI is kernel, and go-landlock's configuration for it, which
-// handles every right of that ABI: the kernel's own, or, on a kernel newer
-// than go-landlock, the newest go-landlock knows (V11 in v0.11.2; add the
-// next one here when go-landlock does).
-func LandlockConfig(kernel int) (int, landlock.Config) {
-	configs := []landlock.Config{{}, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
-		landlock.V6, landlock.V7, landlock.V8, landlock.V9, landlock.V10, landlock.V11}
-	abi := min(max(kernel, 0), len(configs)-1)
-	return abi, configs[abi]
+// Rights is what a Landlock ruleset handles, in the kernel's bits
+// (linux/landlock.h): filesystem access rights, network access rights and
+// scopes.
+type Rights struct {
+	FS, Net, Scoped uint64
+}
+
+// NewestABI is the newest Landlock ABI whose rights abiRights knows. A
+// newer kernel is handled at this one; add the next ABI's rights when the
+// kernel grows one (go-landlock's table is the test's reference).
+const NewestABI = 11
+
+// abiRights returns every right Landlock handles at abi. ABIs 7, 8 and 11
+// added flags of landlock_restrict_self, not rights.
+func abiRights(abi int) Rights {
+	if abi < 1 {
+		return Rights{}
+	}
+	// ABI 1: the 13 filesystem rights from execute to make_sym.
+	r := Rights{FS: unix.LANDLOCK_ACCESS_FS_REFER - 1}
+	for _, since := range []struct {
+		abi int
+		add Rights
+	}{
+		{2, Rights{FS: unix.LANDLOCK_ACCESS_FS_REFER}},
+		{3, Rights{FS: unix.LANDLOCK_ACCESS_FS_TRUNCATE}},
+		{4, Rights{Net: unix.LANDLOCK_ACCESS_NET_BIND_TCP | unix.LANDLOCK_ACCESS_NET_CONNECT_TCP}},
+		{5, Rights{FS: unix.LANDLOCK_ACCESS_FS_IOCTL_DEV}},
+		{6, Rights{Scoped: unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL}},
+		{9, Rights{FS: unix.LANDLOCK_ACCESS_FS_RESOLVE_UNIX}},
+		{10, Rights{Net: unix.LANDLOCK_ACCESS_NET_BIND_UDP | unix.LANDLOCK_ACCESS_NET_CONNECT_SEND_UDP}},
+	} {
+		if abi >= since.abi {
+			r.FS |= since.add.FS
+			r.Net |= since.add.Net
+			r.Scoped |= since.add.Scoped
+		}
+	}
+	return r
+}
+
+// LandlockABIVersion asks the kernel for its Landlock ABI
+// (LANDLOCK_CREATE_RULESET_VERSION): an error where Landlock is missing
+// or disabled.
+func LandlockABIVersion() (int, error) {
+	v, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(v), nil
+}
+
+// LandlockRights returns the Landlock ABI the renderer applies on a kernel
+// whose ABI is kernel, and every right of that ABI: the kernel's own, or,
+// on a kernel newer than NewestABI, NewestABI.
+func LandlockRights(kernel int) (int, Rights) {
+	abi := min(max(kernel, 0), NewestABI)
+	return abi, abiRights(abi)
 }
 
 // LandlockDetail says, for a layer's status, which ABI was applied and
 // what it handles. kernel is the kernel's ABI, named when it is newer than
 // the one applied.
-func LandlockDetail(layer policy.Layer, abi, kernel int, cfg landlock.Config) string {
+func LandlockDetail(layer policy.Layer, abi, kernel int, handled Rights) string {
 	d := fmt.Sprintf("ABI %d", abi)
 	if kernel != abi {
 		d += fmt.Sprintf(" (the kernel has %d)", kernel)
 	}
 	switch layer {
 	case policy.LayerLandlockFS:
-		d += fmt.Sprintf(": %d filesystem rights", bits.OnesCount64(uint64(cfg.HandledAccessFS)))
+		d += fmt.Sprintf(": %d filesystem rights", bits.OnesCount64(handled.FS))
 	case policy.LayerLandlockNet:
-		d += ": " + cfg.HandledAccessNet.String()
-		if cfg.HandledAccessNet&llsys.AccessNetBindUDP == 0 {
+		d += ": " + netRightNames(handled.Net)
+		if handled.Net&unix.LANDLOCK_ACCESS_NET_BIND_UDP == 0 {
 			d += "; no UDP before ABI 10"
 		}
 	case policy.LayerLandlockScope:
-		d += ": " + cfg.Scoped.String()
+		d += ": " + scopeNames(handled.Scoped)
 	}
 	return d
+}
+
+// netRightNames names a set of Landlock network access rights.
+func netRightNames(set uint64) string {
+	return rightNames(set, "bind_tcp", "connect_tcp", "bind_udp", "connect_send_udp")
+}
+
+// scopeNames names a set of Landlock scopes.
+func scopeNames(set uint64) string {
+	return rightNames(set, "abstract_unix_socket", "signal")
+}
+
+// rightNames lists the bits of set by name, names[i] for bit i, as
+// go-landlock prints a set: "{bind_tcp,connect_tcp}", "∅" for none.
+func rightNames(set uint64, names ...string) string {
+	if set == 0 {
+		return "∅"
+	}
+	var b strings.Builder
+	for i := range 64 {
+		if set&(1<<i) == 0 {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		if i < len(names) {
+			b.WriteString(names[i])
+		} else {
+			fmt.Fprintf(&b, "1<<%d", i)
+		}
+	}
+	return "{" + b.String() + "}"
 }
 
 // LandlockStep is what the lockdown does for one Landlock layer: skip it
@@ -65,17 +145,17 @@ type LandlockStep struct {
 	Pending bool
 }
 
-// LandlockPlan handles every right of the applied ABI (see LandlockConfig)
+// LandlockPlan handles every right of the applied ABI (see LandlockRights)
 // for each kind p requests (filesystem, network, scope). The constructor
-// applies cfg, with no rule granting any right except read access to the
+// applies handled, with no rule granting any right except read access to the
 // policy's read-only paths; the broker computes the same plan for the
 // constructor's spec (EarlySpec), and the renderer again for its report.
-func LandlockPlan(p *policy.Policy) (steps []LandlockStep, cfg landlock.Config, abi, kernel int) {
-	kernel, abiErr := llsys.LandlockGetABIVersion()
+func LandlockPlan(p *policy.Policy) (steps []LandlockStep, handled Rights, abi, kernel int) {
+	kernel, abiErr := LandlockABIVersion()
 	if abiErr == nil && kernel < 1 {
 		abiErr = errors.New("landlock ABI 0")
 	}
-	abi, full := LandlockConfig(kernel)
+	abi, all := LandlockRights(kernel)
 	want := func(on bool, layer policy.Layer, apply func()) {
 		minABI := launch.LandlockABI(layer)
 		switch {
@@ -90,10 +170,10 @@ func LandlockPlan(p *policy.Policy) (steps []LandlockStep, cfg landlock.Config, 
 			steps = append(steps, LandlockStep{Layer: layer, Pending: true})
 		}
 	}
-	want(p.Filesystem.Landlock, policy.LayerLandlockFS, func() { cfg.HandledAccessFS = full.HandledAccessFS })
-	want(p.Network.Landlock, policy.LayerLandlockNet, func() { cfg.HandledAccessNet = full.HandledAccessNet })
-	want(p.Scope.Landlock, policy.LayerLandlockScope, func() { cfg.Scoped = full.Scoped })
-	return steps, cfg, abi, kernel
+	want(p.Filesystem.Landlock, policy.LayerLandlockFS, func() { handled.FS = all.FS })
+	want(p.Network.Landlock, policy.LayerLandlockNet, func() { handled.Net = all.Net })
+	want(p.Scope.Landlock, policy.LayerLandlockScope, func() { handled.Scoped = all.Scoped })
+	return steps, handled, abi, kernel
 }
 
 // EarlySpec is the constructor's part of p (see renderer/early_lockdown.c):
@@ -103,7 +183,7 @@ func LandlockPlan(p *policy.Policy) (steps []LandlockStep, cfg landlock.Config, 
 // after '~' (see RendererArg); the renderer recomputes it and refuses to
 // start if the two differ.
 func EarlySpec(p *policy.Policy) (string, error) {
-	steps, cfg, _, _ := LandlockPlan(p)
+	steps, handled, _, _ := LandlockPlan(p)
 	var flags string
 	if p.Namespaces.Mount {
 		flags += "m"
@@ -118,7 +198,7 @@ func EarlySpec(p *policy.Policy) (string, error) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%x:%x:%x", flags, uint64(cfg.HandledAccessFS), uint64(cfg.HandledAccessNet), uint64(cfg.Scoped))
+	fmt.Fprintf(&b, "%s:%x:%x:%x", flags, handled.FS, handled.Net, handled.Scoped)
 	for _, path := range p.Filesystem.ReadOnlyPaths {
 		if !strings.HasPrefix(path, "/") || strings.ContainsRune(path, 0) {
 			return "", fmt.Errorf("read-only path %q: not absolute", path)
