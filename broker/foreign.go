@@ -523,16 +523,10 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	defer logW.Close()
 	fds := unsafe.Slice(l.c.fds, l.c.nfds)
 	fds[2] = C.int(logW.Fd())
-	hostID := -1
-	if b.ids != nil {
-		b.mu.Lock()
-		id, err := b.ids.alloc()
-		b.mu.Unlock()
-		if err != nil {
-			logR.Close()
-			return nil, err
-		}
-		hostID = int(id)
+	hostID, err := b.allocID()
+	if err != nil {
+		logR.Close()
+		return nil, err
 	}
 	spec := vforkSpec{path: "/", argv: l.argv, ns: cloneFlags(b.policy.Namespaces), hostID: hostID, launch: l.c}
 	var pid, pidfd int

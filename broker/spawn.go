@@ -118,19 +118,13 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		remote.Close()
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
 	}
-	hostID := -1
-	if b.ids != nil {
-		b.mu.Lock()
-		id, err := b.ids.alloc()
-		b.mu.Unlock()
-		if err != nil {
-			local.Close()
-			remote.Close()
-			logR.Close()
-			logW.Close()
-			return nil, err
-		}
-		hostID = int(id)
+	hostID, err := b.allocID()
+	if err != nil {
+		local.Close()
+		remote.Close()
+		logR.Close()
+		logW.Close()
+		return nil, err
 	}
 	var proc process
 	if b.cfg.CgroupDir == "" && (hostID < 0 || b.ids.execReason == nil) {
@@ -343,6 +337,21 @@ func (b *Broker) startExec(logW, remote *os.File, hostID int) (process, error) {
 		return cmd.ProcessState
 	}
 	return process{pid: cmd.Process.Pid, pidfd: pidfd, reap: reap, cg: cg}, nil
+}
+
+// allocID takes a host id for a renderer from the pool when the broker
+// gives each renderer one of its own (Config.RendererIDs); -1 is none.
+func (b *Broker) allocID() (int, error) {
+	if b.ids == nil {
+		return -1, nil
+	}
+	b.mu.Lock()
+	id, err := b.ids.alloc()
+	b.mu.Unlock()
+	if err != nil {
+		return -1, err
+	}
+	return int(id), nil
 }
 
 // releaseID returns a renderer's host id to the pool; -1 is none.

@@ -147,8 +147,8 @@ type LandlockStep struct {
 
 // LandlockPlan handles every right of the applied ABI (see LandlockRights)
 // for each kind p requests (filesystem, network, scope). The constructor
-// applies handled, with no rule granting any right except read access to the
-// policy's read-only paths; the broker computes the same plan for the
+// applies handled, with no rule granting any right except read access to
+// the policy's read-only paths; the broker computes the same plan for the
 // constructor's spec (EarlySpec), and the renderer again for its report.
 func LandlockPlan(p *policy.Policy) (steps []LandlockStep, handled Rights, abi, kernel int) {
 	kernel, abiErr := LandlockABIVersion()
