@@ -24,9 +24,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sandkit/sandkit/internal/launch"
+	"github.com/sandkit/sandkit/internal/lockdownplan"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
-	"github.com/sandkit/sandkit/renderer"
 )
 
 // ProcessModel decides how many renderers serve an origin.
@@ -188,7 +188,7 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	if _, err := os.Stat(exe); err != nil {
 		return nil, fmt.Errorf("broker: renderer executable: %w", err)
 	}
-	arg, err := renderer.PolicyArg(p)
+	arg, err := lockdownplan.RendererArg(p)
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -598,6 +598,34 @@ func (b *Broker) wakeWaiters() {
 func (b *Broker) wakeWaitersLocked() {
 	close(b.slotFreed)
 	b.slotFreed = make(chan struct{})
+}
+
+// spawnCount is one spawn its caller counted in b.spawning. The spawn
+// moves it to b.live (goLive) the moment its process exists, in one
+// critical section, so that a renderer is never counted twice against
+// MaxRenderers; a spawn that fails before that gives the slot back
+// (done, deferred) and wakes whoever waits for one.
+type spawnCount struct {
+	b    *Broker
+	live bool
+}
+
+// goLive moves the spawn from b.spawning to b.live as r. b.mu is held.
+func (c *spawnCount) goLive(r *Renderer) {
+	c.b.live[r] = struct{}{}
+	c.b.spawning--
+	c.live = true
+}
+
+// done uncounts a spawn that never went live.
+func (c *spawnCount) done() {
+	if c.live {
+		return
+	}
+	c.b.mu.Lock()
+	c.b.spawning--
+	c.b.mu.Unlock()
+	c.b.wakeWaiters()
 }
 
 // fillPool spawns renderers until the pool holds WarmPool of them.

@@ -20,8 +20,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/lockdownplan"
 	"github.com/sandkit/sandkit/policy"
-	"github.com/sandkit/sandkit/renderer"
 )
 
 // Program is a foreign program: an executable that knows nothing of
@@ -348,7 +348,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &nofile); err != nil || nofile.Cur <= uint64(exeNum)+8 {
 		return nil, bad("Limits.OpenFiles %d is not below the broker's own RLIMIT_NOFILE", exeNum)
 	}
-	plan, err := renderer.PlanForeign(p, launcherRules(exeNum))
+	plan, err := lockdownplan.PlanForeign(p, launcherRules(exeNum))
 	if err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
@@ -514,15 +514,8 @@ func beneathDir(path, dir string) bool {
 // before supervise may record EventExited, so a program that exits at
 // once still has its events in order.
 func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
-	counted := true
-	defer func() {
-		if counted {
-			b.mu.Lock()
-			b.spawning--
-			b.mu.Unlock()
-			b.wakeWaiters()
-		}
-	}()
+	count := spawnCount{b: b}
+	defer count.done()
 	logR, logW, err := logPipe()
 	if err != nil {
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
@@ -530,16 +523,10 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	defer logW.Close()
 	fds := unsafe.Slice(l.c.fds, l.c.nfds)
 	fds[2] = C.int(logW.Fd())
-	hostID := -1
-	if b.ids != nil {
-		b.mu.Lock()
-		id, err := b.ids.alloc()
-		b.mu.Unlock()
-		if err != nil {
-			logR.Close()
-			return nil, err
-		}
-		hostID = int(id)
+	hostID, err := b.allocID()
+	if err != nil {
+		logR.Close()
+		return nil, err
 	}
 	spec := vforkSpec{path: "/", argv: l.argv, ns: cloneFlags(b.policy.Namespaces), hostID: hostID, launch: l.c}
 	var pid, pidfd int
@@ -585,10 +572,8 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	close(r.ready)
 	close(r.bound)
 	b.mu.Lock()
-	b.live[r] = struct{}{}
+	count.goLive(r)
 	r.key = &k // under b.mu, as forget reads it
-	b.spawning--
-	counted = false
 	closed := b.closed
 	b.mu.Unlock()
 	if closed {

@@ -159,25 +159,7 @@ func learningStatus(s policy.Status) policy.Status {
 // gone. lrc is the listener, non-blocking and on the runtime's poller.
 func (r *Renderer) learn(lrc syscall.RawConn, lr *Learner) {
 	for {
-		var (
-			notif  *seccomp.ScmpNotifReq
-			step   monitorStep
-			monErr error
-		)
-		err := lrc.Read(func(fd uintptr) bool {
-			pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, perr := unix.Poll(pfd, 0)
-			step, monErr = afterPoll(n, pfd[0].Revents, perr)
-			if step == stepRead {
-				var rerr error
-				notif, rerr = seccomp.NotifReceive(seccomp.ScmpFd(fd))
-				step, monErr = afterReceive(rerr)
-			}
-			return step != stepWait
-		})
-		if err != nil {
-			monErr = err
-		}
+		notif, step, monErr := receiveNotif(lrc)
 		switch {
 		case monErr != nil:
 			r.kill(ExitBadMessage, "seccomp listener unusable: "+monErr.Error())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
@@ -49,12 +50,32 @@ func (r *Renderer) monitor(listener *os.File) {
 		r.learn(lrc, lr)
 		return
 	}
+	notif, step, monErr := receiveNotif(lrc)
+	switch {
+	case monErr != nil:
+		// Fail closed: a renderer whose violations nobody watches
+		// must not run.
+		r.kill(ExitBadMessage, "seccomp listener unusable: "+monErr.Error())
+	case step == stepWithdrawn:
+		r.killWith(&ExitError{Reason: ExitViolation, Detail: withdrawnDetail})
+	case step == stepReport:
+		r.killWith(violation(notif.Data))
+	default: // stepHangUp
+		r.b.log.Debug("violation monitor: every task of the filter is gone", "pid", r.pid)
+	}
+}
+
+// receiveNotif waits on the runtime's poller for the listener lrc
+// (non-blocking) and returns what the monitor does next: stepReport with
+// the notification read, stepWithdrawn, stepHangUp, or stepBroken with
+// the error. The violation monitor and learn mode share it.
+func receiveNotif(lrc syscall.RawConn) (*seccomp.ScmpNotifReq, monitorStep, error) {
 	var (
 		notif  *seccomp.ScmpNotifReq
 		step   monitorStep
 		monErr error
 	)
-	err = lrc.Read(func(fd uintptr) bool {
+	err := lrc.Read(func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		n, perr := unix.Poll(pfd, 0)
 		step, monErr = afterPoll(n, pfd[0].Revents, perr)
@@ -68,20 +89,9 @@ func (r *Renderer) monitor(listener *os.File) {
 		return step != stepWait // stepWait: on the runtime's poller
 	})
 	if err != nil {
-		monErr = err
+		return nil, stepBroken, err
 	}
-	switch {
-	case monErr != nil:
-		// Fail closed: a renderer whose violations nobody watches
-		// must not run.
-		r.kill(ExitBadMessage, "seccomp listener unusable: "+monErr.Error())
-	case step == stepWithdrawn:
-		r.killWith(&ExitError{Reason: ExitViolation, Detail: withdrawnDetail})
-	case step == stepReport:
-		r.killWith(violation(notif.Data))
-	default: // stepHangUp
-		r.b.log.Debug("violation monitor: every task of the filter is gone", "pid", r.pid)
-	}
+	return notif, step, monErr
 }
 
 // withdrawnDetail explains a violation whose notification a signal

@@ -105,15 +105,8 @@ func logPipe() (r, w *os.File, err error) {
 // there to b.live the moment the process exists (one lock, so a renderer is
 // never counted twice against MaxRenderers), or uncounts it on failure.
 func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
-	counted := true
-	defer func() {
-		if counted {
-			b.mu.Lock()
-			b.spawning--
-			b.mu.Unlock()
-			b.wakeWaiters()
-		}
-	}()
+	count := spawnCount{b: b}
+	defer count.done()
 	p := b.policy
 	local, remote, err := ipc.SocketPair()
 	if err != nil {
@@ -125,19 +118,13 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		remote.Close()
 		return nil, fmt.Errorf("broker: log pipe: %w", err)
 	}
-	hostID := -1
-	if b.ids != nil {
-		b.mu.Lock()
-		id, err := b.ids.alloc()
-		b.mu.Unlock()
-		if err != nil {
-			local.Close()
-			remote.Close()
-			logR.Close()
-			logW.Close()
-			return nil, err
-		}
-		hostID = int(id)
+	hostID, err := b.allocID()
+	if err != nil {
+		local.Close()
+		remote.Close()
+		logR.Close()
+		logW.Close()
+		return nil, err
 	}
 	var proc process
 	if b.cfg.CgroupDir == "" && (hostID < 0 || b.ids.execReason == nil) {
@@ -170,9 +157,7 @@ func (b *Broker) spawn(ctx context.Context) (*Renderer, error) {
 		logsRead: make(chan struct{}),
 	}
 	b.mu.Lock()
-	b.live[r] = struct{}{}
-	b.spawning--
-	counted = false
+	count.goLive(r)
 	b.mu.Unlock()
 	conn, connErr := ipc.NewConn(local, ipc.WithMux(r.handlers()), ipc.WithLimits(rendererLimits()), ipc.WithLogger(b.log.With("pid", r.pid)))
 	r.conn = conn
@@ -352,6 +337,21 @@ func (b *Broker) startExec(logW, remote *os.File, hostID int) (process, error) {
 		return cmd.ProcessState
 	}
 	return process{pid: cmd.Process.Pid, pidfd: pidfd, reap: reap, cg: cg}, nil
+}
+
+// allocID takes a host id for a renderer from the pool when the broker
+// gives each renderer one of its own (Config.RendererIDs); -1 is none.
+func (b *Broker) allocID() (int, error) {
+	if b.ids == nil {
+		return -1, nil
+	}
+	b.mu.Lock()
+	id, err := b.ids.alloc()
+	b.mu.Unlock()
+	if err != nil {
+		return -1, err
+	}
+	return int(id), nil
 }
 
 // releaseID returns a renderer's host id to the pool; -1 is none.

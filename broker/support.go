@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 
-	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/internal/launch"
+	"github.com/sandkit/sandkit/internal/lockdownplan"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -28,7 +28,7 @@ func checkSupport(p *policy.Policy) error {
 	if p.Namespaces.User {
 		need(policy.LayerUserNS, probeUserNamespace(p.Namespaces.Mount))
 	}
-	abi, abiErr := llsys.LandlockGetABIVersion()
+	abi, abiErr := lockdownplan.LandlockABIVersion()
 	landlockAt := func(layer policy.Layer) error {
 		min := launch.LandlockABI(layer)
 		switch {

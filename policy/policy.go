@@ -46,7 +46,7 @@ type Namespaces struct {
 // Filesystem is the renderer's view of files.
 type Filesystem struct {
 	// Landlock handles every filesystem right of the running kernel's
-	// Landlock ABI (up to the newest go-landlock knows), with no rule
+	// Landlock ABI (up to the newest sandkit knows, 11), with no rule
 	// granting any: every path-based access fails with EACCES, whatever
 	// the mount table shows.
 	Landlock bool

@@ -15,7 +15,7 @@
 // anyway unless the failed layer may be degraded, and a later layer in force
 // is never less safe.
 //
-// The spec (see earlySpec in lockdown.go) is the end of argv[1], after the
+// The spec (see lockdownplan.EarlySpec) is the end of argv[1], after the
 // last '~': "FLAGS:FS:NET:SCOPED[:PATH...]" with FLAGS a subset of "mhl"
 // (empty root, hostname, Landlock), FS, NET and SCOPED the Landlock
 // ruleset's handled rights in hex, and each read-only path hex-encoded.

@@ -1,61 +1,21 @@
 package renderer
 
 import (
-	"encoding/hex"
 	"fmt"
 	"testing"
 
-	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sandkit/sandkit/internal/lockdownplan"
 	"github.com/sandkit/sandkit/policy"
 )
-
-// earlySpec carries exactly what the constructor applies: the namespaces
-// it sets up, the Landlock rights the report names, the read-only paths.
-func TestEarlySpec(t *testing.T) {
-	kernel, err := llsys.LandlockGetABIVersion()
-	if err != nil || kernel < 6 {
-		t.Skipf("Landlock ABI %d (%v): the table assumes scoping (ABI 6)", kernel, err)
-	}
-	_, full := landlockConfig(kernel)
-	all := fmt.Sprintf("%x:%x:%x", uint64(full.HandledAccessFS), uint64(full.HandledAccessNet), uint64(full.Scoped))
-	fonts := hex.EncodeToString([]byte("/usr/share/fonts"))
-	tests := []struct {
-		name   string
-		change func(p *policy.Policy)
-		want   string
-	}{
-		{"strict", func(*policy.Policy) {}, "mhl:" + all},
-		{"read-only path", func(p *policy.Policy) { p.Filesystem.ReadOnlyPaths = []string{"/usr/share/fonts"} }, "mhl:" + all + ":" + fonts},
-		{"no landlock", func(p *policy.Policy) {
-			p.Filesystem.Landlock, p.Network.Landlock, p.Scope.Landlock = false, false, false
-		}, "mh:0:0:0"},
-		{"network only", func(p *policy.Policy) {
-			p.Filesystem.Landlock, p.Scope.Landlock = false, false
-		}, fmt.Sprintf("mhl:0:%x:0", uint64(full.HandledAccessNet))},
-		{"no uts, no mount", func(p *policy.Policy) {
-			p.Namespaces.UTS, p.Namespaces.Mount, p.Namespaces.PID = false, false, false
-		}, "l:" + all},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := policy.Strict()
-			tt.change(p)
-			require.NoError(t, p.Validate())
-			got, err := earlySpec(p)
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, got)
-		})
-	}
-}
 
 // A renderer whose constructor applied something else than its policy
 // asks refuses to start, before it records or applies anything.
 func TestLockdownRefusesAnotherSpec(t *testing.T) {
 	p := policy.Strict()
-	want, err := earlySpec(p)
+	want, err := lockdownplan.EarlySpec(p)
 	require.NoError(t, err)
 	l := &lockdown{p: p, spec: "h:0:0:0"}
 	_, err = l.apply()

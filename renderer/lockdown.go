@@ -1,12 +1,10 @@
 package renderer
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/bits"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -14,11 +12,10 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/landlock-lsm/go-landlock/landlock"
-	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
 	"golang.org/x/sys/unix"
 
-	"github.com/sandkit/sandkit/internal/launch"
+	"github.com/sandkit/sandkit/internal/lockdownplan"
+	"github.com/sandkit/sandkit/internal/seccompfilter"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -46,9 +43,9 @@ import (
 // *policy.UnavailableError naming the layer, and the renderer exits.
 type lockdown struct {
 	p      *policy.Policy
-	prog   *seccompProgram // compiled by the broker; nil to compile here
-	spec   string          // the constructor's spec, from argv[1]
-	proc   *earlyProc      // the renderer's /proc/self, opened by the constructor
+	prog   *seccompfilter.Program // compiled by the broker; nil to compile here
+	spec   string                 // the constructor's spec, from argv[1]
+	proc   *earlyProc             // the renderer's /proc/self, opened by the constructor
 	status policy.Status
 }
 
@@ -73,7 +70,7 @@ func (l *lockdown) skip(layer policy.Layer, why string) {
 func (l *lockdown) apply() (listener *os.File, err error) {
 	p := l.p
 	ns := p.Namespaces
-	want, err := earlySpec(p)
+	want, err := lockdownplan.EarlySpec(p)
 	if err != nil {
 		return nil, err
 	}
@@ -142,11 +139,11 @@ func (l *lockdown) apply() (listener *os.File, err error) {
 	allowUnmonitored := !p.Seccomp.Monitor || p.Degradable(policy.LayerSeccompMonitor)
 	var unmonitored, serr error
 	if l.prog != nil {
-		listener, unmonitored, serr = l.prog.load(allowUnmonitored)
+		listener, unmonitored, serr = l.prog.Load(allowUnmonitored)
 	} else {
-		listener, unmonitored, serr = loadSeccomp(p, allowUnmonitored)
+		listener, unmonitored, serr = seccompfilter.CompileAndLoad(p, allowUnmonitored)
 	}
-	if errors.Is(serr, ErrWaitKillableUnsupported) {
+	if errors.Is(serr, seccompfilter.ErrWaitKillableUnsupported) {
 		// The filter is not loaded: the monitor it needs cannot be in
 		// force, and the policy does not allow it degraded.
 		return nil, &policy.UnavailableError{Layer: policy.LayerSeccompMonitor, Err: serr}
@@ -398,132 +395,25 @@ func dropCapabilities() error {
 	return nil
 }
 
-// landlockConfig returns the Landlock ABI the renderer applies on a kernel
-// whose ABI is kernel, and go-landlock's configuration for it, which
-// handles every right of that ABI: the kernel's own, or, on a kernel newer
-// than go-landlock, the newest go-landlock knows (V11 in v0.11.2; add the
-// next one here when go-landlock does).
-func landlockConfig(kernel int) (int, landlock.Config) {
-	configs := []landlock.Config{{}, landlock.V1, landlock.V2, landlock.V3, landlock.V4, landlock.V5,
-		landlock.V6, landlock.V7, landlock.V8, landlock.V9, landlock.V10, landlock.V11}
-	abi := min(max(kernel, 0), len(configs)-1)
-	return abi, configs[abi]
-}
-
-// landlockDetail says, for a layer's status, which ABI was applied and
-// what it handles. kernel is the kernel's ABI, named when it is newer than
-// the one applied.
-func landlockDetail(layer policy.Layer, abi, kernel int, cfg landlock.Config) string {
-	d := fmt.Sprintf("ABI %d", abi)
-	if kernel != abi {
-		d += fmt.Sprintf(" (the kernel has %d)", kernel)
-	}
-	switch layer {
-	case policy.LayerLandlockFS:
-		d += fmt.Sprintf(": %d filesystem rights", bits.OnesCount64(uint64(cfg.HandledAccessFS)))
-	case policy.LayerLandlockNet:
-		d += ": " + cfg.HandledAccessNet.String()
-		if cfg.HandledAccessNet&llsys.AccessNetBindUDP == 0 {
-			d += "; no UDP before ABI 10"
-		}
-	case policy.LayerLandlockScope:
-		d += ": " + cfg.Scoped.String()
-	}
-	return d
-}
-
-// landlockStep is what the lockdown does for one Landlock layer: skip it
-// (disabled by the policy), record err (unavailable on this kernel), or
-// apply it (pending).
-type landlockStep struct {
-	layer   policy.Layer
-	skip    bool
-	err     error
-	pending bool
-}
-
-// landlockPlan handles every right of the applied ABI (see landlockConfig)
-// for each kind p requests (filesystem, network, scope). The constructor
-// applies cfg, with no rule granting any right except read access to the
-// policy's read-only paths; the broker computes the same plan for the
-// constructor's spec (earlySpec), and the renderer again for its report.
-func landlockPlan(p *policy.Policy) (steps []landlockStep, cfg landlock.Config, abi, kernel int) {
-	kernel, abiErr := llsys.LandlockGetABIVersion()
-	if abiErr == nil && kernel < 1 {
-		abiErr = errors.New("landlock ABI 0")
-	}
-	abi, full := landlockConfig(kernel)
-	want := func(on bool, layer policy.Layer, apply func()) {
-		minABI := launch.LandlockABI(layer)
-		switch {
-		case !on:
-			steps = append(steps, landlockStep{layer: layer, skip: true})
-		case abiErr != nil:
-			steps = append(steps, landlockStep{layer: layer, err: fmt.Errorf("landlock unavailable: %w", abiErr)})
-		case abi < minABI:
-			steps = append(steps, landlockStep{layer: layer, err: fmt.Errorf("landlock ABI %d is older than %d", abi, minABI)})
-		default:
-			apply()
-			steps = append(steps, landlockStep{layer: layer, pending: true})
-		}
-	}
-	want(p.Filesystem.Landlock, policy.LayerLandlockFS, func() { cfg.HandledAccessFS = full.HandledAccessFS })
-	want(p.Network.Landlock, policy.LayerLandlockNet, func() { cfg.HandledAccessNet = full.HandledAccessNet })
-	want(p.Scope.Landlock, policy.LayerLandlockScope, func() { cfg.Scoped = full.Scoped })
-	return steps, cfg, abi, kernel
-}
-
 // landlock records the Landlock layers: those the constructor applied,
 // with its result, and those it could not.
 func (l *lockdown) landlock() error {
-	steps, cfg, abi, kernel := landlockPlan(l.p)
+	steps, cfg, abi, kernel := lockdownplan.LandlockPlan(l.p)
 	applied := earlyLandlockErr()
 	for _, st := range steps {
 		var err error
 		switch {
-		case st.skip:
-			l.skip(st.layer, "disabled by the policy")
+		case st.Skip:
+			l.skip(st.Layer, "disabled by the policy")
 			continue
-		case st.err != nil:
-			err = st.err
+		case st.Err != nil:
+			err = st.Err
 		default:
 			err = applied
 		}
-		if err := l.record(st.layer, err, landlockDetail(st.layer, abi, kernel, cfg)); err != nil {
+		if err := l.record(st.Layer, err, lockdownplan.LandlockDetail(st.Layer, abi, kernel, cfg)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// earlySpec is the constructor's part of p (see early_lockdown.c):
-// "FLAGS:FS:NET:SCOPED[:PATH...]", FLAGS a subset of "mhl" (empty root,
-// hostname, Landlock), then the Landlock ruleset's handled rights in hex
-// and each read-only path hex-encoded. The broker appends it to argv[1]
-// after '~' (see PolicyArg); the renderer recomputes it and refuses to
-// start if the two differ.
-func earlySpec(p *policy.Policy) (string, error) {
-	steps, cfg, _, _ := landlockPlan(p)
-	var flags string
-	if p.Namespaces.Mount {
-		flags += "m"
-	}
-	if p.Namespaces.UTS {
-		flags += "h"
-	}
-	for _, st := range steps {
-		if st.pending {
-			flags += "l"
-			break
-		}
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%x:%x:%x", flags, uint64(cfg.HandledAccessFS), uint64(cfg.HandledAccessNet), uint64(cfg.Scoped))
-	for _, path := range p.Filesystem.ReadOnlyPaths {
-		if !strings.HasPrefix(path, "/") || strings.ContainsRune(path, 0) {
-			return "", fmt.Errorf("read-only path %q: not absolute", path)
-		}
-		b.WriteString(":" + hex.EncodeToString([]byte(path)))
-	}
-	return b.String(), nil
 }

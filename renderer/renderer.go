@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"github.com/sandkit/sandkit/internal/control"
 	"github.com/sandkit/sandkit/internal/control/controlpb"
 	"github.com/sandkit/sandkit/internal/launch"
+	"github.com/sandkit/sandkit/internal/seccompfilter"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/ipc/shm"
 	"github.com/sandkit/sandkit/policy"
@@ -282,54 +282,19 @@ func describe(err error) string {
 	return err.Error()
 }
 
-// policyFromArg decodes the argument PolicyArg made: the policy, the
+// policyFromArg decodes the argument launch.Arg made: the policy, the
 // seccomp program when the broker compiled it, and the constructor's spec
-// (which the constructor has applied already; see earlySpec).
-func policyFromArg(arg string) (p *policy.Policy, prog *seccompProgram, spec string, err error) {
-	arg, spec, hasSpec := strings.Cut(arg, "~")
-	if !hasSpec {
-		return nil, nil, "", errors.New("no early lockdown spec")
-	}
-	p, progPart, err := launch.ParseArg(arg)
+// (which the constructor has applied already; see lockdownplan.EarlySpec).
+func policyFromArg(arg string) (p *policy.Policy, prog *seccompfilter.Program, spec string, err error) {
+	p, progPart, spec, err := launch.ParseArg(arg)
 	if err != nil {
 		return nil, nil, "", err
 	}
 	if progPart == "" {
 		return p, nil, spec, nil
 	}
-	if prog, err = decodeSeccompProgram(progPart); err != nil {
+	if prog, err = seccompfilter.Decode(progPart); err != nil {
 		return nil, nil, "", fmt.Errorf("seccomp program: %w", err)
 	}
 	return p, prog, spec, nil
-}
-
-// PolicyArg encodes p as the argument that marks a renderer process; the
-// broker puts it in argv[1]. When every renderer of p will be pid 1 of its
-// own pid namespace, the argument also carries p's seccomp program,
-// compiled here once instead of in every renderer (about 0.35 ms of a
-// spawn: libseccomp builds and generates the program on each load). It
-// ends with what the renderer's ELF constructor applies before the Go
-// runtime starts (see earlySpec), which the constructor cannot decode from
-// the policy itself.
-//
-// It is for package broker, and the one reason broker imports renderer:
-// the seccomp compiler and the Landlock plan live here. Programs never call it.
-func PolicyArg(p *policy.Policy) (string, error) {
-	prog, err := compileSeccomp(p)
-	if err != nil {
-		return "", err
-	}
-	var encoded string
-	if prog != nil {
-		encoded = prog.encode()
-	}
-	arg, err := launch.Arg(p, encoded)
-	if err != nil {
-		return "", err
-	}
-	spec, err := earlySpec(p)
-	if err != nil {
-		return "", err
-	}
-	return arg + "~" + spec, nil
 }

@@ -8,7 +8,6 @@ package bench_test
 // when the renderer's steps change, this must follow to stay meaningful.
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -27,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 	"kernel.org/pub/linux/libs/security/libcap/psx"
 
+	"github.com/sandkit/sandkit/internal/seccompfilter"
 	"github.com/sandkit/sandkit/ipc"
 	"github.com/sandkit/sandkit/policy"
 )
@@ -153,7 +153,7 @@ func lockdownSteps(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := addRules(filter, p.SyscallRules(), os.Getpid()); err != nil {
+	if err := seccompfilter.AddRules(filter, p.SyscallRules(), os.Getpid()); err != nil {
 		return err
 	}
 	if err := filter.SetBadArchAction(seccomp.ActKillProcess); err != nil {
@@ -182,54 +182,6 @@ func replaySanitize() error {
 	}
 	for fd := 0; fd <= 2; fd++ {
 		_, _ = unix.IoctlGetTermios(fd, unix.TCGETS)
-	}
-	return nil
-}
-
-// addRules mirrors renderer's translation of the policy's rules.
-func addRules(filter *seccomp.ScmpFilter, rules []policy.SyscallRule, self int) error {
-	for _, r := range rules {
-		nr, err := seccomp.GetSyscallFromName(r.Name)
-		if err != nil {
-			return fmt.Errorf("syscall %q: %w", r.Name, err)
-		}
-		if r.Errno != 0 {
-			if err := filter.AddRule(nr, seccomp.ActErrno.SetReturnCode(int16(r.Errno))); err != nil {
-				return err
-			}
-			continue
-		}
-		if len(r.AnyOf) == 0 {
-			if err := filter.AddRule(nr, seccomp.ActAllow); err != nil {
-				return err
-			}
-			continue
-		}
-		for _, alt := range r.AnyOf {
-			var conds []seccomp.ScmpCondition
-			for _, c := range alt {
-				v := c.Value
-				if c.Self {
-					v = uint64(self)
-				}
-				var cond seccomp.ScmpCondition
-				switch c.Op {
-				case policy.Equal:
-					cond, err = seccomp.MakeCondition(c.Arg, seccomp.CompareEqual, v)
-				case policy.MaskedEqual:
-					cond, err = seccomp.MakeCondition(c.Arg, seccomp.CompareMaskedEqual, c.Mask, v)
-				default:
-					err = errors.New("unknown comparison")
-				}
-				if err != nil {
-					return err
-				}
-				conds = append(conds, cond)
-			}
-			if err := filter.AddRuleConditional(nr, seccomp.ActAllow, conds); err != nil {
-				return err
-			}
-		}
 	}
 	return nil
 }

@@ -1,12 +1,14 @@
 // Package launch is what a broker and the renderer processes it starts
 // agree on to start one: the argument that marks a renderer and carries
-// its policy, the descriptor of the broker socket, the exit codes and the
-// line a renderer leaves when its lockdown fails, and the Landlock ABI
-// each layer needs. Neither side imports the other: both import this.
+// its policy, seccomp program and constructor spec, the descriptor of the
+// broker socket, the exit codes and the line a renderer leaves when its
+// lockdown fails, and the Landlock ABI each layer needs. Neither side
+// imports the other: both import this.
 package launch
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -38,10 +40,14 @@ func Requested(args []string) bool {
 	return len(args) > 1 && strings.HasPrefix(args[1], Flag)
 }
 
-// Arg encodes p as a renderer's argv[1]: Flag, p in binary (base64url)
-// and, when the broker compiled it, "." and the seccomp program in the
-// renderer's own encoding, which this package does not interpret.
-func Arg(p *policy.Policy, seccompProgram string) (string, error) {
+// Arg encodes p as a renderer's argv[1]: Flag, p in binary (base64url),
+// when the broker compiled it "." and the seccomp program in
+// seccompfilter's encoding (see seccompfilter.Program.Encode), which this
+// package does not interpret, and "~" and spec, what the renderer's ELF
+// constructor applies before the Go runtime starts
+// (lockdownplan.EarlySpec), which the constructor cannot decode from the
+// policy itself.
+func Arg(p *policy.Policy, seccompProgram, spec string) (string, error) {
 	raw, err := p.MarshalBinary()
 	if err != nil {
 		return "", err
@@ -50,29 +56,33 @@ func Arg(p *policy.Policy, seccompProgram string) (string, error) {
 	if seccompProgram != "" {
 		arg += "." + seccompProgram
 	}
-	return arg, nil
+	return arg + "~" + spec, nil
 }
 
-// ParseArg decodes what Arg made: the validated policy and the seccomp
-// program, "" when the broker sent none.
-func ParseArg(arg string) (p *policy.Policy, seccompProgram string, err error) {
+// ParseArg decodes what Arg made: the validated policy, the seccomp
+// program ("" when the broker sent none) and the constructor's spec.
+func ParseArg(arg string) (p *policy.Policy, seccompProgram, spec string, err error) {
 	rest, ok := strings.CutPrefix(arg, Flag)
 	if !ok {
-		return nil, "", fmt.Errorf("renderer argument without %s", Flag)
+		return nil, "", "", fmt.Errorf("renderer argument without %s", Flag)
+	}
+	rest, spec, hasSpec := strings.Cut(rest, "~")
+	if !hasSpec {
+		return nil, "", "", errors.New("no early lockdown spec")
 	}
 	polPart, seccompProgram, hasProg := strings.Cut(rest, ".")
 	if hasProg && seccompProgram == "" {
-		return nil, "", fmt.Errorf("renderer argument with an empty seccomp program")
+		return nil, "", "", fmt.Errorf("renderer argument with an empty seccomp program")
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(polPart)
 	if err != nil {
-		return nil, "", fmt.Errorf("policy: %w", err)
+		return nil, "", "", fmt.Errorf("policy: %w", err)
 	}
 	p = new(policy.Policy)
 	if err := p.UnmarshalBinary(raw); err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	return p, seccompProgram, nil
+	return p, seccompProgram, spec, nil
 }
 
 // LandlockABI returns the oldest Landlock ABI that provides layer l (1 for

@@ -1,4 +1,10 @@
-package renderer
+// Package seccompfilter compiles a policy's syscall allowlist to a
+// classic BPF seccomp program (libseccomp), carries the program in a
+// renderer's argv, and loads it. The broker compiles once per policy for
+// renderers that are pid 1 of their own pid namespace, and for foreign
+// programs; a renderer without a pid namespace compiles its own, with its
+// pid in the rules that name it. Both sides use this one compiler.
+package seccompfilter
 
 import (
 	"encoding/base64"
@@ -16,45 +22,57 @@ import (
 	"github.com/sandkit/sandkit/policy"
 )
 
-// loadSeccomp installs p's allowlist on every thread (TSYNC), for a
+// CompileAndLoad installs p's allowlist on every thread (TSYNC), for a
 // renderer that is not pid 1 of its own pid namespace: the program is
 // compiled here, with this process's pid in the rules that need it, and
-// loaded like the broker-compiled one (seccompProgram.load), because the
+// loaded like the broker-compiled one (Program.Load), because the
 // flags the monitor needs are not all within libseccomp 2.5's reach.
-func loadSeccomp(p *policy.Policy, allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
-	prog, err := compileFilter(p, os.Getpid())
+func CompileAndLoad(p *policy.Policy, allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
+	prog, err := compile(p, os.Getpid())
 	if err != nil {
 		return nil, nil, err
 	}
-	return prog.load(allowUnmonitored)
+	return prog.Load(allowUnmonitored)
 }
 
-// denyAction is the default action of p's filter: user notification to
+// DenyAction is the default action of p's filter: user notification to
 // the broker's monitor when p asks for it and the kernel and libseccomp
 // support it (notify reports which), killing the process otherwise.
-func denyAction(p *policy.Policy) (deny seccomp.ScmpAction, notify bool) {
-	if p.Seccomp.Monitor && notifySupported() {
+func DenyAction(p *policy.Policy) (deny seccomp.ScmpAction, notify bool) {
+	if p.Seccomp.Monitor && NotifySupported() {
 		return seccomp.ActNotify, true
 	}
 	return seccomp.ActKillProcess, false
 }
 
-// notifySupported reports whether libseccomp and the kernel both support
+// NotifySupported reports whether libseccomp and the kernel both support
 // user notification (libseccomp API level 6).
-func notifySupported() bool {
+func NotifySupported() bool {
 	api, err := seccomp.GetAPI()
 	return err == nil && api >= 6
 }
 
-// buildFilter translates p's rules into a libseccomp filter whose default
-// action is deny. self is the renderer's pid for rules that let signals go
-// only to the renderer itself.
-func buildFilter(p *policy.Policy, deny seccomp.ScmpAction, self int) (*seccomp.ScmpFilter, error) {
+// CompileRules compiles rules to classic BPF for a process whose pid is
+// self, denying everything else with deny: a foreign program's filter,
+// whose rules are not only its policy's (see lockdownplan.PlanForeign).
+func CompileRules(rules []policy.SyscallRule, deny seccomp.ScmpAction, self int) (*Program, error) {
+	filter, err := newFilter(rules, deny, self)
+	if err != nil {
+		return nil, err
+	}
+	defer filter.Release()
+	return export(filter)
+}
+
+// newFilter is a libseccomp filter allowing rules and denying everything
+// else with deny. self is the pid for rules that let signals go only to
+// the process itself.
+func newFilter(rules []policy.SyscallRule, deny seccomp.ScmpAction, self int) (*seccomp.ScmpFilter, error) {
 	filter, err := seccomp.NewFilter(deny)
 	if err != nil {
 		return nil, fmt.Errorf("new seccomp filter: %w", err)
 	}
-	err = addRules(filter, p.SyscallRules(), self)
+	err = AddRules(filter, rules, self)
 	if err == nil {
 		// Syscalls of another architecture's table (i386 through int
 		// 0x80 on amd64, and x32's numbers, which libseccomp's amd64
@@ -70,7 +88,7 @@ func buildFilter(p *policy.Policy, deny seccomp.ScmpAction, self int) (*seccomp.
 	return filter, nil
 }
 
-func addRules(filter *seccomp.ScmpFilter, rules []policy.SyscallRule, self int) error {
+func AddRules(filter *seccomp.ScmpFilter, rules []policy.SyscallRule, self int) error {
 	for _, r := range rules {
 		nr, err := seccomp.GetSyscallFromName(r.Name)
 		if err != nil {
@@ -119,46 +137,41 @@ func condition(c policy.ArgCond, self int) (seccomp.ScmpCondition, error) {
 	return seccomp.ScmpCondition{}, errors.New("unknown comparison")
 }
 
-// seccompProgram is a policy's allowlist compiled to classic BPF by the
-// broker (compileSeccomp), for renderers that are pid 1 of their own pid
+// Program is a policy's allowlist compiled to classic BPF by the
+// broker (Precompile), for renderers that are pid 1 of their own pid
 // namespace: the one value a rule can depend on that the broker cannot
 // know in advance is the renderer's pid.
-type seccompProgram struct {
-	insns  []unix.SockFilter
-	notify bool // the default action is user notification (the monitor)
+type Program struct {
+	Insns  []unix.SockFilter
+	Notify bool // the default action is user notification (the monitor)
 }
 
 // maxBPFInsns is the kernel's limit on a classic BPF program (BPF_MAXINSNS).
 const maxBPFInsns = 4096
 
-// compileSeccomp compiles p's filter for a renderer whose pid is 1. It
+// Precompile compiles p's filter for a renderer whose pid is 1. It
 // returns nil when p has no seccomp layer or no pid namespace.
-func compileSeccomp(p *policy.Policy) (*seccompProgram, error) {
+func Precompile(p *policy.Policy) (*Program, error) {
 	if !p.Seccomp.Enabled || !p.Namespaces.PID {
 		return nil, nil
 	}
-	return compileFilter(p, 1)
+	return compile(p, 1)
 }
 
-// compileFilter compiles p's filter to classic BPF for a renderer whose
+// compile compiles p's filter to classic BPF for a renderer whose
 // pid is self.
-func compileFilter(p *policy.Policy, self int) (*seccompProgram, error) {
-	deny, notify := denyAction(p)
-	filter, err := buildFilter(p, deny, self)
+func compile(p *policy.Policy, self int) (*Program, error) {
+	deny, notify := DenyAction(p)
+	prog, err := CompileRules(p.SyscallRules(), deny, self)
 	if err != nil {
 		return nil, err
 	}
-	defer filter.Release()
-	prog, err := exportFilter(filter)
-	if err != nil {
-		return nil, err
-	}
-	prog.notify = notify
+	prog.Notify = notify
 	return prog, nil
 }
 
-// exportFilter exports filter as classic BPF.
-func exportFilter(filter *seccomp.ScmpFilter) (*seccompProgram, error) {
+// export exports filter as classic BPF.
+func export(filter *seccomp.ScmpFilter) (*Program, error) {
 	// libseccomp 2.5 exports only to a descriptor.
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -182,7 +195,7 @@ func exportFilter(filter *seccomp.ScmpFilter) (*seccompProgram, error) {
 }
 
 // parseBPF reads a classic BPF program in the kernel's in-memory layout.
-func parseBPF(raw []byte) (*seccompProgram, error) {
+func parseBPF(raw []byte) (*Program, error) {
 	if len(raw) == 0 || len(raw)%8 != 0 || len(raw)/8 > maxBPFInsns {
 		return nil, fmt.Errorf("seccomp program of %d bytes", len(raw))
 	}
@@ -196,27 +209,27 @@ func parseBPF(raw []byte) (*seccompProgram, error) {
 			K:    binary.NativeEndian.Uint32(b[4:]),
 		}
 	}
-	return &seccompProgram{insns: insns}, nil
+	return &Program{Insns: insns}, nil
 }
 
-// encode and decodeSeccompProgram carry a program in the renderer's argv:
+// Encode and Decode carry a program in the renderer's argv:
 // "n" (monitored) or "k" (kill), then the instructions in base64.
-func (p *seccompProgram) encode() string {
-	raw := make([]byte, 8*len(p.insns))
-	for i, in := range p.insns {
+func (p *Program) Encode() string {
+	raw := make([]byte, 8*len(p.Insns))
+	for i, in := range p.Insns {
 		b := raw[8*i:]
 		binary.NativeEndian.PutUint16(b[0:], in.Code)
 		b[2], b[3] = in.Jt, in.Jf
 		binary.NativeEndian.PutUint32(b[4:], in.K)
 	}
 	mode := "k"
-	if p.notify {
+	if p.Notify {
 		mode = "n"
 	}
 	return mode + base64.RawURLEncoding.EncodeToString(raw)
 }
 
-func decodeSeccompProgram(s string) (*seccompProgram, error) {
+func Decode(s string) (*Program, error) {
 	if s == "" || (s[0] != 'n' && s[0] != 'k') {
 		return nil, errors.New("unknown mode")
 	}
@@ -228,7 +241,7 @@ func decodeSeccompProgram(s string) (*seccompProgram, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.notify = s[0] == 'n'
+	p.Notify = s[0] == 'n'
 	return p, nil
 }
 
@@ -236,8 +249,8 @@ func decodeSeccompProgram(s string) (*seccompProgram, error) {
 // force on a kernel older than Linux 5.19.
 var ErrWaitKillableUnsupported = errors.New("the kernel lacks SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19): a signal could withdraw a violation the monitor has read")
 
-// load installs the program on every thread (TSYNC), as libseccomp's load
-// does: no_new_privs is already set (early.go). With the monitor, the
+// Load installs the program on every thread (TSYNC), as libseccomp's load
+// does: no_new_privs is already set (renderer/early.go). With the monitor, the
 // kernel returns the listener; TSYNC_ESRCH makes a failed thread sync an
 // error (ESRCH) rather than a thread id, which the listener's return value
 // would be confused with.
@@ -251,14 +264,14 @@ var ErrWaitKillableUnsupported = errors.New("the kernel lacks SECCOMP_FILTER_FLA
 // flag the monitor is not in force: if allowUnmonitored, the same program
 // is loaded with every notification turned into a kill and unmonitored
 // says why; otherwise load fails with ErrWaitKillableUnsupported.
-func (p *seccompProgram) load(allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
+func (p *Program) Load(allowUnmonitored bool) (listener *os.File, unmonitored, err error) {
 	switch {
-	case !p.notify:
+	case !p.Notify:
 		return nil, nil, p.install(unix.SECCOMP_FILTER_FLAG_TSYNC)
-	case !waitKillableSupported() && !allowUnmonitored:
+	case !WaitKillableSupported() && !allowUnmonitored:
 		return nil, nil, fmt.Errorf("load seccomp filter: %w", ErrWaitKillableUnsupported)
-	case !waitKillableSupported():
-		if err := p.killing().install(unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
+	case !WaitKillableSupported():
+		if err := p.Killing().install(unix.SECCOMP_FILTER_FLAG_TSYNC); err != nil {
 			return nil, nil, err
 		}
 		return nil, ErrWaitKillableUnsupported, nil
@@ -272,18 +285,18 @@ func (p *seccompProgram) load(allowUnmonitored bool) (listener *os.File, unmonit
 	return os.NewFile(r, "seccomp-listener"), nil, nil
 }
 
-// waitKillableSupported reports whether the kernel knows
+// WaitKillableSupported reports whether the kernel knows
 // SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV. Asked to load no program at all,
 // seccomp(2) checks the flags first (EINVAL for one it does not know) and
 // only then fails to read the program (EFAULT): nothing is loaded.
-func waitKillableSupported() bool {
+func WaitKillableSupported() bool {
 	_, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER,
 		unix.SECCOMP_FILTER_FLAG_NEW_LISTENER|unix.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, 0)
 	return errno == unix.EFAULT
 }
 
 // install loads a program without a listener.
-func (p *seccompProgram) install(flags uintptr) error {
+func (p *Program) install(flags uintptr) error {
 	r, errno := p.syscall(flags)
 	if errno != 0 {
 		return fmt.Errorf("load seccomp filter: %w", errno)
@@ -294,19 +307,19 @@ func (p *seccompProgram) install(flags uintptr) error {
 	return nil
 }
 
-func (p *seccompProgram) syscall(flags uintptr) (uintptr, unix.Errno) {
-	prog := unix.SockFprog{Len: uint16(len(p.insns)), Filter: &p.insns[0]}
+func (p *Program) syscall(flags uintptr) (uintptr, unix.Errno) {
+	prog := unix.SockFprog{Len: uint16(len(p.Insns)), Filter: &p.Insns[0]}
 	r, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, flags, uintptr(unsafe.Pointer(&prog)))
 	return r, errno
 }
 
-// killing returns a copy of p in which every return of user notification
+// Killing returns a copy of p in which every return of user notification
 // kills the process instead: the filter without its monitor.
-func (p *seccompProgram) killing() *seccompProgram {
-	k := &seccompProgram{insns: slices.Clone(p.insns)}
-	for i, in := range k.insns {
+func (p *Program) Killing() *Program {
+	k := &Program{Insns: slices.Clone(p.Insns)}
+	for i, in := range k.Insns {
 		if in.Code == unix.BPF_RET|unix.BPF_K && in.K&unix.SECCOMP_RET_ACTION_FULL == unix.SECCOMP_RET_USER_NOTIF {
-			k.insns[i].K = unix.SECCOMP_RET_KILL_PROCESS
+			k.Insns[i].K = unix.SECCOMP_RET_KILL_PROCESS
 		}
 	}
 	return k

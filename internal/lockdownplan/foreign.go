@@ -1,22 +1,21 @@
-package renderer
+package lockdownplan
 
 import (
 	"errors"
 	"fmt"
 
-	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
-	seccomp "github.com/seccomp/libseccomp-golang"
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/internal/seccompfilter"
 	"github.com/sandkit/sandkit/policy"
 )
 
 // ForeignPlan is the lockdown the broker's launcher applies to a foreign
 // program (broker.Program): a process that knows nothing of sandkit and
 // so cannot lock itself down. The launcher applies it in the child
-// between clone and exec, and the plan is computed here, by the code that
-// plans a Go renderer's lockdown, so that both get the same seccomp
-// compiler and Landlock rights.
+// between clone and exec, and the plan is computed here, beside the plan
+// of a Go renderer's lockdown, so that both get the same seccomp compiler
+// and Landlock rights.
 type ForeignPlan struct {
 	// Seccomp is the program's filter, compiled for pid 1 of its pid
 	// namespace; nil without the seccomp layer.
@@ -73,21 +72,22 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 	_ = record(policy.LayerNoNewPrivs, nil, "")
 	_ = record(policy.LayerCapabilities, nil, "bounding, ambient, permitted, effective and inheritable sets empty; securebits locked")
 
-	steps, cfg, abi, kernel := landlockPlan(p)
+	steps, handled, abi, kernel := LandlockPlan(p)
 	for _, st := range steps {
-		if st.skip {
+		if st.Skip {
 			continue
 		}
-		if err := record(st.layer, st.err, landlockDetail(st.layer, abi, kernel, cfg)); err != nil {
+		if err := record(st.Layer, st.Err, LandlockDetail(st.Layer, abi, kernel, handled)); err != nil {
 			return nil, err
 		}
 	}
-	plan.HandledFS, plan.HandledNet, plan.Scoped = uint64(cfg.HandledAccessFS), uint64(cfg.HandledAccessNet), uint64(cfg.Scoped)
-	read := uint64(llsys.AccessFSReadFile | llsys.AccessFSReadDir)
+	plan.HandledFS, plan.HandledNet, plan.Scoped = handled.FS, handled.Net, handled.Scoped
+	read := uint64(unix.LANDLOCK_ACCESS_FS_READ_FILE | unix.LANDLOCK_ACCESS_FS_READ_DIR)
 	plan.ReadRights = plan.HandledFS & read
-	plan.ExecRights = plan.HandledFS & (read | llsys.AccessFSExecute)
-	plan.WriteRights = plan.HandledFS & (read | llsys.AccessFSWriteFile | llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile |
-		llsys.AccessFSMakeDir | llsys.AccessFSMakeReg | llsys.AccessFSMakeSym | llsys.AccessFSRefer | llsys.AccessFSTruncate)
+	plan.ExecRights = plan.HandledFS & (read | unix.LANDLOCK_ACCESS_FS_EXECUTE)
+	plan.WriteRights = plan.HandledFS & (read | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR |
+		unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG |
+		unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_REFER | unix.LANDLOCK_ACCESS_FS_TRUNCATE)
 
 	if p.Seccomp.Enabled {
 		if !ns.PID {
@@ -96,51 +96,30 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 			// before the program exists.
 			return nil, &policy.UnavailableError{Layer: policy.LayerSeccomp, Err: errors.New("a foreign program's filter needs the pid namespace")}
 		}
-		deny, notify := denyAction(p)
-		insns, err := compileForeign(append(p.ForeignSyscallRules(), launcher...), deny)
+		deny, notify := seccompfilter.DenyAction(p)
+		prog, err := seccompfilter.CompileRules(append(p.ForeignSyscallRules(), launcher...), deny, 1)
 		if err != nil {
 			return nil, &policy.UnavailableError{Layer: policy.LayerSeccomp, Err: err}
 		}
-		plan.Seccomp = insns
+		plan.Seccomp = prog.Insns
 		_ = record(policy.LayerSeccomp, nil, fmt.Sprintf("%d BPF instructions", len(plan.Seccomp)))
 		if p.Seccomp.Monitor {
 			var monErr error
 			switch {
 			case !notify:
 				monErr = errors.New("libseccomp or the kernel lacks user notification")
-			case !waitKillableSupported():
-				monErr = ErrWaitKillableUnsupported
+			case !seccompfilter.WaitKillableSupported():
+				monErr = seccompfilter.ErrWaitKillableUnsupported
 			}
 			if err := record(policy.LayerSeccompMonitor, monErr, "violations reported by the broker"); err != nil {
 				return nil, err
 			}
 			plan.Notify = monErr == nil
 			if notify && monErr != nil {
-				plan.Seccomp = (&seccompProgram{insns: plan.Seccomp}).killing().insns
+				plan.Seccomp = (&seccompfilter.Program{Insns: plan.Seccomp}).Killing().Insns
 			}
 		}
 	}
 	plan.Layers = status
 	return plan, nil
-}
-
-// compileForeign compiles rules for pid 1, denying everything else with
-// deny, as buildFilter does a Go renderer's.
-func compileForeign(rules []policy.SyscallRule, deny seccomp.ScmpAction) ([]unix.SockFilter, error) {
-	filter, err := seccomp.NewFilter(deny)
-	if err != nil {
-		return nil, fmt.Errorf("new seccomp filter: %w", err)
-	}
-	defer filter.Release()
-	if err := addRules(filter, rules, 1); err != nil {
-		return nil, err
-	}
-	if err := filter.SetBadArchAction(deny); err != nil {
-		return nil, err
-	}
-	prog, err := exportFilter(filter)
-	if err != nil {
-		return nil, err
-	}
-	return prog.insns, nil
 }
