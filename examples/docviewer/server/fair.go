@@ -76,22 +76,20 @@ func (c *clientTurns) idle() bool {
 // pageTurn takes one of the request's client's maxClientPages page slots
 // in turns, or answers 429 and reports false.
 func pageTurn(w http.ResponseWriter, r *http.Request, turns *clientTurns) (release func(), ok bool) {
-	release, err := turns.page(r.Context(), clientOf(r))
-	if err != nil {
-		w.Header().Set("Retry-After", "5")
-		http.Error(w, "too many page requests from this client at once", http.StatusTooManyRequests)
-		return nil, false
-	}
-	return release, true
+	return takeTurn(w, r, turns.page, "5", "too many page requests from this client at once")
 }
 
 // safeTurn takes the request's client's one safe PDF slot in turns, or
 // answers 429 and reports false.
 func safeTurn(w http.ResponseWriter, r *http.Request, turns *clientTurns) (release func(), ok bool) {
-	release, err := turns.safe(r.Context(), clientOf(r))
+	return takeTurn(w, r, turns.safe, "30", "this client is converting another document; one at a time")
+}
+
+func takeTurn(w http.ResponseWriter, r *http.Request, take func(context.Context, string) (func(), error), retryAfter, refusal string) (release func(), ok bool) {
+	release, err := take(r.Context(), clientOf(r))
 	if err != nil {
-		w.Header().Set("Retry-After", "30")
-		http.Error(w, "this client is converting another document; one at a time", http.StatusTooManyRequests)
+		w.Header().Set("Retry-After", retryAfter)
+		http.Error(w, refusal, http.StatusTooManyRequests)
 		return nil, false
 	}
 	return release, true
