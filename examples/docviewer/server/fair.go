@@ -85,10 +85,10 @@ func safeTurn(w http.ResponseWriter, r *http.Request, turns *clientTurns) (relea
 	return takeTurn(w, r, turns.safe, "30", "this client is converting another document; one at a time")
 }
 
-func takeTurn(w http.ResponseWriter, r *http.Request, take func(context.Context, string) (func(), error), retryAfter, refusal string) (release func(), ok bool) {
+func takeTurn(w http.ResponseWriter, r *http.Request, take func(context.Context, string) (func(), error), retry, refusal string) (release func(), ok bool) {
 	release, err := take(r.Context(), clientOf(r))
 	if err != nil {
-		w.Header().Set("Retry-After", retryAfter)
+		w.Header().Set("Retry-After", retry)
 		http.Error(w, refusal, http.StatusTooManyRequests)
 		return nil, false
 	}
