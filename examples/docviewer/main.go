@@ -1,7 +1,7 @@
 // Command docviewer is a sandboxed document viewer: untrusted documents are
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
-//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-uploads] [-unsandboxed-dangerous] DIR
+//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-uploads] [-ocr LANG] [-unsandboxed-dangerous] DIR
 //	docviewer convert [-dpi 150] [-quality N] [-small | -lossless] [-ocr LANG] [-v] [-unsandboxed-dangerous] IN OUT.pdf
 //	docviewer convert [flags] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 //
@@ -86,8 +86,8 @@ func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, uns
 }
 
 const usage = `usage:
-  docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] DIR
-  docviewer convert [-dpi 150] [-quality N] [-small | -lossless] [-v] IN OUT.pdf
+  docviewer serve [-addr 127.0.0.1:8080] [-dpi 110] [-uploads] [-ocr LANG] DIR
+  docviewer convert [-dpi 150] [-quality N] [-small | -lossless] [-ocr LANG] [-v] IN OUT.pdf
   docviewer convert [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 (-` + unsandboxedFlag + ` renders in-process: trusted documents only)
 `
