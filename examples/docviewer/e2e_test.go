@@ -107,7 +107,9 @@ func startServerDir(t *testing.T, dir string, uploads bool, extra ...server.Opti
 }
 
 // newBrowser starts headless Chromium with a 1200x800 window; the
-// returned context is bounded to two minutes.
+// returned context is bounded to five minutes: a whole test's steps, on a
+// loaded machine under the race detector (the upload test's 20-page safe
+// PDF once took it past two).
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -137,7 +139,7 @@ func newBrowser(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	// The first Do starts the browser; its context must carry no timeout.
 	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate("about:blank")))
-	ctx, cancel = context.WithTimeout(ctx, 2*time.Minute)
+	ctx, cancel = context.WithTimeout(ctx, 5*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
