@@ -247,9 +247,11 @@ func runProgram(ctx context.Context, rc runConfig, p *policy.Policy, prog broker
 	defer b.Close()
 	res, err := b.RunProgram(ctx, runOrigin, prog.Path, prog)
 	if err != nil {
+		// A namespace cannot be degraded, only turned off in the policy
+		// (the error says how).
 		var ue *policy.UnavailableError
-		if errors.As(err, &ue) {
-			out.printf("sandkit run: %v\n  (or sandkit run -allow-degraded %s, where the policy allows that layer degraded)\n", err, ue.Layer)
+		if errors.As(err, &ue) && !strings.HasSuffix(string(ue.Layer), "-namespace") {
+			out.printf("sandkit run: %v\n  (-allow-degraded %s does that from the command line)\n", err, ue.Layer)
 		} else {
 			out.printf("sandkit run: %v\n", err)
 		}

@@ -154,6 +154,7 @@ func TestRunRefused(t *testing.T) {
 	require.NoError(t, os.WriteFile(script, []byte("#!/bin/sh\necho hi\n"), 0o755))
 	escape := writePolicy(t, `seccomp { allow: "ptrace" }`)
 	garbled := writePolicy(t, `seccomp { allow: `)
+	missingBind := writePolicy(t, `filesystem { read_only_paths: "/nonexistent-sandkit-path" }`)
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -170,6 +171,10 @@ func TestRunRefused(t *testing.T) {
 			"sandkit run: policy: invalid policy: allow_degraded: unknown layer \"landlock\"\n"},
 		{"namespace to degrade", []string{"-allow-degraded", "net-namespace", "--", "/bin/cat"}, exitSandkit,
 			"sandkit run: policy: invalid policy: allow_degraded: namespace \"net-namespace\" cannot be degraded at run time; disable it in the policy instead\n"},
+		// A layer that cannot be applied stops the launch (fail
+		// closed), naming the layer.
+		{"bind that cannot be made", []string{"-policy", missingBind, "--", "/bin/cat"}, exitSandkit,
+			"sandkit run: broker: start renderer: renderer child: foreign program launcher: isolation layer mount-namespace unavailable: mount /nonexistent-sandkit-path: no such file or directory"},
 		{"bad -setenv", []string{"-setenv", "NOVALUE", "--", "/bin/cat"}, exitSandkit, `invalid value "NOVALUE" for flag -setenv: want NAME=VALUE, got "NOVALUE"`},
 		{"no program", []string{"-v"}, exitSandkit, "sandkit run: need PROGRAM\n"},
 		{"program not found", []string{"--", "sandkit-no-such-program"}, exitNotFound,
