@@ -274,17 +274,21 @@ func exitStatus(ctx context.Context, res *broker.Result) (int, string) {
 	switch e.Reason {
 	case broker.ExitClean:
 		return 0, ""
-	case broker.ExitCrash, broker.ExitLockdownFailed:
-		// Its own exit status or signal, as a shell reports them. The
-		// launcher's failures are RunProgram's errors, so a status of
-		// 125 (which the broker reads as lockdown failed) is the
-		// program's own.
+	case broker.ExitCrash:
+		// Its own exit status or signal, as a shell reports them.
 		if res.ExitCode >= 0 {
 			return res.ExitCode, ""
 		}
 		if res.Signal != 0 {
-			// Its own end, not the sandbox's, said as a shell says it.
 			return 128 + int(res.Signal), "ended by signal: " + res.Signal.String()
+		}
+	case broker.ExitLockdownFailed:
+		// The launcher's failures are RunProgram's errors, so an exit
+		// status of 125 after exec, which the broker reads as lockdown
+		// failed, is the program's own. Killed, it is the broker's
+		// verdict (a listener not received): sandkit's failure.
+		if res.ExitCode >= 0 {
+			return res.ExitCode, ""
 		}
 	case broker.ExitViolation:
 		return exitViolation, "killed: " + describe(e)

@@ -16,6 +16,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/policy"
 )
 
 // asMainEnv makes the test binary run main: sandkit itself, a real
@@ -226,4 +229,60 @@ func TestRunSignals(t *testing.T) {
 			assert.ErrorIs(t, err, syscall.EPIPE, "the program outlived sandkit, holding its stdin")
 		})
 	}
+}
+
+// TestExitStatus maps every way a program can end, including those the
+// process tests cannot provoke on demand, to sandkit run's status.
+func TestExitStatus(t *testing.T) {
+	sigterm, cancel := context.WithCancelCause(context.Background())
+	cancel(signalCause{syscall.SIGTERM})
+	for _, tc := range []struct {
+		ctx    context.Context
+		exit   broker.ExitError
+		code   int
+		sig    syscall.Signal
+		want   int
+		report string
+	}{
+		{context.Background(), broker.ExitError{Reason: broker.ExitClean}, 0, 0, 0, ""},
+		{context.Background(), broker.ExitError{Reason: broker.ExitCrash, Detail: "exit status 9"}, 9, 0, 9, ""},
+		{context.Background(), broker.ExitError{Reason: broker.ExitCrash, Detail: "signal aborted"}, -1, syscall.SIGABRT, 134, "ended by signal: aborted"},
+		// The launcher's failures are RunProgram's errors: 125 after exec
+		// is the program's own.
+		{context.Background(), broker.ExitError{Reason: broker.ExitLockdownFailed}, 125, 0, 125, ""},
+		{context.Background(), broker.ExitError{Reason: broker.ExitLockdownFailed, Detail: "seccomp listener not received"}, -1, syscall.SIGKILL, exitSandkit,
+			"killed: lockdown failed: seccomp listener not received"},
+		{context.Background(), broker.ExitError{Reason: broker.ExitViolation, Syscall: "ptrace", Args: []uint64{0, 1}, Detail: "disallowed by the seccomp policy"}, -1, syscall.SIGKILL, exitViolation,
+			"killed: sandbox violation ptrace(0x0, 0x1): disallowed by the seccomp policy"},
+		{context.Background(), broker.ExitError{Reason: broker.ExitViolation, Detail: "disallowed syscall (SIGSYS; the violation monitor is off)"}, -1, syscall.SIGSYS, exitViolation,
+			"killed: sandbox violation: disallowed syscall (SIGSYS; the violation monitor is off)"},
+		{context.Background(), broker.ExitError{Reason: broker.ExitMemoryLimit, Detail: "cgroup memory.max reached"}, -1, syscall.SIGKILL, exitLimit, "killed: memory limit: cgroup memory.max reached"},
+		{context.Background(), broker.ExitError{Reason: broker.ExitThreadLimit}, 2, 0, exitLimit, "killed: thread limit"},
+		{context.Background(), broker.ExitError{Reason: broker.ExitBrokerLimit, Detail: "log output over 1024 KiB at once or 256 KiB/s sustained"}, -1, syscall.SIGKILL, exitLimit,
+			"killed: broker limit: log output over 1024 KiB at once or 256 KiB/s sustained"},
+		{context.Background(), broker.ExitError{Reason: broker.ExitTimeout, Detail: "lifetime limit 1s"}, -1, syscall.SIGKILL, exitTimeout, "killed: wall-clock timeout: lifetime limit 1s"},
+		{sigterm, broker.ExitError{Reason: broker.ExitReleased}, -1, syscall.SIGKILL, 143, "killed: sandkit received signal: terminated"},
+		// Released or shut down for anything but a signal: sandkit's own
+		// failure, said.
+		{context.Background(), broker.ExitError{Reason: broker.ExitShutdown}, -1, syscall.SIGKILL, exitSandkit, "killed: broker shutdown"},
+	} {
+		t.Run(string(tc.exit.Reason)+"/"+tc.report, func(t *testing.T) {
+			code, report := exitStatus(tc.ctx, &broker.Result{Exit: &tc.exit, ExitCode: tc.code, Signal: tc.sig})
+			assert.Equal(t, tc.want, code)
+			assert.Equal(t, tc.report, report)
+		})
+	}
+}
+
+// TestInactive names the requested layers a status says are not in
+// force: the ones sandkit run warns about when they were allowed
+// degraded.
+func TestInactive(t *testing.T) {
+	p := policy.Strict()
+	var status policy.Status
+	for _, l := range p.Requested() {
+		status = append(status, policy.LayerStatus{Layer: l, Active: l != policy.LayerLandlockNet && l != policy.LayerSeccompMonitor})
+	}
+	assert.Equal(t, []string{"landlock-network", "seccomp-monitor"}, inactive(p, status))
+	assert.Equal(t, []string{"user-namespace"}, inactive(p, status[1:])[:1], "a layer missing from the status is not in force")
 }
