@@ -108,6 +108,15 @@ func TestRun(t *testing.T) {
   allow: "getdents64"
 }
 `)
+	// A directory bound read-only and a tmpfs, from the policy file.
+	data := t.TempDir()
+	require.NoError(t, os.Chmod(data, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(data, "file"), []byte("bound\n"), 0o666))
+	require.NoError(t, os.Chmod(filepath.Join(data, "file"), 0o666)) // the refusal is the mount's, not the mode's
+	mounts := writePolicy(t, strings.Replace(loaderPolicy, "filesystem {\n", "filesystem {\n  read_only_paths: \""+data+"\"\n  tmpfs { path: \"/scratch\" size_bytes: 65536 }\n", 1)+
+		// cat's, and a file size limit: policy.Strict's is 0, under which
+		// even the tmpfs refuses a byte (EFBIG).
+		"  allow: \"fadvise64\"\n}\nlimits { file_size_bytes: 65536 }\n")
 	pid := `\(pid \d+\)`
 	for _, tc := range []struct {
 		name   string
@@ -137,6 +146,9 @@ func TestRun(t *testing.T) {
 		{"no /etc/passwd", []string{"--", "/bin/cat", "/etc/passwd"}, "", 1, "", `/bin/cat: /etc/passwd: No such file or directory\n`},
 		{"no file next to the program", []string{"--", "/bin/cat", secret}, "", 1, "", `/bin/cat: ` + secret + `: No such file or directory\n`},
 		{"no /home", []string{"-policy", ls, "--", "/bin/ls", "/home"}, "", 2, "", `/bin/ls: cannot access '/home': No such file or directory\n`},
+		{"read-only bind", []string{"-policy", mounts, "--", "/bin/cat", filepath.Join(data, "file")}, "", 0, "bound\n", ``},
+		{"writes: the tmpfs only", []string{"-policy", mounts, "--", prog, "write", "/scratch/new", filepath.Join(data, "file"), filepath.Join(data, "new"), "/new"}, "", 0,
+			fmt.Sprintf("write /scratch/new 0\nwrite %s/file %d\nwrite %s/new %d\nwrite /new %d\n", data, syscall.EROFS, data, syscall.EROFS, syscall.EROFS), ``},
 		{"-v", []string{"-v", "--", prog, "exit", "0"}, "", 0, "",
 			`sandkit: layers: \+user-namespace \+mount-namespace \+pid-namespace \+net-namespace \+ipc-namespace \+uts-namespace \+cgroup-namespace \+rlimits.* \+landlock-filesystem.* \+seccomp\(\d+ BPF instructions\) \+seccomp-monitor\(.*\)\n` +
 				`sandkit: ` + prog + ` ` + pid + ` ended: clean exit, after \S+\n`},

@@ -1,4 +1,6 @@
 // A program for sandkit run's tests: it knows nothing of sandkit.
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,17 @@ int main(int argc, char **argv) {
 		// Blocks until stdin ends: the tests never end it.
 		char c;
 		return read(0, &c, 1) < 0;
+	}
+	if (strcmp(mode, "write") == 0) {
+		// Create each file named and write to it; report the errno.
+		for (int i = 2; i < argc; i++) {
+			errno = 0;
+			int fd = open(argv[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			int err = fd < 0 ? errno : (write(fd, "x", 1) == 1 ? 0 : errno);
+			if (fd >= 0) close(fd);
+			printf("write %s %d\n", argv[i], err);
+		}
+		return 0;
 	}
 	if (strcmp(mode, "env") == 0) {
 		for (char **e = __environ; *e != NULL; e++) puts(*e);
