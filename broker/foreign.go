@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -75,6 +76,14 @@ const (
 	// program writes it like a file, from offset 0; RLIMIT_FSIZE is
 	// raised to at least its size. For large results the caller maps.
 	OutputMemfd
+	// OutputFile is a descriptor of the caller's own, Output.File,
+	// installed as it is: the program shares its open file description,
+	// as a program a shell starts shares the shell's terminal or
+	// redirected file. The broker reads and bounds nothing (Limit is
+	// not used; Limits.FileSize bounds a regular file). For a command
+	// line whose output is the caller's business, such as sandkit run's
+	// stdout; a caller that wants the result as data uses the others.
+	OutputFile
 )
 
 // Output is the descriptor a foreign program writes its result to.
@@ -82,8 +91,12 @@ type Output struct {
 	Kind OutputKind
 	// FD is its number in the program; 0 means 1 (stdout).
 	FD int
-	// Limit bounds the result in bytes; it must be set.
+	// Limit bounds the result in bytes; it must be set but for
+	// OutputFile.
 	Limit uint64
+	// File is the descriptor of an OutputFile. The broker duplicates
+	// it; the caller keeps and closes its own.
+	File *os.File
 }
 
 // Result is how a foreign program ended and what it wrote.
@@ -95,6 +108,8 @@ type Result struct {
 	Exit *ExitError
 	// ExitCode is its exit status, -1 if a signal ended it.
 	ExitCode int
+	// Signal is the signal that ended it, 0 if it exited.
+	Signal syscall.Signal
 	// Output is what it wrote to an OutputPipe.
 	Output []byte
 	// File is an OutputMemfd, sealed against any change once the
@@ -145,6 +160,9 @@ func (b *Broker) RunProgram(ctx context.Context, origin, document string, prog P
 	res := &Result{PID: r.pid, Layers: r.Layers(), Exit: r.exitErr, ExitCode: -1}
 	if r.state != nil {
 		res.ExitCode = r.state.ExitCode()
+		if ws, ok := r.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			res.Signal = ws.Signal()
+		}
 	}
 	if l.outPipe != nil {
 		o := <-l.outPipe
@@ -328,7 +346,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		return nil, bad("foreign programs need the broker's vfork spawn, which this host's ids cannot use: %v", b.ids.execReason)
 	case !filepath.IsAbs(prog.Path) || filepath.Clean(prog.Path) != prog.Path:
 		return nil, bad("program path %q is not absolute and clean", prog.Path)
-	case prog.Output.Limit == 0:
+	case prog.Output.Limit == 0 && prog.Output.Kind != OutputFile:
 		return nil, bad("Output.Limit is not set")
 	case p.Limits.OpenFiles == 0:
 		// The launcher's exec is allowed through a descriptor number
@@ -428,12 +446,19 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 			return nil, fmt.Errorf("broker: output memfd: %w", err)
 		}
 		fsize = prog.Output.Limit
+	case OutputFile:
+		if prog.Output.File == nil {
+			return nil, bad("OutputFile without Output.File")
+		}
 	default:
 		return nil, bad("unknown output kind %d", prog.Output.Kind)
 	}
 	out := l.outW
 	if l.memfd != nil {
 		out = l.memfd
+	}
+	if prog.Output.Kind == OutputFile {
+		out = prog.Output.File
 	}
 	fds[outFD] = C.int(out.Fd())
 	c.fds, c.nfds = &fds[0], C.int(nfds)

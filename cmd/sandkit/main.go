@@ -1,7 +1,9 @@
-// Command sandkit writes and checks renderer policies from sample inputs:
+// Command sandkit writes and checks renderer policies from sample inputs,
+// and runs any program in the sandbox from the shell:
 //
 //	sandkit learn [-o FILE] -- PROGRAM SAMPLE...
 //	sandkit check -policy FILE -- PROGRAM SAMPLE...
+//	sandkit run [-policy FILE] [-v] [-allow-degraded LAYER,...] [-timeout D] [-setenv NAME=VALUE]... -- PROGRAM [ARG...]
 //
 // learn runs the samples through PROGRAM's renderers in learn mode (every
 // layer in force, but syscalls outside the allowlist are recorded and let
@@ -16,7 +18,19 @@
 // PROGRAM is a Go renderer program: it is its own renderer, and only it
 // knows how to drive its renderers over a sample, so sandkit runs it with
 // the subcommand package learn serves (learn.Command), after checking
-// that it does serve it. See docs/policy.md.
+// that it does serve it.
+//
+// run runs PROGRAM, an executable that knows nothing of sandkit, as a
+// foreign program (broker.RunProgram) under the policy file, or without
+// one under a default for dynamically linked programs (-print-policy
+// shows it): every layer, fail closed unless -allow-degraded names the
+// layer. Its stdin and stdout are sandkit's own descriptors, its stderr
+// is forwarded line by line by the broker, and its exit status is
+// sandkit's; the ends the sandbox imposes have statuses of their own
+// (122 violation, 123 limit, 124 timeout, 125 sandkit failed, 126 cannot
+// run, 127 not found), reported on stderr. SIGINT and SIGTERM kill it.
+//
+// See docs/policy.md.
 package main
 
 import (
@@ -37,6 +51,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "run" {
+		ctx, stop := withSignals(context.Background())
+		code := runCommand(ctx, os.Args[2:], os.Stdin, os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
@@ -46,9 +66,11 @@ func main() {
 const usage = `usage:
   sandkit learn [-o FILE] -- PROGRAM SAMPLE...
   sandkit check -policy FILE -- PROGRAM SAMPLE...
-`
+` + runUsage
 
-// run is the command without process globals, for tests.
+// run is learn and check without process globals, for tests; main
+// starts run itself (runCommand), which hands the program its stdin and
+// stdout.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)

@@ -24,6 +24,9 @@ import (
 // learn protocol: each SAMPLE is a testrenderer action, run in a renderer
 // of its own.
 func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		main() // sandkit itself, for the tests that run it as a process
+	}
 	if renderer.Requested() {
 		renderer.Main(testrenderer.Register)
 	}
@@ -106,7 +109,7 @@ func TestUsage(t *testing.T) {
 		want string
 	}{
 		{nil, "usage:"},
-		{[]string{"run", "x"}, "usage:"},
+		{[]string{"frobnicate", "x"}, "usage:"},
 		{[]string{"learn", "--", "/bin/true"}, "need PROGRAM and at least one SAMPLE"},
 		{[]string{"check", "--", "/bin/true", "x"}, "-policy FILE is required"},
 		{[]string{"learn", "--", "/nonexistent/prog", "x"}, "no such file"},
