@@ -3,7 +3,7 @@
 //
 //	sandkit learn [-o FILE] -- PROGRAM SAMPLE...
 //	sandkit check -policy FILE -- PROGRAM SAMPLE...
-//	sandkit run [-policy FILE] [-v] [-allow-degraded LAYER,...] [-timeout D] [-setenv NAME=VALUE]... -- PROGRAM [ARG...]
+//	sandkit run [-policy FILE] [-v] [-allow-degraded LAYER,...] [-timeout D] [-setenv NAME=VALUE]... [-learn FILE] -- PROGRAM [ARG...]
 //
 // learn runs the samples through PROGRAM's renderers in learn mode (every
 // layer in force, but syscalls outside the allowlist are recorded and let
@@ -29,6 +29,8 @@
 // sandkit's; the ends the sandbox imposes have statuses of their own
 // (122 violation, 123 limit, 124 timeout, 125 sandkit failed, 126 cannot
 // run, 127 not found), reported on stderr. SIGINT and SIGTERM kill it.
+// With -learn FILE it runs in learn mode and writes the policy that
+// allows what the program used to FILE.
 //
 // See docs/policy.md.
 package main

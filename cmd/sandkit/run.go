@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/broker"
+	"github.com/sandkit/sandkit/learn"
 	"github.com/sandkit/sandkit/policy"
 )
 
@@ -69,7 +70,7 @@ func defaultRunPolicy() *policy.Policy {
 	return p
 }
 
-const runUsage = `  sandkit run [-policy FILE] [-v] [-allow-degraded LAYER,...] [-timeout DURATION] [-setenv NAME=VALUE]... -- PROGRAM [ARG...]
+const runUsage = `  sandkit run [-policy FILE] [-v] [-allow-degraded LAYER,...] [-timeout DURATION] [-setenv NAME=VALUE]... [-learn FILE] -- PROGRAM [ARG...]
 `
 
 // runConfig is what sandkit run's flags ask for.
@@ -80,6 +81,7 @@ type runConfig struct {
 	timeout       time.Duration
 	env           []string
 	printPolicy   bool
+	learnFile     string
 }
 
 // runCommand is sandkit run: PROGRAM under the policy with every layer,
@@ -102,6 +104,7 @@ func runCommand(ctx context.Context, args []string, stdin, stdout *os.File, stde
 		return nil
 	})
 	fs.BoolVar(&rc.printPolicy, "print-policy", false, "print the policy that would apply, every field, and exit")
+	fs.StringVar(&rc.learnFile, "learn", "", "learn mode, for trusted input only: every layer but seccomp enforcing; syscalls outside the allowlist are recorded and let through, and the policy that allows them is written to this file (check it with -policy)")
 	if err := fs.Parse(args); err != nil {
 		return exitSandkit
 	}
@@ -130,13 +133,44 @@ func runCommand(ctx context.Context, args []string, stdin, stdout *os.File, stde
 		fmt.Fprintln(stderr, "sandkit run:", err)
 		return code
 	}
-	return runProgram(ctx, rc, p, broker.Program{
+	prog := broker.Program{
 		Path:   path,
 		Args:   argv,
 		Env:    rc.env,
 		Input:  openOrNil(stdin),
 		Output: broker.Output{Kind: broker.OutputFile, FD: 1, File: stdout},
-	}, stderr)
+	}
+	if rc.learnFile != "" {
+		return learnProgram(ctx, rc, p, prog, stderr)
+	}
+	return runProgram(ctx, rc, p, prog, stderr, nil)
+}
+
+// learnProgram is sandkit run -learn: one run of the program in learn mode
+// (package learn), the learned policy written to rc.learnFile. The
+// program's exit status is sandkit's, as without -learn.
+func learnProgram(ctx context.Context, rc runConfig, p *policy.Policy, prog broker.Program, stderr io.Writer) int {
+	code := exitSandkit
+	res, err := learn.Learn(ctx, p, func(ctx context.Context, configure func(*broker.Config)) error {
+		code = runProgram(ctx, rc, p, prog, stderr, configure)
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintln(stderr, "sandkit run -learn:", err)
+		return exitSandkit
+	}
+	if err := os.WriteFile(rc.learnFile, res.Text, 0o644); err != nil {
+		fmt.Fprintln(stderr, "sandkit run -learn:", err)
+		return exitSandkit
+	}
+	fmt.Fprintf(stderr, "sandkit: learned %d syscalls beyond the base allowlist into %s: review it, then check it with sandkit run -policy %s\n", len(res.Uses)-len(res.Refused), rc.learnFile, rc.learnFile)
+	for _, u := range res.Refused {
+		fmt.Fprintf(stderr, "sandkit: %s (%d calls) was refused with EPERM: no policy allows it\n", u.Name, u.Count)
+	}
+	if res.Overflow+res.Withdrawn > 0 {
+		fmt.Fprintf(stderr, "sandkit: WARNING: %d calls could not be named; the policy may lack a syscall: learn again\n", res.Overflow+res.Withdrawn)
+	}
+	return code
 }
 
 // policy reads the policy file, or takes the default, and applies the
@@ -222,9 +256,9 @@ func openOrNil(f *os.File) *os.File {
 
 // runProgram runs prog under p in a broker of its own and returns the
 // exit status sandkit run ends with.
-func runProgram(ctx context.Context, rc runConfig, p *policy.Policy, prog broker.Program, stderr io.Writer) int {
+func runProgram(ctx context.Context, rc runConfig, p *policy.Policy, prog broker.Program, stderr io.Writer, configure func(*broker.Config)) int {
 	out := &lockedWriter{w: stderr}
-	b, err := broker.New(ctx, broker.Config{
+	cfg := broker.Config{
 		Policy:       p,
 		MaxRenderers: 1,
 		Logger:       slog.New(&stderrHandler{w: out, verbose: rc.verbose}),
@@ -232,14 +266,20 @@ func runProgram(ctx context.Context, rc runConfig, p *policy.Policy, prog broker
 			if e.Kind != broker.EventReady {
 				return
 			}
-			if degraded := inactive(p, e.Layers); len(degraded) > 0 {
+			if rc.learnFile != "" {
+				out.printf("sandkit: WARNING: learn mode: seccomp records instead of enforcing; trusted input only\n")
+			} else if degraded := inactive(p, e.Layers); len(degraded) > 0 {
 				out.printf("sandkit: WARNING: running without %s (allowed degraded)\n", strings.Join(degraded, ", "))
 			}
 			if rc.verbose {
 				out.printf("sandkit: layers: %s\n", e.Layers)
 			}
 		},
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	b, err := broker.New(ctx, cfg)
 	if err != nil {
 		out.printf("sandkit run: %v\n", err)
 		return exitSandkit

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -297,4 +298,39 @@ func TestInactive(t *testing.T) {
 	}
 	assert.Equal(t, []string{"landlock-network", "seccomp-monitor"}, inactive(p, status))
 	assert.Equal(t, []string{"user-namespace"}, inactive(p, status[1:])[:1], "a layer missing from the status is not in force")
+}
+
+// TestRunLearn: sandkit run -learn lets ls list a bound directory, which
+// the base policy would kill it for (getdents64 and the like are outside
+// the allowlist), and writes the policy that allows what it used: the
+// base's binds plus the syscalls. Under that policy ls runs again,
+// enforcing, with the same output; under the base it is killed.
+func TestRunLearn(t *testing.T) {
+	// Searchable by the program's id, as buildRunProg's directory.
+	data := t.TempDir()
+	for _, d := range []string{data, filepath.Dir(data)} {
+		require.NoError(t, os.Chmod(d, 0o755))
+	}
+	for _, name := range []string{"a", "b"} {
+		require.NoError(t, os.WriteFile(filepath.Join(data, name), nil, 0o644))
+	}
+	base := writePolicy(t, strings.Replace(loaderPolicy, "filesystem {\n", "filesystem {\n  read_only_paths: \""+data+"\"\n", 1)+"}\n")
+	file := filepath.Join(t.TempDir(), "ls.policy")
+	learned := sandkitRun(t, "", "-policy", base, "-learn", file, "--", "/bin/ls", data)
+	require.Equal(t, 0, learned.code, "stderr: %s", learned.stderr)
+	assert.Equal(t, "a\nb\n", learned.stdout)
+	assert.Regexp(t, `^sandkit: WARNING: learn mode: seccomp records instead of enforcing; trusted input only\n`+
+		`sandkit: learned \d+ syscalls beyond the base allowlist into `+regexp.QuoteMeta(file)+`: review it, then check it with sandkit run -policy `+regexp.QuoteMeta(file)+`\n$`, learned.stderr)
+	text, err := os.ReadFile(file)
+	require.NoError(t, err)
+	assert.Contains(t, string(text), `allow: "getdents64"`)
+	assert.Contains(t, string(text), `read_only_paths: "`+data+`"`)
+
+	checked := sandkitRun(t, "", "-policy", file, "--", "/bin/ls", data)
+	assert.Equal(t, 0, checked.code, "stderr: %s", checked.stderr)
+	assert.Equal(t, learned.stdout, checked.stdout)
+	assert.Empty(t, checked.stderr)
+
+	killed := sandkitRun(t, "", "-policy", base, "--", "/bin/ls", data)
+	assert.Equal(t, exitViolation, killed.code, "stderr: %s", killed.stderr)
 }
