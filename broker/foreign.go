@@ -57,6 +57,14 @@ type Program struct {
 	// its own. Nil leaves InputFD closed.
 	Input   *os.File
 	InputFD int
+	// InputPath, if set, gives the program its Input as a file instead
+	// of a descriptor, for programs that open their document by name:
+	// the launcher copies Input's bytes (from offset 0; Input must be a
+	// regular file or a memfd) into a new read-only file at InputPath,
+	// which must lie inside one of the policy's Tmpfs mounts and counts
+	// against its size. No host path is passed: the file is the
+	// program's own copy. InputFD is then unused.
+	InputPath string
 	// Output is where the program writes its result.
 	Output Output
 }
@@ -75,6 +83,15 @@ const (
 	// program writes it like a file, from offset 0; RLIMIT_FSIZE is
 	// raised to at least its size. For large results the caller maps.
 	OutputMemfd
+	// OutputFile is a file the program creates by name at Output.Path,
+	// inside one of the policy's Tmpfs mounts, for programs that write
+	// their result into a directory. The launcher hands the broker that
+	// mount's directory before the program runs; once the program and
+	// every process of its namespace are gone, the broker opens exactly
+	// Output.Path beneath it (no symlink, no other mount, a regular file
+	// of at most Output.Limit bytes) and returns its bytes as
+	// Result.Output. The program's stdout goes to its log, like stderr.
+	OutputFile
 )
 
 // Output is the descriptor a foreign program writes its result to.
@@ -84,6 +101,8 @@ type Output struct {
 	FD int
 	// Limit bounds the result in bytes; it must be set.
 	Limit uint64
+	// Path is an OutputFile's absolute path in the program's root.
+	Path string
 }
 
 // Result is how a foreign program ended and what it wrote.
@@ -95,7 +114,7 @@ type Result struct {
 	Exit *ExitError
 	// ExitCode is its exit status, -1 if a signal ended it.
 	ExitCode int
-	// Output is what it wrote to an OutputPipe.
+	// Output is what it wrote to an OutputPipe or OutputFile.
 	Output []byte
 	// File is an OutputMemfd, sealed against any change once the
 	// program is gone (the caller closes it), and Written the
@@ -109,6 +128,11 @@ type Result struct {
 // or policy it cannot run.
 var ErrProgram = errors.New("broker: cannot run the program")
 
+// ErrOutputFile is wrapped by the error RunProgram returns, with the
+// Result, when a program ended without a readable OutputFile: none, not
+// a regular file, a symlink, or larger than Output.Limit.
+var ErrOutputFile = errors.New("broker: no valid output file")
+
 // RunProgram runs prog under the broker's policy, for origin and
 // document, and waits until it has ended. While it runs it is one of the
 // broker's live renderers: it counts against MaxRenderers, Renderers()
@@ -118,7 +142,9 @@ var ErrProgram = errors.New("broker: cannot run the program")
 //
 // The error is non-nil when the program could not be started (a
 // *policy.UnavailableError names a layer the launcher could not apply);
-// how a started program ended is Result.Exit.
+// how a started program ended is Result.Exit. For an OutputFile, the
+// error wraps ErrOutputFile, with the Result, when the file cannot be
+// read back.
 func (b *Broker) RunProgram(ctx context.Context, origin, document string, prog Program) (*Result, error) {
 	l, err := b.prepareLaunch(prog)
 	if err != nil {
@@ -169,7 +195,63 @@ func (b *Broker) RunProgram(ctx context.Context, origin, document string, prog P
 		res.Written = min(res.Written, int64(prog.Output.Limit))
 		res.File, l.memfd = l.memfd, nil
 	}
+	if l.outDir != nil {
+		res.Output, err = readOutputFile(l.outDir, l.outRel, prog.Output.Limit)
+		if err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// readOutputFile reads the program's output file rel beneath dir, the
+// directory of its tmpfs, once the program and its namespace are gone
+// (nothing can change the file any more). The program named and made
+// everything beneath dir: the path may cross no symlink, magic link or
+// mount, the file must be regular (O_NONBLOCK: a FIFO cannot block the
+// open) and at most limit bytes.
+func readOutputFile(dir *os.File, rel string, limit uint64) ([]byte, error) {
+	fd, err := unix.Openat2(int(dir.Fd()), rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: open %s: %w", ErrOutputFile, rel, err)
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrOutputFile, rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%w: %s is not a regular file (mode %#o)", ErrOutputFile, rel, st.Mode)
+	}
+	if uint64(st.Size) > limit {
+		return nil, fmt.Errorf("%w: %s has %d bytes, over %d", ErrOutputFile, rel, st.Size, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err == nil && uint64(len(data)) > limit {
+		err = fmt.Errorf("%d bytes", len(data))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrOutputFile, rel, err)
+	}
+	return data, nil
+}
+
+// tmpfsIndex returns the index in tmpfs of the mount strictly containing
+// path, which must be absolute and clean, and path relative to it.
+func tmpfsIndex(tmpfs []policy.Tmpfs, path string) (int, string, bool) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return 0, "", false
+	}
+	for i, t := range tmpfs {
+		if beneathDir(path, t.Path) && path != t.Path {
+			return i, strings.TrimPrefix(path[len(t.Path):], "/"), true
+		}
+	}
+	return 0, "", false
 }
 
 // takeSlot counts a spawn against MaxRenderers, waiting for a slot.
@@ -215,6 +297,8 @@ var launchSteps = [...]struct {
 	{"install the seccomp filter", policy.LayerSeccomp},
 	{"hand the seccomp listener to the broker", policy.LayerSeccompMonitor},
 	{"exec the program", ""},
+	{"hand the output tmpfs to the broker", ""},
+	{"copy the input into the tmpfs", ""},
 }
 
 // launchError explains a launcher that failed, wrapping a
@@ -269,6 +353,11 @@ type launchSpec struct {
 	outPipe chan pipeOutput
 	argv    []string
 	limit   uint64
+	// An OutputFile: the directory of its tmpfs, received from the
+	// launcher, and its path beneath.
+	fileOut bool
+	outDir  *os.File
+	outRel  string
 }
 
 type pipeOutput struct {
@@ -310,12 +399,12 @@ func (l *launchSpec) free() {
 		f.Close()
 	}
 	l.files = nil
-	for _, f := range []*os.File{l.sock, l.outW, l.memfd} {
+	for _, f := range []*os.File{l.sock, l.outW, l.memfd, l.outDir} {
 		if f != nil {
 			f.Close()
 		}
 	}
-	l.sock, l.outW, l.memfd = nil, nil, nil
+	l.sock, l.outW, l.memfd, l.outDir = nil, nil, nil, nil
 }
 
 // prepareLaunch checks prog against the broker's policy and prepares
@@ -382,6 +471,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	if !slices.ContainsFunc(p.Filesystem.ExecutablePaths, func(dir string) bool { return beneathDir(prog.Path, dir) }) {
 		mounts = append(mounts, mount{path: prog.Path, kind: C.SANDKIT_MOUNT_EXECUTABLE})
 	}
+	firstTmpfs := len(mounts)
 	for _, t := range p.Filesystem.Tmpfs {
 		mounts = append(mounts, mount{path: t.Path, kind: C.SANDKIT_MOUNT_TMPFS, size: t.Size})
 	}
@@ -393,6 +483,30 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		cm[i] = C.struct_sandkit_mount{path: l.cstring(m.path), kind: m.kind, src: -1, size: C.uint64_t(m.size), inodes: C.uint(policy.MaxTmpfsInodes)}
 	}
 	c.root, c.mounts, c.nmounts = 1, &cm[0], C.int(len(cm))
+	c.input_fd, c.send_mount = -1, -1
+	if prog.InputPath != "" {
+		i, _, ok := tmpfsIndex(p.Filesystem.Tmpfs, prog.InputPath)
+		if !ok {
+			return nil, bad("input path %q is not an absolute, clean path inside a tmpfs of the policy", prog.InputPath)
+		}
+		// sendfile from offset 0: a file, and one that fits.
+		var st unix.Stat_t
+		if prog.Input == nil || unix.Fstat(int(prog.Input.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return nil, bad("an input path needs an Input that is a regular file or a memfd")
+		}
+		if uint64(st.Size) > p.Filesystem.Tmpfs[i].Size {
+			return nil, bad("the input (%d bytes) is larger than the tmpfs at %s (%d bytes)", st.Size, p.Filesystem.Tmpfs[i].Path, p.Filesystem.Tmpfs[i].Size)
+		}
+		c.input_fd, c.input_path = C.int(prog.Input.Fd()), l.cstring(prog.InputPath)
+	}
+	if prog.Output.Kind == OutputFile {
+		i, rel, ok := tmpfsIndex(p.Filesystem.Tmpfs, prog.Output.Path)
+		if !ok {
+			return nil, bad("output path %q is not an absolute, clean path inside a tmpfs of the policy", prog.Output.Path)
+		}
+		c.send_mount = C.int(firstTmpfs + i)
+		l.fileOut, l.outRel = true, rel
+	}
 	if p.Namespaces.UTS {
 		c.hostname = 1
 	}
@@ -404,7 +518,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	for i := range fds {
 		fds[i] = -1
 	}
-	if prog.Input != nil {
+	if prog.Input != nil && prog.InputPath == "" {
 		fds[prog.InputFD] = C.int(prog.Input.Fd())
 	}
 	var fsize uint64
@@ -433,14 +547,19 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 			return nil, fmt.Errorf("broker: output memfd: %w", err)
 		}
 		fsize = prog.Output.Limit
+	case OutputFile:
+		if outFD != 1 {
+			return nil, bad("an output file has no output fd: stdout goes to the log")
+		}
 	default:
 		return nil, bad("unknown output kind %d", prog.Output.Kind)
 	}
-	out := l.outW
-	if l.memfd != nil {
-		out = l.memfd
+	switch {
+	case l.memfd != nil:
+		fds[outFD] = C.int(l.memfd.Fd())
+	case l.outW != nil:
+		fds[outFD] = C.int(l.outW.Fd())
 	}
-	fds[outFD] = C.int(out.Fd())
 	c.fds, c.nfds = &fds[0], C.int(nfds)
 	path := l.cstring(prog.Path)
 	c.prog = path
@@ -533,6 +652,9 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 	defer logW.Close()
 	fds := unsafe.Slice(l.c.fds, l.c.nfds)
 	fds[2] = C.int(logW.Fd())
+	if l.fileOut {
+		fds[1] = C.int(logW.Fd())
+	}
 	hostID := -1
 	if b.ids != nil {
 		b.mu.Lock()
@@ -624,8 +746,18 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 		defer b.wg.Done()
 		r.supervise()
 	}()
+	if l.fileOut {
+		// Sent before the listener, during the spawn: queued.
+		dir, err := recvFD(l.sock, "output-tmpfs")
+		if err != nil {
+			r.kill(ExitLockdownFailed, "output tmpfs not received: "+err.Error())
+			<-r.exited
+			return nil, fmt.Errorf("broker: output tmpfs: %w", err)
+		}
+		l.outDir = dir
+	}
 	if l.notify {
-		listener, err := recvListener(l.sock)
+		listener, err := recvFD(l.sock, "seccomp-listener")
 		if err != nil {
 			// Fail closed: no program runs unwatched.
 			r.kill(ExitLockdownFailed, "seccomp listener not received: "+err.Error())
@@ -642,10 +774,11 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 	return r, nil
 }
 
-// recvListener receives the seccomp listener the launcher sent before
-// exec. The launcher sends it before exec and the broker's vfork spawn
-// returns after exec, so it is queued already: the read does not wait.
-func recvListener(sock *os.File) (*os.File, error) {
+// recvFD receives a descriptor the launcher sent before exec (the
+// output tmpfs's directory, the seccomp listener). The launcher sends
+// them before exec and the broker's vfork spawn returns after exec, so
+// they are queued already: the read does not wait.
+func recvFD(sock *os.File, name string) (*os.File, error) {
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, flags, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
@@ -666,7 +799,7 @@ func recvListener(sock *os.File) (*os.File, error) {
 		}
 		return nil, errors.New("malformed listener message")
 	}
-	return os.NewFile(uintptr(fds[0]), "seccomp-listener"), nil
+	return os.NewFile(uintptr(fds[0]), name), nil
 }
 
 // readOutput reads a program's output pipe until every writer is gone,

@@ -48,6 +48,15 @@ struct sandkit_launch {
 	int notify; // the filter returns a listener, sent on sock_num
 	char *const *argv;
 	char *const *envp;
+	// The document as a file: input_fd (the broker's, seekable) is
+	// copied into a new file at input_path, inside a tmpfs mount, before
+	// the program runs. -1: none.
+	int input_fd;
+	const char *input_path;
+	// The index of the tmpfs mount whose directory is sent to the broker
+	// on sock before the program runs, for the broker to read its output
+	// file from after it has ended. -1: none.
+	int send_mount;
 	// Out: the step that failed (SANDKIT_LAUNCH_*) and, for a mount or a
 	// Landlock rule, the index of its mount (-1 for none).
 	int step, index;
@@ -69,6 +78,8 @@ enum {
 	SANDKIT_LAUNCH_SECCOMP,
 	SANDKIT_LAUNCH_SEND_LISTENER,
 	SANDKIT_LAUNCH_EXEC,
+	SANDKIT_LAUNCH_SEND_MOUNT,
+	SANDKIT_LAUNCH_INPUT,
 };
 
 // sandkit_launch locks the calling process down and execs the program.
