@@ -65,8 +65,19 @@ type Program struct {
 	// against its size. No host path is passed: the file is the
 	// program's own copy. InputFD is then unused.
 	InputPath string
+	// Files are more files the program opens by name (a configuration,
+	// a profile), copied the same way, parent directories made.
+	Files []File
 	// Output is where the program writes its result.
 	Output Output
+}
+
+// File is a file a foreign program finds at Path, inside one of the
+// policy's Tmpfs mounts: the launcher copies Content's bytes (a regular
+// file or a memfd, from offset 0) there before exec.
+type File struct {
+	Path    string
+	Content *os.File
 }
 
 // OutputKind says how a foreign program's result comes back.
@@ -298,7 +309,7 @@ var launchSteps = [...]struct {
 	{"hand the seccomp listener to the broker", policy.LayerSeccompMonitor},
 	{"exec the program", ""},
 	{"hand the output tmpfs to the broker", ""},
-	{"copy the input into the tmpfs", ""},
+	{"copy the input files into the tmpfs", ""},
 }
 
 // launchError explains a launcher that failed, wrapping a
@@ -483,21 +494,31 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		cm[i] = C.struct_sandkit_mount{path: l.cstring(m.path), kind: m.kind, src: -1, size: C.uint64_t(m.size), inodes: C.uint(policy.MaxTmpfsInodes)}
 	}
 	c.root, c.mounts, c.nmounts = 1, &cm[0], C.int(len(cm))
-	c.input_fd, c.send_mount = -1, -1
+	c.send_mount = -1
+	files := prog.Files
 	if prog.InputPath != "" {
-		i, _, ok := tmpfsIndex(p.Filesystem.Tmpfs, prog.InputPath)
-		if !ok {
-			return nil, bad("input path %q is not an absolute, clean path inside a tmpfs of the policy", prog.InputPath)
+		files = append([]File{{Path: prog.InputPath, Content: prog.Input}}, files...)
+	}
+	if len(files) > 0 {
+		cf := unsafe.Slice((*C.struct_sandkit_file)(l.alloc(uintptr(len(files))*unsafe.Sizeof(C.struct_sandkit_file{}))), len(files))
+		used := make([]uint64, len(p.Filesystem.Tmpfs))
+		for j, f := range files {
+			i, _, ok := tmpfsIndex(p.Filesystem.Tmpfs, f.Path)
+			if !ok {
+				return nil, bad("input path %q is not an absolute, clean path inside a tmpfs of the policy", f.Path)
+			}
+			// sendfile from offset 0: a file, and the files must fit.
+			var st unix.Stat_t
+			if f.Content == nil || unix.Fstat(int(f.Content.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+				return nil, bad("input file %s needs content that is a regular file or a memfd", f.Path)
+			}
+			used[i] += uint64(st.Size)
+			if used[i] > p.Filesystem.Tmpfs[i].Size {
+				return nil, bad("the input files (%d bytes) are larger than the tmpfs at %s (%d bytes)", used[i], p.Filesystem.Tmpfs[i].Path, p.Filesystem.Tmpfs[i].Size)
+			}
+			cf[j] = C.struct_sandkit_file{path: l.cstring(f.Path), fd: C.int(f.Content.Fd())}
 		}
-		// sendfile from offset 0: a file, and one that fits.
-		var st unix.Stat_t
-		if prog.Input == nil || unix.Fstat(int(prog.Input.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-			return nil, bad("an input path needs an Input that is a regular file or a memfd")
-		}
-		if uint64(st.Size) > p.Filesystem.Tmpfs[i].Size {
-			return nil, bad("the input (%d bytes) is larger than the tmpfs at %s (%d bytes)", st.Size, p.Filesystem.Tmpfs[i].Path, p.Filesystem.Tmpfs[i].Size)
-		}
-		c.input_fd, c.input_path = C.int(prog.Input.Fd()), l.cstring(prog.InputPath)
+		c.files, c.nfiles = &cf[0], C.int(len(cf))
 	}
 	if prog.Output.Kind == OutputFile {
 		i, rel, ok := tmpfsIndex(p.Filesystem.Tmpfs, prog.Output.Path)

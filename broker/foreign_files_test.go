@@ -48,6 +48,16 @@ func TestForeignProgramFiles(t *testing.T) {
 	off, err := in.Seek(0, 1)
 	require.NoError(t, err)
 	assert.Equal(t, int64(3), off, "the caller's offset moved")
+
+	// More files, parent directories made: a program's configuration.
+	res = runForeign(t, b, broker.Program{
+		Path: prog, Args: []string{"foreignprog", "convert", "/work/profile/user/conf", "/work/out.txt"},
+		Input: inputMemfd(t, "document"), InputPath: "/work/in.txt",
+		Files:  []broker.File{{Path: "/work/profile/user/conf", Content: inputMemfd(t, "setting=1\n")}},
+		Output: broker.Output{Kind: broker.OutputFile, Path: "/work/out.txt", Limit: 1 << 10},
+	})
+	require.Equal(t, broker.ExitClean, res.Exit.Reason, "%v", res.Exit)
+	assert.Equal(t, "SETTING=1\nwrite input errno 13\n", string(res.Output))
 }
 
 // TestForeignProgramOutputFileHostile: whatever the program leaves at

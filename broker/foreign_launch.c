@@ -224,18 +224,30 @@ static int send_dir(int sock, const char *dir) {
 	return r;
 }
 
-// copy_input copies the broker's input descriptor, from offset 0, into a
-// new read-only file at l->input_path in the new root. The bytes move
-// inside the kernel (sendfile): the launcher reads none of them. The
-// tmpfs's size bounds the copy (ENOSPC).
-static int copy_input(struct sandkit_launch *l) {
-	int out = open(l->input_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+// copy_file copies the broker's descriptor f->fd, from offset 0, into a
+// new read-only file at f->path in the new root, making its parent
+// directories. The bytes move inside the kernel (sendfile): the launcher
+// reads none of them. The tmpfs's size bounds the copy (ENOSPC).
+static int copy_file(const struct sandkit_file *f) {
+	char dir[LAUNCH_PATH_MAX];
+	size_t len = 0;
+	if (cat(dir, sizeof dir, &len, f->path) != 0) {
+		return -1;
+	}
+	char *slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = 0;
+		if (mkdirs(dir) != 0) {
+			return -1;
+		}
+	}
+	int out = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
 	if (out < 0) {
-		return fail(l, SANDKIT_LAUNCH_INPUT, -1);
+		return -1;
 	}
 	off_t off = 0;
 	for (;;) {
-		ssize_t n = sendfile(out, l->input_fd, &off, 1 << 30);
+		ssize_t n = sendfile(out, f->fd, &off, 1 << 30);
 		if (n == 0) {
 			break;
 		}
@@ -243,10 +255,10 @@ static int copy_input(struct sandkit_launch *l) {
 			int saved = errno;
 			close(out);
 			errno = saved;
-			return fail(l, SANDKIT_LAUNCH_INPUT, -1);
+			return -1;
 		}
 	}
-	return close(out) != 0 ? fail(l, SANDKIT_LAUNCH_INPUT, -1) : 0;
+	return close(out);
 }
 
 // empty_root replaces the root with a small read-only tmpfs holding only
@@ -454,8 +466,11 @@ void sandkit_launch(struct sandkit_launch *l) {
 		fail(l, SANDKIT_LAUNCH_HOSTNAME, -1);
 		return;
 	}
-	if (l->input_path != NULL && copy_input(l) != 0) {
-		return;
+	for (int i = 0; i < l->nfiles; i++) {
+		if (copy_file(&l->files[i]) != 0) {
+			fail(l, SANDKIT_LAUNCH_INPUT, -1);
+			return;
+		}
 	}
 	if (install_fds(l) != 0) {
 		return;

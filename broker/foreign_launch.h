@@ -19,6 +19,11 @@ struct sandkit_mount {
 	unsigned inodes;    // tmpfs: nr_inodes
 };
 
+struct sandkit_file {
+	const char *path; // absolute, in the new root, inside a tmpfs
+	int fd;           // the broker's descriptor of its content
+};
+
 struct sandkit_rlimit {
 	int resource;
 	uint64_t value;
@@ -48,11 +53,12 @@ struct sandkit_launch {
 	int notify; // the filter returns a listener, sent on sock_num
 	char *const *argv;
 	char *const *envp;
-	// The document as a file: input_fd (the broker's, seekable) is
-	// copied into a new file at input_path, inside a tmpfs mount, before
-	// the program runs. -1: none.
-	int input_fd;
-	const char *input_path;
+	// Files the program opens by name (its document, a configuration):
+	// each descriptor's bytes (the broker's, seekable) are copied into a
+	// new read-only file at its path, inside a tmpfs mount, before the
+	// program runs.
+	const struct sandkit_file *files;
+	int nfiles;
 	// The index of the tmpfs mount whose directory is sent to the broker
 	// on sock before the program runs, for the broker to read its output
 	// file from after it has ended. -1: none.
