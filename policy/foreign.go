@@ -37,10 +37,47 @@ const (
 // ForeignSyscallRules returns the allowlist of a foreign program under
 // p: SyscallRules, plus, with AllowChildren, clone with exactly the flags
 // of fork (as further alternatives of the thread rule) and the wait
-// calls. exec is never among them: the broker's launcher adds the one
-// exec of the program itself (see broker.Program).
+// calls; with AllowPathStat, newfstatat without conditions. prlimit64
+// may also set the program's own limits, rt_sigaction install handlers. With AllowUnixSockets, socket
+// and socketpair of AF_UNIX. exec is
+// never among them: the broker's launcher adds the one exec of the
+// program itself (see broker.Program).
 func (p *Policy) ForeignSyscallRules() []SyscallRule {
 	rules := p.SyscallRules()
+	for i := range rules {
+		if rules[i].Name == "rt_sigaction" {
+			// A C program installs its handlers after exec, when the
+			// filter is in force. One without SA_RESTART may see a
+			// disallowed call end in EINTR, unreported, if a signal
+			// comes before the monitor reads the notification; the
+			// call still never runs.
+			rules[i].AnyOf = nil
+			rules[i].Why = "install signal handlers (a C program does so after exec); a disallowed call a signal interrupts before the monitor reads it ends in EINTR, never runs"
+		}
+		if rules[i].Name == "prlimit64" {
+			// A foreign program may set its own limits too (glibc's
+			// setrlimit; LibreOffice raises its descriptor limit's
+			// soft value): without CAP_SYS_RESOURCE it can only lower
+			// a hard limit, and the launcher set every soft limit to
+			// its hard one.
+			rules[i].AnyOf = [][]ArgCond{{{Arg: 0, Op: Equal, Value: 0}}}
+			rules[i].Why = "read and set its own limits (pid 0): without capabilities a hard limit only goes down"
+		}
+	}
+	if p.Seccomp.AllowPathStat {
+		for i := range rules {
+			if rules[i].Name == "newfstatat" {
+				rules[i].AnyOf = nil
+				rules[i].Why = "stat by path (allow_path_stat): in the empty root a path reaches only the policy's binds and tmpfs mounts"
+			}
+		}
+	}
+	if p.Seccomp.AllowUnixSockets {
+		unixOnly := [][]ArgCond{{{Arg: 0, Op: Equal, Value: unix.AF_UNIX}}}
+		rules = append(rules,
+			SyscallRule{Name: "socket", AnyOf: unixOnly, Why: "AF_UNIX sockets only (allow_unix_sockets): nothing outside the empty root and the Landlock scope to reach"},
+			SyscallRule{Name: "socketpair", AnyOf: unixOnly, Why: "AF_UNIX socket pairs only (allow_unix_sockets)"})
+	}
 	if !p.Seccomp.AllowChildren {
 		return rules
 	}
@@ -93,6 +130,12 @@ func (p *Policy) validateForeign(bad func(string, ...any)) {
 				bad("filesystem: tmpfs %q overlaps %q", t.Path, other)
 			}
 		}
+	}
+	if p.Seccomp.AllowPathStat && !p.Seccomp.Enabled {
+		bad("seccomp: allow_path_stat needs seccomp enabled")
+	}
+	if p.Seccomp.AllowUnixSockets && (!p.Seccomp.Enabled || !p.Scope.Landlock || !p.Namespaces.Net) {
+		bad("seccomp: allow_unix_sockets needs seccomp, the Landlock scope (abstract sockets) and the network namespace")
 	}
 	if p.Seccomp.AllowChildren && !p.Seccomp.Enabled {
 		bad("seccomp: allow_children needs seccomp enabled (without it nothing stops children)")

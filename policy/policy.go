@@ -114,6 +114,25 @@ type Seccomp struct {
 	// user), cannot exec, and die with the program, which is pid 1 of
 	// the namespace. Go renderers never fork; they ignore it.
 	AllowChildren bool
+	// AllowPathStat lets a foreign program stat files by path:
+	// newfstatat with any path and flags, not only fstat through
+	// AT_EMPTY_PATH. Dynamic loaders and programs that probe their
+	// installation (LibreOffice) need it. In the empty root a path
+	// reaches only the policy's binds and tmpfs mounts, whose files
+	// the program may read anyway: the metadata it gains (sizes,
+	// inodes, times) is of files it was given. Go renderers ignore it:
+	// their base rule stays AT_EMPTY_PATH only.
+	AllowPathStat bool
+	// AllowUnixSockets lets a foreign program make AF_UNIX sockets
+	// (socket and socketpair with that domain only; bind, listen,
+	// accept4, connect come from Allow). LibreOffice will not start
+	// without its single-instance pipe, a socket it binds in /tmp. Such
+	// a socket reaches nothing outside the sandbox: abstract names are
+	// scoped by Landlock (Scope.Landlock), the network namespace is
+	// empty, and a path socket must lie in the empty root, whose only
+	// files are the policy's binds (which must hold no host socket) and
+	// tmpfs mounts. Go renderers ignore it.
+	AllowUnixSockets bool
 }
 
 // Limits bounds the resources of one renderer.

@@ -106,6 +106,8 @@ func fromProto(pb *policypb.Policy) *Policy {
 		set(&p.Seccomp.Monitor, s.Monitor)
 		set(&p.Seccomp.DenyExecMemory, s.DenyExecMemory)
 		set(&p.Seccomp.AllowChildren, s.AllowChildren)
+		set(&p.Seccomp.AllowPathStat, s.AllowPathStat)
+		set(&p.Seccomp.AllowUnixSockets, s.AllowUnixSockets)
 		p.Seccomp.Allow = append([]string(nil), s.Allow...)
 	}
 	if l := pb.GetLimits(); l != nil {
@@ -156,7 +158,8 @@ func toProto(p *Policy) *policypb.Policy {
 		Scope:   &policypb.Scope{Landlock: b(p.Scope.Landlock)},
 		Seccomp: &policypb.Seccomp{Enabled: b(p.Seccomp.Enabled), Monitor: b(p.Seccomp.Monitor),
 			Allow: append([]string(nil), p.Seccomp.Allow...), DenyExecMemory: b(p.Seccomp.DenyExecMemory),
-			AllowChildren: b(p.Seccomp.AllowChildren)},
+			AllowChildren: b(p.Seccomp.AllowChildren), AllowPathStat: b(p.Seccomp.AllowPathStat),
+			AllowUnixSockets: b(p.Seccomp.AllowUnixSockets)},
 		Limits: &policypb.Limits{
 			MemoryBytes:          u(p.Limits.Memory),
 			OpenFiles:            u(p.Limits.OpenFiles),

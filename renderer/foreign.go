@@ -88,6 +88,10 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 	plan.ExecRights = plan.HandledFS & (read | llsys.AccessFSExecute)
 	plan.WriteRights = plan.HandledFS & (read | llsys.AccessFSWriteFile | llsys.AccessFSRemoveDir | llsys.AccessFSRemoveFile |
 		llsys.AccessFSMakeDir | llsys.AccessFSMakeReg | llsys.AccessFSMakeSym | llsys.AccessFSRefer | llsys.AccessFSTruncate)
+	if p.Seccomp.AllowUnixSockets {
+		// A socket it binds by path lies in its tmpfs.
+		plan.WriteRights |= plan.HandledFS & llsys.AccessFSMakeSock
+	}
 
 	if p.Seccomp.Enabled {
 		if !ns.PID {
