@@ -31,7 +31,7 @@ MODULES     := . examples/docviewer internal/bench deploy
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
 # check converted PDFs, chromium for the viewer's browser test.
-TEST_DEPS   := poppler-utils chromium
+TEST_DEPS   := poppler-utils chromium libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 
 .PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve bench soak fuzz fuzz-smoke proto docs syscalls seccomp-profile container-test clean
 
