@@ -30,10 +30,12 @@ INDEXDB_VERSION       := v0.0.0-20261105234957-e22db6528018
 MODULES     := . examples/docviewer internal/bench deploy
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
-# check converted PDFs, chromium for the viewer's browser test.
-TEST_DEPS   := poppler-utils chromium libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
+# check converted PDFs, chromium for the viewer's browser test,
+# tesseract-ocr and its English data for convert -ocr, LibreOffice
+# (no GUI) for Office documents.
+TEST_DEPS   := poppler-utils chromium tesseract-ocr tesseract-ocr-eng libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 
-.PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve bench soak fuzz fuzz-smoke proto docs syscalls seccomp-profile container-test clean
+.PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve loadtest bench soak fuzz fuzz-smoke proto docs syscalls seccomp-profile container-test clean
 
 all: build
 
@@ -125,6 +127,17 @@ demo: deps
 # The sandboxed document viewer on the sample documents, on loopback.
 serve: deps
 	cd $(DOCVIEWER) && $(GO) run . serve -addr 127.0.0.1:8080 testdata/valid
+
+# The sandboxed document viewer under load, on loopback only
+# (examples/docviewer/internal/loadtest): 50 clients, 2,000 page requests
+# over 20 generated documents, -max-renderers 8. Fails on any failed page
+# or when the server's resident size after the load is over 20 % above
+# idle; reports latency and peak resident size. Bounded: 15 min.
+LOADTESTFLAGS ?=
+loadtest: deps
+	@mkdir -p bin
+	cd $(DOCVIEWER) && $(GO) build -o $(CURDIR)/bin/docviewer . && \
+		$(GO) run ./internal/loadtest -bin $(CURDIR)/bin/docviewer $(LOADTESTFLAGS)
 
 # Every benchmark, the comparisons with bubblewrap, fork+exec, a raw
 # socket and gRPC, and the generated table in docs/benchmarks.md.

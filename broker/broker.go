@@ -98,6 +98,13 @@ type Config struct {
 	// OnEvent, when set, is called for every event, from the broker's
 	// goroutines; it must not block.
 	OnEvent func(Event)
+	// Learn, when set, puts the broker in learn mode: its renderers'
+	// disallowed syscalls are recorded in Learn and let through instead
+	// of killing them, and their seccomp layer is reported not in force
+	// (LearnDetail). Learn mode is for running trusted sample inputs to
+	// write a policy (see Learner), never for untrusted input. Nothing
+	// else turns it on: not a policy file, not the environment.
+	Learn *Learner
 }
 
 // Broker spawns and supervises renderers. It is safe for concurrent use.
@@ -121,6 +128,8 @@ type Broker struct {
 	events    []Event
 	ids       *idPool  // host ids for renderers; nil unless root
 	exeFile   *os.File // the executable, for renderers with ids of their own
+
+	refill poolRefill // the warm pool's refills: backoff, failures (pool.go)
 
 	cgroupSeq atomic.Uint64 // names renderers' cgroups uniquely
 	wg        sync.WaitGroup
@@ -154,6 +163,11 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	if err := checkSupport(p); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if cfg.Learn != nil {
+		if err := checkLearn(p); err != nil {
+			return nil, fmt.Errorf("broker: %w", err)
+		}
 	}
 	if cfg.MaxRenderers == 0 {
 		cfg.MaxRenderers = 64
@@ -201,6 +215,9 @@ func New(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	if ids != nil && ids.execReason != nil {
 		log.Info("renderers start through os/exec, which copies the broker's page tables", "why", ids.execReason)
+	}
+	if cfg.Learn != nil {
+		log.Warn("LEARN MODE: seccomp records disallowed syscalls and lets them through; feed only trusted samples")
 	}
 	b := &Broker{
 		cfg:       cfg,
@@ -567,6 +584,8 @@ func (b *Broker) forget(r *Renderer) {
 		}
 	}
 	b.wakeWaitersLocked()
+	// A slot is free: the pool, emptied by a burst, fills up again.
+	b.refillPoolLocked()
 }
 
 // wakeWaiters tells Acquires waiting for a slot, and Close, to look again.
@@ -605,6 +624,7 @@ func (b *Broker) fillPool(ctx context.Context) error {
 			// already: pooled, it would hold a slot until popped.
 			if _, alive := b.live[r]; alive {
 				b.pool = append(b.pool, r)
+				b.wakeWaitersLocked() // an Acquire waiting for a slot can take it
 			}
 		}
 		b.mu.Unlock()
@@ -616,24 +636,9 @@ func (b *Broker) fillPool(ctx context.Context) error {
 
 // refillPool tops the warm pool up in the background.
 func (b *Broker) refillPool() {
-	if b.cfg.WarmPool == 0 {
-		return
-	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ReadyTimeout)
-		defer cancel()
-		err := b.fillPool(ctx)
-		b.mu.Lock()
-		closed := b.closed
-		b.mu.Unlock()
-		// A refill that Close interrupted (its renderer ended as a
-		// broker shutdown) is the broker stopping, not a failure.
-		if err != nil && !closed {
-			b.log.Error("warm pool refill failed", "err", err)
-		}
-	}()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillPoolLocked()
 }
 
 // Close ends every renderer, waits until each has been reaped, and

@@ -465,6 +465,17 @@ func TestLimits(t *testing.T) {
 			want:   broker.ExitThreadLimit,
 		},
 		{
+			// pthread_create's EAGAIN names no limit: the kernel's
+			// count of tasks and mapped memory, read by the broker when
+			// the renderer said so, does.
+			name:   "thread stack beyond the memory limit",
+			policy: func(p *policy.Policy) { p.Limits.Memory = 256 << 20 },
+			race:   "the race detector's shadow memory cannot live under a data limit; make test runs it without -race (NORACE_TESTS in the Makefile)",
+			action: "reserve-then-thread",
+			want:   broker.ExitMemoryLimit,
+			detail: "(RLIMIT_AS) mapped",
+		},
+		{
 			// The last line is the claim of a memory limit that the
 			// renderer's small resident peak does not back: a crash that
 			// quotes it (see TestMemoryClaimNeedsEvidence), which it can

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"io"
 	"os"
 	"strconv"
@@ -55,7 +56,7 @@ func reopenAll(kinds []ipc.FDKind, fds []*os.File, fdDir string) (out, own []*os
 		default:
 			continue
 		}
-		if ipc.CheckFD(f, kinds[i]) != nil {
+		if fdkind.CheckFile(f, fdkind.Kind(kinds[i])) != nil {
 			continue
 		}
 		fresh, err := reopen(f, kinds[i], fdDir)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"io"
 	"os"
 	"path/filepath"
@@ -50,9 +51,9 @@ func TestReopenGivesAFreshDescription(t *testing.T) {
 	}{
 		{"read-only file", func(t *testing.T) *os.File { return fileAt(t, os.O_RDONLY) }, ipc.ReadOnlyFile, unix.O_RDONLY},
 		{"writable file as read-only", func(t *testing.T) *os.File { return fileAt(t, os.O_RDWR) }, ipc.ReadOnlyFile, -1},
-		{"sealed memfd", func(t *testing.T) *os.File { return memfd(t, ipc.SealsImmutable) }, ipc.SealedMemfd, unix.O_RDONLY},
+		{"sealed memfd", func(t *testing.T) *os.File { return memfd(t, fdkind.SealsImmutable) }, ipc.SealedMemfd, unix.O_RDONLY},
 		{"unsealed memfd as sealed", func(t *testing.T) *os.File { return memfd(t, 0) }, ipc.SealedMemfd, -1},
-		{"shared region", func(t *testing.T) *os.File { return memfd(t, ipc.SealsFixedSize) }, ipc.SharedRegion, unix.O_RDWR},
+		{"shared region", func(t *testing.T) *os.File { return memfd(t, fdkind.SealsFixedSize) }, ipc.SharedRegion, unix.O_RDWR},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := tt.file(t)

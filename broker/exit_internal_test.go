@@ -1,9 +1,13 @@
 package broker
 
 import (
+	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 )
 
 // TestLogTailExhausted covers the runtime's fatal lines that name a
@@ -16,7 +20,8 @@ func TestLogTailExhausted(t *testing.T) {
 	}{
 		{"heap", []string{"fatal error: runtime: out of memory", "", "runtime stack:"}, ExitMemoryLimit},
 		{"runtime metadata", []string{"fatal error: runtime: cannot allocate memory", "runtime stack:"}, ExitMemoryLimit},
-		{"thread stack", []string{"runtime/cgo: pthread_create failed: Resource temporarily unavailable", "SIGABRT: abort"}, ExitMemoryLimit},
+		// EAGAIN names no limit: Renderer.threadFailure decides by the kernel's figures.
+		{"thread creation", []string{"runtime/cgo: pthread_create failed: Resource temporarily unavailable", "SIGABRT: abort"}, ""},
 		{"thread limit", []string{"runtime: program exceeds 62-thread limit", "fatal error: thread exhaustion"}, ExitThreadLimit},
 		{"first fatal line wins", []string{"fatal error: thread exhaustion", "fatal error: runtime: out of memory"}, ExitThreadLimit},
 		{"other pthread_create error", []string{"runtime/cgo: pthread_create failed: Invalid argument"}, ""},
@@ -62,4 +67,65 @@ func TestLogTailLastLine(t *testing.T) {
 			assert.Equal(t, tt.want, l.lastLine())
 		})
 	}
+}
+
+// TestThreadFailureVerdict covers how the kernel's figures, read when a
+// renderer said a thread could not be created, name the limit it met.
+func TestThreadFailureVerdict(t *testing.T) {
+	const mib = 1 << 20
+	const stack = 8 * mib
+	tests := []struct {
+		name     string
+		snap     taskSnapshot
+		threads  uint64
+		hostRoot bool
+		want     ExitReason
+		detail   string
+	}{
+		{"tasks at RLIMIT_NPROC", taskSnapshot{threads: 64, vmSize: 700 * mib, limitAS: 2300 * mib}, 64, false, ExitThreadLimit, "the kernel counted 64 tasks"},
+		{"host root is exempt from RLIMIT_NPROC", taskSnapshot{threads: 64, vmSize: 700 * mib, limitAS: 2300 * mib}, 64, true, "", "with 64 tasks (limit 64)"},
+		{"no room for a stack under RLIMIT_AS", taskSnapshot{threads: 9, vmSize: 1330 * mib, limitAS: 1335 * mib}, 64, false, ExitMemoryLimit, "1330 MiB of the 1335 MiB limit (RLIMIT_AS) mapped, 5 MiB left"},
+		{"address space over the limit", taskSnapshot{threads: 9, vmSize: 1336 * mib, limitAS: 1335 * mib}, 64, false, ExitMemoryLimit, "0 MiB left"},
+		{"no room for a stack under RLIMIT_DATA", taskSnapshot{threads: 9, vmSize: 500 * mib, vmData: 95 * mib, limitAS: 1335 * mib, limitData: 96 * mib}, 64, false, ExitMemoryLimit, "(RLIMIT_DATA)"},
+		{"room for a stack and tasks to spare", taskSnapshot{threads: 9, vmSize: 1300 * mib, limitAS: 1335 * mib}, 64, false, "", "with 9 tasks (limit 64) and 1300 MiB"},
+		{"no limits at all", taskSnapshot{threads: 500, vmSize: 9000 * mib}, 0, false, "", "with 500 tasks (limit 0)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, detail := threadFailureVerdict(&tt.snap, tt.threads, tt.hostRoot, stack)
+			assert.Equal(t, tt.want, got, detail)
+			assert.Contains(t, detail, tt.detail)
+		})
+	}
+}
+
+// TestSnapshotTask reads a child's figures as the broker reads a
+// renderer's, and refuses the child once it has exited, before its reap.
+func TestSnapshotTask(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	require.NoError(t, cmd.Start())
+	pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+	require.NoError(t, err)
+	f := os.NewFile(uintptr(pidfd), "pidfd")
+	defer f.Close()
+	var as unix.Rlimit
+	require.NoError(t, unix.Getrlimit(unix.RLIMIT_AS, &as))
+
+	s, err := snapshotTask(cmd.Process.Pid, f)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(1), s.threads)
+	assert.Positive(t, s.vmSize)
+	assert.Positive(t, s.vmData)
+	if as.Cur == unix.RLIM_INFINITY {
+		assert.Zero(t, s.limitAS)
+	} else {
+		assert.Equal(t, as.Cur, s.limitAS)
+	}
+
+	require.NoError(t, cmd.Process.Kill())
+	var info unix.Siginfo
+	require.NoError(t, unix.Waitid(unix.P_PIDFD, pidfd, &info, unix.WEXITED|unix.WNOWAIT, nil))
+	_, err = snapshotTask(cmd.Process.Pid, f)
+	assert.ErrorIs(t, err, errTaskGone)
+	_ = cmd.Wait()
 }

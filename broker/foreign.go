@@ -165,15 +165,10 @@ func (b *Broker) RunProgram(ctx context.Context, origin, document string, prog P
 	if err := b.takeSlot(ctx); err != nil {
 		return nil, err
 	}
-	r, err := b.launch(l)
+	r, err := b.launch(l, key{origin, document})
 	if err != nil {
 		return nil, err
 	}
-	k := key{origin, document}
-	r.mu.Lock()
-	r.key = &k
-	r.mu.Unlock()
-	b.emit(Event{Kind: EventBound, Origin: origin, Document: document, PID: r.pid})
 	if lt := b.policy.Limits.Lifetime; lt > 0 {
 		t := time.AfterFunc(lt, func() { r.kill(ExitTimeout, fmt.Sprintf("lifetime limit %v", lt)) })
 		defer t.Stop()
@@ -654,9 +649,11 @@ func beneathDir(path, dir string) bool {
 }
 
 // launch starts the prepared program, counted in b.spawning by the
-// caller, and returns it live: in b.live, supervised, its listener with
-// the monitor.
-func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
+// caller, and returns it live: in b.live, bound to k, supervised, its
+// listener with the monitor. EventReady and EventBound are emitted
+// before supervise may record EventExited, so a program that exits at
+// once still has its events in order.
+func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	counted := true
 	defer func() {
 		if counted {
@@ -732,6 +729,7 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 	close(r.bound)
 	b.mu.Lock()
 	b.live[r] = struct{}{}
+	r.key = &k // under b.mu, as forget reads it
 	b.spawning--
 	counted = false
 	closed := b.closed
@@ -763,8 +761,12 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 		r.readLogs(logR)
 		<-outDone
 	}()
+	// supervise reaps the program and records its exit; it waits until
+	// the program has been announced (or has failed to start).
+	announced := make(chan struct{})
 	go func() {
 		defer b.wg.Done()
+		<-announced
 		r.supervise()
 	}()
 	if l.fileOut {
@@ -780,6 +782,7 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 	if l.notify {
 		listener, err := recvFD(l.sock, "seccomp-listener")
 		if err != nil {
+			close(announced)
 			// Fail closed: no program runs unwatched.
 			r.kill(ExitLockdownFailed, "seccomp listener not received: "+err.Error())
 			<-r.exited
@@ -792,6 +795,8 @@ func (b *Broker) launch(l *launchSpec) (*Renderer, error) {
 		}()
 	}
 	b.emit(Event{Kind: EventReady, PID: r.pid, Layers: l.layers})
+	b.emit(Event{Kind: EventBound, Origin: k.origin, Document: k.document, PID: r.pid})
+	close(announced)
 	return r, nil
 }
 

@@ -45,6 +45,10 @@ func (r *Renderer) monitor(listener *os.File) {
 		r.kill(ExitBadMessage, "seccomp listener unusable: "+err.Error())
 		return
 	}
+	if lr := r.b.cfg.Learn; lr != nil {
+		r.learn(lrc, lr)
+		return
+	}
 	var (
 		notif  *seccomp.ScmpNotifReq
 		step   monitorStep

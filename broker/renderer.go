@@ -52,6 +52,10 @@ type Renderer struct {
 	idleTimer  *time.Timer
 	killReason *ExitError
 	exitErr    *ExitError
+	// threadFailSnap is the kernel's view of the renderer when it said a
+	// thread could not be created, or why there was none (evidence.go).
+	threadFailSnap    *taskSnapshot
+	threadFailSnapErr error
 }
 
 // RendererStatus describes one live renderer.
@@ -348,6 +352,9 @@ func (r *Renderer) onReady(req *controlpb.ReadyRequest, fds []*os.File) (*contro
 		r.mu.Unlock()
 		close(r.ready)
 		return &controlpb.ReadyResponse{}, nil, nil
+	}
+	if r.b.cfg.Learn != nil {
+		status = learningStatus(status)
 	}
 	r.mu.Lock()
 	r.layers = status

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"os"
 	"path"
 	"strings"
@@ -209,7 +210,7 @@ func blankMemfd(size int64) (*os.File, fileID, error) {
 		f.Close()
 		return nil, fileID{}, fmt.Errorf("ftruncate: %w", err)
 	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, ipc.SealsBlank); err != nil {
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fdkind.SealsBlank); err != nil {
 		f.Close()
 		return nil, fileID{}, fmt.Errorf("seal: %w", err)
 	}

@@ -75,7 +75,11 @@ func cloneFlags(ns policy.Namespaces) uintptr {
 
 // logPipe returns the pipe for a renderer's stderr: the read end
 // non-blocking for the broker's poller, the write end blocking, so the
-// renderer's writes never depend on its own poller.
+// renderer's writes never depend on its own poller. The pipe holds one
+// page: a renderer that writes faster than the broker reads waits for it,
+// which keeps a dying renderer alive while the broker looks at its last
+// words (see evidence.go). Its log lines are slower to reach the broker
+// only when it writes more than a page at once.
 func logPipe() (r, w *os.File, err error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -85,6 +89,11 @@ func logPipe() (r, w *os.File, err error) {
 		unix.Close(p[0])
 		unix.Close(p[1])
 		return nil, nil, err
+	}
+	if _, err := unix.FcntlInt(uintptr(p[0]), unix.F_SETPIPE_SZ, os.Getpagesize()); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, nil, fmt.Errorf("F_SETPIPE_SZ: %w", err)
 	}
 	return os.NewFile(uintptr(p[0]), "renderer-log"), os.NewFile(uintptr(p[1]), "renderer-log"), nil
 }
@@ -403,11 +412,10 @@ func (r *Renderer) watchConn() {
 const rendererRequestRate = 1000
 
 // rendererLimits are the ipc limits of a renderer's connection: the
-// defaults, which the renderer uses too, and the request rate.
+// defaults (zero fields), which the renderer uses too, and the request
+// rate.
 func rendererLimits() ipc.Limits {
-	l := ipc.DefaultLimits()
-	l.MaxRequestRate, l.RequestBurst = rendererRequestRate, rendererRequestRate
-	return l
+	return ipc.Limits{MaxRequestRate: rendererRequestRate, RequestBurst: rendererRequestRate}
 }
 
 // connExit says how a renderer whose connection died of err (a protocol
@@ -552,8 +560,8 @@ func (r *Renderer) classify() *ExitError {
 		e.Reason, e.Detail = ExitMemoryLimit, "cgroup memory.max reached"
 	case ws.Signaled() && ws.Signal() == syscall.SIGSYS:
 		e.Reason, e.Detail = ExitViolation, "disallowed syscall (SIGSYS; the violation monitor is off)"
-	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.threadCreateFailed() && r.threadLimitHit(ps):
-		e.Reason, e.Detail = ExitThreadLimit, fmt.Sprintf("thread limit (RLIMIT_NPROC %d) reached: %s", limits.Threads, r.threadEvidence(ps))
+	case ws.Exited() && ws.ExitStatus() != 0 && r.logs.threadCreateFailed():
+		e.Reason, e.Detail = r.threadFailure(e.PeakRSS, last)
 	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit && memoryCorroborated(e.PeakRSS, limits.Memory):
 		e.Reason, e.Detail = ExitMemoryLimit, fmt.Sprintf("resident peak %d MiB of the %d MiB limit: %s", e.PeakRSS>>20, limits.Memory>>20, last)
 	case ws.Exited() && ws.ExitStatus() != 0 && exhausted == ExitMemoryLimit:
@@ -710,11 +718,10 @@ const cgoThreadFailed = "runtime/cgo: pthread_create failed:"
 //
 // Memory runs out in more places than the heap:
 //   - the runtime's own metadata ("cannot allocate memory");
-//   - the stack of a new thread, where glibc turns ENOMEM into EAGAIN.
-//     An honest renderer's runtime runs out of threads below
-//     RLIMIT_NPROC ("thread exhaustion"), but a compromised one lifts
-//     that guard and meets the kernel's EAGAIN: classify asks the
-//     broker's own evidence first (Renderer.threadLimitHit);
+//   - the stack of a new thread, where glibc turns ENOMEM into EAGAIN,
+//     the kernel's answer at RLIMIT_NPROC too: that line names no limit,
+//     and classify decides it by the broker's own evidence alone
+//     (Renderer.threadFailure);
 //   - a span queue of the garbage collector. Go 1.26's collector does not
 //     check that allocation (newSpanSPMC uses sysAlloc's result unchecked)
 //     and faults on address 0 in spanQueue.tryDrain. Only that exact
@@ -726,7 +733,6 @@ func (t *logTail) exhausted() ExitReason {
 	case f == "fatal error: thread exhaustion":
 		return ExitThreadLimit
 	case strings.HasPrefix(f, "fatal error:") && (strings.Contains(f, "out of memory") || strings.Contains(f, "cannot allocate memory")),
-		f == cgoThreadFailed+" Resource temporarily unavailable",
 		f == "SIGSEGV: segmentation violation" && t.spanQueueFault():
 		return ExitMemoryLimit
 	}
@@ -737,7 +743,7 @@ func (t *logTail) exhausted() ExitReason {
 // pthread_create failed with EAGAIN: glibc's answer both when the kernel
 // refused the thread (RLIMIT_NPROC, pids.max) and when the thread's stack
 // could not be mapped (the memory limit). Only the broker's own evidence
-// tells which (see Renderer.threadLimitHit).
+// tells which (see Renderer.threadFailure).
 func (t *logTail) threadCreateFailed() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -813,6 +819,9 @@ func (r *Renderer) readLogs(f *os.File) {
 			s := strings.ToValidUTF8(strings.TrimRight(string(line), "\n"), "?")
 			r.logs.add(s)
 			log.Debug("renderer log", "line", s)
+			if strings.HasPrefix(s, cgoThreadFailed) {
+				r.snapshotThreadFailure()
+			}
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
 			continue
@@ -826,42 +835,49 @@ func (r *Renderer) readLogs(f *os.File) {
 	}
 }
 
-// threadLimitHit decides, from the broker's own evidence and not from
-// what the renderer printed, whether a thread creation that failed with
-// EAGAIN met the thread limit rather than the memory limit:
+// threadFailure explains an exit after a thread creation failed with
+// EAGAIN (see evidence.go), from the broker's own evidence and not from
+// what the renderer printed (quoted as last):
 //   - with a cgroup whose pids.max is set, its pids.events "max" counter
 //     says whether the kernel refused a task;
-//   - a renderer that is host root (a root broker without a user
-//     namespace of the renderer's own id) is exempt from RLIMIT_NPROC:
-//     the memory limit it was;
-//   - otherwise the kernel's count of the renderer's peak resident memory
-//     (ru_maxrss, from wait4) decides: the Go runtime touches the heap it
-//     maps, so a renderer that ran out of memory holds most of its limit,
-//     and a peak below a quarter of the limit (or no memory limit) leaves
-//     RLIMIT_NPROC. A thread bomb stays far below it: about 11 MiB for
-//     the 64 threads of policy.Strict, whose limit is 1 GiB.
-//
-// A renderer that maps most of its memory limit without touching it and
-// then fails to create a thread is reported as the thread limit; only a
-// compromised renderer does that, and it chose its own end.
-func (r *Renderer) threadLimitHit(ps *os.ProcessState) bool {
+//   - else the snapshot the log reader took when the line arrived says
+//     whether the renderer held all its tasks or all its address space;
+//   - without a snapshot (the renderer was gone before it could be read),
+//     the resident peak may still corroborate the memory limit; otherwise
+//     the exit is a crash whose detail says the broker could not tell.
+func (r *Renderer) threadFailure(peak uint64, last string) (ExitReason, string) {
 	limits := r.b.policy.Limits
 	if r.cgroup != nil && limits.Cgroup.PidsMax > 0 && r.cgroup.pidsMaxHit() {
-		return true
+		return ExitThreadLimit, fmt.Sprintf("thread limit reached: the kernel refused a task (cgroup pids.max %d)", limits.Cgroup.PidsMax)
 	}
-	if limits.Threads == 0 || (r.hostID < 0 && os.Geteuid() == 0) {
-		return false
+	r.mu.Lock()
+	snap, snapErr := r.threadFailSnap, r.threadFailSnapErr
+	r.mu.Unlock()
+	if snap != nil {
+		hostRoot := r.hostID < 0 && os.Geteuid() == 0
+		reason, detail := threadFailureVerdict(snap, limits.Threads, hostRoot, threadStackSize())
+		if reason == "" {
+			return ExitCrash, detail + ": " + last
+		}
+		return reason, detail
 	}
-	return limits.Memory == 0 || peakRSS(ps) < limits.Memory/4
+	if memoryCorroborated(peak, limits.Memory) {
+		return ExitMemoryLimit, fmt.Sprintf("resident peak %d MiB of the %d MiB limit: %s", peak>>20, limits.Memory>>20, last)
+	}
+	return ExitCrash, fmt.Sprintf("%s; the thread limit and the memory limit could not be told apart: %v (resident peak %d MiB)", last, snapErr, peak>>20)
 }
 
-// threadEvidence says what threadLimitHit went by, for ExitError.Detail.
-func (r *Renderer) threadEvidence(ps *os.ProcessState) string {
-	if r.cgroup != nil && r.b.policy.Limits.Cgroup.PidsMax > 0 && r.cgroup.pidsMaxHit() {
-		return fmt.Sprintf("the kernel refused a task (cgroup pids.max %d)", r.b.policy.Limits.Cgroup.PidsMax)
+// snapshotThreadFailure records the kernel's view of the renderer the
+// first time it says a thread could not be created; see evidence.go.
+func (r *Renderer) snapshotThreadFailure() {
+	r.mu.Lock()
+	taken := r.threadFailSnap != nil || r.threadFailSnapErr != nil
+	r.mu.Unlock()
+	if taken {
+		return
 	}
-	if m := r.b.policy.Limits.Memory; m != 0 {
-		return fmt.Sprintf("a thread could not be created with the renderer's peak memory at %d of %d MiB", peakRSS(ps)>>20, m>>20)
-	}
-	return "a thread could not be created, with no memory limit"
+	snap, err := snapshotTask(r.pid, r.pidfd)
+	r.mu.Lock()
+	r.threadFailSnap, r.threadFailSnapErr = snap, err
+	r.mu.Unlock()
 }

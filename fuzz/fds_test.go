@@ -1,6 +1,7 @@
 package fuzz
 
 import (
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,7 +19,7 @@ import (
 type fdPool struct {
 	names []string
 	fds   []int
-	// fits[i][k] says whether descriptor i passes ipc.CheckFD for kind k:
+	// fits[i][k] says whether descriptor i passes the check of kind k:
 	// the oracle the protocol model uses for fd kind checks.
 	fits [][ipc.SharedRegion + 1]bool
 }
@@ -61,7 +62,7 @@ func newFDPool(tb testing.TB) *fdPool {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sealed := memfd(ipc.SealsImmutable)
+	sealed := memfd(fdkind.SealsImmutable)
 	p := &fdPool{}
 	add := func(name string, fd int) {
 		p.names = append(p.names, name)
@@ -72,7 +73,7 @@ func newFDPool(tb testing.TB) *fdPool {
 	add("pipe-write", pipe[1])
 	add("memfd-sealed", sealed)
 	add("memfd-unsealed", memfd(0))
-	add("memfd-fixed-size", memfd(ipc.SealsFixedSize))
+	add("memfd-fixed-size", memfd(fdkind.SealsFixedSize))
 	add("socket", sp[0])
 	add("socket-peer", sp[1])
 	add("directory", must(unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)))
@@ -91,7 +92,7 @@ func newFDPool(tb testing.TB) *fdPool {
 		dup := must(unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0))
 		f := os.NewFile(uintptr(dup), p.names[i])
 		for _, k := range allKinds() {
-			p.fits[i][k] = ipc.CheckFD(f, k) == nil
+			p.fits[i][k] = fdkind.CheckFile(f, fdkind.Kind(k)) == nil
 		}
 		f.Close()
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -145,11 +146,11 @@ func makeFD(kind byte, sock int) int {
 	case 2:
 		return pipe(1)
 	case 3:
-		return memfd(ipc.SealsImmutable)
+		return memfd(fdkind.SealsImmutable)
 	case 4:
 		return memfd(0)
 	case 5:
-		return memfd(ipc.SealsFixedSize)
+		return memfd(fdkind.SealsFixedSize)
 	case 6:
 		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 		if err != nil {

@@ -232,7 +232,7 @@ func TestCancels(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, r := newVictim(t, DefaultLimits(), testMux(), nil)
+			c, r := newVictim(t, defaultLimits(), testMux(), nil)
 			defer r.f.Close()
 			defer c.Close()
 			sent := tt.run(r, c)
@@ -254,7 +254,7 @@ func TestCancels(t *testing.T) {
 // More requests than MaxRequestRate and RequestBurst allow kill the Conn
 // with ReasonRequestRate; within them, requests are served.
 func TestRequestRate(t *testing.T) {
-	lim := DefaultLimits()
+	lim := defaultLimits()
 	lim.MaxRequestRate, lim.RequestBurst = 1, 10
 	c, r := newVictim(t, lim, testMux(), nil)
 	defer r.f.Close()

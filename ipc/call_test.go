@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"os"
 	"runtime"
 	"sync"
@@ -89,14 +90,14 @@ func TestCallWithFDs(t *testing.T) {
 	resp, fds, err := Call(context.Background(), a, mGiveFD, &testMsg{})
 	require.NoError(t, err)
 	require.Len(t, fds, 1)
-	require.NoError(t, CheckFD(fds[0], ReadOnlyFile))
+	require.NoError(t, checkFile(fds[0], ReadOnlyFile))
 	require.Equal(t, "x", string(resp.Value))
 	fds[0].Close()
 
 	fd := memfdWithSeals(0)(t)
 	_, err = unix.Pwrite(fd, []byte("hello"), 0)
 	require.NoError(t, err)
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, SealsImmutable)
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fdkind.SealsImmutable)
 	require.NoError(t, err)
 	mf := os.NewFile(uintptr(fd), "memfd")
 	resp, _, err = Call(context.Background(), a, mMemfd, &testMsg{}, mf)
@@ -378,7 +379,7 @@ func TestPeerCred(t *testing.T) {
 // socket buffer is full, sends are abandoned when ctx expires, and nothing
 // half-sent is left behind.
 func TestBlockedSendHonoursContext(t *testing.T) {
-	c, r := newVictim(t, DefaultLimits(), nil, nil)
+	c, r := newVictim(t, defaultLimits(), nil, nil)
 	defer r.f.Close()
 	defer c.Close()
 	big := NewMethod[*testMsg, *testMsg](MethodSpec{Name: "big"})

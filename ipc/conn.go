@@ -52,7 +52,9 @@ func SocketPair() (*os.File, *os.File, error) {
 	return os.NewFile(uintptr(fds[0]), "ipc-socket"), os.NewFile(uintptr(fds[1]), "ipc-socket"), nil
 }
 
-// Pair returns two connected Conns with the same options.
+// Pair returns two connected Conns with the same options, in this
+// process: for testing a program's methods and handlers without a sandbox
+// (the examples use it too).
 func Pair(opts ...Option) (*Conn, *Conn, error) {
 	a, b, err := SocketPair()
 	if err != nil {
@@ -80,13 +82,15 @@ func Pair(opts ...Option) (*Conn, *Conn, error) {
 // goroutine that receives blocks in recvmsg(2) itself, so the kernel wakes
 // it directly when a datagram arrives, with no netpoller or goroutine
 // hand-off in between (see read.go). Waits expected to be long go to the
-// netpoller.
+// netpoller. For debugging and benchmarks, SANDKIT_IPC_RECEIVE=netpoller
+// in the environment sends every wait to the netpoller (docs/ipc.md); a
+// value other than that or "direct" is an error.
 func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	if f == nil {
 		return nil, errors.New("ipc: NewConn: nil file")
 	}
 	defer f.Close()
-	o := options{limits: DefaultLimits()}
+	o := options{limits: defaultLimits()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -96,6 +100,10 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 	}
 	if o.logger == nil {
 		o.logger = slog.New(slog.DiscardHandler)
+	}
+	netpollOnly, err := receiveMode()
+	if err != nil {
+		return nil, fmt.Errorf("ipc: NewConn: %w", err)
 	}
 	rc, err := f.SyscallConn()
 	if err != nil {
@@ -181,12 +189,13 @@ func NewConn(f *os.File, opts ...Option) (*Conn, error) {
 		done: make(chan struct{}),
 		work: make(chan *job),
 		tokenWaits: tokenWaits{
-			ev:     ev,
-			evrc:   evrc,
-			ep:     ep,
-			eprc:   eprc,
-			sockFD: nfd,
-			evFD:   efd,
+			ev:          ev,
+			evrc:        evrc,
+			ep:          ep,
+			eprc:        eprc,
+			sockFD:      nfd,
+			evFD:        efd,
+			netpollOnly: netpollOnly,
 		},
 		callState: callState{
 			sem:       make(chan struct{}, lim.MaxInFlight),

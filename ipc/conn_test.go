@@ -330,7 +330,7 @@ func TestViolations(t *testing.T) {
 
 // A violation fails every pending call with the violation.
 func TestViolationFailsPendingCalls(t *testing.T) {
-	c, r := newVictim(t, DefaultLimits(), nil, nil)
+	c, r := newVictim(t, defaultLimits(), nil, nil)
 	defer r.f.Close()
 	defer c.Close()
 	errc := make(chan error, 1)
@@ -346,7 +346,7 @@ func TestViolationFailsPendingCalls(t *testing.T) {
 }
 
 func TestPeerClose(t *testing.T) {
-	c, r := newVictim(t, DefaultLimits(), nil, nil)
+	c, r := newVictim(t, defaultLimits(), nil, nil)
 	errc := make(chan error, 1)
 	go func() {
 		_, _, err := Call(context.Background(), c, mEcho, &testMsg{})

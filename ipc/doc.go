@@ -13,7 +13,7 @@
 //     "one too many" is always detected.
 //   - Every method has a MethodSpec: payload limits and the exact number
 //     and kind of fds in each direction. Received fds are checked with
-//     fstat/fcntl (CheckFD) before anyone sees them.
+//     fstat/fcntl before anyone sees them.
 //   - Anything unexpected is a *ProtocolError with a Reason and is fatal:
 //     the Conn closes every fd that came with the offending datagram, fails
 //     pending calls, closes the socket and reports the violation from Err,

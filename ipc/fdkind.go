@@ -3,9 +3,8 @@ package ipc
 import (
 	"fmt"
 	"os"
-	"strconv"
 
-	"golang.org/x/sys/unix"
+	"github.com/sandkit/sandkit/internal/fdkind"
 )
 
 // FDKind is the kind of file descriptor a method's spec requires at one
@@ -44,126 +43,28 @@ const (
 	// then seals as it needs (a SealedMemfd or a SharedRegion). It is
 	// what the broker hands a renderer that asks for shared memory.
 	BlankMemfd
-
-	maxFDKind = BlankMemfd
 )
 
-// Seal sets required by the memfd kinds.
-const (
-	SealsImmutable = unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
-	SealsFixedSize = unix.F_SEAL_GROW | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL
-	SealsBlank     = unix.F_SEAL_GROW | unix.F_SEAL_SHRINK
-)
+// The kinds are fdkind's, numbered alike (TestFDKindsMatch).
+func (k FDKind) kind() fdkind.Kind { return fdkind.Kind(k) }
 
-func (k FDKind) String() string {
-	switch k {
-	case SealedMemfd:
-		return "sealed memfd"
-	case ReadOnlyFile:
-		return "read-only file"
-	case SeccompListener:
-		return "seccomp listener"
-	case SharedRegion:
-		return "shared region"
-	case BlankMemfd:
-		return "blank memfd"
-	}
-	return "FDKind(" + strconv.Itoa(int(k)) + ")"
-}
+func (k FDKind) String() string { return k.kind().String() }
 
-func (k FDKind) valid() bool { return k >= 1 && k <= maxFDKind }
+func (k FDKind) valid() bool { return k.kind().Valid() }
 
-// CheckFD reports whether f is of kind k. It returns a *ProtocolError with
+// checkFile reports whether f is of kind k: a *ProtocolError with
 // ReasonFDKind if not. It does not put f into blocking mode.
-func CheckFD(f *os.File, k FDKind) error {
-	if f == nil {
-		return violation(ReasonFDKind, "nil file, want %v", k)
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return violation(ReasonFDKind, "want %v: %v", k, err)
-	}
-	var perr *ProtocolError
-	if err := rc.Control(func(fd uintptr) { perr = checkFD(int(fd), k) }); err != nil {
-		return violation(ReasonFDKind, "want %v: %v", k, err)
-	}
-	if perr != nil {
-		return perr
+func checkFile(f *os.File, k FDKind) error {
+	if err := fdkind.CheckFile(f, k.kind()); err != nil {
+		return violation(ReasonFDKind, "%v", err)
 	}
 	return nil
 }
 
-// checkFD is CheckFD on a raw descriptor.
+// checkFD reports whether the descriptor fd is of kind k.
 func checkFD(fd int, k FDKind) *ProtocolError {
-	if !k.valid() {
-		return violation(ReasonFDKind, "fd %d: invalid kind %v", fd, k)
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return violation(ReasonFDKind, "fd %d: want %v: fstat: %v", fd, k, err)
-	}
-	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return violation(ReasonFDKind, "fd %d: want %v: F_GETFL: %v", fd, k, err)
-	}
-	if fl&unix.O_PATH != 0 {
-		return violation(ReasonFDKind, "fd %d: want %v, got an O_PATH descriptor", fd, k)
-	}
-	acc := fl & unix.O_ACCMODE
-	typ := st.Mode & unix.S_IFMT
-	switch k {
-	case SealedMemfd, SharedRegion:
-		if typ != unix.S_IFREG {
-			return violation(ReasonFDKind, "fd %d: want %v, got file type %#o", fd, k, typ)
-		}
-		if acc != unix.O_RDONLY && acc != unix.O_RDWR {
-			return violation(ReasonFDKind, "fd %d: want %v, not readable", fd, k)
-		}
-		seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
-		if err != nil {
-			return violation(ReasonFDKind, "fd %d: want %v, not a memfd (F_GET_SEALS: %v)", fd, k, err)
-		}
-		need := SealsImmutable
-		if k == SharedRegion {
-			need = SealsFixedSize
-		}
-		if seals&need != need {
-			return violation(ReasonFDKind, "fd %d: want %v, seals %#x lack %#x", fd, k, seals, need&^seals)
-		}
-	case BlankMemfd:
-		if typ != unix.S_IFREG {
-			return violation(ReasonFDKind, "fd %d: want %v, got file type %#o", fd, k, typ)
-		}
-		if acc != unix.O_RDWR {
-			return violation(ReasonFDKind, "fd %d: want %v, access mode %#o", fd, k, acc)
-		}
-		seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
-		if err != nil {
-			return violation(ReasonFDKind, "fd %d: want %v, not a memfd (F_GET_SEALS: %v)", fd, k, err)
-		}
-		if seals&SealsBlank != SealsBlank || seals&(unix.F_SEAL_WRITE|unix.F_SEAL_SEAL) != 0 {
-			return violation(ReasonFDKind, "fd %d: want %v, seals %#x", fd, k, seals)
-		}
-	case ReadOnlyFile:
-		if typ != unix.S_IFREG {
-			return violation(ReasonFDKind, "fd %d: want %v, got file type %#o", fd, k, typ)
-		}
-		if acc != unix.O_RDONLY {
-			return violation(ReasonFDKind, "fd %d: want %v, access mode %#o", fd, k, acc)
-		}
-	case SeccompListener:
-		// Anon inodes have no file type bits.
-		if typ != 0 {
-			return violation(ReasonFDKind, "fd %d: want %v, got file type %#o", fd, k, typ)
-		}
-		var buf [64]byte
-		n, err := unix.Readlink("/proc/self/fd/"+strconv.Itoa(fd), buf[:])
-		if err != nil {
-			return violation(ReasonFDKind, "fd %d: want %v: readlink: %v", fd, k, err)
-		}
-		if string(buf[:n]) != "anon_inode:seccomp notify" {
-			return violation(ReasonFDKind, "fd %d: want %v, got %q", fd, k, buf[:n])
-		}
+	if err := fdkind.Check(fd, k.kind()); err != nil {
+		return violation(ReasonFDKind, "%v", err)
 	}
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sandkit/sandkit/internal/fdkind"
 )
 
 func TestCheckFD(t *testing.T) {
@@ -22,7 +24,7 @@ func TestCheckFD(t *testing.T) {
 				fd := mk(t)
 				f := os.NewFile(uintptr(fd), name)
 				defer f.Close()
-				err := CheckFD(f, k)
+				err := checkFile(f, k)
 				want := false
 				for _, ok := range accept[k] {
 					want = want || ok == name
@@ -41,12 +43,12 @@ func TestCheckFD(t *testing.T) {
 }
 
 func TestCheckFDInvalid(t *testing.T) {
-	require.Error(t, CheckFD(nil, SealedMemfd))
+	require.Error(t, checkFile(nil, SealedMemfd))
 	f, err := os.Open("/dev/null")
 	require.NoError(t, err)
 	defer f.Close()
-	require.Error(t, CheckFD(f, FDKind(0)))
-	require.Error(t, CheckFD(f, FDKind(99)))
+	require.Error(t, checkFile(f, FDKind(0)))
+	require.Error(t, checkFile(f, FDKind(99)))
 	require.Equal(t, "FDKind(99)", FDKind(99).String())
 }
 
@@ -63,4 +65,18 @@ func TestNewMethodPanics(t *testing.T) {
 			require.Panics(t, func() { NewMethod[*testMsg, *testMsg](spec) })
 		})
 	}
+}
+
+// FDKind's checks and names are internal/fdkind's: the numbers must match.
+func TestFDKindsMatch(t *testing.T) {
+	for k, want := range map[FDKind]fdkind.Kind{
+		SealedMemfd:     fdkind.SealedMemfd,
+		ReadOnlyFile:    fdkind.ReadOnlyFile,
+		SeccompListener: fdkind.SeccompListener,
+		SharedRegion:    fdkind.SharedRegion,
+		BlankMemfd:      fdkind.BlankMemfd,
+	} {
+		require.Equal(t, want, k.kind(), "%v", k)
+	}
+	require.False(t, FDKind(BlankMemfd+1).valid(), "a kind fdkind does not know")
 }

@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -113,17 +114,17 @@ var fixtures = map[string]fixture{
 	"memfd-no-grow":      memfdWithSeals(unix.F_SEAL_WRITE | unix.F_SEAL_SHRINK | unix.F_SEAL_SEAL),
 	"memfd-no-shrink":    memfdWithSeals(unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SEAL),
 	"memfd-no-seal":      memfdWithSeals(unix.F_SEAL_WRITE | unix.F_SEAL_GROW | unix.F_SEAL_SHRINK),
-	"memfd-sealed":       memfdWithSeals(SealsImmutable),
-	"memfd-blank":        memfdWithSeals(SealsBlank),
+	"memfd-sealed":       memfdWithSeals(fdkind.SealsImmutable),
+	"memfd-blank":        memfdWithSeals(fdkind.SealsBlank),
 	"memfd-blank-grow":   memfdWithSeals(unix.F_SEAL_SHRINK),
-	"memfd-sealed-extra": memfdWithSeals(SealsImmutable | unix.F_SEAL_FUTURE_WRITE),
+	"memfd-sealed-extra": memfdWithSeals(fdkind.SealsImmutable | unix.F_SEAL_FUTURE_WRITE),
 	"memfd-opath": func(t testing.TB) int {
-		fd := memfdWithSeals(SealsImmutable)(t)
+		fd := memfdWithSeals(fdkind.SealsImmutable)(t)
 		defer unix.Close(fd)
 		return must(t)(unix.Open("/proc/self/fd/"+itoa(fd), unix.O_PATH|unix.O_CLOEXEC, 0))
 	},
 	"memfd-readonly": func(t testing.TB) int {
-		fd := memfdWithSeals(SealsImmutable)(t)
+		fd := memfdWithSeals(fdkind.SealsImmutable)(t)
 		defer unix.Close(fd)
 		return must(t)(unix.Open("/proc/self/fd/"+itoa(fd), unix.O_RDONLY|unix.O_CLOEXEC, 0))
 	},

@@ -37,7 +37,7 @@ func addEnvelopeSeeds(f *testing.F) {
 // whatever validates survives a marshal/unmarshal round trip unchanged.
 func FuzzEnvelope(f *testing.F) {
 	addEnvelopeSeeds(f)
-	lim := DefaultLimits()
+	lim := defaultLimits()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var env wirepb.Envelope
 		fds, perr := parseDatagram(data, nil, 0, &lim, &env, nil)

@@ -52,10 +52,10 @@ type Limits struct {
 	MaxUnreadFDs int
 }
 
-// DefaultLimits returns the defaults: 64 KiB datagrams, 8 fds per message,
+// defaultLimits returns the defaults: 64 KiB datagrams, 8 fds per message,
 // 64 calls in flight each way, 5 s for the peer to make room for a
 // message, no request rate limit.
-func DefaultLimits() Limits {
+func defaultLimits() Limits {
 	return Limits{MaxDatagram: 64 << 10, MaxFDs: 8, MaxInFlight: 64, SendTimeout: 5 * time.Second}
 }
 
@@ -65,7 +65,7 @@ const (
 )
 
 func (l Limits) withDefaults() (Limits, error) {
-	d := DefaultLimits()
+	d := defaultLimits()
 	if l.MaxDatagram == 0 {
 		l.MaxDatagram = d.MaxDatagram
 	}

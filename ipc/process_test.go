@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"io"
 	"os"
 	"os/exec"
@@ -333,7 +334,7 @@ func TestCrossProcessDelivery(t *testing.T) {
 func verifyDelivery(fds []*os.File) error {
 	kinds := []ipc.FDKind{ipc.SealedMemfd, ipc.ReadOnlyFile, ipc.SharedRegion, ipc.SeccompListener}
 	for i, k := range kinds {
-		if err := ipc.CheckFD(fds[i], k); err != nil {
+		if err := fdkind.CheckFile(fds[i], fdkind.Kind(k)); err != nil {
 			return err
 		}
 	}

@@ -75,10 +75,14 @@ type readState struct {
 	free       chan struct{} // closed at the next release; made only when someone waits
 	idleLoop   bool          // a loop goroutine waits on loopWake
 	loopWake   chan struct{} // capacity 1
+	loops      int           // loop goroutines running (see loop)
 	shut       bool          // the Conn is dead: the token is never taken again
 	users      sync.WaitGroup
 
 	standby *time.Timer
+	// standbyAfter is standbyDelay; tests lengthen it to decide
+	// themselves when a loop goroutine takes the token (startLoop).
+	standbyAfter time.Duration
 	// loopLong says the loop's last wait outlasted longWait; only the
 	// token holder reads or writes it.
 	loopLong bool
@@ -87,9 +91,11 @@ type readState struct {
 func (r *readState) init(c *Conn) {
 	r.c = c
 	r.loopWake = make(chan struct{}, 1)
+	r.standbyAfter = standbyDelay
 	r.standby = time.AfterFunc(time.Hour, r.startLoop)
 	r.standby.Stop()
 	r.users.Add(1)
+	r.loops++
 	go r.loop()
 }
 
@@ -115,10 +121,11 @@ func (r *readState) shutdown() {
 // Only after shutdown.
 func (r *readState) wait() { r.users.Wait() }
 
-// Serve receives and serves the peer's requests on the calling goroutine
-// until the Conn dies, then returns Err. It is for a program whose work
-// from now on is only to serve (a renderer once it has reported ready):
-// the next request is read at once.
+// Serve receives and serves the peer's requests until the Conn dies, then
+// returns Err. It is for a program whose work from now on is only to serve
+// (a renderer once it has reported ready): the next request is read at
+// once, on the calling goroutine unless a loop goroutine already receives
+// (a Conn keeps one loop goroutine, see loop).
 //
 // Without Serve, a Conn starts receiving on its own standbyDelay after the
 // last call returned. The delay is a Go timer, and in a process with
@@ -131,6 +138,7 @@ func (c *Conn) Serve() error {
 	r.mu.Lock()
 	if !r.shut {
 		r.users.Add(1) // under mu with shut false, as in take
+		r.loops++
 		r.mu.Unlock()
 		r.loop()
 	} else {
@@ -159,10 +167,10 @@ func (r *readState) release() {
 		close(r.free)
 		r.free = nil
 	}
-	shut := r.shut
+	shut, delay := r.shut, r.standbyAfter
 	r.mu.Unlock()
 	if !shut {
-		r.standby.Reset(standbyDelay)
+		r.standby.Reset(delay)
 	}
 	r.users.Done()
 }
@@ -183,48 +191,61 @@ func (r *readState) startLoop() {
 		return
 	}
 	r.users.Add(1)
+	r.loops++
 	go r.loop()
 }
 
 // loop takes the token whenever it is free, receives until a caller wants
-// the token, and runs the requests it receives. At most one loop goroutine
-// waits idle; others exit.
+// the token, and runs the requests it receives.
+//
+// A Conn needs one loop goroutine: the one holding the token, or while a
+// caller holds it, one parked on loopWake for startLoop to wake. Others
+// start while that one runs a handler inline or has yielded but not yet
+// parked (startLoop finds no idle loop then), so each one exits once it
+// finds another loop holding the token or parked. A loop that takes the
+// token while another is parked wakes it, to exit: else an idle Conn kept a
+// parked loop goroutine beside the holder until the Conn died.
 func (r *readState) loop() {
 	defer r.users.Done()
 	c := r.c
 	yielded := false
+	r.mu.Lock()
 	for {
-		r.mu.Lock()
-		if r.shut {
-			r.mu.Unlock()
-			return
+		if r.shut || r.held && r.heldByLoop {
+			break
 		}
 		// After yielding, wait to be woken rather than race the caller
 		// the token was yielded to.
-		if yielded || !r.take(true) {
-			yielded = false
+		if !yielded && r.take(true) {
 			if r.idleLoop {
-				r.mu.Unlock()
-				return
+				select {
+				case r.loopWake <- struct{}{}:
+				default: // a wake is already pending
+				}
 			}
-			r.idleLoop = true
 			r.mu.Unlock()
-			<-r.loopWake
+			r.standby.Stop()
+			j := c.receiveAsLoop()
+			r.release()
+			if j != nil {
+				c.serve(j)
+			}
+			yielded = j == nil
 			r.mu.Lock()
-			r.idleLoop = false
-			r.mu.Unlock()
 			continue
 		}
-		r.mu.Unlock()
-		r.standby.Stop()
-		j := c.receiveAsLoop()
-		r.release()
-		if j != nil {
-			c.serve(j)
-		} else {
-			yielded = true
+		yielded = false
+		if r.idleLoop {
+			break
 		}
+		r.idleLoop = true
+		r.mu.Unlock()
+		<-r.loopWake
+		r.mu.Lock()
+		r.idleLoop = false
 	}
+	r.loops--
+	r.mu.Unlock()
 }
 
 // receiveAsLoop receives while the loop holds the token. It returns a
@@ -327,9 +348,14 @@ func (c *Conn) receiveFor(ctx context.Context, p *pendingCall) (callResult, bool
 // what arrived. It returns a request to serve (inline only), or an error
 // when the Conn is dead. The token is held; seq is the wake count the
 // caller read before it checked its reasons to stop waiting.
+//
+// Its first branch is the seam between the two receive modes
+// (receiveModeEnv): the direct mode takes a wait expected to be short
+// blocked in recvmsg; the netpoller mode takes every wait the way this
+// mode takes a long one.
 func (c *Conn) receiveOne(inline bool, seq uint64) (*job, error) {
 	n, oobn, flags, err := 0, 0, 0, error(unix.EAGAIN)
-	if !c.waitLong {
+	if !c.waitLong && !c.netpollOnly {
 		// A short wait: block in recvmsg, which also returns at once
 		// with a datagram that is already queued.
 		n, oobn, flags, err = c.recvWait(seq)

@@ -276,6 +276,7 @@ func TestServe(t *testing.T) {
 // Close (the socket's receive side shut down, and the signal) must each end
 // it within the test's deadline.
 func TestWakeInterruptsBlockedReceive(t *testing.T) {
+	skipInNetpollerMode(t) // TestNetpollerModeNeverBlocksInRecvmsg is its counterpart
 	tests := []struct {
 		name   string
 		byLoop bool // who blocks: the receive loop, or a caller

@@ -3,6 +3,7 @@ package ipc
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -44,8 +45,11 @@ type tokenWaits struct {
 	pollS    uintptr // socket fd while pollFn runs
 	pollOK   bool    // ppoll saw the wake eventfd
 	waitLong bool    // the holder expects a long wait (see longWait)
-	rMore    bool    // the last receive found a datagram
-	pollE    error
+	// netpollOnly sends every wait to the netpoller: no thread blocks in
+	// recvmsg and wake never signals one (see receiveMode).
+	netpollOnly bool
+	rMore       bool // the last receive found a datagram
+	pollE       error
 }
 
 // poll waits until the socket is readable (or at EOF) or the wake eventfd
@@ -253,4 +257,31 @@ func newUnpolledFile(fd int, name string) (*os.File, error) {
 		}
 	}
 	return f, nil
+}
+
+// receiveModeEnv names the environment variable that selects how the read
+// token's holder waits, read by NewConn:
+//
+//   - "direct" (or unset): short waits block in recvmsg, long ones go to
+//     the netpoller, as described in read.go. The fast path.
+//   - "netpoller": every wait goes to Go's netpoller (the wait set and
+//     ppoll, as a long wait does), so no thread ever blocks in recvmsg and
+//     no wake signals a thread. It is for debugging (a stack or a trace
+//     without threads parked in system calls and SIGURG wakes) and for
+//     measuring what the direct path buys (A/B benchmarks).
+//
+// Both modes share everything else: the read token, dispatch, sending.
+const receiveModeEnv = "SANDKIT_IPC_RECEIVE"
+
+// receiveMode reports whether the environment asks for the netpoller-only
+// receive mode, and rejects a value it does not know rather than guess.
+func receiveMode() (netpollOnly bool, err error) {
+	switch v := os.Getenv(receiveModeEnv); strings.ToLower(v) {
+	case "", "direct":
+		return false, nil
+	case "netpoller":
+		return true, nil
+	default:
+		return false, fmt.Errorf("%s=%q: want direct or netpoller", receiveModeEnv, v)
+	}
 }

@@ -54,7 +54,7 @@ func TestStartWaitCancelled(t *testing.T) {
 	_, _, err = started.Wait(ctx)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	// The slot comes back once the peer answers the cancelled call.
-	for range DefaultLimits().MaxInFlight + 1 {
+	for range defaultLimits().MaxInFlight + 1 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		_, _, err := Call(ctx, a, mEcho, &testMsg{})
 		cancel()

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed"
 	"github.com/sandkit/sandkit/examples/docviewer/convert"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
 	"github.com/sandkit/sandkit/examples/docviewer/pdfout"
@@ -31,6 +32,7 @@ type batchConfig struct {
 	dpi         float64
 	opt         pdfout.Options
 	unsandboxed bool
+	rec         convert.Recognizer // OCR (-ocr); nil: none
 }
 
 // batchJob is one document to convert; err, if set, refuses it before any
@@ -240,13 +242,13 @@ func runJob(ctx context.Context, j batchJob, cfg batchConfig, log *slog.Logger) 
 		r.err = err
 		return r
 	}
-	be, closer, err := newBackend(ctx, lib, log, cfg.unsandboxed, 0)
+	be, closer, err := newBackend(ctx, lib, log, cfg.unsandboxed, sandboxed.Config{})
 	if err != nil {
 		r.err = err
 		return r
 	}
 	defer closer.Close()
-	r.pages, err = convert.ToPDF(ctx, be, lib.List()[0].ID, j.out, cfg.dpi, cfg.opt, nil)
+	r.pages, err = convert.ToPDFText(ctx, be, lib.List()[0].ID, j.out, cfg.dpi, cfg.opt, cfg.rec, nil)
 	if err != nil {
 		r.err = fmt.Errorf("%w (nothing written)", err)
 	}

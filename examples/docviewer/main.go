@@ -1,8 +1,8 @@
 // Command docviewer is a sandboxed document viewer: untrusted documents are
 // turned into pixels by a throwaway renderer, and only pixels come back.
 //
-//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-unsandboxed-dangerous] DIR
-//	docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-unsandboxed-dangerous] IN OUT.pdf
+//	docviewer serve [-addr 127.0.0.1:8080] [-allowed-hosts H,...] [-dpi 110] [-uploads] [-unsandboxed-dangerous] DIR
+//	docviewer convert [-dpi 150] [-quality N] [-small] [-ocr LANG] [-v] [-unsandboxed-dangerous] IN OUT.pdf
 //	docviewer convert [flags] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]
 //
 // serve is a web UI for the documents of DIR; convert writes a safe,
@@ -32,6 +32,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sandkit/sandkit/learn"
 	"github.com/sandkit/sandkit/renderer"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
@@ -52,7 +53,12 @@ func main() {
 		renderer.Main(worker.Register)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
+	var code int
+	if learn.Requested(os.Args) {
+		code = learnCommand(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	} else {
+		code = run(ctx, os.Args[1:], os.Stderr)
+	}
 	stop()
 	os.Exit(code)
 }
@@ -65,13 +71,14 @@ const unsandboxedFlag = "unsandboxed-dangerous"
 // sandboxed renderer per document, unless unsandboxed is set. warm is how
 // many renderers to keep ready (serve opens documents on demand; convert
 // opens one).
-func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, warm int) (backend.Backend, io.Closer, error) {
+func newBackend(ctx context.Context, lib *library.Library, log *slog.Logger, unsandboxed bool, cfg sandboxed.Config) (backend.Backend, io.Closer, error) {
 	if unsandboxed {
 		log.Warn("-" + unsandboxedFlag + ": rendering in-process, documents are NOT sandboxed; use only for trusted documents")
 		b := inprocess.New(lib, render.DefaultLimits(), log)
 		return b, b, nil
 	}
-	b, err := sandboxed.New(ctx, sandboxed.Config{Library: lib, Limits: render.DefaultLimits(), WarmPool: warm, Logger: log})
+	cfg.Library, cfg.Limits, cfg.Logger = lib, render.DefaultLimits(), log
+	b, err := sandboxed.New(ctx, cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -162,7 +169,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on (loopback by default)")
 	dpi := fs.Float64("dpi", server.DefaultDPI, "resolution of the pages shown")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
+	uploads := fs.Bool("uploads", false, "web mode: accept uploads from the browser into a private temporary store (32 MiB each, 8 per client, deleted after 30 min)")
 	allowedHosts := fs.String("allowed-hosts", "", "comma-separated Host header values to accept besides -addr (e.g. docviewer,docviewer.default.svc); with it -addr may be 0.0.0.0:PORT")
+	maxRenderers := fs.Int("max-renderers", 8, "documents open at once, each in a renderer of its own (also the requests served at once)")
+	maxQueue := fs.Int("max-queue", 256, "requests waiting for a renderer; past it a page request is answered 503 with Retry-After")
+	warm := fs.Int("warm", 2, "renderers kept locked down and ready (at most -max-renderers)")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "end a document's renderer after this long unused")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -182,18 +194,44 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	if err != nil {
 		return err
 	}
-	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, 2)
+	if *maxRenderers < 1 || *maxQueue < 1 || *warm < 0 || *warm > *maxRenderers || *idle <= 0 {
+		return usageError{msg: fmt.Sprintf("-max-renderers %d, -max-queue %d, -warm %d, -idle-timeout %v: need -max-renderers >= 1, -max-queue >= 1, 0 <= -warm <= -max-renderers, -idle-timeout > 0", *maxRenderers, *maxQueue, *warm, *idle)}
+	}
+	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, sandboxed.Config{
+		MaxRenderers: *maxRenderers, MaxQueue: *maxQueue, WarmPool: *warm, IdleTimeout: *idle,
+		// A server's resident size goes back down after a burst.
+		FreeMemoryWhenIdle: true,
+	})
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
+
+	opts := []server.Option{server.WithDPI(*dpi), server.WithLogger(log), server.WithAllowedHosts(hosts...)}
+	if *uploads {
+		up, err := server.NewUploads(ctx, server.UploadConfig{Logger: log})
+		if err != nil {
+			return err
+		}
+		defer up.Close()
+		upBE, upCloser, err := newBackend(ctx, up.Library(), log, *unsandboxed, sandboxed.Config{
+			// Uploads get no warm pool: folder mode's renderers stay ready.
+			MaxRenderers: *maxRenderers, MaxQueue: *maxQueue, IdleTimeout: *idle,
+			FreeMemoryWhenIdle: true,
+		})
+		if err != nil {
+			return err
+		}
+		defer upCloser.Close()
+		opts = append(opts, server.WithUploads(up, upBE))
+	}
 
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
 	bound := ln.Addr().String()
-	h, err := server.New(lib, be, bound, server.WithDPI(*dpi), server.WithLogger(log), server.WithAllowedHosts(hosts...))
+	h, err := server.New(lib, be, bound, opts...)
 	if err != nil {
 		ln.Close()
 		return err
@@ -202,7 +240,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 		log.Warn("listening on a non-loopback address: anyone who can reach it can view the documents", "addr", bound)
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           server.AccessLog(h, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -221,8 +259,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	}
 }
 
-const convertSynopsis = "convert [-dpi 150] [-quality N] [-small] [-v] IN OUT.pdf\n" +
-	"       docviewer convert [-dpi 150] [-quality N] [-small] [-v] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]"
+const convertSynopsis = "convert [-dpi 150] [-quality N] [-small] [-ocr LANG] [-v] IN OUT.pdf\n" +
+	"       docviewer convert [-dpi 150] [-quality N] [-small] [-ocr LANG] [-v] [-j N] [-r] [-o OUTDIR] IN... [OUTDIR]"
 
 // maxJobs bounds -j.
 const maxJobs = 64
@@ -237,11 +275,14 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	recursive := fs.Bool("r", false, "convert the documents under directories, mirroring the tree into OUTDIR (the last argument) or beside each original")
 	outDir := fs.String("o", "", "write NAME-safe.pdf into this directory (batch mode)")
 	unsandboxed := fs.Bool(unsandboxedFlag, false, "render in-process, WITHOUT the sandbox (trusted documents only)")
+	ocrLang := fs.String("ocr", "", "add an invisible text layer recognised by Tesseract in this language (eng, deu, eng+deu), run in a sandbox of its own on the checked pixels")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *verbose {
 		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	} else {
+		log = slog.New(withoutDocumentErrors{log.Handler()})
 	}
 	// Checked before any document is opened, let alone a sandbox spawned.
 	if err := checkDPI(*dpi); err != nil {
@@ -255,21 +296,29 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if *jobs < 1 || *jobs > maxJobs {
 		return usageError{msg: fmt.Sprintf("-j %d: must be between 1 and %d", *jobs, maxJobs)}
 	}
-	opt := pdfout.Options{Quality: *quality, Small: *small}
-	if fs.NArg() == 2 && !*recursive && *outDir == "" {
-		return convertOne(ctx, fs.Arg(0), fs.Arg(1), *dpi, opt, *unsandboxed, stderr, log)
+	if err := checkOCR(*ocrLang); err != nil {
+		return err
 	}
+	opt := pdfout.Options{Quality: *quality, Small: *small}
 	if fs.NArg() == 0 {
 		return usageError{msg: "convert needs IN and OUT.pdf, or documents to convert beside themselves"}
 	}
+	rec, ocrCloser, err := newRecognizer(ctx, *ocrLang, *jobs, log)
+	if err != nil {
+		return err
+	}
+	defer ocrCloser.Close()
+	if fs.NArg() == 2 && !*recursive && *outDir == "" {
+		return convertOne(ctx, fs.Arg(0), fs.Arg(1), *dpi, opt, rec, *unsandboxed, stderr, log)
+	}
 	return convertBatch(ctx, batchConfig{
 		args: fs.Args(), recursive: *recursive, outDir: *outDir, jobs: *jobs,
-		dpi: *dpi, opt: opt, unsandboxed: *unsandboxed,
+		dpi: *dpi, opt: opt, unsandboxed: *unsandboxed, rec: rec,
 	}, stderr, log)
 }
 
 // convertOne is the single-document form, convert IN OUT.pdf.
-func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Options, unsandboxed bool, stderr io.Writer, log *slog.Logger) error {
+func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Options, rec convert.Recognizer, unsandboxed bool, stderr io.Writer, log *slog.Logger) error {
 	if same(in, out) {
 		return usageError{msg: "OUT must differ from IN"}
 	}
@@ -277,7 +326,7 @@ func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Opt
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}
-	be, closer, err := newBackend(ctx, lib, log, unsandboxed, 0)
+	be, closer, err := newBackend(ctx, lib, log, unsandboxed, sandboxed.Config{})
 	if err != nil {
 		return err
 	}
@@ -294,7 +343,7 @@ func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Opt
 			}
 		}
 	}
-	if _, err := convert.ToPDF(ctx, be, doc, out, dpi, opt, progress); err != nil {
+	if _, err := convert.ToPDFText(ctx, be, doc, out, dpi, opt, rec, progress); err != nil {
 		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
 	}
 	return nil
@@ -330,4 +379,27 @@ func isTerminal(w io.Writer) bool {
 	}
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// withoutDocumentErrors drops the log records that restate a document's
+// error: its refusal, or its renderer killed. convert reports each
+// document's error itself, once (its last line, or the batch's line and
+// summary); logged as well, every error was printed twice. -v keeps them,
+// with the rest of the renderers' lifecycle.
+type withoutDocumentErrors struct{ slog.Handler }
+
+func (h withoutDocumentErrors) Handle(ctx context.Context, r slog.Record) error {
+	switch r.Message {
+	case "document refused", "renderer killed", "renderer misbehaved, killed":
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h withoutDocumentErrors) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return withoutDocumentErrors{h.Handler.WithAttrs(attrs)}
+}
+
+func (h withoutDocumentErrors) WithGroup(name string) slog.Handler {
+	return withoutDocumentErrors{h.Handler.WithGroup(name)}
 }

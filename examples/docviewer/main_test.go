@@ -90,7 +90,7 @@ func TestConvertFailureLeavesNothing(t *testing.T) {
 			var stderr bytes.Buffer
 			code := run(context.Background(), []string{"convert", filepath.Join("testdata", tt.in), out}, &stderr)
 			assert.Equal(t, 1, code)
-			assert.Contains(t, stderr.String(), tt.msg)
+			assert.Equal(t, 1, strings.Count(stderr.String(), tt.msg), "the error, once:\n%s", stderr.String())
 			assert.Contains(t, stderr.String(), "nothing written")
 			entries, _ := os.ReadDir(dir)
 			assert.Empty(t, entries)

@@ -6,6 +6,7 @@ package testrenderer
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -237,6 +238,20 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 		return h
 	case "socket-tcp":
 		return raw(unix.SYS_SOCKET, unix.AF_INET, unix.SOCK_STREAM, 0)
+	case "sysinfo":
+		// sysinfo arg times (once without arg): a syscall outside the
+		// base allowlist that a policy can allow, for learn mode.
+		n, err := strconv.Atoi(cmp.Or(arg, "1"))
+		if err != nil || n < 1 || n > 1000 {
+			return "bad count"
+		}
+		var info unix.Sysinfo_t
+		for range n {
+			if _, _, errno := unix.Syscall(unix.SYS_SYSINFO, uintptr(unsafe.Pointer(&info)), 0, 0); errno != 0 {
+				return unix.ErrnoName(errno)
+			}
+		}
+		return "ok"
 	case "socket-unix":
 		return raw(unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	case "socketpair":
@@ -393,6 +408,28 @@ func attempt(ctx context.Context, s *renderer.Session, action string) string {
 			fmt.Fprintln(os.Stderr, launch.LockdownFailedPrefix+arg)
 		}
 		os.Exit(launch.ExitLockdown)
+	case "reserve-then-thread":
+		// Reserves the address space the memory limit leaves, untouched
+		// (PROT_NONE, as a decoder's one large allocation reserves it),
+		// then needs a thread: glibc cannot map its stack and says EAGAIN,
+		// the words it uses for the thread limit too. It leaves the
+		// runtime 4 MiB for its own metadata, half a thread's stack.
+		reserve := func(size int) ([]byte, error) {
+			return unix.Mmap(-1, 0, size, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		}
+		spare, err := reserve(4 << 20)
+		if err != nil {
+			return result(err)
+		}
+		for size := 1 << 30; size >= 64<<10; {
+			if _, err := reserve(size); err != nil {
+				size /= 2
+			}
+		}
+		if err := unix.Munmap(spare); err != nil {
+			return result(err)
+		}
+		return attempt(ctx, s, "threads")
 	case "threads":
 		// Each goroutine keeps its thread to itself, so every one costs
 		// the runtime a new thread, until a limit stops it.

@@ -43,11 +43,11 @@ package shm
 import (
 	"errors"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
+	"github.com/sandkit/sandkit/ipc"
 	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/sandkit/sandkit/ipc"
 )
 
 // maxSize bounds buffer sizes (1 GiB): large enough for any result, small
@@ -123,7 +123,7 @@ func checkBlank(f *os.File, size int) error {
 	if err := checkSize(size); err != nil {
 		return err
 	}
-	if err := ipc.CheckFD(f, ipc.BlankMemfd); err != nil {
+	if err := checkKind(f, fdkind.BlankMemfd); err != nil {
 		return err
 	}
 	return withFD(f, func(fd int) error { return checkFileSize(fd, size) })
@@ -171,7 +171,7 @@ func (w *Writer) Seal() (*os.File, error) {
 		}
 	}
 	err := withFD(f, func(fd int) error {
-		_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, ipc.SealsImmutable)
+		_, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fdkind.SealsImmutable)
 		return err
 	})
 	if err != nil {
@@ -223,7 +223,7 @@ func Map(f *os.File, size int) (*Mapping, error) {
 	if err := checkSize(size); err != nil {
 		return nil, err
 	}
-	if err := ipc.CheckFD(f, ipc.SealedMemfd); err != nil {
+	if err := checkKind(f, fdkind.SealedMemfd); err != nil {
 		return nil, fmt.Errorf("shm: Map: %w", err)
 	}
 	m := &Mapping{}
@@ -265,7 +265,7 @@ type Region struct {
 }
 
 // NewRegion makes a memfd of exactly size bytes, seals its size
-// (ipc.SealsFixedSize) and maps it read-write, pre-faulting every page
+// (fdkind.SealsFixedSize) and maps it read-write, pre-faulting every page
 // once (MAP_POPULATE) so that later transfers do not pay for page faults.
 func NewRegion(name string, size int) (*Region, error) {
 	if err := checkSize(size); err != nil {
@@ -300,7 +300,7 @@ func NewRegionIn(f *os.File, size int) (*Region, error) {
 func regionFor(f *os.File, size int) (*Region, error) {
 	r := &Region{f: f}
 	err := withFD(f, func(fd int) error {
-		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, ipc.SealsFixedSize); err != nil {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fdkind.SealsFixedSize); err != nil {
 			return fmt.Errorf("seal: %w", err)
 		}
 		var err error
@@ -368,7 +368,7 @@ func OpenRegion(f *os.File, size int) (*RegionReader, error) {
 	if size == 0 {
 		return nil, errors.New("shm: empty region")
 	}
-	if err := ipc.CheckFD(f, ipc.SharedRegion); err != nil {
+	if err := checkKind(f, fdkind.SharedRegion); err != nil {
 		return nil, fmt.Errorf("shm: OpenRegion: %w", err)
 	}
 	r := &RegionReader{}
@@ -410,4 +410,13 @@ func (r *RegionReader) Close() error {
 	err := unix.Munmap(r.mem)
 	r.mem = nil
 	return err
+}
+
+// checkKind reports whether f is of kind k: an *ipc.ProtocolError with
+// ipc.ReasonFDKind if not, as for a descriptor ipc received.
+func checkKind(f *os.File, k fdkind.Kind) error {
+	if err := fdkind.CheckFile(f, k); err != nil {
+		return &ipc.ProtocolError{Reason: ipc.ReasonFDKind, Detail: err.Error()}
+	}
+	return nil
 }

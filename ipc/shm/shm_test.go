@@ -2,6 +2,7 @@ package shm_test
 
 import (
 	"errors"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"os"
 	"strconv"
 	"testing"
@@ -29,7 +30,7 @@ func TestSealedRoundTrip(t *testing.T) {
 	f, err := w.Seal()
 	require.NoError(t, err)
 	defer f.Close()
-	require.NoError(t, ipc.CheckFD(f, ipc.SealedMemfd))
+	require.NoError(t, fdkind.CheckFile(f, fdkind.SealedMemfd))
 	_, err = w.Seal()
 	require.Error(t, err)
 	require.NoError(t, w.Close())
@@ -92,8 +93,8 @@ func TestRegion(t *testing.T) {
 	r, err := shm.NewRegion("region", 1<<16)
 	require.NoError(t, err)
 	defer r.Close()
-	require.NoError(t, ipc.CheckFD(r.File(), ipc.SharedRegion))
-	require.Error(t, ipc.CheckFD(r.File(), ipc.SealedMemfd), "a region is not immutable")
+	require.NoError(t, fdkind.CheckFile(r.File(), fdkind.SharedRegion))
+	require.Error(t, fdkind.CheckFile(r.File(), fdkind.SealedMemfd), "a region is not immutable")
 	copy(r.Bytes()[100:], "first")
 
 	rr, err := shm.OpenRegion(r.File(), 1<<16)
@@ -156,7 +157,7 @@ func blank(t *testing.T, size int, extra int) *os.File {
 	fd, err := unix.MemfdCreate("blank", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	require.NoError(t, err)
 	require.NoError(t, unix.Ftruncate(fd, int64(size)))
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, ipc.SealsBlank|extra)
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, fdkind.SealsBlank|extra)
 	require.NoError(t, err)
 	return os.NewFile(uintptr(fd), "blank")
 }

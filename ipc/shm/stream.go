@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -13,8 +14,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/sandkit/sandkit/ipc"
 )
 
 // A stream is a byte ring in one shared region: a control page followed by
@@ -295,7 +294,7 @@ func OpenStream(f *os.File, capacity int) (*StreamReader, error) {
 	if err := checkCapacity(capacity); err != nil {
 		return nil, err
 	}
-	if err := ipc.CheckFD(f, ipc.SharedRegion); err != nil {
+	if err := checkKind(f, fdkind.SharedRegion); err != nil {
 		return nil, fmt.Errorf("shm: OpenStream: %w", err)
 	}
 	r := &StreamReader{}

@@ -6,6 +6,7 @@ package convert
 import (
 	"context"
 	"fmt"
+	"image"
 	"io"
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
@@ -24,6 +25,20 @@ type Progress func(done, total int)
 // file is left at out (an existing out is left as it was). It returns the
 // number of pages written.
 func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi float64, opt pdfout.Options, progress Progress) (int, error) {
+	return ToPDFText(ctx, be, doc, out, dpi, opt, nil, progress)
+}
+
+// Recognizer finds the words of a page image (OCR), for the invisible
+// text layer of the safe PDF; see package ocr.
+type Recognizer interface {
+	Words(ctx context.Context, doc string, page int, img *image.RGBA) ([]pdfout.Word, error)
+}
+
+// ToPDFText is ToPDF with an invisible text layer on each page, from the
+// words rec finds in the page's pixels (the checked image the PDF shows,
+// never the document). A nil rec is ToPDF. A page rec fails on fails the
+// conversion, as a page the renderer fails on does.
+func ToPDFText(ctx context.Context, be backend.Backend, doc string, out string, dpi float64, opt pdfout.Options, rec Recognizer, progress Progress) (int, error) {
 	n, err := be.PageCount(ctx, doc)
 	if err != nil {
 		return 0, fmt.Errorf("open document: %w", err)
@@ -37,7 +52,15 @@ func ToPDF(ctx context.Context, be backend.Backend, doc string, out string, dpi 
 			}
 			// The page size follows the DPI actually used, so a page drawn
 			// at a lower DPI to fit the budget keeps its physical size.
-			err = pw.AddPage(p.Image, p.DPI) // compresses and writes it
+			var words []pdfout.Word
+			if rec != nil {
+				words, err = rec.Words(ctx, doc, i, p.Image)
+				if err != nil {
+					p.Release()
+					return fmt.Errorf("page %d/%d: %w", i+1, n, err)
+				}
+			}
+			err = pw.AddPageText(p.Image, p.DPI, words) // compresses and writes it
 			p.Release()
 			if err != nil {
 				return fmt.Errorf("page %d/%d: %w", i+1, n, err)

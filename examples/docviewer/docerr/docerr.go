@@ -27,6 +27,10 @@ var (
 	// ErrSandbox: the renderer died, was killed, or broke the protocol.
 	// Only sandboxed backends produce it.
 	ErrSandbox = errors.New("renderer failure")
+	// ErrBusy: too many requests are waiting for a renderer; try again
+	// later (the web UI answers 503 with Retry-After). Never the
+	// document's fault.
+	ErrBusy = errors.New("busy")
 )
 
 // Error is a kind plus the detail a person needs to understand it. It
@@ -59,7 +63,7 @@ func (e *Error) Unwrap() []error {
 
 // KindOf returns the kind of err, or nil if err carries none.
 func KindOf(err error) error {
-	for _, k := range []error{ErrUnsupported, ErrCorrupt, ErrOverBudget, ErrNotFound, ErrInvalid, ErrSandbox} {
+	for _, k := range []error{ErrUnsupported, ErrCorrupt, ErrOverBudget, ErrNotFound, ErrInvalid, ErrSandbox, ErrBusy} {
 		if errors.Is(err, k) {
 			return k
 		}

@@ -26,19 +26,29 @@ import (
 const (
 	OpenName   = "docviewer.Open"
 	RenderName = "docviewer.Render"
+	RegionName = "docviewer.Region"
 )
 
 var (
 	// Open hands the renderer its one document, as a read-only fd the
 	// broker opened (the renderer has no filesystem and never sees a path),
-	// and returns the renderer's page region: a memfd whose size is sealed
-	// (ipc.SharedRegion, checked by ipc before the broker sees it) but
-	// whose bytes the renderer keeps writing, one page at a time.
+	// and returns its page count.
 	Open = ipc.NewMethod[*docpb.OpenRequest, *docpb.OpenResponse](ipc.MethodSpec{
 		Name:             OpenName,
 		MaxRequestBytes:  256,
 		MaxResponseBytes: 256,
 		RequestFDs:       []ipc.FDKind{ipc.ReadOnlyFile},
+	})
+	// Region replaces the renderer's page region with one of the size
+	// the broker asks for, and returns it: a memfd whose size is sealed
+	// (ipc.SharedRegion, checked by ipc before the broker sees it) but
+	// whose bytes the renderer keeps writing, one page at a time. The
+	// broker asks when a Render answers needs_region: regions are sized
+	// to the pages drawn, not to the largest page the limits allow.
+	Region = ipc.NewMethod[*docpb.RegionRequest, *docpb.RegionResponse](ipc.MethodSpec{
+		Name:             RegionName,
+		MaxRequestBytes:  64,
+		MaxResponseBytes: 64,
 		ResponseFDs:      []ipc.FDKind{ipc.SharedRegion},
 	})
 	// Render draws one page into the region and answers with its geometry

@@ -175,9 +175,8 @@ func (x *OpenRequest) GetLimits() *Limits {
 	return nil
 }
 
-// Renderer -> broker, with the renderer's shared region attached (an
-// ipc.SharedRegion memfd of exactly 4*limits.max_pixels_per_page bytes,
-// size-sealed): every page is drawn into it, and it is sent only here.
+// Renderer -> broker. No descriptor: the page region comes with Region,
+// sized to the pages drawn.
 type OpenResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pages         int32                  `protobuf:"varint,1,opt,name=pages,proto3" json:"pages,omitempty"`
@@ -230,6 +229,92 @@ func (x *OpenResponse) GetFormat() string {
 	return ""
 }
 
+// Broker -> renderer: replace the page region with one of exactly size
+// bytes (at most 4*limits.max_pixels_per_page), asked for after a Render
+// answered needs_region. The renderer drops its old region first.
+type RegionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          int64                  `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionRequest) Reset() {
+	*x = RegionRequest{}
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionRequest) ProtoMessage() {}
+
+func (x *RegionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionRequest.ProtoReflect.Descriptor instead.
+func (*RegionRequest) Descriptor() ([]byte, []int) {
+	return file_examples_docviewer_docpb_doc_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RegionRequest) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+// Renderer -> broker, with the new region attached: an ipc.SharedRegion
+// memfd of exactly the size asked for, size-sealed. Every page is drawn
+// into it until the next Region.
+type RegionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionResponse) Reset() {
+	*x = RegionResponse{}
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionResponse) ProtoMessage() {}
+
+func (x *RegionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionResponse.ProtoReflect.Descriptor instead.
+func (*RegionResponse) Descriptor() ([]byte, []int) {
+	return file_examples_docviewer_docpb_doc_proto_rawDescGZIP(), []int{4}
+}
+
 // Broker -> renderer: draw one page (from 0) at dpi.
 type RenderRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -241,7 +326,7 @@ type RenderRequest struct {
 
 func (x *RenderRequest) Reset() {
 	*x = RenderRequest{}
-	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[3]
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +338,7 @@ func (x *RenderRequest) String() string {
 func (*RenderRequest) ProtoMessage() {}
 
 func (x *RenderRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[3]
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +351,7 @@ func (x *RenderRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenderRequest.ProtoReflect.Descriptor instead.
 func (*RenderRequest) Descriptor() ([]byte, []int) {
-	return file_examples_docviewer_docpb_doc_proto_rawDescGZIP(), []int{3}
+	return file_examples_docviewer_docpb_doc_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RenderRequest) GetPage() int32 {
@@ -287,21 +372,24 @@ func (x *RenderRequest) GetDpi() float64 {
 // (= stride*height) bytes of the renderer's shared region (see
 // OpenResponse), which the broker copies out once.
 type RenderResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Width         int32                  `protobuf:"varint,1,opt,name=width,proto3" json:"width,omitempty"`
-	Height        int32                  `protobuf:"varint,2,opt,name=height,proto3" json:"height,omitempty"`
-	Stride        int32                  `protobuf:"varint,3,opt,name=stride,proto3" json:"stride,omitempty"`
-	Dpi           float64                `protobuf:"fixed64,4,opt,name=dpi,proto3" json:"dpi,omitempty"`         // the DPI used: at most the one requested
-	Errors        int32                  `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`    // errors MuPDF recovered from: the page may be partial
-	Document      string                 `protobuf:"bytes,6,opt,name=document,proto3" json:"document,omitempty"` // the document the renderer is bound to
-	Length        int64                  `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`    // bytes of the region holding the page
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Width    int32                  `protobuf:"varint,1,opt,name=width,proto3" json:"width,omitempty"`
+	Height   int32                  `protobuf:"varint,2,opt,name=height,proto3" json:"height,omitempty"`
+	Stride   int32                  `protobuf:"varint,3,opt,name=stride,proto3" json:"stride,omitempty"`
+	Dpi      float64                `protobuf:"fixed64,4,opt,name=dpi,proto3" json:"dpi,omitempty"`         // the DPI used: at most the one requested
+	Errors   int32                  `protobuf:"varint,5,opt,name=errors,proto3" json:"errors,omitempty"`    // errors MuPDF recovered from: the page may be partial
+	Document string                 `protobuf:"bytes,6,opt,name=document,proto3" json:"document,omitempty"` // the document the renderer is bound to
+	Length   int64                  `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`    // bytes of the region holding the page
+	// needs_region: the page was not drawn, its length bytes do not fit the
+	// region (or there is none yet); the broker sends Region and asks again.
+	NeedsRegion   bool `protobuf:"varint,8,opt,name=needs_region,json=needsRegion,proto3" json:"needs_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RenderResponse) Reset() {
 	*x = RenderResponse{}
-	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[4]
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -313,7 +401,7 @@ func (x *RenderResponse) String() string {
 func (*RenderResponse) ProtoMessage() {}
 
 func (x *RenderResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[4]
+	mi := &file_examples_docviewer_docpb_doc_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -326,7 +414,7 @@ func (x *RenderResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenderResponse.ProtoReflect.Descriptor instead.
 func (*RenderResponse) Descriptor() ([]byte, []int) {
-	return file_examples_docviewer_docpb_doc_proto_rawDescGZIP(), []int{4}
+	return file_examples_docviewer_docpb_doc_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RenderResponse) GetWidth() int32 {
@@ -378,6 +466,13 @@ func (x *RenderResponse) GetLength() int64 {
 	return 0
 }
 
+func (x *RenderResponse) GetNeedsRegion() bool {
+	if x != nil {
+		return x.NeedsRegion
+	}
+	return false
+}
+
 var File_examples_docviewer_docpb_doc_proto protoreflect.FileDescriptor
 
 const file_examples_docviewer_docpb_doc_proto_rawDesc = "" +
@@ -396,10 +491,13 @@ const file_examples_docviewer_docpb_doc_proto_rawDesc = "" +
 	"\x06limits\x18\x01 \x01(\v2\x19.sandkit.docviewer.LimitsR\x06limits\"<\n" +
 	"\fOpenResponse\x12\x14\n" +
 	"\x05pages\x18\x01 \x01(\x05R\x05pages\x12\x16\n" +
-	"\x06format\x18\x02 \x01(\tR\x06format\"5\n" +
+	"\x06format\x18\x02 \x01(\tR\x06format\"#\n" +
+	"\rRegionRequest\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x03R\x04size\"\x10\n" +
+	"\x0eRegionResponse\"5\n" +
 	"\rRenderRequest\x12\x12\n" +
 	"\x04page\x18\x01 \x01(\x05R\x04page\x12\x10\n" +
-	"\x03dpi\x18\x02 \x01(\x01R\x03dpi\"\xb4\x01\n" +
+	"\x03dpi\x18\x02 \x01(\x01R\x03dpi\"\xd7\x01\n" +
 	"\x0eRenderResponse\x12\x14\n" +
 	"\x05width\x18\x01 \x01(\x05R\x05width\x12\x16\n" +
 	"\x06height\x18\x02 \x01(\x05R\x06height\x12\x16\n" +
@@ -407,7 +505,8 @@ const file_examples_docviewer_docpb_doc_proto_rawDesc = "" +
 	"\x03dpi\x18\x04 \x01(\x01R\x03dpi\x12\x16\n" +
 	"\x06errors\x18\x05 \x01(\x05R\x06errors\x12\x1a\n" +
 	"\bdocument\x18\x06 \x01(\tR\bdocument\x12\x16\n" +
-	"\x06length\x18\a \x01(\x03R\x06lengthB5Z3github.com/sandkit/sandkit/examples/docviewer/docpbb\x06proto3"
+	"\x06length\x18\a \x01(\x03R\x06length\x12!\n" +
+	"\fneeds_region\x18\b \x01(\bR\vneedsRegionB5Z3github.com/sandkit/sandkit/examples/docviewer/docpbb\x06proto3"
 
 var (
 	file_examples_docviewer_docpb_doc_proto_rawDescOnce sync.Once
@@ -421,13 +520,15 @@ func file_examples_docviewer_docpb_doc_proto_rawDescGZIP() []byte {
 	return file_examples_docviewer_docpb_doc_proto_rawDescData
 }
 
-var file_examples_docviewer_docpb_doc_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_examples_docviewer_docpb_doc_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_examples_docviewer_docpb_doc_proto_goTypes = []any{
 	(*Limits)(nil),         // 0: sandkit.docviewer.Limits
 	(*OpenRequest)(nil),    // 1: sandkit.docviewer.OpenRequest
 	(*OpenResponse)(nil),   // 2: sandkit.docviewer.OpenResponse
-	(*RenderRequest)(nil),  // 3: sandkit.docviewer.RenderRequest
-	(*RenderResponse)(nil), // 4: sandkit.docviewer.RenderResponse
+	(*RegionRequest)(nil),  // 3: sandkit.docviewer.RegionRequest
+	(*RegionResponse)(nil), // 4: sandkit.docviewer.RegionResponse
+	(*RenderRequest)(nil),  // 5: sandkit.docviewer.RenderRequest
+	(*RenderResponse)(nil), // 6: sandkit.docviewer.RenderResponse
 }
 var file_examples_docviewer_docpb_doc_proto_depIdxs = []int32{
 	0, // 0: sandkit.docviewer.OpenRequest.limits:type_name -> sandkit.docviewer.Limits
@@ -449,7 +550,7 @@ func file_examples_docviewer_docpb_doc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_examples_docviewer_docpb_doc_proto_rawDesc), len(file_examples_docviewer_docpb_doc_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

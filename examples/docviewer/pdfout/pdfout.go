@@ -42,6 +42,8 @@ type Writer struct {
 	encs   []Encoding // encoding of each page
 	err    error      // first error; the writer is unusable after it
 	closed bool
+	font   int    // object number of the text layer's font; 0 before the first
+	text   []byte // compressed text layer of the page being added (AddPageText)
 }
 
 // Object numbers: 1 is the catalog, 2 the page tree (written last, when the
@@ -113,20 +115,11 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	if p.err != nil {
 		return p.err
 	}
-	if p.closed {
-		return errors.New("pdfout: AddPage after Close")
+	wpt, hpt, err := p.pageSize(img, dpi)
+	if err != nil {
+		return err
 	}
 	b := img.Bounds()
-	if b.Empty() {
-		return errors.New("pdfout: empty image")
-	}
-	if !(dpi > 0) || math.IsInf(dpi, 0) {
-		return fmt.Errorf("pdfout: invalid dpi %v", dpi)
-	}
-	wpt, hpt := float64(b.Dx())*72/dpi, float64(b.Dy())*72/dpi
-	if wpt > maxPagePoints || hpt > maxPagePoints {
-		return fmt.Errorf("pdfout: page of %.0fx%.0f pt exceeds %d pt", wpt, hpt, maxPagePoints)
-	}
 	if len(p.pages) == 0 {
 		p.header()
 	}
@@ -135,12 +128,23 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	p.pages = append(p.pages, page)
 
 	p.begin(page)
-	p.printf("<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] /Resources << /XObject << /Im0 %d 0 R >> >> /Contents %d 0 R >>\nendobj\n",
-		objPages, num(wpt), num(hpt), xobj, content)
+	font := ""
+	if p.text != nil {
+		font = fmt.Sprintf(" /Font << /F0 %d 0 R >>", p.font)
+	}
+	p.printf("<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %s %s] /Resources << /XObject << /Im0 %d 0 R >>%s >> /Contents %d 0 R >>\nendobj\n",
+		objPages, num(wpt), num(hpt), xobj, font, content)
 
 	draw := fmt.Sprintf("q %s 0 0 %s 0 0 cm /Im0 Do Q\n", num(wpt), num(hpt))
 	p.begin(content)
-	p.printf("<< /Length %d >>\nstream\n%sendstream\nendobj\n", len(draw), draw)
+	if p.text != nil {
+		// The image, then the invisible text (AddPageText), in one
+		// compressed stream.
+		draw = string(p.text)
+		p.printf("<< /Filter /FlateDecode /Length %d >>\nstream\n%s\nendstream\nendobj\n", len(draw), draw)
+	} else {
+		p.printf("<< /Length %d >>\nstream\n%sendstream\nendobj\n", len(draw), draw)
+	}
 
 	if p.seen == nil {
 		p.seen = make([]uint64, 1<<24/64)
@@ -158,6 +162,26 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	p.begin(length)
 	p.printf("%d\nendobj\n", n)
 	return p.err
+}
+
+// pageSize checks that img can be added at dpi and returns the page's
+// size in points.
+func (p *Writer) pageSize(img *image.RGBA, dpi float64) (wpt, hpt float64, err error) {
+	if p.closed {
+		return 0, 0, errors.New("pdfout: AddPage after Close")
+	}
+	b := img.Bounds()
+	if b.Empty() {
+		return 0, 0, errors.New("pdfout: empty image")
+	}
+	if !(dpi > 0) || math.IsInf(dpi, 0) {
+		return 0, 0, fmt.Errorf("pdfout: invalid dpi %v", dpi)
+	}
+	wpt, hpt = float64(b.Dx())*72/dpi, float64(b.Dy())*72/dpi
+	if wpt > maxPagePoints || hpt > maxPagePoints {
+		return 0, 0, fmt.Errorf("pdfout: page of %.0fx%.0f pt exceeds %d pt", wpt, hpt, maxPagePoints)
+	}
+	return wpt, hpt, nil
 }
 
 // writePixels compresses img in encoding enc.

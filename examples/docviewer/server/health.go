@@ -48,7 +48,7 @@ type healthCache struct {
 }
 
 func (s *Server) check(ctx context.Context) ([]string, error) {
-	c, ok := s.be.(Checker)
+	c, ok := s.raw.(Checker)
 	if !ok {
 		return nil, nil
 	}
@@ -74,7 +74,7 @@ func (s *Server) check(ctx context.Context) ([]string, error) {
 // backend without a sandbox it says so.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if _, ok := s.be.(Checker); !ok {
+	if _, ok := s.raw.(Checker); !ok {
 		fmt.Fprintln(w, "ok: in-process backend, no sandbox to check")
 		return
 	}

@@ -6,11 +6,15 @@
 // files, and PNGs it encodes from the backend's validated RGBA. Document
 // bytes are never served.
 //
+// With WithUploads it is also a web service (web mode, upload.go): people
+// upload documents into a private store and view them the same way.
+//
 // Security: requests must carry the exact Host the server is bound to
 // (defeats DNS rebinding against a loopback server; 421 otherwise), only GET
-// and HEAD are allowed (405), every response carries a strict CSP with no
-// inline script or style, and URLs name documents by their library id,
-// matched against the listing; a URL never becomes a path.
+// and HEAD are allowed (405), and POST for the upload, which must also come
+// from this origin; every response carries a strict CSP with no inline
+// script or style, and URLs name documents by their library id, matched
+// against the listing; a URL never becomes a path.
 package server
 
 import (
@@ -21,7 +25,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"image/png"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,9 +40,10 @@ import (
 )
 
 // CSP is sent with every response. No inline script or style: app.js and
-// style.css are served from 'self'. No connect-src: the page fetches
-// nothing by script.
-const CSP = "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+// style.css are served from 'self'. connect-src and form-action 'self':
+// app.js uploads documents and polls a safe PDF's progress on this
+// server only, and the upload form (without script) posts to it.
+const CSP = "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
 // DefaultDPI is the resolution pages are drawn at for the screen.
 const DefaultDPI = 110
@@ -67,6 +71,13 @@ type Server struct {
 	dpi     float64
 	tmpl    *template.Template
 	log     *slog.Logger
+	safe    *safeJobs
+	// uploads, if set, is web mode's store, rendered by upBE.
+	uploads *Uploads
+	upBE    backend.Backend
+	met     *metrics
+	// raw is the backend as given; be is raw, instrumented (metrics.go).
+	raw backend.Backend
 }
 
 // Option configures New.
@@ -91,7 +102,8 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 	if p, err := strconv.Atoi(port); err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("server address %q: need the bound port, not %q", addr, port)
 	}
-	s := &Server{lib: lib, be: be, dpi: DefaultDPI, log: slog.Default()}
+	s := &Server{lib: lib, raw: be, dpi: DefaultDPI, log: slog.Default(), safe: newSafeJobs(), met: newMetrics(be)}
+	s.be = instrumented{be, s.met}
 	for _, o := range opts {
 		o(s)
 	}
@@ -120,7 +132,8 @@ func New(lib *library.Library, be backend.Backend, addr string, opts ...Option) 
 			}
 			return p
 		},
-		"size": humanSize,
+		"size":   humanSize,
+		"plural": plural,
 	}).ParseFS(templateFS, "templates/*.html")
 	if err != nil {
 		return nil, fmt.Errorf("templates: %w", err)
@@ -164,13 +177,34 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "misdirected request: unexpected Host header", http.StatusMisdirectedRequest)
 		return
 	}
+	seg := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
+	upload := s.uploads != nil && len(seg) == 1 && seg[0] == "upload"
+	if upload && r.Method == http.MethodPost {
+		s.upload(w, r)
+		return
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
+		if upload {
+			w.Header().Set("Allow", "GET, HEAD, POST")
+		}
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	seg := strings.Split(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/")
 	switch {
+	case upload:
+		s.uploadPage(w)
+	case s.uploads != nil && len(seg) >= 2 && seg[0] == "u":
+		s.uploaded(w, r, seg)
+	case len(seg) == 3 && seg[0] == "doc" && (seg[2] == "safe.pdf" || seg[2] == "safe.json"):
+		if d, ok := s.lookup(w, r, seg[1]); ok {
+			ref := s.folderDoc(d)
+			if seg[2] == "safe.pdf" {
+				s.safePDF(w, r, ref)
+			} else {
+				s.safeJSON(w, ref)
+			}
+		}
 	case len(seg) == 1 && seg[0] == "":
 		s.index(w, r)
 	case len(seg) == 2 && seg[0] == "doc":
@@ -185,6 +219,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.status(w, r)
 	case len(seg) == 1 && seg[0] == "status.json":
 		s.statusJSON(w, r)
+	case len(seg) == 1 && seg[0] == "metrics":
+		s.metricsPage(w, r)
 	case len(seg) == 2 && seg[0] == "static" && (seg[1] == "app.js" || seg[1] == "style.css"):
 		s.static(w, seg[1])
 	default:
@@ -220,64 +256,26 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 	if err := s.lib.Refresh(); err != nil {
 		s.log.Warn("refresh listing", "err", err)
 	}
-	s.render(w, "index.html", struct{ Docs []library.Doc }{s.lib.List()})
+	s.render(w, "index.html", struct {
+		Docs    []library.Doc
+		Uploads bool
+	}{s.lib.List(), s.uploads != nil})
 }
 
 func (s *Server) document(w http.ResponseWriter, r *http.Request, id string) {
-	d, ok := s.lookup(w, r, id)
-	if !ok {
-		return
+	if d, ok := s.lookup(w, r, id); ok {
+		s.viewer(w, r, s.folderDoc(d), false)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), openTimeout)
-	defer cancel()
-	n, err := s.be.PageCount(ctx, d.ID)
-	data := struct {
-		Doc   library.Doc
-		Pages int
-		Err   string
-		Kind  string
-	}{Doc: d, Pages: n}
-	if err != nil {
-		data.Err = err.Error()
-		if k := docerr.KindOf(err); k != nil {
-			data.Kind = k.Error()
-		}
-		// The page itself is fine; the document is not: 200 with the error
-		// in the page, so the person sees why.
-	}
-	s.render(w, "doc.html", data)
 }
 
 func (s *Server) page(w http.ResponseWriter, r *http.Request, id, file string) {
-	d, ok := s.lookup(w, r, id)
-	if !ok {
-		return
+	if d, ok := s.lookup(w, r, id); ok {
+		s.renderPage(w, r, s.folderDoc(d), file)
 	}
-	m := pageRE.FindStringSubmatch(file)
-	if m == nil {
-		http.NotFound(w, r)
-		return
-	}
-	n, _ := strconv.Atoi(m[1])
-	ctx, cancel := context.WithTimeout(r.Context(), renderTimeout)
-	defer cancel()
-	p, err := s.be.RenderPage(ctx, d.ID, n-1, s.dpi)
-	if err != nil {
-		http.Error(w, err.Error(), statusOf(err))
-		return
-	}
-	var buf bytes.Buffer
-	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	err = enc.Encode(&buf, p.Image)
-	p.Release() // the PNG is all that is kept
-	if err != nil {
-		http.Error(w, "encode page: "+err.Error(), http.StatusInternalServerError)
-		return
-	}
-	w.Header().Set("Content-Type", "image/png")
-	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.Header().Set("X-Render-DPI", strconv.FormatFloat(p.DPI, 'f', -1, 64))
-	w.Write(buf.Bytes())
+}
+
+func (s *Server) folderDoc(d library.Doc) docRef {
+	return docRef{ID: d.ID, Name: d.Name, Base: "/doc/" + d.ID, be: s.be}
 }
 
 // statusOf maps an error kind onto an HTTP status for page requests.
@@ -289,6 +287,8 @@ func statusOf(err error) int {
 		return http.StatusUnprocessableEntity
 	case errors.Is(err, docerr.ErrSandbox):
 		return http.StatusBadGateway
+	case errors.Is(err, docerr.ErrBusy):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout
 	default:
@@ -296,15 +296,27 @@ func statusOf(err error) int {
 	}
 }
 
+// retryAfter is the Retry-After of a 503 for a full queue, in seconds:
+// about the time a queue of MaxQueue pages takes to drain.
+const retryAfter = "2"
+
 type statusData struct {
 	Renderers []backend.RendererStatus `json:"renderers"`
 	Events    []backend.Event          `json:"events"`
+	// Load is the queue, the renderers' life and the warm pool, for
+	// backends that report it.
+	Load *backend.Load `json:"load,omitempty"`
 }
 
 func (s *Server) statusData(ctx context.Context) statusData {
 	st := s.be.Status(ctx)
 	slices.SortFunc(st, func(a, b backend.RendererStatus) int { return a.Started.Compare(b.Started) })
-	return statusData{Renderers: st, Events: s.be.Events()}
+	d := statusData{Renderers: st, Events: s.be.Events()}
+	if lr, ok := s.raw.(backend.LoadReporter); ok {
+		l := lr.Load()
+		d.Load = &l
+	}
+	return d
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {

@@ -211,8 +211,13 @@ func TestDocumentPageAndPNG(t *testing.T) {
 	rec := do(s, "GET", "/doc/"+id, addr)
 	require.Equal(t, http.StatusOK, rec.Code)
 	body := rec.Body.String()
-	assert.Contains(t, body, `<span id="pages">20</span>`)
-	assert.Contains(t, body, `src="/doc/`+id+`/page/20.png"`)
+	assert.Contains(t, body, `<span id="pages">20 pages</span>`)
+	// No page is requested by the HTML itself: each is a placeholder of
+	// the first page's size (Letter, 816x1056 CSS px at 100 %) that
+	// app.js fills once it nears the viewport.
+	assert.Contains(t, body, `<img class="page" id="page-20" width="816" height="1056" alt="page 20">`)
+	assert.Contains(t, body, `data-wpt="612" data-hpt="792"`)
+	assert.NotContains(t, body, `src="/doc/`+id+`/page/`)
 	assert.NotContains(t, body, "<script>", "no inline script")
 	assert.NotContains(t, body, "style=", "no inline style")
 

@@ -2,6 +2,7 @@ package parser_test
 
 import (
 	"context"
+	"github.com/sandkit/sandkit/internal/fdkind"
 	"log/slog"
 	"os"
 	"strings"
@@ -102,7 +103,7 @@ func memfd(ctx context.Context, s *renderer.Session, size int, seals int, fill f
 }
 
 func sealed(ctx context.Context, s *renderer.Session, size int, fill func([]byte)) (*os.File, error) {
-	return memfd(ctx, s, size, ipc.SealsImmutable, fill)
+	return memfd(ctx, s, size, fdkind.SealsImmutable, fill)
 }
 
 // misbehave answers as a compromised or broken renderer would.
@@ -117,7 +118,7 @@ func misbehave(ctx context.Context, s *renderer.Session, mode string, in *os.Fil
 	case "unsealed": // the renderer could change the pixels after the check
 		f, err = memfd(ctx, s, size, 0, nil)
 	case "no-write-seal": // size fixed, bytes still writable
-		f, err = memfd(ctx, s, size, ipc.SealsFixedSize, nil)
+		f, err = memfd(ctx, s, size, fdkind.SealsFixedSize, nil)
 	case "eventfd": // not a memfd at all
 		var fd int
 		fd, err = unix.Eventfd(0, unix.EFD_CLOEXEC)

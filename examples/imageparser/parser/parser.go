@@ -141,6 +141,10 @@ type Options struct {
 	// OnEvent, when set, sees every renderer's life (broker.Config.OnEvent):
 	// spawned, bound to a file, ended and why. It must not block.
 	OnEvent func(broker.Event)
+	// Configure, when set, is applied to the broker's Config last, just
+	// before the broker starts: how package learn runs the parser's
+	// samples in learn mode or under a policy to check.
+	Configure func(*broker.Config)
 }
 
 // Result describes one thumbnailed image. Every field has been checked
@@ -241,7 +245,7 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 	if raceDetector {
 		log.Warn("race detector build: renderers run without a memory limit")
 	}
-	b, err := broker.New(ctx, broker.Config{
+	cfg := broker.Config{
 		Path:   o.Path,
 		Args:   o.Args,
 		Policy: p,
@@ -262,7 +266,11 @@ func New(ctx context.Context, o Options) (*Parser, error) {
 		WarmPool:     o.WarmPool,
 		Logger:       log,
 		OnEvent:      o.OnEvent,
-	})
+	}
+	if o.Configure != nil {
+		o.Configure(&cfg)
+	}
+	b, err := broker.New(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("parser: start sandbox: %w", err)
 	}

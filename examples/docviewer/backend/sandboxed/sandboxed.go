@@ -12,8 +12,9 @@
 //
 // Everything a renderer answers is treated as hostile: page geometry is
 // checked against the limits; pixels cross in one shared region per
-// renderer (ipc/shm.Region: size-sealed, exactly 4*MaxPixelsPerPage bytes,
-// sent once at Open and checked by ipc and shm.OpenRegion), which the
+// renderer (ipc/shm.Region: size-sealed, sized by the broker to the pages
+// drawn, at most 4*MaxPixelsPerPage bytes, checked by ipc and
+// shm.OpenRegion), which the
 // renderer may rewrite at any time, so the broker copies each page out of
 // it exactly once, into an image of its own, and checks and uses only that
 // copy; error kinds come back as ipc status codes and their text is
@@ -31,8 +32,12 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"math"
+	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sandkit/sandkit/broker"
@@ -60,9 +65,15 @@ import (
 //     linked in). With doclimits.Default this is 1.125 GiB. (Dropped in
 //     binaries built with -race, which cannot run under a memory rlimit;
 //     tests only.)
-//   - Limits.SharedMemory (0 in Strict) = the largest page buffer,
-//     4*MaxPixelsPerPage: the renderer's one page region, which it asks
-//     the broker for once (a renderer cannot make shared memory itself).
+//   - Limits.SharedMemory (0 in Strict) = twice the largest page buffer,
+//     2*4*MaxPixelsPerPage: the renderer's page regions, which it asks
+//     the broker for (a renderer cannot make shared memory itself). A
+//     region is sized to the pages drawn, from 1 MiB up, and replaced by
+//     a larger one when a page does not fit; sizes are halvings of the
+//     largest (see regionSize), each larger than the last, so all the
+//     regions of a renderer's life add up to less than twice the largest.
+//     The broker cannot know that the renderer dropped an old region,
+//     so each stays charged.
 //     Limits.FileSize stays 0: it writes no file.
 //   - Limits.CallTimeout = MaxRenderTime + 10 s: the per-page timeout. A
 //     page that runs past MaxRenderTime is aborted by MuPDF's cookie and
@@ -84,7 +95,7 @@ import (
 func Policy(l doclimits.Limits) *policy.Policy {
 	p := policy.Strict()
 	p.Limits.Memory = uint64(l.MaxHeapBytes + 2*l.MaxInputBytes + l.MaxPageBytes() + runtimeHeadroom)
-	p.Limits.SharedMemory = uint64(l.MaxPageBytes())
+	p.Limits.SharedMemory = uint64(2 * l.MaxPageBytes())
 	p.Limits.CallTimeout = l.MaxRenderTime + callSlack
 	p.Limits.CPUTime = 10 * time.Minute
 	p.Seccomp.Allow = append(p.Seccomp.Allow, "sysinfo")
@@ -113,8 +124,25 @@ type Config struct {
 	// detector, which cannot run with a memory limit.
 	Policy *policy.Policy
 	// MaxRenderers bounds live renderers (documents open at once); the
-	// longest-idle one is ended to make room. Zero means 8.
+	// longest-idle one is ended to make room. Zero means 8. It also
+	// bounds the requests served at once (see MaxQueue).
 	MaxRenderers int
+	// MaxQueue bounds the requests waiting for their turn. At most
+	// MaxRenderers requests (opening a document or drawing a page) are
+	// served at once; the others queue, first come first served, so that
+	// a document without a renderer gets one as soon as one falls idle,
+	// instead of waiting behind busy documents' endless queues. Past
+	// MaxQueue waiting, a request fails at once with docerr.ErrBusy.
+	// Zero means 256; negative means no bound.
+	MaxQueue int
+	// FreeMemoryWhenIdle returns the Go heap's free memory to the system
+	// each time the last renderer ends: a burst grows the heap (page
+	// copies, their encoding), which the runtime otherwise gives back
+	// only over minutes. For long-running servers.
+	FreeMemoryWhenIdle bool
+	// OnEvent, when set, also receives every broker event (see
+	// broker.Config.OnEvent: it must not block).
+	OnEvent func(broker.Event)
 	// IdleTimeout ends a renderer whose document has not been used for
 	// that long. Zero means 2 minutes; negative means never.
 	IdleTimeout time.Duration
@@ -129,6 +157,10 @@ type Config struct {
 	// Logger receives the backend's and the broker's logs, renderers'
 	// stderr included. Nil means slog.Default().
 	Logger *slog.Logger
+	// Configure, when set, is applied to the broker's Config last, just
+	// before the broker starts: how package learn runs the viewer's
+	// samples in learn mode or under a policy to check.
+	Configure func(*broker.Config)
 }
 
 // Backend implements backend.Backend with one sandboxed renderer per
@@ -140,6 +172,12 @@ type Backend struct {
 	b      *broker.Broker
 	log    *slog.Logger
 	events *backend.EventLog // refusals and broker-side check failures
+	turns  *admission
+	stats  *stats
+
+	freeWhenIdle bool
+	conns        sync.WaitGroup // goroutines that close a conn when its renderer ends
+	liveConns    atomic.Int64
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -173,14 +211,17 @@ type conn struct {
 	r *broker.Renderer
 	// turn serializes page calls (one page at a time per renderer, so an
 	// honest renderer never draws over a page being copied out) and
-	// guards region.
+	// guards region and closed.
 	turn chan struct{}
-	// region is nil once closed (the renderer was replaced).
+	// region is nil until the first page, and replaced by a larger one
+	// when a page does not fit (grow).
 	region *shm.RegionReader
+	// closed: the renderer is gone and region unmapped.
+	closed bool
 }
 
-func newConn(r *broker.Renderer, region *shm.RegionReader) *conn {
-	return &conn{r: r, turn: make(chan struct{}, 1), region: region}
+func newConn(r *broker.Renderer) *conn {
+	return &conn{r: r, turn: make(chan struct{}, 1)}
 }
 
 // acquire waits for c's turn; it fails only when ctx ends.
@@ -199,6 +240,7 @@ func (c *conn) release() { <-c.turn }
 func (c *conn) close() {
 	c.turn <- struct{}{}
 	defer c.release()
+	c.closed = true
 	if c.region != nil {
 		c.region.Close()
 		c.region = nil
@@ -232,11 +274,18 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	case cfg.IdleTimeout < 0:
 		cfg.IdleTimeout = 0
 	}
+	switch {
+	case cfg.MaxQueue == 0:
+		cfg.MaxQueue = 256
+	case cfg.MaxQueue < 0:
+		cfg.MaxQueue = math.MaxInt
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	b, err := broker.New(ctx, broker.Config{
+	st := newStats(log, cfg.OnEvent)
+	bcfg := broker.Config{
 		Path:         cfg.Path,
 		Args:         cfg.Args,
 		Policy:       p,
@@ -245,7 +294,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		IdleTimeout:  cfg.IdleTimeout,
 		WarmPool:     cfg.WarmPool,
 		Logger:       log,
-	})
+		OnEvent:      st.onEvent,
+	}
+	if cfg.Configure != nil {
+		cfg.Configure(&bcfg)
+	}
+	b, err := broker.New(ctx, bcfg)
 	if err != nil {
 		return nil, fmt.Errorf("start sandbox: %w", err)
 	}
@@ -253,19 +307,24 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		log.Warn("race detector build: renderers run without a memory limit")
 	}
 	return &Backend{
-		lib:      cfg.Library,
-		limits:   cfg.Limits,
-		wire:     docipc.LimitsToProto(cfg.Limits),
-		b:        b,
-		log:      log,
-		events:   backend.NewEventLog(100),
-		sessions: map[string]*session{},
+		lib:          cfg.Library,
+		limits:       cfg.Limits,
+		wire:         docipc.LimitsToProto(cfg.Limits),
+		b:            b,
+		log:          log,
+		events:       backend.NewEventLog(100),
+		turns:        newAdmission(cfg.MaxRenderers, cfg.MaxQueue, log),
+		stats:        st,
+		freeWhenIdle: cfg.FreeMemoryWhenIdle,
+		sessions:     map[string]*session{},
 	}, nil
 }
 
-// Close ends every renderer and waits for them.
+// Close ends every renderer and waits for them, and for their page
+// regions to be unmapped.
 func (b *Backend) Close() error {
 	err := b.b.Close()
+	b.conns.Wait()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, s := range b.sessions {
@@ -323,26 +382,43 @@ func documentFault(err error) bool {
 	return false
 }
 
-// open returns a renderer that has doc open, and its page count: the one
-// from last time if it still lives, or a fresh one given the document.
-func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
+// open returns a renderer that has doc open, held (broker.Renderer.Hold)
+// until the caller calls release, and its page count: the one from last
+// time if it still lives, or a fresh one given the document. The hold
+// keeps the renderer from being ended as idle while the caller waits for
+// its turn: under load that wait is the renderer's work, not idleness.
+func (b *Backend) open(ctx context.Context, d library.Doc) (c *conn, pages int, release func(), err error) {
 	s := b.session(d.ID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
-		return nil, 0, s.err
+		return nil, 0, nil, s.err
 	}
-	// Origin and document are both the library id: in the PerDocument
-	// model a renderer is bound to exactly this document for its life.
-	r, err := b.b.Acquire(ctx, d.ID, d.ID)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, 0, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+	var r *broker.Renderer
+	for {
+		// Origin and document are both the library id: in the
+		// PerDocument model a renderer is bound to exactly this
+		// document for its life.
+		r, err = b.b.Acquire(ctx, d.ID, d.ID)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, 0, nil, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+			}
+			return nil, 0, nil, docerr.New(docerr.ErrSandbox, err, "%s: start renderer", d.Name)
 		}
-		return nil, 0, docerr.New(docerr.ErrSandbox, err, "%s: start renderer", d.Name)
+		if release, err = r.Hold(); err == nil {
+			break
+		}
+		// Being ended (evicted the moment before, or killed): once it
+		// is gone, Acquire starts another.
+		select {
+		case <-r.Done():
+		case <-ctx.Done():
+			return nil, 0, nil, fmt.Errorf("%s: %w", d.Name, ctx.Err())
+		}
 	}
 	if s.c != nil && r == s.c.r {
-		return s.c, s.pages, nil
+		return s.c, s.pages, release, nil
 	}
 	if s.c != nil {
 		// Unmap the old renderer's region once a page still being
@@ -350,8 +426,9 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
 		go s.c.close()
 	}
 	s.c, s.pages = nil, 0
-	pages, region, err := b.sendDocument(ctx, r, d)
+	pages, err = b.sendDocument(ctx, r, d)
 	if err != nil {
+		release()
 		if ctx.Err() == nil && documentFault(err) {
 			// The document is at fault (or killed its renderer while
 			// being parsed): remember, and free the renderer.
@@ -359,38 +436,111 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (*conn, int, error) {
 			b.record(d, err)
 			r.Close()
 		}
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	s.c, s.pages = newConn(r, region), pages
-	return s.c, pages, nil
+	s.c, s.pages = newConn(r), pages
+	b.closeWhenGone(s, s.c)
+	return s.c, pages, release, nil
+}
+
+// closeWhenGone unmaps c's page region as soon as its renderer ends
+// (evicted, idle, killed, shut down), not when the document is next
+// opened: a region is the largest single allocation of the viewer, and
+// a document may never be opened again.
+func (b *Backend) closeWhenGone(s *session, c *conn) {
+	b.liveConns.Add(1)
+	b.conns.Add(1)
+	go func() {
+		defer b.conns.Done()
+		<-c.r.Done()
+		s.mu.Lock()
+		if s.c == c {
+			s.c, s.pages = nil, 0
+		}
+		s.mu.Unlock()
+		c.close()
+		if b.liveConns.Add(-1) == 0 && b.freeWhenIdle {
+			// Twice: the first collection moves released page
+			// buffers (pixPool) to the pool's victim cache, the
+			// second frees them.
+			debug.FreeOSMemory()
+			debug.FreeOSMemory()
+		}
+	}()
 }
 
 // sendDocument opens the document and hands the descriptor to r, which
-// reads and parses it and returns its page region, which is mapped here
-// (read-only) for the renderer's life.
-func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d library.Doc) (int, *shm.RegionReader, error) {
+// reads and parses it and returns its page count. The page region comes
+// with the first page (grow).
+func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d library.Doc) (int, error) {
 	f, _, err := b.lib.OpenDocument(d.ID)
 	if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
-	resp, fds, err := broker.Call(ctx, r, docipc.Open, &docpb.OpenRequest{Limits: b.wire}, f)
+	resp, _, err := broker.Call(ctx, r, docipc.Open, &docpb.OpenRequest{Limits: b.wire}, f)
 	f.Close()
 	if err != nil {
-		return 0, nil, b.callError(ctx, err, d, "open")
-	}
-	// ipc checked the kind (ipc.SharedRegion: size-sealed memfd);
-	// OpenRegion checks the exact size before mapping.
-	region, err := shm.OpenRegion(fds[0], int(b.limits.MaxPageBytes()))
-	fds[0].Close()
-	if err != nil {
-		return 0, nil, b.misbehaved(r, d, fmt.Sprintf("open: page region: %v", err))
+		return 0, b.callError(ctx, err, d, "open")
 	}
 	n := int(resp.GetPages())
 	if n < 1 || n > b.limits.MaxPages {
-		region.Close()
-		return 0, nil, b.misbehaved(r, d, fmt.Sprintf("open: renderer claims %d pages (limit %d)", n, b.limits.MaxPages))
+		return 0, b.misbehaved(r, d, fmt.Sprintf("open: renderer claims %d pages (limit %d)", n, b.limits.MaxPages))
 	}
-	return n, region, nil
+	return n, nil
+}
+
+// minRegion is the smallest page region asked for: a Letter page at 72
+// dpi is 1.9 MB, so smaller steps would only add round trips.
+const minRegion = 1 << 20
+
+// regionSize is the size of the region asked for a page of need bytes:
+// the largest region the limits allow, max, halved while the half still
+// holds the page and minRegion, then rounded up to whole memory pages.
+// Sizes come from that one ladder and each region is larger than the
+// one it replaces, so a renderer's regions add up to less than 2*max
+// (Policy's Limits.SharedMemory).
+func regionSize(need, max int64) int64 {
+	s := max
+	for s/2 >= need && s/2 >= minRegion {
+		s /= 2
+	}
+	if s < max {
+		page := int64(os.Getpagesize())
+		s = min((s+page-1)/page*page, max)
+	}
+	return s
+}
+
+// grow gives c's renderer a page region that holds the page resp
+// describes, which the renderer said does not fit the one it has: it
+// asks for a region of regionSize bytes, maps it read-only, and unmaps
+// the old one. callErr is a failed call; badErr an answer that failed the
+// checks. c's turn is held.
+func (b *Backend) grow(ctx context.Context, c *conn, d library.Doc, resp *docpb.RenderResponse, dpi float64) (callErr, badErr error) {
+	if err := b.checkGeometry(d, resp, dpi); err != nil {
+		return nil, err
+	}
+	need := resp.GetLength()
+	if c.region != nil && need <= int64(c.region.Size()) {
+		return nil, fmt.Errorf("asks for a larger region for %d bytes; its region holds %d", need, c.region.Size())
+	}
+	size := regionSize(need, b.limits.MaxPageBytes())
+	_, fds, err := broker.Call(ctx, c.r, docipc.Region, &docpb.RegionRequest{Size: size})
+	if err != nil {
+		return err, nil
+	}
+	// ipc checked the kind (ipc.SharedRegion: size-sealed memfd);
+	// OpenRegion checks the exact size before mapping.
+	region, err := shm.OpenRegion(fds[0], int(size))
+	fds[0].Close()
+	if err != nil {
+		return nil, fmt.Errorf("page region: %v", err)
+	}
+	if c.region != nil {
+		c.region.Close()
+	}
+	c.region = region
+	return nil, nil
 }
 
 // callError turns a failed call into the error the front ends see.
@@ -453,8 +603,16 @@ func (b *Backend) PageCount(ctx context.Context, doc string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	done, err := b.turns.enter(ctx, d)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
 	for attempt := 0; ; attempt++ {
-		_, n, err := b.open(ctx, d)
+		_, n, release, err := b.open(ctx, d)
+		if err == nil {
+			release()
+		}
 		if err != nil && attempt == 0 && benign(err) {
 			continue
 		}
@@ -471,6 +629,11 @@ func (b *Backend) RenderPage(ctx context.Context, doc string, page int, dpi floa
 	if !(dpi >= b.limits.MinDPI && dpi <= b.limits.MaxDPI) {
 		return nil, docerr.New(docerr.ErrInvalid, nil, "dpi %g outside [%g, %g]", dpi, b.limits.MinDPI, b.limits.MaxDPI)
 	}
+	done, err := b.turns.enter(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	for attempt := 0; ; attempt++ {
 		p, err := b.renderOnce(ctx, d, page, dpi)
 		if err != nil && attempt == 0 && benign(err) {
@@ -491,26 +654,46 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 	var c *conn
 	for {
 		var pages int
+		var release func()
 		var err error
-		c, pages, err = b.open(ctx, d)
+		c, pages, release, err = b.open(ctx, d)
 		if err != nil {
 			return nil, err
 		}
 		if page < 0 || page >= pages {
+			release()
 			return nil, docerr.New(docerr.ErrNotFound, nil, "%s: page %d of %d", d.Name, page+1, pages)
 		}
 		if err := c.acquire(ctx); err != nil {
+			release()
 			return nil, fmt.Errorf("%s: page %d: %w", d.Name, page+1, err)
 		}
-		if c.region != nil {
+		if !c.closed {
+			defer release()
 			break
 		}
 		// The renderer was replaced while we waited: use the new one.
 		c.release()
+		release()
 	}
 	defer c.release()
 	r := c.r
-	resp, _, err := broker.Call(ctx, r, docipc.Render, &docpb.RenderRequest{Page: int32(page), Dpi: dpi})
+	req := &docpb.RenderRequest{Page: int32(page), Dpi: dpi}
+	resp, _, err := broker.Call(ctx, r, docipc.Render, req)
+	if err == nil && resp.GetNeedsRegion() {
+		var bad error
+		if err, bad = b.grow(ctx, c, d, resp, dpi); err == nil && bad == nil {
+			resp, _, err = broker.Call(ctx, r, docipc.Render, req)
+			if err == nil && resp.GetNeedsRegion() {
+				bad = fmt.Errorf("asks for a larger region again, for %d bytes", resp.GetLength())
+			}
+		}
+		if bad != nil {
+			err = b.misbehaved(r, d, fmt.Sprintf("page %d: %v", page+1, bad))
+			s.setFatal(key, err)
+			return nil, err
+		}
+	}
 	if err != nil {
 		kill := killedByPage(err)
 		err = b.callError(ctx, err, d, fmt.Sprintf("page %d", page+1))
@@ -541,23 +724,13 @@ func (b *Backend) renderOnce(ctx context.Context, d library.Doc, page int, dpi f
 // docs/benchmarks.md); it is also what lets callers (PNG encoding, pdfout)
 // keep and pass the image freely.
 func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float64, region *shm.RegionReader) (*image.RGBA, float64, error) {
-	w, h := int64(resp.GetWidth()), int64(resp.GetHeight())
-	switch {
-	case w <= 0 || h <= 0 || w > doclimits.MaxSide || h > doclimits.MaxSide:
-		return nil, 0, fmt.Errorf("size %dx%d out of bounds (1..%d a side)", w, h, doclimits.MaxSide)
-	case w*h > b.limits.MaxPixelsPerPage:
-		return nil, 0, fmt.Errorf("%dx%d px is over the budget of %d", w, h, b.limits.MaxPixelsPerPage)
-	case int64(resp.GetStride()) != 4*w:
-		return nil, 0, fmt.Errorf("stride %d for width %d, want %d", resp.GetStride(), w, 4*w)
-	case resp.GetLength() < 0 || resp.GetLength() > int64(region.Size()):
-		return nil, 0, fmt.Errorf("length %d beyond the %d-byte region", resp.GetLength(), region.Size())
-	case resp.GetLength() != 4*w*h:
-		return nil, 0, fmt.Errorf("length %d for %dx%d px, want %d", resp.GetLength(), w, h, 4*w*h)
-	case !(resp.GetDpi() >= b.limits.MinDPI && resp.GetDpi() <= dpi):
-		return nil, 0, fmt.Errorf("drawn at %g dpi, asked for %g (floor %g)", resp.GetDpi(), dpi, b.limits.MinDPI)
-	case resp.GetDocument() != d.ID:
-		return nil, 0, fmt.Errorf("renderer is bound to %q, not %q", docipc.Clean(resp.GetDocument()), d.ID)
+	if err := b.checkGeometry(d, resp, dpi); err != nil {
+		return nil, 0, err
 	}
+	if resp.GetLength() > int64(region.Size()) {
+		return nil, 0, fmt.Errorf("length %d beyond the %d-byte region", resp.GetLength(), region.Size())
+	}
+	w, h := int64(resp.GetWidth()), int64(resp.GetHeight())
 	n := int(4 * w * h)
 	pix := getPix(n)
 	if err := region.CopyOut(pix, 0); err != nil {
@@ -566,6 +739,28 @@ func (b *Backend) checkPage(d library.Doc, resp *docpb.RenderResponse, dpi float
 	}
 	img := &image.RGBA{Pix: pix, Stride: int(4 * w), Rect: image.Rect(0, 0, int(w), int(h))}
 	return img, resp.GetDpi(), nil
+}
+
+// checkGeometry validates a page's geometry against the request and the
+// limits: what checkPage checks before it reads the region, and grow
+// before it asks for a region of that size.
+func (b *Backend) checkGeometry(d library.Doc, resp *docpb.RenderResponse, dpi float64) error {
+	w, h := int64(resp.GetWidth()), int64(resp.GetHeight())
+	switch {
+	case w <= 0 || h <= 0 || w > doclimits.MaxSide || h > doclimits.MaxSide:
+		return fmt.Errorf("size %dx%d out of bounds (1..%d a side)", w, h, doclimits.MaxSide)
+	case w*h > b.limits.MaxPixelsPerPage:
+		return fmt.Errorf("%dx%d px is over the budget of %d", w, h, b.limits.MaxPixelsPerPage)
+	case int64(resp.GetStride()) != 4*w:
+		return fmt.Errorf("stride %d for width %d, want %d", resp.GetStride(), w, 4*w)
+	case resp.GetLength() != 4*w*h:
+		return fmt.Errorf("length %d for %dx%d px, want %d", resp.GetLength(), w, h, 4*w*h)
+	case !(resp.GetDpi() >= b.limits.MinDPI && resp.GetDpi() <= dpi):
+		return fmt.Errorf("drawn at %g dpi, asked for %g (floor %g)", resp.GetDpi(), dpi, b.limits.MinDPI)
+	case resp.GetDocument() != d.ID:
+		return fmt.Errorf("renderer is bound to %q, not %q", docipc.Clean(resp.GetDocument()), d.ID)
+	}
+	return nil
 }
 
 // pixPool holds page buffers callers released (backend.Page.Release), so

@@ -54,15 +54,14 @@ func evilMode(doc string) string {
 	return ""
 }
 
-// testOpen is docipc.Open with a response kind the sending side does not
-// check (ipc leaves SeccompListener to the receiver), so that a test
+// testRegion is docipc.Region with a response kind the sending side does
+// not check (ipc leaves SeccompListener to the receiver), so that a test
 // renderer can send any descriptor as its region; the broker side keeps
 // expecting ipc.SharedRegion.
-var testOpen = ipc.NewMethod[*docpb.OpenRequest, *docpb.OpenResponse](ipc.MethodSpec{
-	Name:             docipc.OpenName,
-	MaxRequestBytes:  256,
-	MaxResponseBytes: 256,
-	RequestFDs:       []ipc.FDKind{ipc.ReadOnlyFile},
+var testRegion = ipc.NewMethod[*docpb.RegionRequest, *docpb.RegionResponse](ipc.MethodSpec{
+	Name:             docipc.RegionName,
+	MaxRequestBytes:  64,
+	MaxResponseBytes: 64,
 	ResponseFDs:      []ipc.FDKind{ipc.SeccompListener},
 })
 
@@ -72,13 +71,14 @@ const scribbleByte = 0x5a
 
 func registerTestRenderer(s *renderer.Session, mux *ipc.Mux) error {
 	w := worker.New(s)
-	ipc.Handle(mux, testOpen, func(ctx context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
+	ipc.Handle(mux, docipc.Open, w.Open)
+	ipc.Handle(mux, testRegion, func(ctx context.Context, req *docpb.RegionRequest, fds []*os.File) (*docpb.RegionResponse, []*os.File, error) {
 		_, doc := s.Origin()
-		resp, out, err := w.Open(ctx, req, fds)
+		resp, out, err := w.Region(ctx, req, fds)
 		if err != nil {
 			return resp, out, err
 		}
-		size := int(docipc.LimitsFromProto(req.GetLimits()).MaxPageBytes())
+		size := int(req.GetSize())
 		switch evilMode(doc) {
 		case "unsealed":
 			// The right size, but nothing sealed: it could shrink
@@ -193,7 +193,7 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // newBackend serves copies of testdata samples (as "src" or "src=name").
-func newBackend(t *testing.T, mod func(*Config), samples ...string) *Backend {
+func newBackend(t testing.TB, mod func(*Config), samples ...string) *Backend {
 	t.Helper()
 	dir := t.TempDir()
 	for _, s := range samples {
@@ -221,7 +221,7 @@ func TestPolicyExceptions(t *testing.T) {
 	l := doclimits.Default()
 	p := Policy(l)
 	assert.NoError(t, p.Validate())
-	assert.Equal(t, uint64(l.MaxPageBytes()), p.Limits.SharedMemory)
+	assert.Equal(t, uint64(2*l.MaxPageBytes()), p.Limits.SharedMemory)
 	assert.Zero(t, p.Limits.FileSize)
 	assert.Equal(t, l.MaxRenderTime+callSlack, p.Limits.CallTimeout)
 	assert.Equal(t, []string{"sysinfo"}, p.Seccomp.Allow)
@@ -379,9 +379,9 @@ func TestPagesOnlyFromOwnRenderer(t *testing.T) {
 func TestMisbehavingRenderer(t *testing.T) {
 	tests := map[string]string{
 		"unsealed":    "killed: bad message",
-		"shortregion": "open: page region: shm: OpenRegion: size 67108864, want 134217728",
+		"shortregion": "page 1: page region: shm: OpenRegion: size 8388608, want 16777216",
 		"length":      "length 8414996 for 1275x1650 px, want 8415000",
-		"beyond":      "length 134217732 beyond the 134217728-byte region",
+		"beyond":      "length 134217732 for 1275x1650 px, want 8415000",
 		"stride":      "stride 5104 for width 1275",
 		"toolarge":    "out of bounds",
 		"wrongdoc":    "renderer is bound to",
@@ -405,8 +405,9 @@ func TestMisbehavingRenderer(t *testing.T) {
 		if !raceDetector {
 			// "oom" touches its whole limit before it dies, which must
 			// fit in the call timeout on a loaded machine; the sample
-			// page needs far less.
-			c.Policy.Limits.Memory = 384 << 20
+			// page needs far less. (384 MiB when a 128 MiB page region
+			// took part of it; regions are now sized to the page.)
+			c.Policy.Limits.Memory = 256 << 20
 		}
 		c.MaxRenderers = 4
 	}, samples...)

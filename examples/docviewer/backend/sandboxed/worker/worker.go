@@ -10,11 +10,13 @@
 // The renderer holds at most one document, the one the broker hands it
 // with Open, for its whole life (one renderer per document). It reads the
 // document from the descriptor the broker opened, never from a path. Pages
-// cross in one shared region (ipc/shm.Region) per renderer, made and sent
-// once in Open, sized for the largest page the limits allow: MuPDF draws
+// cross in one shared region (ipc/shm.Region) per renderer: MuPDF draws
 // each page straight into it and Render answers with the geometry only.
 // The broker copies the page out once and uses only its copy, so nothing
 // this side writes to the region later can change a page already taken.
+// The region is sized to the pages drawn: a page that does not fit is not
+// drawn, Render says so (needs_region), and the broker sends Region with a
+// larger size, which replaces the region.
 package worker
 
 import (
@@ -31,6 +33,7 @@ import (
 
 	"github.com/sandkit/sandkit/examples/docviewer/docerr"
 	"github.com/sandkit/sandkit/examples/docviewer/docipc"
+	"github.com/sandkit/sandkit/examples/docviewer/doclimits"
 	"github.com/sandkit/sandkit/examples/docviewer/docpb"
 	"github.com/sandkit/sandkit/examples/docviewer/render"
 )
@@ -42,6 +45,7 @@ func Register(s *renderer.Session, mux *ipc.Mux) error {
 	w := New(s)
 	ipc.Handle(mux, docipc.Open, w.Open)
 	ipc.Handle(mux, docipc.Render, w.Render)
+	ipc.Handle(mux, docipc.Region, w.Region)
 	return nil
 }
 
@@ -60,13 +64,12 @@ type Worker struct {
 	// renderer never overwrites a page being copied.)
 	mu     sync.Mutex
 	doc    *render.Document
-	region *shm.Region
+	limits doclimits.Limits
+	region *shm.Region // nil until the first Region
 }
 
 // Open reads the document from the attached descriptor, at most
-// MaxInputBytes of it, and parses it; then it makes the renderer's page
-// region, MaxPageBytes (4*MaxPixelsPerPage) of size-sealed, pre-faulted
-// memfd from the broker, and returns it (as ipc.SharedRegion) with the page count.
+// MaxInputBytes of it, parses it and returns its page count.
 func (w *Worker) Open(ctx context.Context, req *docpb.OpenRequest, fds []*os.File) (*docpb.OpenResponse, []*os.File, error) {
 	f := fds[0]
 	defer f.Close()
@@ -77,7 +80,7 @@ func (w *Worker) Open(ctx context.Context, req *docpb.OpenRequest, fds []*os.Fil
 		// for the first Open (its caller went away) after the renderer
 		// had parsed it. A renderer is bound to one document, so it can
 		// only be the same one: answer as the first time.
-		return w.opened()
+		return w.opened(), nil, nil
 	}
 	limits := docipc.LimitsFromProto(req.GetLimits())
 	data, err := readBounded(f, limits.MaxInputBytes)
@@ -88,23 +91,44 @@ func (w *Worker) Open(ctx context.Context, req *docpb.OpenRequest, fds []*os.Fil
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
 	}
-	region, err := w.session.NewRegion(ctx, int(limits.MaxPageBytes()))
-	if err != nil {
-		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region of %d bytes: %v", limits.MaxPageBytes(), err)
-	}
-	w.doc, w.region = doc, region
-	return w.opened()
+	w.doc, w.limits = doc, limits
+	return w.opened(), nil, nil
 }
 
-// opened answers Open with the page count and a duplicate of the region's
-// descriptor (ipc closes what a handler returns, once sent; the region
-// keeps its own).
-func (w *Worker) opened() (*docpb.OpenResponse, []*os.File, error) {
-	f, err := w.region.Share()
+func (w *Worker) opened() *docpb.OpenResponse {
+	return &docpb.OpenResponse{Pages: int32(w.doc.PageCount()), Format: w.doc.Format()}
+}
+
+// Region replaces the page region with one of exactly req.Size bytes of
+// size-sealed, pre-faulted memfd from the broker, and returns a duplicate
+// of its descriptor (ipc closes what a handler returns, once sent; the
+// region keeps its own). The old region is dropped first, so that only
+// one is ever mapped here (the memory limit counts mappings).
+func (w *Worker) Region(ctx context.Context, req *docpb.RegionRequest, _ []*os.File) (*docpb.RegionResponse, []*os.File, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.doc == nil {
+		return nil, nil, ipc.Errorf(ipc.CodeFailedPrecondition, "no document open")
+	}
+	size := req.GetSize()
+	if size <= 0 || size > w.limits.MaxPageBytes() {
+		return nil, nil, ipc.Errorf(ipc.CodeOutOfRange, "page region of %d bytes: want 1 to %d", size, w.limits.MaxPageBytes())
+	}
+	if w.region != nil {
+		w.region.Close()
+		w.region = nil
+	}
+	region, err := w.session.NewRegion(ctx, int(size))
 	if err != nil {
+		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region of %d bytes: %v", size, err)
+	}
+	f, err := region.Share()
+	if err != nil {
+		region.Close()
 		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page region: %v", err)
 	}
-	return &docpb.OpenResponse{Pages: int32(w.doc.PageCount()), Format: w.doc.Format()}, []*os.File{f}, nil
+	w.region = region
+	return &docpb.RegionResponse{}, []*os.File{f}, nil
 }
 
 // readBounded reads f whole, refusing more than max bytes without reading
@@ -142,23 +166,29 @@ func (w *Worker) Render(ctx context.Context, req *docpb.RenderRequest, _ []*os.F
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
 	}
-	mem := w.region.Bytes()
+	_, doc := w.session.Origin()
+	resp := &docpb.RenderResponse{
+		Width:    int32(plan.Width),
+		Height:   int32(plan.Height),
+		Stride:   int32(plan.Stride()),
+		Dpi:      plan.DPI,
+		Document: doc,
+		Length:   int64(plan.Size()),
+	}
+	var mem []byte
+	if w.region != nil {
+		mem = w.region.Bytes()
+	}
 	if plan.Size() > len(mem) {
-		// Plan keeps pages within MaxPixelsPerPage, which sized the region.
-		return nil, nil, ipc.Errorf(ipc.CodeInternal, "page of %d bytes does not fit the %d-byte region", plan.Size(), len(mem))
+		// Plan keeps pages within MaxPixelsPerPage, the broker's bound
+		// for the region it asks for.
+		resp.NeedsRegion = true
+		return resp, nil, nil
 	}
 	res, err := w.doc.RenderInto(ctx, plan, mem[:plan.Size()])
 	if err != nil {
 		return nil, nil, docipc.ToStatus(err)
 	}
-	_, doc := w.session.Origin()
-	return &docpb.RenderResponse{
-		Width:    int32(plan.Width),
-		Height:   int32(plan.Height),
-		Stride:   int32(plan.Stride()),
-		Dpi:      plan.DPI,
-		Errors:   int32(res.Errors),
-		Document: doc,
-		Length:   int64(plan.Size()),
-	}, nil, nil
+	resp.Errors = int32(res.Errors)
+	return resp, nil, nil
 }

@@ -1,0 +1,6 @@
+//go:build !race
+
+package main
+
+// raceEnabled: see learn_race_test.go.
+const raceEnabled = false
