@@ -466,6 +466,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		path string
 		kind C.int
 		size uint64
+		rdev uint64
 	}
 	var mounts []mount
 	for _, path := range p.Filesystem.ReadOnlyPaths {
@@ -477,6 +478,9 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	if !slices.ContainsFunc(p.Filesystem.ExecutablePaths, func(dir string) bool { return beneathDir(prog.Path, dir) }) {
 		mounts = append(mounts, mount{path: prog.Path, kind: C.SANDKIT_MOUNT_EXECUTABLE})
 	}
+	for _, dev := range p.Filesystem.Devices {
+		mounts = append(mounts, mount{path: dev, kind: C.SANDKIT_MOUNT_DEVICE, rdev: policy.ForeignDevices[dev]})
+	}
 	firstTmpfs := len(mounts)
 	for _, t := range p.Filesystem.Tmpfs {
 		mounts = append(mounts, mount{path: t.Path, kind: C.SANDKIT_MOUNT_TMPFS, size: t.Size})
@@ -486,7 +490,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	}
 	cm := unsafe.Slice((*C.struct_sandkit_mount)(l.alloc(uintptr(len(mounts))*unsafe.Sizeof(C.struct_sandkit_mount{}))), len(mounts))
 	for i, m := range mounts {
-		cm[i] = C.struct_sandkit_mount{path: l.cstring(m.path), kind: m.kind, src: -1, size: C.uint64_t(m.size), inodes: C.uint(policy.MaxTmpfsInodes)}
+		cm[i] = C.struct_sandkit_mount{path: l.cstring(m.path), kind: m.kind, src: -1, size: C.uint64_t(m.size), inodes: C.uint(policy.MaxTmpfsInodes), rdev: C.uint64_t(m.rdev)}
 	}
 	c.root, c.mounts, c.nmounts = 1, &cm[0], C.int(len(cm))
 	c.send_mount = -1

@@ -123,9 +123,9 @@ static int mkdirs(char *path) {
 }
 
 // bind_mount mounts the O_PATH descriptor src at dst, read-only,
-// nosuid, nodev, and noexec unless exec; the atime flags the kernel does
-// not let a user namespace change are kept.
-static int bind_mount(int src, char *dst, int exec) {
+// nosuid, nodev unless dev, and noexec unless exec; the atime flags the
+// kernel does not let a user namespace change are kept.
+static int bind_mount(int src, char *dst, int exec, int dev) {
 	struct stat st;
 	if (fstat(src, &st) != 0) {
 		return -1;
@@ -157,7 +157,8 @@ static int bind_mount(int src, char *dst, int exec) {
 	if (statvfs(dst, &sv) != 0) {
 		return -1;
 	}
-	unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV;
+	unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID;
+	if (!dev) flags |= MS_NODEV;
 	if (!exec) flags |= MS_NOEXEC;
 	if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
 	if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
@@ -285,7 +286,18 @@ static int empty_root(struct sandkit_launch *l) {
 	// bind mount's source must be a mount of the caller's namespace.
 	for (int i = 0; i < l->nmounts; i++) {
 		struct sandkit_mount *m = &l->mounts[i];
-		if (m->kind != SANDKIT_MOUNT_TMPFS && (m->src = open(m->path, O_PATH | O_CLOEXEC)) < 0) {
+		if (m->kind == SANDKIT_MOUNT_TMPFS) {
+			continue;
+		}
+		// A device must be exactly the character device the broker
+		// named, not a symlink or another node at its path.
+		int nofollow = m->kind == SANDKIT_MOUNT_DEVICE ? O_NOFOLLOW : 0;
+		if ((m->src = open(m->path, O_PATH | O_CLOEXEC | nofollow)) < 0) {
+			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
+		}
+		struct stat st;
+		if (m->kind == SANDKIT_MOUNT_DEVICE && (fstat(m->src, &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != m->rdev)) {
+			errno = ENODEV;
 			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
 		}
 	}
@@ -300,7 +312,8 @@ static int empty_root(struct sandkit_launch *l) {
 		if (cat(dst, sizeof dst, &len, base) != 0 || cat(dst, sizeof dst, &len, m->path) != 0) {
 			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
 		}
-		int r = m->kind == SANDKIT_MOUNT_TMPFS ? mount_tmpfs(m, dst) : bind_mount(m->src, dst, m->kind == SANDKIT_MOUNT_EXECUTABLE);
+		int r = m->kind == SANDKIT_MOUNT_TMPFS ? mount_tmpfs(m, dst) :
+			bind_mount(m->src, dst, m->kind == SANDKIT_MOUNT_EXECUTABLE, m->kind == SANDKIT_MOUNT_DEVICE);
 		if (r != 0) {
 			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
 		}

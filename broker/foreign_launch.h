@@ -9,6 +9,7 @@ enum {
 	SANDKIT_MOUNT_READ_ONLY,  // bind, read-only, noexec
 	SANDKIT_MOUNT_EXECUTABLE, // bind, read-only, exec allowed
 	SANDKIT_MOUNT_TMPFS,      // private writable tmpfs of bounded size
+	SANDKIT_MOUNT_DEVICE,     // bind of the character device rdev, read-only, noexec, dev allowed
 };
 
 struct sandkit_mount {
@@ -17,6 +18,7 @@ struct sandkit_mount {
 	int src;            // binds: the launcher's O_PATH descriptor of the source
 	uint64_t size;      // tmpfs: bytes
 	unsigned inodes;    // tmpfs: nr_inodes
+	uint64_t rdev;      // device: the device number its source must have
 };
 
 struct sandkit_file {

@@ -106,7 +106,8 @@ func TestForeignFieldsRoundTrip(t *testing.T) {
 func TestForeignSyscallRules(t *testing.T) {
 	p := policy.Strict()
 	// Beyond a Go renderer's: handlers installed and own limits set.
-	foreignOnly := map[string]string{"rt_sigaction": "", "prlimit64": "arg0==0x0"}
+	foreignOnly := map[string]string{"rt_sigaction": "", "prlimit64": "arg0==0x0",
+		"prctl": "arg0==0xf or arg0==0x10 or arg0==0x53564d41 or arg0==0x3 or arg0==0x17"}
 	base, foreign := p.SyscallRules(), p.ForeignSyscallRules()
 	require.Len(t, foreign, len(base))
 	for i := range base {

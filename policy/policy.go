@@ -65,6 +65,15 @@ type Filesystem struct {
 	// memory that no rlimit counts: Limits.Memory does not bound them,
 	// their Size does.
 	Tmpfs []Tmpfs
+	// Devices are, for foreign programs only, character devices bound
+	// read-only at their own path (the only mounts of the empty root
+	// without nodev), allowed read-only by Landlock. Only the devices of
+	// ForeignDevices may be named, and the launcher checks each one's
+	// device number before binding it: they hold no state a program
+	// could change or read another's data from. Programs that read
+	// /dev/urandom by name (NSS, which LibreOffice uses to write PDF)
+	// fail without it.
+	Devices []string
 }
 
 // Network restricts sockets beyond what the empty network namespace does.
@@ -133,6 +142,15 @@ type Seccomp struct {
 	// files are the policy's binds (which must hold no host socket) and
 	// tmpfs mounts. Go renderers ignore it.
 	AllowUnixSockets bool
+	// AllowFileLocks lets a foreign program take POSIX record locks
+	// (fcntl F_GETLK, F_SETLK, F_SETLKW and their open-file-description
+	// forms), fsync and fdatasync: SQLite locks its database (LibreOffice's NSS
+	// keeps its certificate store in one, in the tmpfs). Locks are
+	// advisory: one on a file of its tmpfs concerns only the program;
+	// one on a read-only bind can delay, while the program lives, only a
+	// host process that asks for a conflicting lock on the same file.
+	// Go renderers ignore it.
+	AllowFileLocks bool
 }
 
 // Limits bounds the resources of one renderer.
@@ -265,6 +283,7 @@ func (p *Policy) Clone() *Policy {
 	c.Filesystem.ReadOnlyPaths = slices.Clone(p.Filesystem.ReadOnlyPaths)
 	c.Filesystem.ExecutablePaths = slices.Clone(p.Filesystem.ExecutablePaths)
 	c.Filesystem.Tmpfs = slices.Clone(p.Filesystem.Tmpfs)
+	c.Filesystem.Devices = slices.Clone(p.Filesystem.Devices)
 	c.Seccomp.Allow = slices.Clone(p.Seccomp.Allow)
 	c.AllowDegraded = slices.Clone(p.AllowDegraded)
 	return &c

@@ -85,6 +85,24 @@ int main(int argc, char **argv) {
 		}
 		return 0;
 	}
+	if (strcmp(mode, "head") == 0 && argc == 4) {
+		// Read argv[3] bytes of argv[2]; report how many, and how many
+		// of them were zero.
+		int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+		if (fd < 0) { snprintf(line, sizeof line, "open %d\n", errno); out(line); return 0; }
+		unsigned char buf[4096];
+		size_t want = (size_t)atoi(argv[3]), got = 0, zeros = 0;
+		if (want > sizeof buf) want = sizeof buf;
+		while (got < want) {
+			ssize_t n = read(fd, buf + got, want - got);
+			if (n <= 0) break;
+			got += n;
+		}
+		for (size_t i = 0; i < got; i++) zeros += buf[i] == 0;
+		snprintf(line, sizeof line, "read %zu zeros %zu\n", got, zeros);
+		out(line);
+		return 0;
+	}
 	if (strcmp(mode, "fill") == 0) {
 		// Write to a file in argv[2] until it fails; report how far.
 		int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
