@@ -58,9 +58,11 @@ func Is(name string) bool {
 
 // Available says whether LibreOffice can be run: an error wrapping
 // ErrNotInstalled that names the packages otherwise.
-func Available() error {
-	if _, err := os.Stat(Program); err != nil {
-		return fmt.Errorf("%w (%s missing): install it with: %s", ErrNotInstalled, Program, InstallHint)
+func Available() error { return available(Program) }
+
+func available(program string) error {
+	if _, err := os.Stat(program); err != nil {
+		return fmt.Errorf("%w (%s missing): install it with: %s", ErrNotInstalled, program, InstallHint)
 	}
 	return nil
 }
@@ -69,7 +71,7 @@ func Available() error {
 const (
 	work    = "/tmp"
 	profile = work + "/profile"
-	outDir  = work + "/out"
+	outDir  = work
 )
 
 // Limits of one conversion.
@@ -98,12 +100,19 @@ func Policy() *policy.Policy {
 		"/var/cache/fontconfig",  // its cache: no font scan at each start
 	}
 	fs.Tmpfs = []policy.Tmpfs{{Path: work, Size: tmpfsSize}}
+	// NSS, with which LibreOffice writes PDF, seeds its generator from
+	// /dev/urandom by name (not getrandom): without it the export fails
+	// ("Error Area:Io Class:Write"). The one device, read-only.
+	fs.Devices = []string{"/dev/urandom"}
 	// The loader maps libraries executable (mmap PROT_EXEC of a file).
 	p.Seccomp.DenyExecMemory = false
 	// It stats its installation and fonts by path.
 	p.Seccomp.AllowPathStat = true
 	// Its single-instance pipe: it does not start without one.
 	p.Seccomp.AllowUnixSockets = true
+	// NSS keeps its certificate store in SQLite, in the tmpfs, which
+	// locks and syncs it.
+	p.Seccomp.AllowFileLocks = true
 	p.Seccomp.Allow = append(p.Seccomp.Allow, lowriterSyscalls...)
 	l := &p.Limits
 	l.Memory = 4 << 30 // address space: LibreOffice reserves much
@@ -119,13 +128,17 @@ func Policy() *policy.Policy {
 // allowlist, found by running it under the monitor over the test
 // documents; each one reviewed (see SECURITY.md, "LibreOffice").
 var lowriterSyscalls = []string{"readlink", "access", "arch_prctl", "statfs", "getcwd", "getdents64", "unlink", "rmdir", "mkdir",
-	"faccessat2", "connect", "bind", "chmod", "listen", "accept", "sysinfo", "ftruncate", "fstatfs", "fadvise64", "rename", "chown"}
+	"faccessat2", "connect", "bind", "chmod", "listen", "accept", "sysinfo", "ftruncate", "fstatfs", "fadvise64", "rename", "chown", "fchown"}
 
 // Converter converts documents, one sandbox each.
 type Converter struct {
 	b       *broker.Broker
 	buildid []byte
 	log     *slog.Logger
+	// registry is the profile's configuration (the constant registry;
+	// tests swap in one that lets macros run, to prove the sample's
+	// macro is real).
+	registry string
 }
 
 // New starts the converter's broker. It fails with ErrNotInstalled when
@@ -145,7 +158,7 @@ func New(ctx context.Context, log *slog.Logger, maxConversions int) (*Converter,
 	if err != nil {
 		return nil, fmt.Errorf("office: start sandbox: %w", err)
 	}
-	return &Converter{b: b, buildid: id, log: log}, nil
+	return &Converter{b: b, buildid: id, log: log, registry: registry}, nil
 }
 
 // Close ends every conversion.
@@ -231,7 +244,7 @@ func (c *Converter) ToPDF(ctx context.Context, origin string, doc *os.File, name
 		return nil, err
 	}
 	defer buildid.Close()
-	reg, err := memfd("registrymodifications.xcu", []byte(registry))
+	reg, err := memfd("registrymodifications.xcu", []byte(c.registry))
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +270,11 @@ func (c *Converter) ToPDF(ctx context.Context, origin string, doc *os.File, name
 	r := &Result{Layers: res.Layers, Exit: res.Exit, Took: time.Since(start)}
 	if res.Exit != nil && res.Exit.Reason != broker.ExitClean {
 		return r, fmt.Errorf("%w: %w", ErrConversion, res.Exit)
+	}
+	if errors.Is(err, unix.ENOENT) {
+		// LibreOffice ends with status 0 when it cannot load a
+		// document: its reason is only in its log.
+		return r, fmt.Errorf("%w: it wrote no PDF (it could not load the document: damaged, or not of the format its name says)", ErrConversion)
 	}
 	if err != nil {
 		return r, fmt.Errorf("%w: %w", ErrConversion, err)
