@@ -135,10 +135,6 @@ type Converter struct {
 	b       *broker.Broker
 	buildid []byte
 	log     *slog.Logger
-	// registry is the profile's configuration (the constant registry;
-	// tests swap in one that lets macros run, to prove the sample's
-	// macro is real).
-	registry string
 }
 
 // New starts the converter's broker. It fails with ErrNotInstalled when
@@ -158,7 +154,7 @@ func New(ctx context.Context, log *slog.Logger, maxConversions int) (*Converter,
 	if err != nil {
 		return nil, fmt.Errorf("office: start sandbox: %w", err)
 	}
-	return &Converter{b: b, buildid: id, log: log, registry: registry}, nil
+	return &Converter{b: b, buildid: id, log: log}, nil
 }
 
 // Close ends every conversion.
@@ -244,7 +240,7 @@ func (c *Converter) ToPDF(ctx context.Context, origin string, doc *os.File, name
 		return nil, err
 	}
 	defer buildid.Close()
-	reg, err := memfd("registrymodifications.xcu", []byte(c.registry))
+	reg, err := memfd("registrymodifications.xcu", []byte(registry))
 	if err != nil {
 		return nil, err
 	}

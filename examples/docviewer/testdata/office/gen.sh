@@ -50,8 +50,8 @@ cat > "$src/macro.fodt" <<EOF
 <?xml version="1.0" encoding="UTF-8"?>
 <office:document $ns office:mimetype="application/vnd.oasis.opendocument.text">
 <office:scripts>
-<office:script script:language="ooo:Basic"><ooo:libraries><ooo:library-embedded ooo:name="Standard"><ooo:module ooo:name="Module1"><ooo:source-code>Sub OnLoad
-  ThisComponent.Text.insertString(ThisComponent.Text.getEnd(), " MACRO RAN", False)
+<office:script script:language="ooo:Basic"><ooo:libraries><ooo:library-embedded ooo:name="Standard"><ooo:module ooo:name="Module1"><ooo:source-code>Sub OnLoad(event)
+  event.Source.Text.insertString(event.Source.Text.getEnd(), " MACRO RAN", False)
 End Sub
 </ooo:source-code></ooo:module></ooo:library-embedded></ooo:libraries></office:script>
 <office:event-listeners><script:event-listener script:language="ooo:script" script:event-name="dom:load" xlink:href="vnd.sun.star.script:Standard.Module1.OnLoad?language=Basic&amp;location=document"/></office:event-listeners>
