@@ -258,3 +258,26 @@ func TestIs(t *testing.T) {
 		assert.False(t, Is(name), name)
 	}
 }
+
+// TestPolicy: the conversion's policy is valid and stays what SECURITY.md
+// reviews: every namespace, no children, one bounded tmpfs, /dev/urandom
+// the only device, network sockets impossible.
+func TestPolicy(t *testing.T) {
+	p := Policy()
+	require.NoError(t, p.Validate())
+	ns := p.Namespaces
+	assert.True(t, ns.User && ns.Mount && ns.PID && ns.Net && ns.IPC && ns.UTS && ns.Cgroup)
+	assert.False(t, p.Seccomp.AllowChildren)
+	assert.Equal(t, []string{"/dev/urandom"}, p.Filesystem.Devices)
+	require.Len(t, p.Filesystem.Tmpfs, 1)
+	assert.Equal(t, uint64(512<<20), p.Filesystem.Tmpfs[0].Size)
+	assert.Len(t, p.Seccomp.Allow, 22)
+	sockets := 0
+	for _, r := range p.ForeignSyscallRules() {
+		if r.Name == "socket" || r.Name == "socketpair" {
+			sockets++
+			assert.Equal(t, "arg0==0x1", r.Conditions(), "%s: AF_UNIX only", r.Name)
+		}
+	}
+	assert.Equal(t, 2, sockets)
+}
