@@ -31,8 +31,9 @@ MODULES     := . examples/docviewer internal/bench deploy
 DOCVIEWER   := examples/docviewer
 # Packages system: libseccomp for the seccomp filter, poppler-utils to
 # check converted PDFs, chromium for the viewer's browser test,
-# tesseract-ocr and its English data for convert -ocr.
-TEST_DEPS   := poppler-utils chromium tesseract-ocr tesseract-ocr-eng
+# tesseract-ocr and its English data for convert -ocr, LibreOffice
+# (no GUI) for Office documents.
+TEST_DEPS   := poppler-utils chromium tesseract-ocr tesseract-ocr-eng libreoffice-core-nogui libreoffice-writer-nogui libreoffice-calc-nogui libreoffice-impress-nogui
 
 .PHONY: all deps build vet test check lint vulncheck tidy proto-check demo serve loadtest bench soak fuzz fuzz-smoke proto docs syscalls seccomp-profile container-test clean
 

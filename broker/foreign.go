@@ -58,8 +58,27 @@ type Program struct {
 	// its own. Nil leaves InputFD closed.
 	Input   *os.File
 	InputFD int
+	// InputPath, if set, gives the program its Input as a file instead
+	// of a descriptor, for programs that open their document by name:
+	// the launcher copies Input's bytes (from offset 0; Input must be a
+	// regular file or a memfd) into a new read-only file at InputPath,
+	// which must lie inside one of the policy's Tmpfs mounts and counts
+	// against its size. No host path is passed: the file is the
+	// program's own copy. InputFD is then unused.
+	InputPath string
+	// Files are more files the program opens by name (a configuration,
+	// a profile), copied the same way, parent directories made.
+	Files []File
 	// Output is where the program writes its result.
 	Output Output
+}
+
+// File is a file a foreign program finds at Path, inside one of the
+// policy's Tmpfs mounts: the launcher copies Content's bytes (a regular
+// file or a memfd, from offset 0) there before exec.
+type File struct {
+	Path    string
+	Content *os.File
 }
 
 // OutputKind says how a foreign program's result comes back.
@@ -76,14 +95,24 @@ const (
 	// program writes it like a file, from offset 0; RLIMIT_FSIZE is
 	// raised to at least its size. For large results the caller maps.
 	OutputMemfd
-	// OutputFile is a descriptor of the caller's own, Output.File,
-	// installed as it is: the program shares its open file description,
-	// as a program a shell starts shares the shell's terminal or
-	// redirected file. The broker reads and bounds nothing (Limit is
-	// not used; Limits.FileSize bounds a regular file). For a command
-	// line whose output is the caller's business, such as sandkit run's
-	// stdout; a caller that wants the result as data uses the others.
+	// OutputFile is a file the program creates by name at Output.Path,
+	// inside one of the policy's Tmpfs mounts, for programs that write
+	// their result into a directory. The launcher hands the broker that
+	// mount's directory before the program runs; once the program and
+	// every process of its namespace are gone, the broker opens exactly
+	// Output.Path beneath it (no symlink, no other mount, a regular file
+	// of at most Output.Limit bytes) and returns its bytes as
+	// Result.Output. The program's stdout goes to its log, like stderr.
 	OutputFile
+	// OutputDescriptor is a descriptor of the caller's own,
+	// Output.File, installed as it is: the program shares its open file
+	// description, as a program a shell starts shares the shell's
+	// terminal or redirected file. The broker reads and bounds nothing
+	// (Limit is not used; Limits.FileSize bounds a regular file). For a
+	// command line whose output is the caller's business, such as
+	// sandkit run's stdout; a caller that wants the result as data uses
+	// the others.
+	OutputDescriptor
 )
 
 // Output is the descriptor a foreign program writes its result to.
@@ -92,11 +121,13 @@ type Output struct {
 	// FD is its number in the program; 0 means 1 (stdout).
 	FD int
 	// Limit bounds the result in bytes; it must be set but for
-	// OutputFile.
+	// OutputDescriptor.
 	Limit uint64
-	// File is the descriptor of an OutputFile. The broker duplicates
+	// File is the descriptor of an OutputDescriptor. The broker duplicates
 	// it; the caller keeps and closes its own.
 	File *os.File
+	// Path is an OutputFile's absolute path in the program's root.
+	Path string
 }
 
 // Result is how a foreign program ended and what it wrote.
@@ -110,7 +141,7 @@ type Result struct {
 	ExitCode int
 	// Signal is the signal that ended it, 0 if it exited.
 	Signal syscall.Signal
-	// Output is what it wrote to an OutputPipe.
+	// Output is what it wrote to an OutputPipe or OutputFile.
 	Output []byte
 	// File is an OutputMemfd, sealed against any change once the
 	// program is gone (the caller closes it), and Written the
@@ -124,6 +155,11 @@ type Result struct {
 // or policy it cannot run.
 var ErrProgram = errors.New("broker: cannot run the program")
 
+// ErrOutputFile is wrapped by the error RunProgram returns, with the
+// Result, when a program ended without a readable OutputFile: none, not
+// a regular file, a symlink, or larger than Output.Limit.
+var ErrOutputFile = errors.New("broker: no valid output file")
+
 // RunProgram runs prog under the broker's policy, for origin and
 // document, and waits until it has ended. While it runs it is one of the
 // broker's live renderers: it counts against MaxRenderers, Renderers()
@@ -133,7 +169,9 @@ var ErrProgram = errors.New("broker: cannot run the program")
 //
 // The error is non-nil when the program could not be started (a
 // *policy.UnavailableError names a layer the launcher could not apply);
-// how a started program ended is Result.Exit.
+// how a started program ended is Result.Exit. For an OutputFile, the
+// error wraps ErrOutputFile, with the Result, when the file cannot be
+// read back.
 func (b *Broker) RunProgram(ctx context.Context, origin, document string, prog Program) (*Result, error) {
 	l, err := b.prepareLaunch(prog)
 	if err != nil {
@@ -182,7 +220,63 @@ func (b *Broker) RunProgram(ctx context.Context, origin, document string, prog P
 		res.Written = min(res.Written, int64(prog.Output.Limit))
 		res.File, l.memfd = l.memfd, nil
 	}
+	if l.outDir != nil {
+		res.Output, err = readOutputFile(l.outDir, l.outRel, prog.Output.Limit)
+		if err != nil {
+			return res, err
+		}
+	}
 	return res, nil
+}
+
+// readOutputFile reads the program's output file rel beneath dir, the
+// directory of its tmpfs, once the program and its namespace are gone
+// (nothing can change the file any more). The program named and made
+// everything beneath dir: the path may cross no symlink, magic link or
+// mount, the file must be regular (O_NONBLOCK: a FIFO cannot block the
+// open) and at most limit bytes.
+func readOutputFile(dir *os.File, rel string, limit uint64) ([]byte, error) {
+	fd, err := unix.Openat2(int(dir.Fd()), rel, &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: open %s: %w", ErrOutputFile, rel, err)
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrOutputFile, rel, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%w: %s is not a regular file (mode %#o)", ErrOutputFile, rel, st.Mode)
+	}
+	if uint64(st.Size) > limit {
+		return nil, fmt.Errorf("%w: %s has %d bytes, over %d", ErrOutputFile, rel, st.Size, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err == nil && uint64(len(data)) > limit {
+		err = fmt.Errorf("%d bytes", len(data))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrOutputFile, rel, err)
+	}
+	return data, nil
+}
+
+// tmpfsIndex returns the index in tmpfs of the mount strictly containing
+// path, which must be absolute and clean, and path relative to it.
+func tmpfsIndex(tmpfs []policy.Tmpfs, path string) (int, string, bool) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return 0, "", false
+	}
+	for i, t := range tmpfs {
+		if beneathDir(path, t.Path) && path != t.Path {
+			return i, strings.TrimPrefix(path[len(t.Path):], "/"), true
+		}
+	}
+	return 0, "", false
 }
 
 // takeSlot counts a spawn against MaxRenderers, waiting for a slot.
@@ -228,6 +322,8 @@ var launchSteps = [...]struct {
 	{"install the seccomp filter", policy.LayerSeccomp},
 	{"hand the seccomp listener to the broker", policy.LayerSeccompMonitor},
 	{"exec the program", ""},
+	{"hand the output tmpfs to the broker", ""},
+	{"copy the input files into the tmpfs", ""},
 }
 
 // launchError explains a launcher that failed, wrapping a
@@ -282,6 +378,11 @@ type launchSpec struct {
 	outPipe chan pipeOutput
 	argv    []string
 	limit   uint64
+	// An OutputFile: the directory of its tmpfs, received from the
+	// launcher, and its path beneath.
+	fileOut bool
+	outDir  *os.File
+	outRel  string
 }
 
 type pipeOutput struct {
@@ -323,12 +424,12 @@ func (l *launchSpec) free() {
 		f.Close()
 	}
 	l.files = nil
-	for _, f := range []*os.File{l.sock, l.outW, l.memfd} {
+	for _, f := range []*os.File{l.sock, l.outW, l.memfd, l.outDir} {
 		if f != nil {
 			f.Close()
 		}
 	}
-	l.sock, l.outW, l.memfd = nil, nil, nil
+	l.sock, l.outW, l.memfd, l.outDir = nil, nil, nil, nil
 }
 
 // prepareLaunch checks prog against the broker's policy and prepares
@@ -346,7 +447,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		return nil, bad("foreign programs need the broker's vfork spawn, which this host's ids cannot use: %v", b.ids.execReason)
 	case !filepath.IsAbs(prog.Path) || filepath.Clean(prog.Path) != prog.Path:
 		return nil, bad("program path %q is not absolute and clean", prog.Path)
-	case prog.Output.Limit == 0 && prog.Output.Kind != OutputFile:
+	case prog.Output.Limit == 0 && prog.Output.Kind != OutputDescriptor:
 		return nil, bad("Output.Limit is not set")
 	case p.Limits.OpenFiles == 0:
 		// The launcher's exec is allowed through a descriptor number
@@ -384,6 +485,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		path string
 		kind C.int
 		size uint64
+		rdev uint64
 	}
 	var mounts []mount
 	for _, path := range p.Filesystem.ReadOnlyPaths {
@@ -395,6 +497,10 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	if !slices.ContainsFunc(p.Filesystem.ExecutablePaths, func(dir string) bool { return beneathDir(prog.Path, dir) }) {
 		mounts = append(mounts, mount{path: prog.Path, kind: C.SANDKIT_MOUNT_EXECUTABLE})
 	}
+	for _, dev := range p.Filesystem.Devices {
+		mounts = append(mounts, mount{path: dev, kind: C.SANDKIT_MOUNT_DEVICE, rdev: policy.ForeignDevices[dev]})
+	}
+	firstTmpfs := len(mounts)
 	for _, t := range p.Filesystem.Tmpfs {
 		mounts = append(mounts, mount{path: t.Path, kind: C.SANDKIT_MOUNT_TMPFS, size: t.Size})
 	}
@@ -403,9 +509,43 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	}
 	cm := unsafe.Slice((*C.struct_sandkit_mount)(l.alloc(uintptr(len(mounts))*unsafe.Sizeof(C.struct_sandkit_mount{}))), len(mounts))
 	for i, m := range mounts {
-		cm[i] = C.struct_sandkit_mount{path: l.cstring(m.path), kind: m.kind, src: -1, size: C.uint64_t(m.size), inodes: C.uint(policy.MaxTmpfsInodes)}
+		cm[i] = C.struct_sandkit_mount{path: l.cstring(m.path), kind: m.kind, src: -1, size: C.uint64_t(m.size), inodes: C.uint(policy.MaxTmpfsInodes), rdev: C.uint64_t(m.rdev)}
 	}
 	c.root, c.mounts, c.nmounts = 1, &cm[0], C.int(len(cm))
+	c.send_mount = -1
+	files := prog.Files
+	if prog.InputPath != "" {
+		files = append([]File{{Path: prog.InputPath, Content: prog.Input}}, files...)
+	}
+	if len(files) > 0 {
+		cf := unsafe.Slice((*C.struct_sandkit_file)(l.alloc(uintptr(len(files))*unsafe.Sizeof(C.struct_sandkit_file{}))), len(files))
+		used := make([]uint64, len(p.Filesystem.Tmpfs))
+		for j, f := range files {
+			i, _, ok := tmpfsIndex(p.Filesystem.Tmpfs, f.Path)
+			if !ok {
+				return nil, bad("input path %q is not an absolute, clean path inside a tmpfs of the policy", f.Path)
+			}
+			// sendfile from offset 0: a file, and the files must fit.
+			var st unix.Stat_t
+			if f.Content == nil || unix.Fstat(int(f.Content.Fd()), &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+				return nil, bad("input file %s needs content that is a regular file or a memfd", f.Path)
+			}
+			used[i] += uint64(st.Size)
+			if used[i] > p.Filesystem.Tmpfs[i].Size {
+				return nil, bad("the input files (%d bytes) are larger than the tmpfs at %s (%d bytes)", used[i], p.Filesystem.Tmpfs[i].Path, p.Filesystem.Tmpfs[i].Size)
+			}
+			cf[j] = C.struct_sandkit_file{path: l.cstring(f.Path), fd: C.int(f.Content.Fd())}
+		}
+		c.files, c.nfiles = &cf[0], C.int(len(cf))
+	}
+	if prog.Output.Kind == OutputFile {
+		i, rel, ok := tmpfsIndex(p.Filesystem.Tmpfs, prog.Output.Path)
+		if !ok {
+			return nil, bad("output path %q is not an absolute, clean path inside a tmpfs of the policy", prog.Output.Path)
+		}
+		c.send_mount = C.int(firstTmpfs + i)
+		l.fileOut, l.outRel = true, rel
+	}
 	if p.Namespaces.UTS {
 		c.hostname = 1
 	}
@@ -417,7 +557,7 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 	for i := range fds {
 		fds[i] = -1
 	}
-	if prog.Input != nil {
+	if prog.Input != nil && prog.InputPath == "" {
 		fds[prog.InputFD] = C.int(prog.Input.Fd())
 	}
 	var fsize uint64
@@ -447,20 +587,24 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		}
 		fsize = prog.Output.Limit
 	case OutputFile:
+		if outFD != 1 {
+			return nil, bad("an output file has no output fd: stdout goes to the log")
+		}
+	case OutputDescriptor:
 		if prog.Output.File == nil {
-			return nil, bad("OutputFile without Output.File")
+			return nil, bad("OutputDescriptor without Output.File")
 		}
 	default:
 		return nil, bad("unknown output kind %d", prog.Output.Kind)
 	}
-	out := l.outW
-	if l.memfd != nil {
-		out = l.memfd
+	switch {
+	case l.memfd != nil:
+		fds[outFD] = C.int(l.memfd.Fd())
+	case l.outW != nil:
+		fds[outFD] = C.int(l.outW.Fd())
+	case prog.Output.Kind == OutputDescriptor:
+		fds[outFD] = C.int(prog.Output.File.Fd())
 	}
-	if prog.Output.Kind == OutputFile {
-		out = prog.Output.File
-	}
-	fds[outFD] = C.int(out.Fd())
 	c.fds, c.nfds = &fds[0], C.int(nfds)
 	path := l.cstring(prog.Path)
 	c.prog = path
@@ -548,6 +692,9 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	defer logW.Close()
 	fds := unsafe.Slice(l.c.fds, l.c.nfds)
 	fds[2] = C.int(logW.Fd())
+	if l.fileOut {
+		fds[1] = C.int(logW.Fd())
+	}
 	hostID, err := b.allocID()
 	if err != nil {
 		logR.Close()
@@ -636,8 +783,18 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 		<-announced
 		r.supervise()
 	}()
+	if l.fileOut {
+		// Sent before the listener, during the spawn: queued.
+		dir, err := recvFD(l.sock, "output-tmpfs")
+		if err != nil {
+			r.kill(ExitLockdownFailed, "output tmpfs not received: "+err.Error())
+			<-r.exited
+			return nil, fmt.Errorf("broker: output tmpfs: %w", err)
+		}
+		l.outDir = dir
+	}
 	if l.notify {
-		listener, err := recvListener(l.sock)
+		listener, err := recvFD(l.sock, "seccomp-listener")
 		if err != nil {
 			close(announced)
 			// Fail closed: no program runs unwatched.
@@ -657,10 +814,11 @@ func (b *Broker) launch(l *launchSpec, k key) (*Renderer, error) {
 	return r, nil
 }
 
-// recvListener receives the seccomp listener the launcher sent before
-// exec. The launcher sends it before exec and the broker's vfork spawn
-// returns after exec, so it is queued already: the read does not wait.
-func recvListener(sock *os.File) (*os.File, error) {
+// recvFD receives a descriptor the launcher sent before exec (the
+// output tmpfs's directory, the seccomp listener). The launcher sends
+// them before exec and the broker's vfork spawn returns after exec, so
+// they are queued already: the read does not wait.
+func recvFD(sock *os.File, name string) (*os.File, error) {
 	buf := make([]byte, 1)
 	oob := make([]byte, unix.CmsgSpace(4))
 	n, oobn, flags, _, err := unix.Recvmsg(int(sock.Fd()), buf, oob, unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
@@ -681,7 +839,7 @@ func recvListener(sock *os.File) (*os.File, error) {
 		}
 		return nil, errors.New("malformed listener message")
 	}
-	return os.NewFile(uintptr(fds[0]), "seccomp-listener"), nil
+	return os.NewFile(uintptr(fds[0]), name), nil
 }
 
 // readOutput reads a program's output pipe until every writer is gone,

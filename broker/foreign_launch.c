@@ -11,7 +11,11 @@
 //   1. the empty root, with the binds and tmpfs mounts (needs
 //      CAP_SYS_ADMIN in the user namespace); the sources are opened
 //      here, in the child's mount namespace, as the renderer's id;
-//   2. the hostname;
+//      the directory of the tmpfs that will hold the program's output
+//      file, if any, is sent to the broker on its socket;
+//   2. the hostname, and the input file: the input descriptor's bytes
+//      copied into a new file in a tmpfs (sendfile: the launcher never
+//      reads them itself);
 //   3. the descriptors: the program's at 0..nfds-1, the listener socket
 //      at sock_num, every other one closed;
 //   4. the program's descriptor at exe_num, opened in the new root;
@@ -41,6 +45,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -118,9 +123,9 @@ static int mkdirs(char *path) {
 }
 
 // bind_mount mounts the O_PATH descriptor src at dst, read-only,
-// nosuid, nodev, and noexec unless exec; the atime flags the kernel does
-// not let a user namespace change are kept.
-static int bind_mount(int src, char *dst, int exec) {
+// nosuid, nodev unless dev, and noexec unless exec; the atime flags the
+// kernel does not let a user namespace change are kept.
+static int bind_mount(int src, char *dst, int exec, int dev) {
 	struct stat st;
 	if (fstat(src, &st) != 0) {
 		return -1;
@@ -152,7 +157,8 @@ static int bind_mount(int src, char *dst, int exec) {
 	if (statvfs(dst, &sv) != 0) {
 		return -1;
 	}
-	unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV;
+	unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID;
+	if (!dev) flags |= MS_NODEV;
 	if (!exec) flags |= MS_NOEXEC;
 	if (sv.f_flag & ST_NOATIME) flags |= MS_NOATIME;
 	if (sv.f_flag & ST_NODIRATIME) flags |= MS_NODIRATIME;
@@ -181,6 +187,81 @@ static int mount_tmpfs(const struct sandkit_mount *m, char *dst) {
 	return mount("sandkit-tmpfs", dst, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts);
 }
 
+// send_fd sends fd on sock, one byte with one descriptor.
+static int send_fd(int sock, int fd) {
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof u);
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	if (n != 1) {
+		if (n >= 0) errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+// send_dir sends an O_PATH descriptor of the directory dir (a tmpfs
+// mount just made) on sock: the broker keeps the mount through it after
+// the program's namespace is gone.
+static int send_dir(int sock, const char *dir) {
+	int fd = open(dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		return -1;
+	}
+	int r = send_fd(sock, fd);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return r;
+}
+
+// copy_file copies the broker's descriptor f->fd, from offset 0, into a
+// new read-only file at f->path in the new root, making its parent
+// directories. The bytes move inside the kernel (sendfile): the launcher
+// reads none of them. The tmpfs's size bounds the copy (ENOSPC).
+static int copy_file(const struct sandkit_file *f) {
+	char dir[LAUNCH_PATH_MAX];
+	size_t len = 0;
+	if (cat(dir, sizeof dir, &len, f->path) != 0) {
+		return -1;
+	}
+	char *slash = strrchr(dir, '/');
+	if (slash != NULL && slash != dir) {
+		*slash = 0;
+		if (mkdirs(dir) != 0) {
+			return -1;
+		}
+	}
+	int out = open(f->path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0400);
+	if (out < 0) {
+		return -1;
+	}
+	off_t off = 0;
+	for (;;) {
+		ssize_t n = sendfile(out, f->fd, &off, 1 << 30);
+		if (n == 0) {
+			break;
+		}
+		if (n < 0 && errno != EINTR) {
+			int saved = errno;
+			close(out);
+			errno = saved;
+			return -1;
+		}
+	}
+	return close(out);
+}
+
 // empty_root replaces the root with a small read-only tmpfs holding only
 // the mounts, then detaches the host's root, as a Go renderer's
 // constructor does (renderer/early_lockdown.c).
@@ -205,7 +286,18 @@ static int empty_root(struct sandkit_launch *l) {
 	// bind mount's source must be a mount of the caller's namespace.
 	for (int i = 0; i < l->nmounts; i++) {
 		struct sandkit_mount *m = &l->mounts[i];
-		if (m->kind != SANDKIT_MOUNT_TMPFS && (m->src = open(m->path, O_PATH | O_CLOEXEC)) < 0) {
+		if (m->kind == SANDKIT_MOUNT_TMPFS) {
+			continue;
+		}
+		// A device must be exactly the character device the broker
+		// named, not a symlink or another node at its path.
+		int nofollow = m->kind == SANDKIT_MOUNT_DEVICE ? O_NOFOLLOW : 0;
+		if ((m->src = open(m->path, O_PATH | O_CLOEXEC | nofollow)) < 0) {
+			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
+		}
+		struct stat st;
+		if (m->kind == SANDKIT_MOUNT_DEVICE && (fstat(m->src, &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != m->rdev)) {
+			errno = ENODEV;
 			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
 		}
 	}
@@ -220,9 +312,13 @@ static int empty_root(struct sandkit_launch *l) {
 		if (cat(dst, sizeof dst, &len, base) != 0 || cat(dst, sizeof dst, &len, m->path) != 0) {
 			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
 		}
-		int r = m->kind == SANDKIT_MOUNT_TMPFS ? mount_tmpfs(m, dst) : bind_mount(m->src, dst, m->kind == SANDKIT_MOUNT_EXECUTABLE);
+		int r = m->kind == SANDKIT_MOUNT_TMPFS ? mount_tmpfs(m, dst) :
+			bind_mount(m->src, dst, m->kind == SANDKIT_MOUNT_EXECUTABLE, m->kind == SANDKIT_MOUNT_DEVICE);
 		if (r != 0) {
 			return fail(l, SANDKIT_LAUNCH_MOUNT, i);
+		}
+		if (i == l->send_mount && send_dir(l->sock, dst) != 0) {
+			return fail(l, SANDKIT_LAUNCH_SEND_MOUNT, i);
 		}
 	}
 	// pivot_root(".", ".") stacks the old root under the new one;
@@ -365,28 +461,12 @@ static int install_seccomp(struct sandkit_launch *l) {
 	}
 	// From here on, only what the filter allows: sendmsg, close,
 	// execveat of the program, exit_group.
-	char byte = 0;
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	union {
-		char buf[CMSG_SPACE(sizeof(int))];
-		struct cmsghdr align;
-	} u;
-	memset(&u, 0, sizeof u);
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
 	int fd = (int)listener;
-	memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	ssize_t n = sendmsg(l->sock_num, &msg, MSG_NOSIGNAL);
+	int r = send_fd(l->sock_num, fd);
 	int saved = errno;
 	close(fd);
-	if (n != 1) {
-		errno = n < 0 ? saved : EIO;
-		return fail(l, SANDKIT_LAUNCH_SEND_LISTENER, -1);
-	}
-	return 0;
+	errno = saved;
+	return r != 0 ? fail(l, SANDKIT_LAUNCH_SEND_LISTENER, -1) : 0;
 }
 
 void sandkit_launch(struct sandkit_launch *l) {
@@ -398,6 +478,12 @@ void sandkit_launch(struct sandkit_launch *l) {
 	if (l->hostname && sethostname("sandkit", strlen("sandkit")) != 0) {
 		fail(l, SANDKIT_LAUNCH_HOSTNAME, -1);
 		return;
+	}
+	for (int i = 0; i < l->nfiles; i++) {
+		if (copy_file(&l->files[i]) != 0) {
+			fail(l, SANDKIT_LAUNCH_INPUT, -1);
+			return;
+		}
 	}
 	if (install_fds(l) != 0) {
 		return;

@@ -9,6 +9,7 @@ enum {
 	SANDKIT_MOUNT_READ_ONLY,  // bind, read-only, noexec
 	SANDKIT_MOUNT_EXECUTABLE, // bind, read-only, exec allowed
 	SANDKIT_MOUNT_TMPFS,      // private writable tmpfs of bounded size
+	SANDKIT_MOUNT_DEVICE,     // bind of the character device rdev, read-only, noexec, dev allowed
 };
 
 struct sandkit_mount {
@@ -17,6 +18,12 @@ struct sandkit_mount {
 	int src;            // binds: the launcher's O_PATH descriptor of the source
 	uint64_t size;      // tmpfs: bytes
 	unsigned inodes;    // tmpfs: nr_inodes
+	uint64_t rdev;      // device: the device number its source must have
+};
+
+struct sandkit_file {
+	const char *path; // absolute, in the new root, inside a tmpfs
+	int fd;           // the broker's descriptor of its content
 };
 
 struct sandkit_rlimit {
@@ -48,6 +55,16 @@ struct sandkit_launch {
 	int notify; // the filter returns a listener, sent on sock_num
 	char *const *argv;
 	char *const *envp;
+	// Files the program opens by name (its document, a configuration):
+	// each descriptor's bytes (the broker's, seekable) are copied into a
+	// new read-only file at its path, inside a tmpfs mount, before the
+	// program runs.
+	const struct sandkit_file *files;
+	int nfiles;
+	// The index of the tmpfs mount whose directory is sent to the broker
+	// on sock before the program runs, for the broker to read its output
+	// file from after it has ended. -1: none.
+	int send_mount;
 	// Out: the step that failed (SANDKIT_LAUNCH_*) and, for a mount or a
 	// Landlock rule, the index of its mount (-1 for none).
 	int step, index;
@@ -69,6 +86,8 @@ enum {
 	SANDKIT_LAUNCH_SECCOMP,
 	SANDKIT_LAUNCH_SEND_LISTENER,
 	SANDKIT_LAUNCH_EXEC,
+	SANDKIT_LAUNCH_SEND_MOUNT,
+	SANDKIT_LAUNCH_INPUT,
 };
 
 // sandkit_launch locks the calling process down and execs the program.

@@ -26,6 +26,19 @@ const (
 	MaxTmpfsInodes = 4096
 )
 
+// ForeignDevices are the character devices a policy may bind
+// (Filesystem.Devices), with their device numbers (major 1, the kernel's
+// memory devices): each is stateless or a source of random bytes, and
+// Landlock lets the program only read them (a write to /dev/null or
+// /dev/urandom would be harmless too, but is not needed).
+var ForeignDevices = map[string]uint64{
+	"/dev/null":    unix.Mkdev(1, 3),
+	"/dev/zero":    unix.Mkdev(1, 5),
+	"/dev/full":    unix.Mkdev(1, 7),
+	"/dev/random":  unix.Mkdev(1, 8),
+	"/dev/urandom": unix.Mkdev(1, 9),
+}
+
 // The clone flags of glibc's fork (_Fork: arch_fork) and of the bare fork
 // system call's equivalent. A child gets its own memory, descriptor table
 // and filesystem context, and no namespace, tracing or parent change.
@@ -37,10 +50,68 @@ const (
 // ForeignSyscallRules returns the allowlist of a foreign program under
 // p: SyscallRules, plus, with AllowChildren, clone with exactly the flags
 // of fork (as further alternatives of the thread rule) and the wait
-// calls. exec is never among them: the broker's launcher adds the one
-// exec of the program itself (see broker.Program).
+// calls; with AllowPathStat, newfstatat without conditions. prlimit64
+// may also set the program's own limits, rt_sigaction install handlers,
+// prctl read the bounding set; with AllowFileLocks, fcntl's record locks,
+// fsync and fdatasync. With AllowUnixSockets, socket
+// and socketpair of AF_UNIX. exec is
+// never among them: the broker's launcher adds the one exec of the
+// program itself (see broker.Program).
 func (p *Policy) ForeignSyscallRules() []SyscallRule {
 	rules := p.SyscallRules()
+	for i := range rules {
+		if rules[i].Name == "rt_sigaction" {
+			// A C program installs its handlers after exec, when the
+			// filter is in force. One without SA_RESTART may see a
+			// disallowed call end in EINTR, unreported, if a signal
+			// comes before the monitor reads the notification; the
+			// call still never runs.
+			rules[i].AnyOf = nil
+			rules[i].Why = "install signal handlers (a C program does so after exec); a disallowed call a signal interrupts before the monitor reads it ends in EINTR, never runs"
+		}
+		if rules[i].Name == "prlimit64" {
+			// A foreign program may set its own limits too (glibc's
+			// setrlimit; LibreOffice raises its descriptor limit's
+			// soft value): without CAP_SYS_RESOURCE it can only lower
+			// a hard limit, and the launcher set every soft limit to
+			// its hard one.
+			rules[i].AnyOf = [][]ArgCond{{{Arg: 0, Op: Equal, Value: 0}}}
+			rules[i].Why = "read and set its own limits (pid 0): without capabilities a hard limit only goes down"
+		}
+		if rules[i].Name == "prctl" {
+			// Libraries probe capabilities before using them
+			// (LibreOffice's Impress does): a read of the bounding
+			// set, which the launcher emptied.
+			rules[i].AnyOf = append(slices.Clone(rules[i].AnyOf), argEq(0, unix.PR_CAPBSET_READ)...)
+			rules[i].Why += "; PR_CAPBSET_READ (a read of its own bounding set, empty)"
+		}
+	}
+	if p.Seccomp.AllowPathStat {
+		for i := range rules {
+			if rules[i].Name == "newfstatat" {
+				rules[i].AnyOf = nil
+				rules[i].Why = "stat by path (allow_path_stat): in the empty root a path reaches only the policy's binds and tmpfs mounts"
+			}
+		}
+	}
+	if p.Seccomp.AllowFileLocks {
+		for i := range rules {
+			if rules[i].Name == "fcntl" {
+				rules[i].AnyOf = append(slices.Clone(rules[i].AnyOf), argEq(1, unix.F_GETLK, unix.F_SETLK, unix.F_SETLKW,
+					unix.F_OFD_GETLK, unix.F_OFD_SETLK, unix.F_OFD_SETLKW)...)
+				rules[i].Why += "; record locks (allow_file_locks)"
+			}
+		}
+		rules = append(rules,
+			SyscallRule{Name: "fsync", Why: "flush a file (allow_file_locks: SQLite syncs its database)"},
+			SyscallRule{Name: "fdatasync", Why: "flush a file's data (allow_file_locks: SQLite syncs its journal)"})
+	}
+	if p.Seccomp.AllowUnixSockets {
+		unixOnly := [][]ArgCond{{{Arg: 0, Op: Equal, Value: unix.AF_UNIX}}}
+		rules = append(rules,
+			SyscallRule{Name: "socket", AnyOf: unixOnly, Why: "AF_UNIX sockets only (allow_unix_sockets): nothing outside the empty root and the Landlock scope to reach"},
+			SyscallRule{Name: "socketpair", AnyOf: unixOnly, Why: "AF_UNIX socket pairs only (allow_unix_sockets)"})
+	}
 	if !p.Seccomp.AllowChildren {
 		return rules
 	}
@@ -75,6 +146,24 @@ func (p *Policy) validateForeign(bad func(string, ...any)) {
 		seen[path] = true
 	}
 	binds := append(slices.Clone(fs.ReadOnlyPaths), fs.ExecutablePaths...)
+	if len(fs.Devices) > 0 && !p.Namespaces.Mount {
+		bad("filesystem: devices need the mount namespace (they are bound in the empty root)")
+	}
+	for _, dev := range fs.Devices {
+		if _, ok := ForeignDevices[dev]; !ok {
+			bad("filesystem: device %q is not one of /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom", dev)
+		}
+		if seen[dev] {
+			bad("filesystem: device %q listed twice or also a path", dev)
+		}
+		seen[dev] = true
+		for _, other := range binds {
+			if beneath(dev, other) {
+				bad("filesystem: device %q lies beneath the bind %q", dev, other)
+			}
+		}
+	}
+	binds = append(binds, fs.Devices...)
 	if len(fs.Tmpfs) > MaxTmpfsMounts {
 		bad("filesystem: %d tmpfs mounts, at most %d", len(fs.Tmpfs), MaxTmpfsMounts)
 	}
@@ -93,6 +182,15 @@ func (p *Policy) validateForeign(bad func(string, ...any)) {
 				bad("filesystem: tmpfs %q overlaps %q", t.Path, other)
 			}
 		}
+	}
+	if p.Seccomp.AllowPathStat && !p.Seccomp.Enabled {
+		bad("seccomp: allow_path_stat needs seccomp enabled")
+	}
+	if p.Seccomp.AllowUnixSockets && (!p.Seccomp.Enabled || !p.Scope.Landlock || !p.Namespaces.Net) {
+		bad("seccomp: allow_unix_sockets needs seccomp, the Landlock scope (abstract sockets) and the network namespace")
+	}
+	if p.Seccomp.AllowFileLocks && !p.Seccomp.Enabled {
+		bad("seccomp: allow_file_locks needs seccomp enabled")
 	}
 	if p.Seccomp.AllowChildren && !p.Seccomp.Enabled {
 		bad("seccomp: allow_children needs seccomp enabled (without it nothing stops children)")

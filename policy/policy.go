@@ -65,6 +65,15 @@ type Filesystem struct {
 	// memory that no rlimit counts: Limits.Memory does not bound them,
 	// their Size does.
 	Tmpfs []Tmpfs
+	// Devices are, for foreign programs only, character devices bound
+	// read-only at their own path (the only mounts of the empty root
+	// without nodev), allowed read-only by Landlock. Only the devices of
+	// ForeignDevices may be named, and the launcher checks each one's
+	// device number before binding it: they hold no state a program
+	// could change or read another's data from. Programs that read
+	// /dev/urandom by name (NSS, which LibreOffice uses to write PDF)
+	// fail without it.
+	Devices []string
 }
 
 // Network restricts sockets beyond what the empty network namespace does.
@@ -114,6 +123,34 @@ type Seccomp struct {
 	// user), cannot exec, and die with the program, which is pid 1 of
 	// the namespace. Go renderers never fork; they ignore it.
 	AllowChildren bool
+	// AllowPathStat lets a foreign program stat files by path:
+	// newfstatat with any path and flags, not only fstat through
+	// AT_EMPTY_PATH. Dynamic loaders and programs that probe their
+	// installation (LibreOffice) need it. In the empty root a path
+	// reaches only the policy's binds and tmpfs mounts, whose files
+	// the program may read anyway: the metadata it gains (sizes,
+	// inodes, times) is of files it was given. Go renderers ignore it:
+	// their base rule stays AT_EMPTY_PATH only.
+	AllowPathStat bool
+	// AllowUnixSockets lets a foreign program make AF_UNIX sockets
+	// (socket and socketpair with that domain only; bind, listen,
+	// accept4, connect come from Allow). LibreOffice will not start
+	// without its single-instance pipe, a socket it binds in /tmp. Such
+	// a socket reaches nothing outside the sandbox: abstract names are
+	// scoped by Landlock (Scope.Landlock), the network namespace is
+	// empty, and a path socket must lie in the empty root, whose only
+	// files are the policy's binds (which must hold no host socket) and
+	// tmpfs mounts. Go renderers ignore it.
+	AllowUnixSockets bool
+	// AllowFileLocks lets a foreign program take POSIX record locks
+	// (fcntl F_GETLK, F_SETLK, F_SETLKW and their open-file-description
+	// forms), fsync and fdatasync: SQLite locks its database (LibreOffice's NSS
+	// keeps its certificate store in one, in the tmpfs). Locks are
+	// advisory: one on a file of its tmpfs concerns only the program;
+	// one on a read-only bind can delay, while the program lives, only a
+	// host process that asks for a conflicting lock on the same file.
+	// Go renderers ignore it.
+	AllowFileLocks bool
 }
 
 // Limits bounds the resources of one renderer.
@@ -246,6 +283,7 @@ func (p *Policy) Clone() *Policy {
 	c.Filesystem.ReadOnlyPaths = slices.Clone(p.Filesystem.ReadOnlyPaths)
 	c.Filesystem.ExecutablePaths = slices.Clone(p.Filesystem.ExecutablePaths)
 	c.Filesystem.Tmpfs = slices.Clone(p.Filesystem.Tmpfs)
+	c.Filesystem.Devices = slices.Clone(p.Filesystem.Devices)
 	c.Seccomp.Allow = slices.Clone(p.Seccomp.Allow)
 	c.AllowDegraded = slices.Clone(p.AllowDegraded)
 	return &c

@@ -91,6 +91,7 @@ func fromProto(pb *policypb.Policy) *Policy {
 		set(&p.Filesystem.Landlock, fs.Landlock)
 		p.Filesystem.ReadOnlyPaths = append([]string(nil), fs.ReadOnlyPaths...)
 		p.Filesystem.ExecutablePaths = append([]string(nil), fs.ExecutablePaths...)
+		p.Filesystem.Devices = append([]string(nil), fs.Devices...)
 		for _, t := range fs.Tmpfs {
 			p.Filesystem.Tmpfs = append(p.Filesystem.Tmpfs, Tmpfs{Path: t.GetPath(), Size: t.GetSizeBytes()})
 		}
@@ -106,6 +107,9 @@ func fromProto(pb *policypb.Policy) *Policy {
 		set(&p.Seccomp.Monitor, s.Monitor)
 		set(&p.Seccomp.DenyExecMemory, s.DenyExecMemory)
 		set(&p.Seccomp.AllowChildren, s.AllowChildren)
+		set(&p.Seccomp.AllowPathStat, s.AllowPathStat)
+		set(&p.Seccomp.AllowUnixSockets, s.AllowUnixSockets)
+		set(&p.Seccomp.AllowFileLocks, s.AllowFileLocks)
 		p.Seccomp.Allow = append([]string(nil), s.Allow...)
 	}
 	if l := pb.GetLimits(); l != nil {
@@ -151,12 +155,13 @@ func toProto(p *Policy) *policypb.Policy {
 			Cgroup: b(p.Namespaces.Cgroup),
 		},
 		Filesystem: &policypb.Filesystem{Landlock: b(p.Filesystem.Landlock), ReadOnlyPaths: append([]string(nil), p.Filesystem.ReadOnlyPaths...),
-			ExecutablePaths: append([]string(nil), p.Filesystem.ExecutablePaths...)},
+			ExecutablePaths: append([]string(nil), p.Filesystem.ExecutablePaths...), Devices: append([]string(nil), p.Filesystem.Devices...)},
 		Network: &policypb.Network{Landlock: b(p.Network.Landlock)},
 		Scope:   &policypb.Scope{Landlock: b(p.Scope.Landlock)},
 		Seccomp: &policypb.Seccomp{Enabled: b(p.Seccomp.Enabled), Monitor: b(p.Seccomp.Monitor),
 			Allow: append([]string(nil), p.Seccomp.Allow...), DenyExecMemory: b(p.Seccomp.DenyExecMemory),
-			AllowChildren: b(p.Seccomp.AllowChildren)},
+			AllowChildren: b(p.Seccomp.AllowChildren), AllowPathStat: b(p.Seccomp.AllowPathStat),
+			AllowUnixSockets: b(p.Seccomp.AllowUnixSockets), AllowFileLocks: b(p.Seccomp.AllowFileLocks)},
 		Limits: &policypb.Limits{
 			MemoryBytes:          u(p.Limits.Memory),
 			OpenFiles:            u(p.Limits.OpenFiles),

@@ -85,6 +85,24 @@ int main(int argc, char **argv) {
 		}
 		return 0;
 	}
+	if (strcmp(mode, "head") == 0 && argc == 4) {
+		// Read argv[3] bytes of argv[2]; report how many, and how many
+		// of them were zero.
+		int fd = open(argv[2], O_RDONLY | O_CLOEXEC);
+		if (fd < 0) { snprintf(line, sizeof line, "open %d\n", errno); out(line); return 0; }
+		unsigned char buf[4096];
+		size_t want = (size_t)atoi(argv[3]), got = 0, zeros = 0;
+		if (want > sizeof buf) want = sizeof buf;
+		while (got < want) {
+			ssize_t n = read(fd, buf + got, want - got);
+			if (n <= 0) break;
+			got += n;
+		}
+		for (size_t i = 0; i < got; i++) zeros += buf[i] == 0;
+		snprintf(line, sizeof line, "read %zu zeros %zu\n", got, zeros);
+		out(line);
+		return 0;
+	}
 	if (strcmp(mode, "fill") == 0) {
 		// Write to a file in argv[2] until it fails; report how far.
 		int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -125,6 +143,33 @@ int main(int argc, char **argv) {
 			}
 		}
 		return 0;
+	}
+	if (strcmp(mode, "convert") == 0 && argc == 4) {
+		// Open the document by name (argv[2]), report whether it may
+		// be written, and write it upper-cased to a file by name
+		// (argv[3]), as a converter that reads and writes paths does;
+		// a last line says whether the input could be opened to write.
+		int w = open(argv[2], O_WRONLY | O_CLOEXEC);
+		snprintf(line, sizeof line, "write input errno %d\n", w < 0 ? errno : 0);
+		int in = open(argv[2], O_RDONLY | O_CLOEXEC);
+		int o = open(argv[3], O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (in < 0 || o < 0) return 5;
+		outfd = o;
+		char buf[4096];
+		ssize_t n;
+		while ((n = read(in, buf, sizeof buf)) > 0) {
+			for (ssize_t i = 0; i < n; i++) if (buf[i] >= 'a' && buf[i] <= 'z') buf[i] -= 32;
+			if (write(o, buf, n) != n) return 3;
+		}
+		out(line);
+		return n < 0 ? 4 : 0;
+	}
+	if (strcmp(mode, "symlink") == 0 && argc == 4) {
+		// Leave argv[3] a symlink to argv[2] instead of an output.
+		return syscall(SYS_symlinkat, argv[2], AT_FDCWD, argv[3]) != 0 ? 5 : 0;
+	}
+	if (strcmp(mode, "mkdir") == 0 && argc == 3) {
+		return syscall(SYS_mkdirat, AT_FDCWD, argv[2], 0700) != 0 ? 5 : 0;
 	}
 	if (strcmp(mode, "exit") == 0) {
 		return atoi(argv[2]);

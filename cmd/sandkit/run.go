@@ -138,7 +138,7 @@ func runCommand(ctx context.Context, args []string, stdin, stdout *os.File, stde
 		Args:   argv,
 		Env:    rc.env,
 		Input:  openOrNil(stdin),
-		Output: broker.Output{Kind: broker.OutputFile, FD: 1, File: stdout},
+		Output: broker.Output{Kind: broker.OutputDescriptor, FD: 1, File: stdout},
 	}
 	if rc.learnFile != "" {
 		return learnProgram(ctx, rc, p, prog, stderr)

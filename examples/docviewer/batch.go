@@ -233,7 +233,13 @@ func runJob(ctx context.Context, j batchJob, cfg batchConfig, log *slog.Logger) 
 		r.err = errors.New("its output would overwrite it")
 		return r
 	}
-	lib, err := library.Single(j.in)
+	src, cleanup, err := officePDF(ctx, j.in, log)
+	if err != nil {
+		r.err = fmt.Errorf("%w (nothing written)", err)
+		return r
+	}
+	defer cleanup()
+	lib, err := library.Single(src)
 	if err != nil {
 		r.err = err
 		return r

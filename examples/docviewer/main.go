@@ -41,6 +41,7 @@ import (
 	"github.com/sandkit/sandkit/examples/docviewer/backend/sandboxed/worker"
 	"github.com/sandkit/sandkit/examples/docviewer/convert"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
+	"github.com/sandkit/sandkit/examples/docviewer/office"
 	"github.com/sandkit/sandkit/examples/docviewer/pdfout"
 	"github.com/sandkit/sandkit/examples/docviewer/render"
 	"github.com/sandkit/sandkit/examples/docviewer/server"
@@ -221,7 +222,19 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 		opts = append(opts, server.WithOCR(rec))
 	}
 	if *uploads {
-		up, err := server.NewUploads(ctx, server.UploadConfig{Logger: log})
+		// Office uploads go through LibreOffice, if installed; without
+		// it they are refused with what to install.
+		conv, err := office.New(ctx, log, 2)
+		switch {
+		case errors.Is(err, office.ErrNotInstalled):
+			log.Warn("Office uploads are refused", "err", err)
+			conv = nil
+		case err != nil:
+			return err
+		default:
+			defer conv.Close()
+		}
+		up, err := server.NewUploads(ctx, server.UploadConfig{Logger: log, Office: conv})
 		if err != nil {
 			return err
 		}
@@ -315,6 +328,9 @@ func convertCmd(ctx context.Context, args []string, stderr io.Writer, log *slog.
 	if *small && *lossless {
 		return usageError{msg: "-small and -lossless: choose one"}
 	}
+	if err := checkOffice(fs.Args()); err != nil {
+		return err
+	}
 	opt := pdfout.Options{Quality: *quality, Small: *small, Lossless: *lossless}
 	if fs.NArg() == 0 {
 		return usageError{msg: "convert needs IN and OUT.pdf, or documents to convert beside themselves"}
@@ -338,7 +354,14 @@ func convertOne(ctx context.Context, in, out string, dpi float64, opt pdfout.Opt
 	if same(in, out) {
 		return usageError{msg: "OUT must differ from IN"}
 	}
-	lib, err := library.Single(in)
+	// An Office document becomes a PDF first, in LibreOffice's sandbox;
+	// that PDF is rendered like any other, in MuPDF's.
+	src, cleanup, err := officePDF(ctx, in, log)
+	if err != nil {
+		return fmt.Errorf("convert %s: %w (nothing written to %s)", in, err, out)
+	}
+	defer cleanup()
+	lib, err := library.Single(src)
 	if err != nil {
 		return fmt.Errorf("%s: %w", in, err)
 	}

@@ -88,6 +88,10 @@ func PlanForeign(p *policy.Policy, launcher []policy.SyscallRule) (*ForeignPlan,
 	plan.WriteRights = plan.HandledFS & (read | unix.LANDLOCK_ACCESS_FS_WRITE_FILE | unix.LANDLOCK_ACCESS_FS_REMOVE_DIR |
 		unix.LANDLOCK_ACCESS_FS_REMOVE_FILE | unix.LANDLOCK_ACCESS_FS_MAKE_DIR | unix.LANDLOCK_ACCESS_FS_MAKE_REG |
 		unix.LANDLOCK_ACCESS_FS_MAKE_SYM | unix.LANDLOCK_ACCESS_FS_REFER | unix.LANDLOCK_ACCESS_FS_TRUNCATE)
+	if p.Seccomp.AllowUnixSockets {
+		// A socket it binds by path lies in its tmpfs.
+		plan.WriteRights |= plan.HandledFS & unix.LANDLOCK_ACCESS_FS_MAKE_SOCK
+	}
 
 	if p.Seccomp.Enabled {
 		if !ns.PID {

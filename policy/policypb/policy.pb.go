@@ -225,7 +225,11 @@ type Filesystem struct {
 	// program's libraries, its dynamic loader).
 	ExecutablePaths []string `protobuf:"bytes,3,rep,name=executable_paths,json=executablePaths,proto3" json:"executable_paths,omitempty"`
 	// Foreign programs only: private writable tmpfs mounts of bounded size.
-	Tmpfs         []*Tmpfs `protobuf:"bytes,4,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	Tmpfs []*Tmpfs `protobuf:"bytes,4,rep,name=tmpfs,proto3" json:"tmpfs,omitempty"`
+	// Foreign programs only: character devices bound read-only at their own
+	// path, from a fixed set (/dev/null, /dev/zero, /dev/full, /dev/random,
+	// /dev/urandom), allowed read-only by Landlock.
+	Devices       []string `protobuf:"bytes,5,rep,name=devices,proto3" json:"devices,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -284,6 +288,13 @@ func (x *Filesystem) GetExecutablePaths() []string {
 func (x *Filesystem) GetTmpfs() []*Tmpfs {
 	if x != nil {
 		return x.Tmpfs
+	}
+	return nil
+}
+
+func (x *Filesystem) GetDevices() []string {
+	if x != nil {
+		return x.Devices
 	}
 	return nil
 }
@@ -440,8 +451,14 @@ type Seccomp struct {
 	// Foreign programs only: child processes (fork) inside the renderer's
 	// pid namespace, counted in limits.threads, none of which may exec.
 	AllowChildren *bool `protobuf:"varint,5,opt,name=allow_children,json=allowChildren,proto3,oneof" json:"allow_children,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Foreign programs only: newfstatat on paths (see policy.Seccomp.AllowPathStat).
+	AllowPathStat *bool `protobuf:"varint,6,opt,name=allow_path_stat,json=allowPathStat,proto3,oneof" json:"allow_path_stat,omitempty"`
+	// Foreign programs only: socket and socketpair of AF_UNIX (see policy.Seccomp.AllowUnixSockets).
+	AllowUnixSockets *bool `protobuf:"varint,7,opt,name=allow_unix_sockets,json=allowUnixSockets,proto3,oneof" json:"allow_unix_sockets,omitempty"`
+	// Foreign programs only: fcntl's record locks (see policy.Seccomp.AllowFileLocks).
+	AllowFileLocks *bool `protobuf:"varint,8,opt,name=allow_file_locks,json=allowFileLocks,proto3,oneof" json:"allow_file_locks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Seccomp) Reset() {
@@ -505,6 +522,27 @@ func (x *Seccomp) GetDenyExecMemory() bool {
 func (x *Seccomp) GetAllowChildren() bool {
 	if x != nil && x.AllowChildren != nil {
 		return *x.AllowChildren
+	}
+	return false
+}
+
+func (x *Seccomp) GetAllowPathStat() bool {
+	if x != nil && x.AllowPathStat != nil {
+		return *x.AllowPathStat
+	}
+	return false
+}
+
+func (x *Seccomp) GetAllowUnixSockets() bool {
+	if x != nil && x.AllowUnixSockets != nil {
+		return *x.AllowUnixSockets
+	}
+	return false
+}
+
+func (x *Seccomp) GetAllowFileLocks() bool {
+	if x != nil && x.AllowFileLocks != nil {
+		return *x.AllowFileLocks
 	}
 	return false
 }
@@ -683,13 +721,14 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\x04_netB\x06\n" +
 	"\x04_ipcB\x06\n" +
 	"\x04_utsB\t\n" +
-	"\a_cgroup\"\xba\x01\n" +
+	"\a_cgroup\"\xd4\x01\n" +
 	"\n" +
 	"Filesystem\x12\x1f\n" +
 	"\blandlock\x18\x01 \x01(\bH\x00R\blandlock\x88\x01\x01\x12&\n" +
 	"\x0fread_only_paths\x18\x02 \x03(\tR\rreadOnlyPaths\x12)\n" +
 	"\x10executable_paths\x18\x03 \x03(\tR\x0fexecutablePaths\x12+\n" +
-	"\x05tmpfs\x18\x04 \x03(\v2\x15.sandkit.policy.TmpfsR\x05tmpfsB\v\n" +
+	"\x05tmpfs\x18\x04 \x03(\v2\x15.sandkit.policy.TmpfsR\x05tmpfs\x12\x18\n" +
+	"\adevices\x18\x05 \x03(\tR\adevicesB\v\n" +
 	"\t_landlock\"\\\n" +
 	"\x05Tmpfs\x12\x17\n" +
 	"\x04path\x18\x01 \x01(\tH\x00R\x04path\x88\x01\x01\x12\"\n" +
@@ -702,19 +741,25 @@ const file_policy_policypb_policy_proto_rawDesc = "" +
 	"\t_landlock\"5\n" +
 	"\x05Scope\x12\x1f\n" +
 	"\blandlock\x18\x01 \x01(\bH\x00R\blandlock\x88\x01\x01B\v\n" +
-	"\t_landlock\"\xf8\x01\n" +
+	"\t_landlock\"\xc7\x03\n" +
 	"\aSeccomp\x12\x1d\n" +
 	"\aenabled\x18\x01 \x01(\bH\x00R\aenabled\x88\x01\x01\x12\x1d\n" +
 	"\amonitor\x18\x02 \x01(\bH\x01R\amonitor\x88\x01\x01\x12\x14\n" +
 	"\x05allow\x18\x03 \x03(\tR\x05allow\x12-\n" +
 	"\x10deny_exec_memory\x18\x04 \x01(\bH\x02R\x0edenyExecMemory\x88\x01\x01\x12*\n" +
-	"\x0eallow_children\x18\x05 \x01(\bH\x03R\rallowChildren\x88\x01\x01B\n" +
+	"\x0eallow_children\x18\x05 \x01(\bH\x03R\rallowChildren\x88\x01\x01\x12+\n" +
+	"\x0fallow_path_stat\x18\x06 \x01(\bH\x04R\rallowPathStat\x88\x01\x01\x121\n" +
+	"\x12allow_unix_sockets\x18\a \x01(\bH\x05R\x10allowUnixSockets\x88\x01\x01\x12-\n" +
+	"\x10allow_file_locks\x18\b \x01(\bH\x06R\x0eallowFileLocks\x88\x01\x01B\n" +
 	"\n" +
 	"\b_enabledB\n" +
 	"\n" +
 	"\b_monitorB\x13\n" +
 	"\x11_deny_exec_memoryB\x11\n" +
-	"\x0f_allow_children\"\xc0\x06\n" +
+	"\x0f_allow_childrenB\x12\n" +
+	"\x10_allow_path_statB\x15\n" +
+	"\x13_allow_unix_socketsB\x13\n" +
+	"\x11_allow_file_locks\"\xc0\x06\n" +
 	"\x06Limits\x12&\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x04H\x00R\vmemoryBytes\x88\x01\x01\x12\"\n" +
 	"\n" +

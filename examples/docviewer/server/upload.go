@@ -23,6 +23,7 @@ import (
 
 	"github.com/sandkit/sandkit/examples/docviewer/backend"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
+	"github.com/sandkit/sandkit/examples/docviewer/office"
 )
 
 // UploadConfig bounds web mode. Zero fields take the defaults.
@@ -44,6 +45,12 @@ type UploadConfig struct {
 	TTL time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Office converts uploads whose file name says they are Office
+	// documents (office.Is) to PDF, in LibreOffice's sandbox, before
+	// they are stored: the store keeps that PDF, rendered like any
+	// other. Nil (LibreOffice is not installed) refuses them with 415
+	// and what to install.
+	Office *office.Converter
 }
 
 // Per-client bounds on requests in flight, for the folder's documents and
@@ -292,6 +299,9 @@ func (u *Uploads) receive(r *http.Request, client string) (*upload, error) {
 	case n == 0:
 		err = &errUploadLimit{http.StatusBadRequest, "the document is empty"}
 	}
+	if err == nil && office.Is(part.FileName()) {
+		n, err = u.officeToPDF(r.Context(), client, path, part.FileName())
+	}
 	if err != nil {
 		os.Remove(path)
 		return nil, err
@@ -302,6 +312,38 @@ func (u *Uploads) receive(r *http.Request, client string) (*upload, error) {
 	}
 	return &upload{id: library.IDOf(file), file: file, name: displayName(part.FileName()),
 		client: client, size: n, expires: time.Now().Add(u.cfg.TTL)}, nil
+}
+
+// officeToPDF replaces the stored Office document at path by the PDF
+// LibreOffice makes of it, in a sandbox of its own, and returns the
+// PDF's size. The PDF is as untrusted as the upload: it is stored, and
+// rendered, like an uploaded PDF.
+func (u *Uploads) officeToPDF(ctx context.Context, client, path, name string) (int64, error) {
+	if u.cfg.Office == nil {
+		return 0, &errUploadLimit{http.StatusUnsupportedMediaType, "Office documents need LibreOffice, which this server does not have; to install it: " + office.InstallHint}
+	}
+	doc, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("store upload: %w", err)
+	}
+	res, err := u.cfg.Office.ToPDF(ctx, client, doc, name)
+	doc.Close()
+	if err != nil {
+		u.log.Info("office upload refused", "client", client, "err", err)
+		return 0, &errUploadLimit{http.StatusUnprocessableEntity, err.Error()}
+	}
+	if int64(len(res.PDF)) > u.cfg.MaxBytes {
+		return 0, &errUploadLimit{http.StatusRequestEntityTooLarge, fmt.Sprintf("the PDF of the document is larger than %s", humanSize(u.cfg.MaxBytes))}
+	}
+	u.log.Info("office upload converted", "client", client, "took", res.Took, "bytes", len(res.PDF), "layers", res.Layers.String())
+	// A new file at the same name: the document's bytes are gone.
+	if err := os.Remove(path); err != nil {
+		return 0, fmt.Errorf("store upload: %w", err)
+	}
+	if err := os.WriteFile(path, res.PDF, 0o600); err != nil {
+		return 0, fmt.Errorf("store upload: %w", err)
+	}
+	return int64(len(res.PDF)), nil
 }
 
 // durationText is d for people: "30 minutes", "2 hours", else as Go

@@ -15,18 +15,18 @@ import (
 	"github.com/sandkit/sandkit/broker"
 )
 
-// TestForeignProgramOutputFile: with OutputFile the program writes the
+// TestForeignProgramOutputDescriptor: with OutputDescriptor the program writes the
 // caller's own descriptor (a pipe here, a shell's stdout for sandkit
 // run), which the broker neither reads nor keeps; one without a File is
 // refused before anything starts.
-func TestForeignProgramOutputFile(t *testing.T) {
+func TestForeignProgramOutputDescriptor(t *testing.T) {
 	prog := buildForeign(t)
 	b := newBroker(t, foreignPolicy())
 	r, w, err := os.Pipe()
 	require.NoError(t, err)
 	defer r.Close()
 	res := runForeign(t, b, broker.Program{Path: prog, Args: []string{"foreignprog", "echo"}, Input: inputPipe(t, "to the caller\n"),
-		Output: broker.Output{Kind: broker.OutputFile, File: w}})
+		Output: broker.Output{Kind: broker.OutputDescriptor, File: w}})
 	require.Equal(t, broker.ExitClean, res.Exit.Reason, "%v", res.Exit)
 	assert.Nil(t, res.Output)
 	assert.Nil(t, res.File)
@@ -35,9 +35,9 @@ func TestForeignProgramOutputFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "TO THE CALLER\n", string(got), "and no writer is left: the broker kept no copy")
 
-	_, err = b.RunProgram(context.Background(), "origin", "doc", broker.Program{Path: prog, Args: []string{"foreignprog", "echo"}, Output: broker.Output{Kind: broker.OutputFile}})
+	_, err = b.RunProgram(context.Background(), "origin", "doc", broker.Program{Path: prog, Args: []string{"foreignprog", "echo"}, Output: broker.Output{Kind: broker.OutputDescriptor}})
 	require.ErrorIs(t, err, broker.ErrProgram)
-	assert.Contains(t, err.Error(), "OutputFile without Output.File")
+	assert.Contains(t, err.Error(), "OutputDescriptor without Output.File")
 }
 
 // TestForeignProgramSignal: a program a signal ended says which in
