@@ -126,21 +126,30 @@ func Policy() *policy.Policy {
 
 // lowriterSyscalls are the calls LibreOffice makes beyond the base
 // allowlist, found by learn mode (broker.Learner) over the six samples of
-// testdata/office, exactly these; each one reviewed (see SECURITY.md,
-// "LibreOffice").
+// testdata/office, and link: fontconfig's lock when it writes a cache of
+// LibreOffice's own font directories, which a fresh host lacks and the
+// host the samples were learned on had (TestWithoutFontCache). Each one
+// reviewed (see SECURITY.md, "LibreOffice").
 var lowriterSyscalls = []string{"readlink", "access", "arch_prctl", "statfs", "getcwd", "getdents64", "unlink", "rmdir", "mkdir",
-	"faccessat2", "connect", "bind", "chmod", "listen", "accept", "sysinfo", "ftruncate", "fstatfs", "fadvise64", "rename", "chown", "fchown"}
+	"faccessat2", "connect", "bind", "chmod", "listen", "accept", "sysinfo", "ftruncate", "fstatfs", "fadvise64", "rename", "chown", "fchown", "link"}
 
 // Converter converts documents, one sandbox each.
 type Converter struct {
-	b       *broker.Broker
-	buildid []byte
-	log     *slog.Logger
+	b        *broker.Broker
+	buildid  []byte
+	registry string
+	log      *slog.Logger
 }
 
 // New starts the converter's broker. It fails with ErrNotInstalled when
 // LibreOffice is missing.
 func New(ctx context.Context, log *slog.Logger, maxConversions int) (*Converter, error) {
+	return newConverter(ctx, log, maxConversions, Policy(), registry)
+}
+
+// newConverter is New with the policy and the profile's configuration
+// given: tests change one of them to show what the other holds.
+func newConverter(ctx context.Context, log *slog.Logger, maxConversions int, p *policy.Policy, registry string) (*Converter, error) {
 	if err := Available(); err != nil {
 		return nil, err
 	}
@@ -151,11 +160,11 @@ func New(ctx context.Context, log *slog.Logger, maxConversions int) (*Converter,
 	if err != nil {
 		return nil, err
 	}
-	b, err := broker.New(ctx, broker.Config{Policy: Policy(), MaxRenderers: max(maxConversions, 1), Logger: log})
+	b, err := broker.New(ctx, broker.Config{Policy: p, MaxRenderers: max(maxConversions, 1), Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("office: start sandbox: %w", err)
 	}
-	return &Converter{b: b, buildid: id, log: log}, nil
+	return &Converter{b: b, buildid: id, registry: registry, log: log}, nil
 }
 
 // Close ends every conversion.
@@ -241,7 +250,7 @@ func (c *Converter) ToPDF(ctx context.Context, origin string, doc *os.File, name
 		return nil, err
 	}
 	defer buildid.Close()
-	reg, err := memfd("registrymodifications.xcu", []byte(registry))
+	reg, err := memfd("registrymodifications.xcu", []byte(c.registry))
 	if err != nil {
 		return nil, err
 	}

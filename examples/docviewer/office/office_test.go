@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -215,6 +216,30 @@ func bomb(t *testing.T, size int) []byte {
 	return buf.Bytes()
 }
 
+// TestWithoutFontCache: fontconfig keeps no cache of LibreOffice's own
+// font directories on a fresh host (Debian's fc-cache trigger does not
+// scan them; a run of LibreOffice as root writes it), so in the sandbox
+// it scans them and writes its cache to the profile's tmpfs, taking a
+// lock with link(2). Shown here with no system cache bound at all: the
+// conversion succeeds. Before link was allowed, the monitor killed
+// LibreOffice for it on every host whose cache lacked those directories.
+func TestWithoutFontCache(t *testing.T) {
+	if err := Available(); err != nil {
+		newTestConverter(t) // fails or skips, saying why
+	}
+	p := Policy()
+	fs := &p.Filesystem
+	fs.ReadOnlyPaths = slices.DeleteFunc(fs.ReadOnlyPaths, func(path string) bool { return path == "/var/cache/fontconfig" })
+	require.Len(t, fs.ReadOnlyPaths, len(Policy().Filesystem.ReadOnlyPaths)-1)
+	c, err := newConverter(context.Background(), slog.New(slog.DiscardHandler), 1, p, registry)
+	require.NoError(t, err)
+	defer c.Close()
+	res, err := convert(t, c, "text.docx", sample(t, "text.docx"))
+	require.NoError(t, err)
+	assertAllLayers(t, res)
+	assert.Contains(t, pdfText(t, res.PDF), "Sample document, page one.")
+}
+
 // TestHostileDocuments: a zip bomb and a truncated .docx end in a clear
 // error, every layer in force, and the converter goes on working.
 func TestHostileDocuments(t *testing.T) {
@@ -271,7 +296,7 @@ func TestPolicy(t *testing.T) {
 	assert.Equal(t, []string{"/dev/urandom"}, p.Filesystem.Devices)
 	require.Len(t, p.Filesystem.Tmpfs, 1)
 	assert.Equal(t, uint64(512<<20), p.Filesystem.Tmpfs[0].Size)
-	assert.Len(t, p.Seccomp.Allow, 22)
+	assert.Len(t, p.Seccomp.Allow, 23)
 	sockets := 0
 	for _, r := range p.ForeignSyscallRules() {
 		if r.Name == "socket" || r.Name == "socketpair" {
