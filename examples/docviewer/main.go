@@ -26,6 +26,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -202,10 +203,26 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 	if *maxRenderers < 1 || *maxQueue < 1 || *warm < 0 || *warm > *maxRenderers || *idle <= 0 {
 		return usageError{msg: fmt.Sprintf("-max-renderers %d, -max-queue %d, -warm %d, -idle-timeout %v: need -max-renderers >= 1, -max-queue >= 1, 0 <= -warm <= -max-renderers, -idle-timeout > 0", *maxRenderers, *maxQueue, *warm, *idle)}
 	}
+	// Office documents, of the folder or uploaded, go through
+	// LibreOffice, if installed; without it they are refused with what
+	// to install.
+	conv, err := office.New(ctx, log, 2)
+	switch {
+	case errors.Is(err, office.ErrNotInstalled):
+		if *uploads || slices.ContainsFunc(lib.List(), func(d library.Doc) bool { return office.Is(d.Name) }) {
+			log.Warn("Office documents are refused", "err", err)
+		}
+		conv = nil
+	case err != nil:
+		return err
+	default:
+		defer conv.Close()
+	}
 	be, closer, err := newBackend(ctx, lib, log, *unsandboxed, sandboxed.Config{
 		MaxRenderers: *maxRenderers, MaxQueue: *maxQueue, WarmPool: *warm, IdleTimeout: *idle,
 		// A server's resident size goes back down after a burst.
 		FreeMemoryWhenIdle: true,
+		Office:             conv,
 	})
 	if err != nil {
 		return err
@@ -222,18 +239,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer, log *slog.Logge
 		opts = append(opts, server.WithOCR(rec))
 	}
 	if *uploads {
-		// Office uploads go through LibreOffice, if installed; without
-		// it they are refused with what to install.
-		conv, err := office.New(ctx, log, 2)
-		switch {
-		case errors.Is(err, office.ErrNotInstalled):
-			log.Warn("Office uploads are refused", "err", err)
-			conv = nil
-		case err != nil:
-			return err
-		default:
-			defer conv.Close()
-		}
 		up, err := server.NewUploads(ctx, server.UploadConfig{Logger: log, Office: conv})
 		if err != nil {
 			return err

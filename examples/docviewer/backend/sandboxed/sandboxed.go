@@ -50,6 +50,7 @@ import (
 	"github.com/sandkit/sandkit/examples/docviewer/doclimits"
 	"github.com/sandkit/sandkit/examples/docviewer/docpb"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
+	"github.com/sandkit/sandkit/examples/docviewer/office"
 )
 
 // Policy returns the renderer policy for documents under limits:
@@ -149,6 +150,12 @@ type Config struct {
 	// WarmPool keeps that many renderers locked down and waiting, so that
 	// opening a document does not wait for a spawn.
 	WarmPool int
+	// Office converts the library's Office documents (office.Is, by
+	// name) to PDF, in LibreOffice's sandbox, when one is first opened;
+	// the PDF, as untrusted as the document, then goes to a MuPDF
+	// renderer like any other. Nil refuses them (docerr.ErrUnsupported,
+	// with what to install).
+	Office *office.Converter
 	// Path and Args select the renderer executable; empty Path means this
 	// program, which must call renderer.Main(worker.Register) when
 	// renderer.Requested() (see package worker).
@@ -174,6 +181,7 @@ type Backend struct {
 	events *backend.EventLog // refusals and broker-side check failures
 	turns  *admission
 	stats  *stats
+	office *officePDFs
 
 	freeWhenIdle bool
 	conns        sync.WaitGroup // goroutines that close a conn when its renderer ends
@@ -315,6 +323,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		events:       backend.NewEventLog(100),
 		turns:        newAdmission(cfg.MaxRenderers, cfg.MaxQueue, log),
 		stats:        st,
+		office:       newOfficePDFs(cfg.Office),
 		freeWhenIdle: cfg.FreeMemoryWhenIdle,
 		sessions:     map[string]*session{},
 	}, nil
@@ -335,7 +344,7 @@ func (b *Backend) Close() error {
 		}
 		s.mu.Unlock()
 	}
-	return err
+	return errors.Join(err, b.office.close())
 }
 
 // Policy returns the policy the renderers apply.
@@ -369,6 +378,7 @@ func (b *Backend) Forget(doc string) {
 	s.mu.Lock()
 	c := s.c
 	s.c, s.pages, s.err = nil, 0, nil
+	b.office.forget(doc)
 	s.mu.Unlock()
 	if c != nil {
 		c.r.Close()
@@ -416,6 +426,19 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (c *conn, pages int, 
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return nil, 0, nil, s.err
+	}
+	if office.Is(d.Name) {
+		// Convert before taking a renderer: LibreOffice takes seconds,
+		// which a held renderer would spend idle.
+		f, err := b.office.open(ctx, b.lib, d)
+		if err != nil {
+			if ctx.Err() == nil && documentFault(err) {
+				s.err = err
+				b.record(d, err)
+			}
+			return nil, 0, nil, err
+		}
+		f.Close()
 	}
 	var r *broker.Renderer
 	for {
@@ -496,7 +519,7 @@ func (b *Backend) closeWhenGone(s *session, c *conn) {
 // reads and parses it and returns its page count. The page region comes
 // with the first page (grow).
 func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d library.Doc) (int, error) {
-	f, _, err := b.lib.OpenDocument(d.ID)
+	f, err := b.openDocument(ctx, d)
 	if err != nil {
 		return 0, err
 	}
@@ -510,6 +533,16 @@ func (b *Backend) sendDocument(ctx context.Context, r *broker.Renderer, d librar
 		return 0, b.misbehaved(r, d, fmt.Sprintf("open: renderer claims %d pages (limit %d)", n, b.limits.MaxPages))
 	}
 	return n, nil
+}
+
+// openDocument opens d for a renderer: the file itself, or for an Office
+// document the PDF LibreOffice made of it.
+func (b *Backend) openDocument(ctx context.Context, d library.Doc) (*os.File, error) {
+	if office.Is(d.Name) {
+		return b.office.open(ctx, b.lib, d)
+	}
+	f, _, err := b.lib.OpenDocument(d.ID)
+	return f, err
 }
 
 // minRegion is the smallest page region asked for: a Letter page at 72
