@@ -88,7 +88,7 @@ type Config struct {
 	// directories above it need not be searchable by those ids.
 	//
 	// Zero means root's range in /etc/subuid if /etc/subgid gives root
-	// the same one, else DefaultRendererIDs. A broker that is not root
+	// the same one, else DefaultRendererIDs(). A broker that is not root
 	// cannot switch ids: its renderers run as its own uid, and what that
 	// shares is in SECURITY.md ("Threads and user ids").
 	RendererIDs IDRange

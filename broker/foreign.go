@@ -498,7 +498,11 @@ func (b *Broker) prepareLaunch(prog Program) (_ *launchSpec, err error) {
 		mounts = append(mounts, mount{path: prog.Path, kind: C.SANDKIT_MOUNT_EXECUTABLE})
 	}
 	for _, dev := range p.Filesystem.Devices {
-		mounts = append(mounts, mount{path: dev, kind: C.SANDKIT_MOUNT_DEVICE, rdev: policy.ForeignDevices[dev]})
+		rdev, ok := policy.ForeignDevice(dev)
+		if !ok { // Validate refused it already
+			return nil, bad("device %q is not one a policy may bind", dev)
+		}
+		mounts = append(mounts, mount{path: dev, kind: C.SANDKIT_MOUNT_DEVICE, rdev: rdev})
 	}
 	firstTmpfs := len(mounts)
 	for _, t := range p.Filesystem.Tmpfs {

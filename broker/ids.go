@@ -20,13 +20,13 @@ type IDRange struct {
 	First, Count uint32
 }
 
-// DefaultRendererIDs is the range a broker running as root gives its
+// DefaultRendererIDs returns the range a broker running as root gives its
 // renderers when neither Config.RendererIDs nor a "root" entry in
 // /etc/subuid and /etc/subgid names one: 65,536 ids from 1,879,048,192
 // (0x70000000), above the ranges systemd hands out to users, dynamic
 // users and containers (up to 1,879,048,191) and below its "foreign"
 // range (from 2,147,352,576).
-var DefaultRendererIDs = IDRange{First: 0x70000000, Count: 1 << 16}
+func DefaultRendererIDs() IDRange { return IDRange{First: 0x70000000, Count: 1 << 16} }
 
 // overflowID is the id the kernel shows for an id with no mapping in a
 // user namespace ("nobody"); a renderer must never run as it.
@@ -56,7 +56,7 @@ func (r IDRange) check() error {
 
 // rendererIDs returns the range to use: cfg's if set, else root's
 // subordinate ids if /etc/subuid and /etc/subgid both give root the same
-// range, else DefaultRendererIDs.
+// range, else DefaultRendererIDs().
 func rendererIDs(cfg IDRange) IDRange {
 	if cfg.Count != 0 {
 		return cfg
@@ -66,7 +66,7 @@ func rendererIDs(cfg IDRange) IDRange {
 	if uerr == nil && gerr == nil && u == g && u.check() == nil {
 		return u
 	}
-	return DefaultRendererIDs
+	return DefaultRendererIDs()
 }
 
 // subordinateIDs returns user's first range in a subuid(5) or subgid(5)

@@ -26,17 +26,27 @@ const (
 	MaxTmpfsInodes = 4096
 )
 
-// ForeignDevices are the character devices a policy may bind
-// (Filesystem.Devices), with their device numbers (major 1, the kernel's
-// memory devices): each is stateless or a source of random bytes, and
+// ForeignDevice returns the device number of path if it is one of the
+// character devices a policy may bind (Filesystem.Devices): /dev/null,
+// /dev/zero, /dev/full, /dev/random and /dev/urandom, the kernel's memory
+// devices (major 1). Each is stateless or a source of random bytes, and
 // Landlock lets the program only read them (a write to /dev/null or
-// /dev/urandom would be harmless too, but is not needed).
-var ForeignDevices = map[string]uint64{
-	"/dev/null":    unix.Mkdev(1, 3),
-	"/dev/zero":    unix.Mkdev(1, 5),
-	"/dev/full":    unix.Mkdev(1, 7),
-	"/dev/random":  unix.Mkdev(1, 8),
-	"/dev/urandom": unix.Mkdev(1, 9),
+// /dev/urandom would be harmless too, but is not needed). A function, not
+// a map, so that no caller can widen the list.
+func ForeignDevice(path string) (rdev uint64, ok bool) {
+	switch path {
+	case "/dev/null":
+		return unix.Mkdev(1, 3), true
+	case "/dev/zero":
+		return unix.Mkdev(1, 5), true
+	case "/dev/full":
+		return unix.Mkdev(1, 7), true
+	case "/dev/random":
+		return unix.Mkdev(1, 8), true
+	case "/dev/urandom":
+		return unix.Mkdev(1, 9), true
+	}
+	return 0, false
 }
 
 // The clone flags of glibc's fork (_Fork: arch_fork) and of the bare fork
@@ -53,10 +63,9 @@ const (
 // calls; with AllowPathStat, newfstatat without conditions. prlimit64
 // may also set the program's own limits, rt_sigaction install handlers,
 // prctl read the bounding set; with AllowFileLocks, fcntl's record locks,
-// fsync and fdatasync. With AllowUnixSockets, socket
-// and socketpair of AF_UNIX. exec is
-// never among them: the broker's launcher adds the one exec of the
-// program itself (see broker.Program).
+// fsync and fdatasync; with AllowUnixSockets, socket and socketpair of
+// AF_UNIX. exec is never among them: the broker's launcher adds the one
+// exec of the program itself (see broker.Program).
 func (p *Policy) ForeignSyscallRules() []SyscallRule {
 	rules := p.SyscallRules()
 	for i := range rules {
@@ -150,7 +159,7 @@ func (p *Policy) validateForeign(bad func(string, ...any)) {
 		bad("filesystem: devices need the mount namespace (they are bound in the empty root)")
 	}
 	for _, dev := range fs.Devices {
-		if _, ok := ForeignDevices[dev]; !ok {
+		if _, ok := ForeignDevice(dev); !ok {
 			bad("filesystem: device %q is not one of /dev/null, /dev/zero, /dev/full, /dev/random, /dev/urandom", dev)
 		}
 		if seen[dev] {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/sandkit/sandkit/policy"
 )
@@ -59,4 +60,22 @@ func TestDevicesRoundTrip(t *testing.T) {
 	c := p.Clone()
 	c.Filesystem.Devices[0] = "/dev/zero"
 	assert.Equal(t, "/dev/urandom", p.Filesystem.Devices[0], "Clone shares the devices")
+}
+
+// TestForeignDevice: each device a policy may bind has the number the
+// host's own node has (the launcher refuses a node whose number differs),
+// and nothing else is one.
+func TestForeignDevice(t *testing.T) {
+	for _, path := range []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"} {
+		rdev, ok := policy.ForeignDevice(path)
+		require.True(t, ok, path)
+		var st unix.Stat_t
+		require.NoError(t, unix.Stat(path, &st), path)
+		assert.Equal(t, uint64(st.Rdev), rdev, path)
+		assert.Equal(t, uint32(unix.S_IFCHR), st.Mode&unix.S_IFMT, path)
+	}
+	for _, path := range []string{"/dev/sda", "/dev/mem", "/dev/kmem", "/dev/port", "/dev/tty", "/dev/kmsg", "dev/null", "/dev/null/", ""} {
+		_, ok := policy.ForeignDevice(path)
+		assert.False(t, ok, path)
+	}
 }

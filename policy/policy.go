@@ -67,8 +67,8 @@ type Filesystem struct {
 	Tmpfs []Tmpfs
 	// Devices are, for foreign programs only, character devices bound
 	// read-only at their own path (the only mounts of the empty root
-	// without nodev), allowed read-only by Landlock. Only the devices of
-	// ForeignDevices may be named, and the launcher checks each one's
+	// without nodev), allowed read-only by Landlock. Only the devices
+	// ForeignDevice knows may be named, and the launcher checks each one's
 	// device number before binding it: they hold no state a program
 	// could change or read another's data from. Programs that read
 	// /dev/urandom by name (NSS, which LibreOffice uses to write PDF)
