@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -31,23 +30,6 @@ func newTestConverter(t *testing.T) *office.Converter {
 	require.NoError(t, err)
 	t.Cleanup(func() { conv.Close() })
 	return conv
-}
-
-// folder is a directory holding copies of testdata samples (as "src" or
-// "src=name").
-func folder(t *testing.T, samples ...string) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, s := range samples {
-		src, name, ok := strings.Cut(s, "=")
-		if !ok {
-			name = filepath.Base(src)
-		}
-		data, err := os.ReadFile(filepath.Join("..", "..", "testdata", src))
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
-	}
-	return dir
 }
 
 // folderBackend serves dir, converting Office documents with conv.

@@ -192,8 +192,9 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// newBackend serves copies of testdata samples (as "src" or "src=name").
-func newBackend(t testing.TB, mod func(*Config), samples ...string) *Backend {
+// folder is a directory holding copies of testdata samples (as "src" or
+// "src=name").
+func folder(t testing.TB, samples ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, s := range samples {
@@ -201,11 +202,17 @@ func newBackend(t testing.TB, mod func(*Config), samples ...string) *Backend {
 		if !ok {
 			name = filepath.Base(src)
 		}
-		b, err := os.ReadFile(filepath.Join("..", "..", "testdata", src))
+		data, err := os.ReadFile(filepath.Join("..", "..", "testdata", src))
 		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o644))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), data, 0o644))
 	}
-	lib, err := library.Open(dir)
+	return dir
+}
+
+// newBackend serves copies of testdata samples (as "src" or "src=name").
+func newBackend(t testing.TB, mod func(*Config), samples ...string) *Backend {
+	t.Helper()
+	lib, err := library.Open(folder(t, samples...))
 	require.NoError(t, err)
 	cfg := Config{Library: lib, Logger: testLogger(t)}
 	if mod != nil {
