@@ -201,6 +201,64 @@ func readPPM(t *testing.T, path string) *image.RGBA {
 	return img
 }
 
+// glyphs is a page of black text on white, drawn at random from an
+// alphabet of 40 random glyphs (strokes of a 7x10 box), 8 or 9 pixels
+// apart, in words and lines at a 14-pixel pitch: like a text page, it
+// codes smaller in Group 4 than in Flate.
+func glyphs(w, h int) *image.RGBA {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var alphabet [40][10][7]bool
+	for g := range alphabet {
+		for range 3 { // three strokes, vertical or horizontal
+			if rng.IntN(2) == 0 {
+				x := rng.IntN(6)
+				for y := rng.IntN(4); y < 10; y++ {
+					alphabet[g][y][x], alphabet[g][y][x+1] = true, true
+				}
+			} else {
+				y := rng.IntN(9)
+				for x := range 7 {
+					alphabet[g][y][x], alphabet[g][y+1][x] = true, true
+				}
+			}
+		}
+	}
+	ink := make([]bool, w*h)
+	for top := 4; top+10 < h; top += 14 {
+		for x := 4; x+7 < w; {
+			if rng.IntN(6) == 0 {
+				x += 3 + rng.IntN(4) // a space
+				continue
+			}
+			g := &alphabet[rng.IntN(len(alphabet))]
+			for y := range 10 {
+				for dx := range 7 {
+					ink[(top+y)*w+x+dx] = g[y][dx]
+				}
+			}
+			x += 8 + rng.IntN(2) // proportional spacing
+		}
+	}
+	return fill(w, h, func(x, y int) color.RGBA {
+		if ink[y*w+x] {
+			return color.RGBA{0, 0, 0, 255}
+		}
+		return color.RGBA{255, 255, 255, 255}
+	})
+}
+
+// bilevelNoise is black and white pixels at random: Group 4's worst
+// case, where Flate of the 1-bit rows is smaller.
+func bilevelNoise(w, h int) *image.RGBA {
+	rng := rand.New(rand.NewPCG(3, 4))
+	return fill(w, h, func(x, y int) color.RGBA {
+		if rng.IntN(2) == 0 {
+			return color.RGBA{0, 0, 0, 255}
+		}
+		return color.RGBA{255, 255, 255, 255}
+	})
+}
+
 // meanError is the mean absolute difference per colour channel.
 func meanError(want *image.RGBA, got image.Image) float64 {
 	var sum float64
@@ -228,6 +286,8 @@ func TestRenderedPixels(t *testing.T) {
 		maxMean float64 // mean absolute error per channel; 0: exact
 	}{
 		{"bilevel", textLike(240, 120, black, true), Options{}, Bilevel, 0},
+		{"bilevel noise", bilevelNoise(240, 120), Options{}, Bilevel, 0},
+		{"bilevel glyphs", glyphs(400, 300), Options{}, Bilevel, 0},
 		{"gray", textLike(240, 120, black, false), Options{Lossless: true}, Gray, 0},
 		{"text, edges to four levels", textLike(240, 120, black, false), Options{}, Text, 2},
 		{"text with a gray fill", fills(240, 120, 200), Options{}, Text, 0},
@@ -246,6 +306,14 @@ func TestRenderedPixels(t *testing.T) {
 			require.NoError(t, w.AddPage(tt.img, dpi))
 			require.NoError(t, w.Close())
 			require.Equal(t, []Encoding{tt.want}, w.Encodings())
+			if tt.want == Bilevel {
+				// Group 4 for text, Flate where it is smaller (noise).
+				filter := "/CCITTFaxDecode"
+				if tt.name != "bilevel glyphs" {
+					filter = "/FlateDecode" // repetitive or noise
+				}
+				require.Contains(t, buf.String(), filter)
+			}
 			stored, drawn := popplerPixels(t, buf.Bytes(), dpi)
 			require.Equal(t, tt.img.Bounds(), drawn, "pdftoppm page size")
 			require.Equal(t, tt.img.Bounds(), stored.Bounds(), "stored image size")

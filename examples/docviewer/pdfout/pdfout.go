@@ -154,10 +154,21 @@ func (p *Writer) AddPage(img *image.RGBA, dpi float64) error {
 	st := stats(img, p.seen)
 	enc := choose(st, p.opt)
 	p.encs = append(p.encs, enc)
+	var bilevel []byte
+	g4 := false
+	if enc == Bilevel && p.err == nil {
+		bilevel, g4, p.err = encodeBilevel(img, SmallThreshold)
+	}
 	p.begin(xobj)
-	p.printf("<< %s /Length %d 0 R >>\nstream\n", imageDict(enc, st, b.Dx(), b.Dy()), length)
+	p.printf("<< %s /Length %d 0 R >>\nstream\n", imageDict(enc, st, b.Dx(), b.Dy(), g4), length)
 	start := p.pos()
-	p.writePixels(img, enc, st)
+	if enc == Bilevel {
+		if p.err == nil {
+			_, p.err = p.bw.Write(bilevel)
+		}
+	} else {
+		p.writePixels(img, enc, st)
+	}
 	n := p.pos() - start
 	p.printf("\nendstream\nendobj\n")
 
