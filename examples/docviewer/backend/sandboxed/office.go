@@ -95,6 +95,12 @@ func (o *officePDFs) open(ctx context.Context, lib *library.Library, d library.D
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s: %w", d.Name, ctx.Err())
 		}
+		if !errors.Is(err, office.ErrConversion) {
+			// LibreOffice's sandbox did not start (a layer
+			// unavailable, the converter closed): not the
+			// document's doing, so not remembered as its fault.
+			return nil, fmt.Errorf("%s: %w", d.Name, err)
+		}
 		kind := docerr.ErrCorrupt
 		if res != nil && res.Exit != nil && res.Exit.Reason != broker.ExitClean {
 			kind = docerr.ErrSandbox // killed converting it

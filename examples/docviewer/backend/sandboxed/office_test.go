@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sandkit/sandkit/broker"
 	"github.com/sandkit/sandkit/examples/docviewer/docerr"
 	"github.com/sandkit/sandkit/examples/docviewer/library"
 	"github.com/sandkit/sandkit/examples/docviewer/office"
@@ -157,4 +158,19 @@ func TestOfficeDocumentsWithoutLibreOffice(t *testing.T) {
 	assert.Contains(t, err.Error(), "report.docx: Office documents need LibreOffice")
 	assert.Contains(t, err.Error(), office.InstallHint)
 	assert.Empty(t, b.b.Renderers())
+}
+
+// TestOfficeConverterUnavailable: when LibreOffice's sandbox cannot start
+// (here its converter is closed), the request fails without blaming the
+// document: nothing is remembered, the next request tries again.
+func TestOfficeConverterUnavailable(t *testing.T) {
+	conv := newTestConverter(t)
+	require.NoError(t, conv.Close())
+	b := folderBackend(t, folder(t, "office/text.docx=report.docx"), conv)
+	for range 2 {
+		_, err := b.PageCount(context.Background(), library.IDOf("report.docx"))
+		require.ErrorIs(t, err, broker.ErrClosed)
+		assert.Nil(t, docerr.KindOf(err), "not a document error: %v", err)
+	}
+	assert.Equal(t, 2, b.office.conversions(), "tried again")
 }
