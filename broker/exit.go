@@ -69,10 +69,21 @@ func (e *ExitError) Error() string {
 	}
 	switch e.Reason {
 	case ExitClean, ExitReleased, ExitShutdown, ExitIdle:
-		fmt.Fprintf(&b, " ended: %s", e.Reason)
+		b.WriteString(" ended: ")
 	default:
-		fmt.Fprintf(&b, " killed: %s", e.Reason)
+		b.WriteString(" killed: ")
 	}
+	b.WriteString(e.Description())
+	return b.String()
+}
+
+// Description is the end without the renderer it happened to: the
+// reason, the syscall with its arguments, the detail. For example
+// "sandbox violation socket(0x2, 0x1, 0x0, 0x0, 0x0, 0x0): disallowed by
+// the seccomp policy". Short leaves the arguments and the detail out.
+func (e *ExitError) Description() string {
+	var b strings.Builder
+	b.WriteString(string(e.Reason))
 	if e.Syscall != "" {
 		fmt.Fprintf(&b, " %s(", e.Syscall)
 		for i, a := range e.Args {

@@ -129,3 +129,29 @@ func TestSnapshotTask(t *testing.T) {
 	assert.ErrorIs(t, err, errTaskGone)
 	_ = cmd.Wait()
 }
+
+// TestExitErrorText: Error names the renderer and whether it ended or was
+// killed; Description is the same end without the renderer, as sandkit
+// run prints it after "killed: ".
+func TestExitErrorText(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       ExitError
+		wantError string
+		wantDesc  string
+	}{
+		{"violation", ExitError{PID: 7, Origin: "o", Document: "d.pdf", Reason: ExitViolation, Syscall: "socket", Args: []uint64{2, 1, 0, 0, 0, 0}, Detail: "disallowed by the seccomp policy"},
+			`renderer 7 for "o" (document "d.pdf") killed: sandbox violation socket(0x2, 0x1, 0x0, 0x0, 0x0, 0x0): disallowed by the seccomp policy`,
+			"sandbox violation socket(0x2, 0x1, 0x0, 0x0, 0x0, 0x0): disallowed by the seccomp policy"},
+		{"limit", ExitError{PID: 8, Origin: "o", Reason: ExitMemoryLimit, Detail: "RLIMIT_AS 64 MiB"},
+			`renderer 8 for "o" killed: memory limit: RLIMIT_AS 64 MiB`, "memory limit: RLIMIT_AS 64 MiB"},
+		{"clean", ExitError{PID: 9, Origin: "o", Reason: ExitClean},
+			`renderer 9 for "o" ended: clean exit`, "clean exit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.wantError, tt.err.Error())
+			assert.Equal(t, tt.wantDesc, tt.err.Description())
+		})
+	}
+}

@@ -331,11 +331,11 @@ func exitStatus(ctx context.Context, res *broker.Result) (int, string) {
 			return res.ExitCode, ""
 		}
 	case broker.ExitViolation:
-		return exitViolation, "killed: " + describe(e)
+		return exitViolation, "killed: " + e.Description()
 	case broker.ExitCPULimit, broker.ExitMemoryLimit, broker.ExitThreadLimit, broker.ExitBrokerLimit:
-		return exitLimit, "killed: " + describe(e)
+		return exitLimit, "killed: " + e.Description()
 	case broker.ExitTimeout:
-		return exitTimeout, "killed: " + describe(e)
+		return exitTimeout, "killed: " + e.Description()
 	case broker.ExitReleased:
 		// sandkit was told to stop: a signal's conventional status.
 		var sig signalCause
@@ -343,28 +343,7 @@ func exitStatus(ctx context.Context, res *broker.Result) (int, string) {
 			return 128 + int(sig.Signal), "killed: sandkit received signal: " + sig.String()
 		}
 	}
-	return exitSandkit, "killed: " + describe(e)
-}
-
-// describe is an ExitError without its renderer prefix: the reason, the
-// syscall with its arguments, the detail.
-func describe(e *broker.ExitError) string {
-	var b strings.Builder
-	b.WriteString(string(e.Reason))
-	if e.Syscall != "" {
-		fmt.Fprintf(&b, " %s(", e.Syscall)
-		for i, a := range e.Args {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "%#x", a)
-		}
-		b.WriteString(")")
-	}
-	if e.Detail != "" {
-		fmt.Fprintf(&b, ": %s", e.Detail)
-	}
-	return b.String()
+	return exitSandkit, "killed: " + e.Description()
 }
 
 // inactive lists the layers p requests that status says are not in force.
