@@ -427,9 +427,11 @@ func (b *Backend) open(ctx context.Context, d library.Doc) (c *conn, pages int, 
 	if s.err != nil {
 		return nil, 0, nil, s.err
 	}
-	if office.Is(d.Name) {
+	if office.Is(d.Name) && s.c == nil {
 		// Convert before taking a renderer: LibreOffice takes seconds,
-		// which a held renderer would spend idle.
+		// which a held renderer would spend idle. A session whose
+		// renderer has the document needs no conversion, nor the open
+		// and fstat that check the kept PDF, on each page request.
 		f, err := b.office.open(ctx, b.lib, d)
 		if err != nil {
 			if ctx.Err() == nil && documentFault(err) {
